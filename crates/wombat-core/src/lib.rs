@@ -1,0 +1,22 @@
+//! Domain types shared by every Wombat layer: chat messages, token usage,
+//! cost and the pricing table, session keys, model references and the DTOs of
+//! the control-plane contract.
+//!
+//! This crate is pure data and logic. It does no I/O, spawns nothing and has
+//! no async runtime, so every other crate (and any service embedding
+//! `wombat-llm` or `wombat-workspace`) can depend on it cheaply.
+
+pub mod controlplane;
+mod error;
+mod message;
+mod model;
+mod pricing;
+mod session;
+mod usage;
+
+pub use error::{Error, Result};
+pub use message::{ChatMessage, Role};
+pub use model::{ModelRef, Provider};
+pub use pricing::{Cost, DEFAULT_CONTEXT_WINDOW, ModelPrice, PricingTable};
+pub use session::{SessionKey, is_valid_role};
+pub use usage::Usage;

@@ -1,0 +1,29 @@
+//! `cargo xtask`: project automation that needs no shell scripts.
+//!
+//! `cargo xtask tidy` checks the crate layering and docs (also run as a test
+//! by `cargo test -p xtask`). xtask depends on no product crate: it runs
+//! binaries and reads `cargo metadata`.
+
+mod tidy;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("tidy") => tidy::run(),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <task>\n\ntasks:\n  tidy    check crate layering and crate docs"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
