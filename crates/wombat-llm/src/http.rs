@@ -1,0 +1,579 @@
+//! HTTP plumbing shared by the adapters: the one `reqwest::Client`, sending a
+//! JSON body, reading error bodies and retry hints, turning transport errors
+//! into typed errors, and driving an SSE body through a provider parser.
+//!
+//! Provider-specific payloads and error bodies are parsed in the adapter
+//! modules, not here.
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use reqwest::header::HeaderMap;
+use reqwest::{Client, RequestBuilder, Response};
+use wombat_core::Provider;
+
+use crate::sse::{SseDecoder, SseEvent};
+use crate::types::{ApiKey, EventStream, StreamEvent};
+use crate::{Error, Failure, Result};
+
+/// Error bodies larger than this are cut; providers' are a few hundred bytes.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Builds the shared client: rustls, HTTP/2 when offered, `TCP_NODELAY`, a
+/// connect timeout and a per-read timeout (which also bounds the wait for
+/// response headers and for each stream chunk). There is deliberately no
+/// whole-request timeout: long generations stream for minutes, and the
+/// router's total deadline covers the whole call.
+pub fn build_client(connect_timeout: Duration, read_timeout: Duration) -> Result<Client> {
+    Client::builder()
+        .connect_timeout(connect_timeout)
+        .read_timeout(read_timeout)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .user_agent(concat!("wombat/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| Error::Config {
+            var: "http client".to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+/// Who a call goes to, for error context and key redaction.
+#[derive(Debug, Clone)]
+pub(crate) struct CallCtx {
+    pub(crate) provider: Provider,
+    pub(crate) model: String,
+    pub(crate) key: Option<ApiKey>,
+}
+
+impl CallCtx {
+    /// A failure with `message`, our key redacted from it.
+    pub(crate) fn failure(&self, status: Option<u16>, message: impl Into<String>) -> Failure {
+        let mut message = message.into();
+        if let Some(key) = &self.key {
+            let k = key.expose();
+            if !k.is_empty() && message.contains(k) {
+                message = message.replace(k, "[redacted]");
+            }
+        }
+        Failure {
+            provider: self.provider,
+            model: self.model.clone(),
+            status,
+            message,
+            should_retry: None,
+        }
+    }
+
+    pub(crate) fn malformed(&self, message: impl Into<String>) -> Error {
+        Error::MalformedResponse {
+            failure: self.failure(None, message),
+        }
+    }
+
+    pub(crate) fn truncated(&self) -> Error {
+        Error::Truncated {
+            failure: self.failure(None, ""),
+        }
+    }
+
+    /// Classifies a reqwest error. reqwest's own messages never contain
+    /// request headers, so the key cannot leak through them.
+    pub(crate) fn transport(&self, err: &reqwest::Error) -> Error {
+        let mut message = err.to_string();
+        let mut source = std::error::Error::source(err);
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        let failure = self.failure(None, message);
+        if is_timeout(err) {
+            Error::Timeout { failure }
+        } else {
+            Error::Transport { failure }
+        }
+    }
+}
+
+/// reqwest marks its own timeouts; a read timeout surfacing through the body
+/// is wrapped in an io error, so the source chain is searched too.
+fn is_timeout(err: &reqwest::Error) -> bool {
+    if err.is_timeout() {
+        return true;
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        if s.downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_timeout)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Retry hints from response headers: the wait (`retry-after-ms`, then
+/// `retry-after` as seconds or an HTTP date) and `x-should-retry`.
+pub(crate) fn retry_hints(headers: &HeaderMap) -> (Option<Duration>, Option<bool>) {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let wait = text("retry-after-ms")
+        .and_then(|v| v.parse::<f64>().ok())
+        .and_then(|ms| secs_to_duration(ms / 1000.0))
+        .or_else(|| {
+            text("retry-after").and_then(|v| match v.parse::<f64>() {
+                Ok(secs) => secs_to_duration(secs),
+                Err(_) => httpdate::parse_http_date(v).ok().map(|at| {
+                    at.duration_since(SystemTime::now())
+                        .unwrap_or(Duration::ZERO)
+                }),
+            })
+        });
+    let should_retry = match text("x-should-retry") {
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        _ => None,
+    };
+    (wait, should_retry)
+}
+
+pub(crate) fn secs_to_duration(secs: f64) -> Option<Duration> {
+    (0.0..1e9)
+        .contains(&secs)
+        .then(|| Duration::from_secs_f64(secs))
+}
+
+/// The default mapping of an HTTP error status, used when the provider's
+/// error type field does not decide.
+pub(crate) fn classify_status(
+    status: u16,
+    mut failure: Failure,
+    retry_after: Option<Duration>,
+) -> Error {
+    failure.status = Some(status);
+    match status {
+        400 | 413 | 422 => Error::InvalidRequest { failure },
+        401 | 403 => Error::Auth { failure },
+        402 => Error::QuotaExceeded { failure },
+        404 => Error::ModelNotFound { failure },
+        408 => Error::Timeout { failure },
+        429 => Error::RateLimited {
+            failure,
+            retry_after,
+        },
+        503 | 529 => Error::Overloaded {
+            failure,
+            retry_after,
+        },
+        500..=599 => Error::Server {
+            failure,
+            retry_after,
+        },
+        _ => Error::UnexpectedStatus {
+            failure,
+            retry_after,
+        },
+    }
+}
+
+/// An HTTP error response, read and handed to the adapter's classifier.
+pub(crate) struct ErrorResponse {
+    pub(crate) status: u16,
+    pub(crate) retry_after: Option<Duration>,
+    pub(crate) body: Bytes,
+}
+
+impl ErrorResponse {
+    /// The body as text, for when the provider sent no parseable error.
+    pub(crate) fn body_text(&self) -> String {
+        let text = String::from_utf8_lossy(&self.body);
+        let text = text.trim();
+        if text.is_empty() {
+            "(empty body)".to_owned()
+        } else {
+            text.to_owned()
+        }
+    }
+}
+
+/// Sends `req`; a non-2xx answer is read (bounded) and turned into an error
+/// by `classify`, which the `x-should-retry` hint is then applied to.
+pub(crate) async fn send(
+    req: RequestBuilder,
+    ctx: &CallCtx,
+    classify: fn(&CallCtx, &ErrorResponse) -> Error,
+) -> Result<Response> {
+    let resp = req.send().await.map_err(|e| ctx.transport(&e))?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let (retry_after, should_retry) = retry_hints(resp.headers());
+    let body = read_bounded(resp, ctx).await?;
+    let err = ErrorResponse {
+        status: status.as_u16(),
+        retry_after,
+        body,
+    };
+    let mut error = classify(ctx, &err);
+    if let Some(hint) = should_retry {
+        set_should_retry(&mut error, hint);
+    }
+    Err(error)
+}
+
+fn set_should_retry(error: &mut Error, hint: bool) {
+    match error {
+        Error::RateLimited { failure, .. }
+        | Error::QuotaExceeded { failure }
+        | Error::Auth { failure }
+        | Error::ModelNotFound { failure }
+        | Error::InvalidRequest { failure }
+        | Error::ContextLength { failure }
+        | Error::Overloaded { failure, .. }
+        | Error::Server { failure, .. }
+        | Error::UnexpectedStatus { failure, .. }
+        | Error::Timeout { failure }
+        | Error::Transport { failure }
+        | Error::MalformedResponse { failure }
+        | Error::Truncated { failure } => failure.should_retry = Some(hint),
+        _ => {}
+    }
+}
+
+async fn read_bounded(mut resp: Response, ctx: &CallCtx) -> Result<Bytes> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| ctx.transport(&e))? {
+        let room = MAX_ERROR_BODY.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if buf.len() >= MAX_ERROR_BODY {
+            break;
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Reads a successful JSON body and parses it as `T`.
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    resp: Response,
+    ctx: &CallCtx,
+) -> Result<T> {
+    let body = resp.bytes().await.map_err(|e| ctx.transport(&e))?;
+    serde_json::from_slice(&body).map_err(|e| ctx.malformed(format!("invalid json body: {e}")))
+}
+
+/// What a provider parser makes of one SSE event.
+pub(crate) enum Step {
+    /// Keep reading.
+    Continue,
+    /// The provider's end marker arrived; the parser has pushed `Done`.
+    Finished,
+}
+
+/// A provider's stream parser: turns SSE events into [`StreamEvent`]s.
+pub(crate) trait SseParser: Send + 'static {
+    /// Handles one event, pushing any deltas (and, at the end marker, `Done`)
+    /// to `out`. An `Err` ends the stream with that error.
+    fn on_event(
+        &mut self,
+        ev: SseEvent,
+        ctx: &CallCtx,
+        out: &mut VecDeque<StreamEvent>,
+    ) -> Result<Step>;
+
+    /// The body ended before [`Step::Finished`]. The default is a truncation
+    /// error; formats without an end marker (Gemini) decide from what they saw.
+    fn on_eof(&mut self, ctx: &CallCtx) -> Result<StreamEvent> {
+        Err(ctx.truncated())
+    }
+}
+
+struct SseState<P> {
+    body: BoxStream<'static, reqwest::Result<Bytes>>,
+    decoder: SseDecoder,
+    parser: P,
+    ctx: CallCtx,
+    events: Vec<SseEvent>,
+    queue: VecDeque<StreamEvent>,
+    error: Option<Error>,
+    done: bool,
+}
+
+impl<P: SseParser> SseState<P> {
+    /// Feeds decoded events to the parser; stops at the end marker or error.
+    fn drain_events(&mut self) {
+        for ev in self.events.drain(..) {
+            if self.done {
+                break;
+            }
+            match self.parser.on_event(ev, &self.ctx, &mut self.queue) {
+                Ok(Step::Continue) => {}
+                Ok(Step::Finished) => self.done = true,
+                Err(e) => {
+                    self.error = Some(e);
+                    self.done = true;
+                }
+            }
+        }
+    }
+}
+
+/// How long to wait for the rest of a body after the provider's end marker.
+/// The terminating chunk normally arrives in the same packet; reading it lets
+/// the connection go back to the pool instead of being closed.
+const TAIL_WAIT: Duration = Duration::from_millis(50);
+/// Most bytes read after the end marker before giving up on reuse.
+const TAIL_LIMIT: usize = 16 * 1024;
+
+impl<P> SseState<P> {
+    /// Reads what is left of the body after the end marker (bounded in time
+    /// and size) so that hyper can reuse the connection.
+    async fn finish_body(&mut self) {
+        let body = &mut self.body;
+        let _ = tokio::time::timeout(TAIL_WAIT, async {
+            let mut read = 0;
+            while let Some(Ok(bytes)) = body.next().await {
+                read += bytes.len();
+                if read > TAIL_LIMIT {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Drives a streaming response body through the SSE decoder and `parser`.
+/// After the end marker the rest of the body is read briefly so the
+/// connection can be reused; on an error, or when the returned stream is
+/// dropped, the body (and so the connection) is dropped at once.
+pub(crate) fn sse_stream<P: SseParser>(resp: Response, ctx: CallCtx, parser: P) -> EventStream {
+    let state = SseState {
+        body: resp.bytes_stream().boxed(),
+        decoder: SseDecoder::new(),
+        parser,
+        ctx,
+        events: Vec::new(),
+        queue: VecDeque::new(),
+        error: None,
+        done: false,
+    };
+    futures::stream::unfold(Some(state), |state| async move {
+        let mut st = state?;
+        loop {
+            if let Some(ev) = st.queue.pop_front() {
+                return Some((Ok(ev), Some(st)));
+            }
+            if let Some(e) = st.error.take() {
+                return Some((Err(e), None));
+            }
+            if st.done {
+                return None;
+            }
+            match st.body.next().await {
+                Some(Ok(bytes)) => {
+                    st.decoder.feed(&bytes, &mut st.events);
+                    st.drain_events();
+                    if st.done && st.error.is_none() {
+                        st.finish_body().await;
+                    }
+                }
+                Some(Err(e)) => {
+                    st.error = Some(st.ctx.transport(&e));
+                    st.done = true;
+                }
+                None => {
+                    st.decoder.finish(&mut st.events);
+                    st.drain_events();
+                    if !st.done {
+                        match st.parser.on_eof(&st.ctx) {
+                            Ok(ev) => st.queue.push_back(ev),
+                            Err(e) => st.error = Some(e),
+                        }
+                        st.done = true;
+                    }
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+/// Percent-encodes a path segment (a model id in a Gemini URL) so that an
+/// untrusted model string can never change the path or add a query.
+pub(crate) fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Joins consecutive messages of the same role (Anthropic requires
+/// alternation; Gemini prefers it), separating their texts with a blank line.
+pub(crate) fn merge_same_role<R: PartialEq + Copy>(
+    messages: impl IntoIterator<Item = (R, String)>,
+) -> Vec<(R, String)> {
+    let mut out: Vec<(R, String)> = Vec::new();
+    for (role, text) in messages {
+        match out.last_mut() {
+            Some((last, acc)) if *last == role => {
+                acc.push_str("\n\n");
+                acc.push_str(&text);
+            }
+            _ => out.push((role, text)),
+        }
+    }
+    out
+}
+
+/// The system prompt for providers without a system role: `system` followed
+/// by any `System` messages of the conversation, blank-line separated.
+pub(crate) fn collect_system(req: &crate::ChatRequest) -> Option<String> {
+    let parts: Vec<&str> = req
+        .system
+        .iter()
+        .map(String::as_str)
+        .chain(
+            req.messages
+                .iter()
+                .filter(|m| m.role == wombat_core::Role::System)
+                .map(|m| m.content.as_str()),
+        )
+        .filter(|s| !s.is_empty())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("\n\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).expect("valid header"));
+        }
+        h
+    }
+
+    #[test]
+    fn retry_hint_precedence_and_formats() {
+        let (wait, hint) = retry_hints(&headers(&[
+            ("retry-after-ms", "250"),
+            ("retry-after", "7"),
+            ("x-should-retry", "true"),
+        ]));
+        assert_eq!(wait, Some(Duration::from_millis(250)));
+        assert_eq!(hint, Some(true));
+        assert_eq!(
+            retry_hints(&headers(&[("retry-after", "1.5")])).0,
+            Some(Duration::from_millis(1500))
+        );
+        let past = httpdate::fmt_http_date(SystemTime::UNIX_EPOCH);
+        assert_eq!(
+            retry_hints(&headers(&[("retry-after", &past)])).0,
+            Some(Duration::ZERO)
+        );
+        let future = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3600));
+        let wait = retry_hints(&headers(&[("retry-after", &future)]))
+            .0
+            .expect("date parses");
+        assert!(wait > Duration::from_secs(3000));
+        assert_eq!(
+            retry_hints(&headers(&[("retry-after", "soon")])),
+            (None, None)
+        );
+        assert_eq!(retry_hints(&headers(&[("retry-after", "-1")])).0, None);
+    }
+
+    #[test]
+    fn status_mapping() {
+        let f = || Failure::new(Provider::OpenAi, "m", "x");
+        assert!(matches!(
+            classify_status(400, f(), None),
+            Error::InvalidRequest { .. }
+        ));
+        assert!(matches!(
+            classify_status(401, f(), None),
+            Error::Auth { .. }
+        ));
+        assert!(matches!(
+            classify_status(404, f(), None),
+            Error::ModelNotFound { .. }
+        ));
+        assert!(matches!(
+            classify_status(408, f(), None),
+            Error::Timeout { .. }
+        ));
+        assert!(matches!(
+            classify_status(429, f(), None),
+            Error::RateLimited { .. }
+        ));
+        assert!(matches!(
+            classify_status(529, f(), None),
+            Error::Overloaded { .. }
+        ));
+        assert!(matches!(
+            classify_status(502, f(), None),
+            Error::Server { .. }
+        ));
+        let conflict = classify_status(409, f(), None);
+        assert!(conflict.is_retryable());
+        assert!(!classify_status(418, f(), None).is_retryable());
+    }
+
+    #[test]
+    fn key_is_redacted_from_provider_messages() {
+        let ctx = CallCtx {
+            provider: Provider::OpenAi,
+            model: "m".into(),
+            key: Some(ApiKey::new("sk-live-abc")),
+        };
+        let f = ctx.failure(Some(401), "Incorrect API key provided: sk-live-abc.");
+        assert_eq!(f.message, "Incorrect API key provided: [redacted].");
+    }
+
+    #[test]
+    fn path_segments_are_escaped() {
+        assert_eq!(path_segment("gemini-2.0-flash"), "gemini-2.0-flash");
+        assert_eq!(path_segment("../x?y=1"), "..%2Fx%3Fy%3D1");
+    }
+
+    #[test]
+    fn merges_consecutive_roles() {
+        let merged = merge_same_role([
+            (1, "a".to_owned()),
+            (1, "b".to_owned()),
+            (2, "c".to_owned()),
+            (1, "d".to_owned()),
+        ]);
+        assert_eq!(
+            merged,
+            vec![
+                (1, "a\n\nb".to_owned()),
+                (2, "c".to_owned()),
+                (1, "d".to_owned())
+            ]
+        );
+    }
+}

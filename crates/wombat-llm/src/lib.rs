@@ -1,0 +1,53 @@
+//! Wombat's LLM layer, usable on its own by any Rust service: a provider
+//! abstraction ([`ChatProvider`]), adapters for OpenAI Chat Completions (and
+//! every OpenAI-compatible provider), Anthropic Messages and Google Gemini,
+//! an offline [`EchoProvider`], one SSE decoder shared by all of them, and a
+//! [`Router`] that adds model tiers, API keys, retries with backoff,
+//! failover, a total deadline and cost.
+//!
+//! It does not read the process environment (the binary builds a
+//! [`RouterConfig`] with [`RouterConfig::from_env_map`]), log secrets, or
+//! estimate token counts a provider did not send.
+//!
+//! ```no_run
+//! # async fn demo() -> wombat_llm::Result<()> {
+//! use wombat_core::ChatMessage;
+//! use wombat_llm::{RouteRequest, Router, RouterConfig, Tier};
+//!
+//! let config = RouterConfig::from_env_map(&|k: &str| std::env::var(k).ok())?;
+//! let router = Router::new(config)?;
+//! let routed = router
+//!     .complete(RouteRequest::new(Tier::Default, vec![ChatMessage::user("Hello")]))
+//!     .await?;
+//! println!("{} said {:?} for ${}", routed.model, routed.completion.text, routed.cost.total_cost);
+//! # Ok(())
+//! # }
+//! ```
+
+mod anthropic;
+mod config;
+mod echo;
+mod error;
+mod gemini;
+mod http;
+mod openai;
+mod router;
+mod schema;
+pub mod sse;
+mod types;
+
+pub use anthropic::{ANTHROPIC_DEFAULT_MAX_TOKENS, AnthropicAdapter};
+pub use config::{LlmSummary, RetryPolicy, RouterConfig};
+pub use echo::EchoProvider;
+pub use error::{Error, Failure, Result};
+pub use gemini::GeminiAdapter;
+pub use http::build_client;
+pub use openai::OpenAiAdapter;
+pub use router::{
+    ModelChoice, RouteRequest, Routed, RoutedEvent, RoutedStream, Router, RouterBuilder,
+    RouterObserver, Sleeper, Tier, TokioSleeper,
+};
+pub use types::{
+    ApiKey, ChatProvider, ChatRequest, Completion, EventStream, FinishReason, ResponseFormat,
+    StreamEvent,
+};

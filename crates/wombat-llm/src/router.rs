@@ -1,0 +1,651 @@
+//! The router: resolves model strings and tiers, picks the provider,
+//! retries transient failures with backoff, fails over to the fallback
+//! model, enforces a total deadline and computes cost once.
+//!
+//! It does not know any wire format (the adapters do) and does not read the
+//! environment (see [`RouterConfig::from_env_map`]).
+//!
+//! Waiting between retries goes through a [`Sleeper`] so that tests can
+//! record the waits instead of sleeping; the total deadline and the HTTP
+//! timeouts use tokio's clock. Dropping a future or stream returned here
+//! drops the provider request with it, which closes its connection.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt};
+use tokio::time::{Instant, Sleep};
+use wombat_core::{ChatMessage, Cost, ModelRef, PricingTable, Provider, Usage};
+
+use crate::anthropic::AnthropicAdapter;
+use crate::config::{LlmSummary, RouterConfig};
+use crate::echo::EchoProvider;
+use crate::gemini::GeminiAdapter;
+use crate::openai::OpenAiAdapter;
+use crate::types::{
+    ChatProvider, ChatRequest, Completion, EventStream, FinishReason, ResponseFormat, StreamEvent,
+};
+use crate::{Error, Failure, Result};
+
+/// A model tier configured by `LLM_MODEL_*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// `LLM_MODEL_CHEAP` (compaction and other bulk work).
+    Cheap,
+    /// `LLM_MODEL_DEFAULT`.
+    Default,
+    /// `LLM_MODEL_BEST`.
+    Best,
+}
+
+impl Tier {
+    /// Parses `cheap`, `default` or `best`.
+    pub fn parse(s: &str) -> Option<Tier> {
+        match s {
+            "cheap" => Some(Tier::Cheap),
+            "default" => Some(Tier::Default),
+            "best" => Some(Tier::Best),
+            _ => None,
+        }
+    }
+
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Cheap => "cheap",
+            Tier::Default => "default",
+            Tier::Best => "best",
+        }
+    }
+}
+
+/// Which model a request wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelChoice {
+    /// A configured tier.
+    Tier(Tier),
+    /// A model string, `model` or `provider/model`.
+    Explicit(String),
+}
+
+impl From<Tier> for ModelChoice {
+    fn from(t: Tier) -> Self {
+        ModelChoice::Tier(t)
+    }
+}
+
+/// A chat request to the router: like [`ChatRequest`], with a model choice
+/// instead of a provider model id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteRequest {
+    /// The model or tier to use first.
+    pub model: ModelChoice,
+    /// The system prompt.
+    pub system: Option<String>,
+    /// The conversation.
+    pub messages: Vec<ChatMessage>,
+    /// Sampling temperature.
+    pub temperature: Option<f32>,
+    /// Most tokens to generate.
+    pub max_tokens: Option<u32>,
+    /// Structured output.
+    pub response_format: Option<ResponseFormat>,
+}
+
+impl RouteRequest {
+    /// A request with these messages and nothing else set.
+    pub fn new(model: impl Into<ModelChoice>, messages: Vec<ChatMessage>) -> Self {
+        Self {
+            model: model.into(),
+            system: None,
+            messages,
+            temperature: None,
+            max_tokens: None,
+            response_format: None,
+        }
+    }
+
+    fn to_chat(&self, model: &str) -> ChatRequest {
+        ChatRequest {
+            model: model.to_owned(),
+            system: self.system.clone(),
+            messages: self.messages.clone(),
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+            response_format: self.response_format.clone(),
+        }
+    }
+}
+
+/// A completed routed call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routed {
+    /// What the model said.
+    pub completion: Completion,
+    /// The provider that answered.
+    pub provider: Provider,
+    /// The model that answered (provider model id).
+    pub model: String,
+    /// Provider calls made, the successful one included.
+    pub attempts: u32,
+    /// How many times the router moved to another model (0 or 1).
+    pub failovers: u32,
+    /// The cost of the answering call, from the router's pricing table.
+    pub cost: Cost,
+}
+
+/// An item of a [`RoutedStream`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoutedEvent {
+    /// The next piece of text.
+    Delta(String),
+    /// The stream finished well.
+    Done {
+        /// Usage as the provider reported it.
+        usage: Usage,
+        /// The cost, computed once from the router's pricing table.
+        cost: Cost,
+        /// The provider that answered.
+        provider: Provider,
+        /// The model that answered.
+        model: String,
+        /// Provider calls made.
+        attempts: u32,
+        /// Moves to another model (0 or 1).
+        failovers: u32,
+        /// Why the model stopped.
+        finish_reason: Option<FinishReason>,
+    },
+}
+
+/// How the router waits between retries. The default uses
+/// `tokio::time::sleep`; tests inject one that records the requested waits
+/// and returns at once.
+pub trait Sleeper: Send + Sync {
+    /// Waits for `duration`.
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
+}
+
+/// The default [`Sleeper`]: `tokio::time::sleep`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioSleeper;
+
+impl Sleeper for TokioSleeper {
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        tokio::time::sleep(duration).boxed()
+    }
+}
+
+/// Hooks for metrics: called on every retry and failover (successful calls
+/// report their attempts in [`Routed`] and [`RoutedEvent::Done`]).
+pub trait RouterObserver: Send + Sync {
+    /// `model` failed with the retryable `error` on attempt `attempt`
+    /// (1-based) and will be tried again after `delay`.
+    fn on_retry(&self, model: &ModelRef, attempt: u32, error: &Error, delay: Duration) {
+        let _ = (model, attempt, error, delay);
+    }
+
+    /// `from` is given up after `error`; `to` is tried next.
+    fn on_failover(&self, from: &ModelRef, to: &ModelRef, error: &Error) {
+        let _ = (from, to, error);
+    }
+}
+
+/// Builds a [`Router`] with injected providers, sleeper, observer or HTTP
+/// client.
+pub struct RouterBuilder {
+    config: RouterConfig,
+    providers: HashMap<Provider, Arc<dyn ChatProvider>>,
+    sleeper: Arc<dyn Sleeper>,
+    observer: Option<Arc<dyn RouterObserver>>,
+    client: Option<reqwest::Client>,
+}
+
+impl RouterBuilder {
+    /// Serves `provider` with `backend` instead of the built-in adapter.
+    #[must_use]
+    pub fn provider(mut self, provider: Provider, backend: Arc<dyn ChatProvider>) -> Self {
+        self.providers.insert(provider, backend);
+        self
+    }
+
+    /// Waits between retries with `sleeper`.
+    #[must_use]
+    pub fn sleeper(mut self, sleeper: Arc<dyn Sleeper>) -> Self {
+        self.sleeper = sleeper;
+        self
+    }
+
+    /// Reports retries and failovers to `observer`.
+    #[must_use]
+    pub fn observer(mut self, observer: Arc<dyn RouterObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Uses `client` for the built-in adapters instead of building one from
+    /// the config's timeouts.
+    #[must_use]
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Builds the router. Every provider without an injected backend gets
+    /// its built-in adapter, all sharing one HTTP client (one pool).
+    pub fn build(self) -> Result<Router> {
+        let RouterBuilder {
+            config,
+            mut providers,
+            sleeper,
+            observer,
+            client,
+        } = self;
+        let client = match client {
+            Some(c) => c,
+            None => crate::http::build_client(config.connect_timeout, config.read_timeout)?,
+        };
+        for provider in Provider::ALL {
+            if providers.contains_key(&provider) {
+                continue;
+            }
+            let key = config.api_keys.get(&provider).cloned();
+            let base = config.base_url(provider).to_owned();
+            let adapter: Arc<dyn ChatProvider> = match provider {
+                Provider::Anthropic => Arc::new(AnthropicAdapter::new(client.clone(), base, key)),
+                Provider::Google => Arc::new(GeminiAdapter::new(client.clone(), base, key)),
+                Provider::Echo => Arc::new(EchoProvider),
+                Provider::OpenAi
+                | Provider::Xai
+                | Provider::Groq
+                | Provider::Mistral
+                | Provider::OpenRouter
+                | Provider::Ollama => {
+                    Arc::new(OpenAiAdapter::new(client.clone(), provider, base, key))
+                }
+            };
+            providers.insert(provider, adapter);
+        }
+        Ok(Router {
+            inner: Arc::new(Inner {
+                config,
+                providers,
+                sleeper,
+                observer,
+            }),
+        })
+    }
+}
+
+struct Inner {
+    config: RouterConfig,
+    providers: HashMap<Provider, Arc<dyn ChatProvider>>,
+    sleeper: Arc<dyn Sleeper>,
+    observer: Option<Arc<dyn RouterObserver>>,
+}
+
+/// Routes chat requests over the configured providers. Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one model attempt produced, with the bookkeeping of the route.
+struct Answer<T> {
+    value: T,
+    model: ModelRef,
+    attempts: u32,
+    failovers: u32,
+}
+
+impl Router {
+    /// A router with the built-in adapters.
+    pub fn new(config: RouterConfig) -> Result<Router> {
+        Self::builder(config).build()
+    }
+
+    /// A builder for injecting providers, a sleeper or an observer.
+    pub fn builder(config: RouterConfig) -> RouterBuilder {
+        RouterBuilder {
+            config,
+            providers: HashMap::new(),
+            sleeper: Arc::new(TokioSleeper),
+            observer: None,
+            client: None,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RouterConfig {
+        &self.inner.config
+    }
+
+    /// The pricing table costs are computed from.
+    pub fn pricing(&self) -> &PricingTable {
+        &self.inner.config.pricing
+    }
+
+    /// The model's context window (128,000 when unknown).
+    pub fn context_window(&self, model: &ModelRef) -> u64 {
+        self.inner.config.pricing.context_window(&model.model)
+    }
+
+    /// What `/health` may show about the LLM configuration.
+    pub fn summary(&self) -> LlmSummary {
+        self.inner.config.summary()
+    }
+
+    /// Resolves a tier or model string to a provider and model.
+    pub fn resolve(&self, choice: &ModelChoice) -> Result<ModelRef> {
+        let config = &self.inner.config;
+        let s = match choice {
+            ModelChoice::Tier(t) => config.tier_model(*t),
+            ModelChoice::Explicit(s) => s.as_str(),
+        };
+        Ok(ModelRef::parse(s, config.default_provider)?)
+    }
+
+    /// Runs the request to completion with retries and failover.
+    pub async fn complete(&self, req: RouteRequest) -> Result<Routed> {
+        let deadline = self.inner.config.deadline;
+        let routed = tokio::time::timeout(
+            deadline,
+            self.run(&req, |_, provider, chat| async move {
+                provider.complete(&chat).await
+            }),
+        )
+        .await
+        .map_err(|_| Error::DeadlineExceeded { deadline })??;
+        let cost = self.cost(&routed.model, &routed.value.usage);
+        Ok(Routed {
+            cost,
+            provider: routed.model.provider,
+            model: routed.model.model,
+            attempts: routed.attempts,
+            failovers: routed.failovers,
+            completion: routed.value,
+        })
+    }
+
+    /// Starts a streaming call. Retries and failover happen only until the
+    /// first event arrives from a provider, so this resolves once the first
+    /// delta is in hand (or every model failed, which the caller can still
+    /// answer with a proper status). After that an error ends the stream.
+    /// The total deadline covers the whole stream.
+    pub async fn stream(&self, req: RouteRequest) -> Result<RoutedStream> {
+        let deadline = self.inner.config.deadline;
+        let deadline_at = Instant::now() + deadline;
+        let open = self.run(&req, |model, provider, chat| async move {
+            let mut stream = provider.stream(&chat).await?;
+            match stream.next().await {
+                Some(Ok(first)) => Ok((first, stream)),
+                Some(Err(e)) => Err(e),
+                None => Err(Error::Truncated {
+                    failure: Failure::new(model.provider, model.model, "stream had no events"),
+                }),
+            }
+        });
+        let answer = tokio::time::timeout_at(deadline_at, open)
+            .await
+            .map_err(|_| Error::DeadlineExceeded { deadline })??;
+        let (first, inner) = answer.value;
+        Ok(RoutedStream {
+            router: self.clone(),
+            first: Some(first),
+            inner,
+            deadline_timer: Box::pin(tokio::time::sleep_until(deadline_at)),
+            deadline,
+            model: answer.model,
+            attempts: answer.attempts,
+            failovers: answer.failovers,
+            finished: false,
+        })
+    }
+
+    fn cost(&self, model: &ModelRef, usage: &Usage) -> Cost {
+        // The echo provider is a wiring check: it never costs anything, even
+        // when its model string names a priced model (`LLM_PROVIDER=echo`
+        // with the default `gpt-4o-mini`).
+        if model.provider == Provider::Echo {
+            return Cost::from_micros(&model.model, usage, 0, 0, false);
+        }
+        self.inner.config.pricing.cost(&model.model, usage)
+    }
+
+    /// The primary model, then the fallback if it is configured and differs.
+    fn candidates(&self, choice: &ModelChoice) -> Result<Vec<ModelRef>> {
+        let config = &self.inner.config;
+        let primary = self.resolve(choice)?;
+        let mut models = vec![primary];
+        if let Some(fallback) = &config.fallback_model {
+            let fallback = ModelRef::parse(fallback, config.default_provider)?;
+            if !models.contains(&fallback) {
+                models.push(fallback);
+            }
+        }
+        Ok(models)
+    }
+
+    async fn run<T, F, Fut>(&self, req: &RouteRequest, mut call: F) -> Result<Answer<T>>
+    where
+        F: FnMut(ModelRef, Arc<dyn ChatProvider>, Arc<ChatRequest>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let inner = &self.inner;
+        let policy = &inner.config.retry;
+        let models = self.candidates(&req.model)?;
+        let mut attempts = 0u32;
+        let mut failovers = 0u32;
+        let mut errors: Vec<Error> = Vec::new();
+        for (index, model) in models.iter().enumerate() {
+            if index > 0 {
+                failovers += 1;
+                if let (Some(prev), Some(err)) = (models.get(index - 1), errors.last()) {
+                    tracing::warn!(from = %prev, to = %model, error = %err, "llm failover");
+                    if let Some(obs) = &inner.observer {
+                        obs.on_failover(prev, model, err);
+                    }
+                }
+            }
+            let Some(provider) = inner.providers.get(&model.provider).cloned() else {
+                // Unreachable with `build`, which fills every provider; kept
+                // as an error rather than a panic.
+                errors.push(Error::Unsupported {
+                    provider: model.provider,
+                    reason: "no backend configured".to_owned(),
+                });
+                continue;
+            };
+            let chat = Arc::new(req.to_chat(&model.model));
+            let mut model_attempt = 0u32;
+            loop {
+                attempts += 1;
+                model_attempt += 1;
+                match call(model.clone(), provider.clone(), chat.clone()).await {
+                    Ok(value) => {
+                        tracing::debug!(model = %model, attempts, failovers, "llm call succeeded");
+                        return Ok(Answer {
+                            value,
+                            model: model.clone(),
+                            attempts,
+                            failovers,
+                        });
+                    }
+                    Err(e) if e.is_retryable() && model_attempt < policy.attempts.max(1) => {
+                        let delay = policy.delay(model_attempt - 1, e.retry_after());
+                        tracing::warn!(
+                            model = %model,
+                            attempt = model_attempt,
+                            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                            error = %e,
+                            "llm call failed, retrying"
+                        );
+                        if let Some(obs) = &inner.observer {
+                            obs.on_retry(model, model_attempt, &e, delay);
+                        }
+                        inner.sleeper.sleep(delay).await;
+                    }
+                    Err(e) => {
+                        let failover = e.should_failover();
+                        errors.push(e);
+                        if !failover {
+                            return Err(finish(attempts, errors));
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        Err(finish(attempts, errors))
+    }
+}
+
+/// One model's error as is; several as [`Error::Exhausted`].
+fn finish(attempts: u32, mut errors: Vec<Error>) -> Error {
+    if errors.len() == 1 {
+        if let Some(e) = errors.pop() {
+            return e;
+        }
+    }
+    Error::Exhausted { attempts, errors }
+}
+
+/// A routed stream: text deltas, then one [`RoutedEvent::Done`], or an `Err`
+/// item that ends it (a provider error after the first delta, a truncated
+/// stream, or the deadline). Dropping it cancels the provider request.
+pub struct RoutedStream {
+    router: Router,
+    first: Option<StreamEvent>,
+    inner: EventStream,
+    deadline_timer: Pin<Box<Sleep>>,
+    deadline: Duration,
+    model: ModelRef,
+    attempts: u32,
+    failovers: u32,
+    finished: bool,
+}
+
+impl fmt::Debug for RoutedStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoutedStream")
+            .field("model", &self.model)
+            .field("attempts", &self.attempts)
+            .field("failovers", &self.failovers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RoutedStream {
+    /// The provider and model that is answering.
+    pub fn model(&self) -> &ModelRef {
+        &self.model
+    }
+
+    /// Provider calls made before the stream was committed.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Moves to another model before the stream was committed (0 or 1).
+    pub fn failovers(&self) -> u32 {
+        self.failovers
+    }
+
+    fn convert(&mut self, ev: StreamEvent) -> RoutedEvent {
+        match ev {
+            StreamEvent::Delta(d) => RoutedEvent::Delta(d),
+            StreamEvent::Done {
+                usage,
+                finish_reason,
+            } => {
+                self.finished = true;
+                RoutedEvent::Done {
+                    cost: self.router.cost(&self.model, &usage),
+                    usage,
+                    provider: self.model.provider,
+                    model: self.model.model.clone(),
+                    attempts: self.attempts,
+                    failovers: self.failovers,
+                    finish_reason,
+                }
+            }
+        }
+    }
+}
+
+impl Stream for RoutedStream {
+    type Item = Result<RoutedEvent>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(this.convert(first))));
+        }
+        if this.deadline_timer.as_mut().poll(cx).is_ready() {
+            this.finished = true;
+            return Poll::Ready(Some(Err(Error::DeadlineExceeded {
+                deadline: this.deadline,
+            })));
+        }
+        match this.inner.poll_next_unpin(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(ev))) => Poll::Ready(Some(Ok(this.convert(ev)))),
+            Poll::Ready(Some(Err(e))) => {
+                this.finished = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                this.finished = true;
+                Poll::Ready(Some(Err(Error::Truncated {
+                    failure: Failure::new(
+                        this.model.provider,
+                        this.model.model.clone(),
+                        "stream ended without a done event",
+                    ),
+                })))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn futures_and_streams_are_send() {
+        let router = Router::new(RouterConfig::default()).expect("builds");
+        let req = RouteRequest::new(Tier::Default, vec![ChatMessage::user("x")]);
+        assert_send(&router.complete(req.clone()));
+        assert_send(&router.stream(req));
+        fn stream_is_send_and_unpin<T: Send + Unpin + Stream>() {}
+        stream_is_send_and_unpin::<RoutedStream>();
+    }
+
+    #[test]
+    fn tiers_parse() {
+        for t in [Tier::Cheap, Tier::Default, Tier::Best] {
+            assert_eq!(Tier::parse(t.as_str()), Some(t));
+        }
+        assert_eq!(Tier::parse("premium"), None);
+    }
+}

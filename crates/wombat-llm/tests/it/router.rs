@@ -1,0 +1,541 @@
+//! The router: retries, backoff hints, failover, deadline, cancellation,
+//! missing keys, echo and metrics hooks.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::json;
+use wombat_core::{ChatMessage, ModelRef, Provider, Usage};
+use wombat_llm::{
+    Error, ModelChoice, RouteRequest, RoutedEvent, Router, RouterConfig, RouterObserver, Tier,
+};
+
+use crate::fake::{FakeServer, Reply};
+use crate::{collect, config, hello, router};
+
+fn ok_reply(text: &str) -> Reply {
+    Reply::json(
+        200,
+        json!({"choices": [{"message": {"content": text}, "finish_reason": "stop"}],
+               "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}}),
+    )
+}
+
+fn status(code: u16) -> Reply {
+    Reply::json(
+        code,
+        json!({"error": {"message": format!("status {code}"), "type": "test_error"}}),
+    )
+}
+
+const ANTHROPIC_OK: &str = concat!(
+    "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n",
+    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"from fallback\"}}\n\n",
+    "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\n",
+    "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+);
+
+/// Primary `openai/gpt-4o-mini` at `primary`, fallback
+/// `anthropic/claude-3-5-haiku` at `fallback`.
+fn with_fallback(primary: &FakeServer, fallback: &FakeServer) -> RouterConfig {
+    let mut cfg = config(Provider::OpenAi, "gpt-4o-mini", &primary.url("/v1"));
+    cfg.fallback_model = Some("anthropic/claude-3-5-haiku".into());
+    cfg.base_urls.insert(Provider::Anthropic, fallback.url(""));
+    cfg
+}
+
+#[tokio::test]
+async fn retry_after_header_is_honoured_exactly() {
+    let server = FakeServer::start(vec![
+        status(429).header("retry-after", "1"),
+        ok_reply("done"),
+    ])
+    .await;
+    let mut cfg = config(Provider::OpenAi, "gpt-4o-mini", &server.url("/v1"));
+    // Jitter must not touch a provider-requested wait.
+    cfg.retry.jitter = 0.5;
+    let (router, sleeper) = router(cfg);
+    let routed = router
+        .complete(hello())
+        .await
+        .expect("second attempt succeeds");
+    assert_eq!(routed.completion.text, "done");
+    assert_eq!((routed.attempts, routed.failovers), (2, 0));
+    assert_eq!(sleeper.waits(), [Duration::from_secs(1)]);
+}
+
+#[tokio::test]
+async fn retry_after_ms_wins_over_retry_after() {
+    let server = FakeServer::start(vec![
+        status(429)
+            .header("retry-after-ms", "250")
+            .header("retry-after", "9"),
+        ok_reply("done"),
+    ])
+    .await;
+    let (router, sleeper) = router(config(Provider::OpenAi, "gpt-4o-mini", &server.url("/v1")));
+    router.complete(hello()).await.expect("succeeds");
+    assert_eq!(sleeper.waits(), [Duration::from_millis(250)]);
+}
+
+#[tokio::test]
+async fn server_errors_back_off_exponentially_then_succeed() {
+    let server = FakeServer::start(vec![status(500), status(502), ok_reply("third time")]).await;
+    let (router, sleeper) = router(config(Provider::OpenAi, "gpt-4o-mini", &server.url("/v1")));
+    let routed = router
+        .complete(hello())
+        .await
+        .expect("third attempt succeeds");
+    assert_eq!(routed.completion.text, "third time");
+    assert_eq!(routed.attempts, 3);
+    assert_eq!(
+        sleeper.waits(),
+        [Duration::from_secs(1), Duration::from_secs(2)]
+    );
+    assert_eq!(server.request_count(), 3);
+}
+
+#[tokio::test]
+async fn x_should_retry_false_stops_retries() {
+    let server = FakeServer::start(vec![status(500).header("x-should-retry", "false")]).await;
+    let (router, sleeper) = router(config(Provider::OpenAi, "gpt-4o-mini", &server.url("/v1")));
+    let err = router.complete(hello()).await.expect_err("not retried");
+    assert!(matches!(err, Error::Server { .. }), "{err:?}");
+    assert_eq!(server.request_count(), 1);
+    assert!(sleeper.waits().is_empty());
+}
+
+#[tokio::test]
+async fn fails_over_to_another_provider_after_the_primary_is_exhausted() {
+    let primary = FakeServer::start(vec![status(503), status(503), status(503)]).await;
+    let fallback = FakeServer::start(vec![Reply::json(
+        200,
+        json!({"content": [{"type": "text", "text": "from fallback"}], "stop_reason": "end_turn",
+               "usage": {"input_tokens": 1000, "output_tokens": 100}}),
+    )])
+    .await;
+    let (router, sleeper) = router(with_fallback(&primary, &fallback));
+    let routed = router.complete(hello()).await.expect("fallback answers");
+    assert_eq!(routed.completion.text, "from fallback");
+    assert_eq!(
+        (routed.provider, routed.model.as_str()),
+        (Provider::Anthropic, "claude-3-5-haiku")
+    );
+    assert_eq!((routed.attempts, routed.failovers), (4, 1));
+    // Cost uses the model that answered: 1000 × $0.80/M + 100 × $4/M.
+    assert_eq!(routed.cost.model, "claude-3-5-haiku");
+    assert_eq!(routed.cost.total_micros(), 1200);
+    assert_eq!(
+        sleeper.waits(),
+        [Duration::from_secs(1), Duration::from_secs(2)]
+    );
+    assert_eq!((primary.request_count(), fallback.request_count()), (3, 1));
+}
+
+#[tokio::test]
+async fn invalid_request_is_neither_retried_nor_failed_over() {
+    let primary = FakeServer::start(vec![status(400)]).await;
+    let fallback = FakeServer::start(vec![]).await;
+    let (router, sleeper) = router(with_fallback(&primary, &fallback));
+    let err = router.complete(hello()).await.expect_err("400 is final");
+    assert!(matches!(err, Error::InvalidRequest { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "invalid request to openai/gpt-4o-mini (http 400): status 400"
+    );
+    assert_eq!((primary.request_count(), fallback.request_count()), (1, 0));
+    assert!(sleeper.waits().is_empty());
+}
+
+#[tokio::test]
+async fn auth_failure_fails_over_without_retrying() {
+    let primary = FakeServer::start(vec![Reply::json(
+        401,
+        json!({"error": {"message": "Incorrect API key provided: test-key-openai", "type": "invalid_request_error", "code": "invalid_api_key"}}),
+    )])
+    .await;
+    let fallback = FakeServer::start(vec![Reply::json(
+        200,
+        json!({"content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 1}}),
+    )])
+    .await;
+    let (router, _) = router(with_fallback(&primary, &fallback));
+    let routed = router.complete(hello()).await.expect("fallback answers");
+    assert_eq!(
+        (routed.provider, routed.attempts, routed.failovers),
+        (Provider::Anthropic, 2, 1)
+    );
+    assert_eq!(primary.request_count(), 1);
+}
+
+#[tokio::test]
+async fn every_model_failing_reports_each_and_the_longest_retry_after() {
+    let primary = FakeServer::start(vec![Reply::json(
+        429,
+        json!({"error": {"message": "Rate limit reached for key test-key-openai", "type": "requests"}}),
+    )
+    .header("retry-after", "3")])
+    .await;
+    let fallback = FakeServer::start(vec![
+        Reply::json(
+            429,
+            json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow"}}),
+        )
+        .header("retry-after", "7"),
+    ])
+    .await;
+    let mut cfg = with_fallback(&primary, &fallback);
+    cfg.retry.attempts = 1;
+    let (router, _) = router(cfg);
+    let err = router
+        .complete(hello())
+        .await
+        .expect_err("everything is rate limited");
+    assert!(
+        matches!(err, Error::Exhausted { attempts: 2, .. }),
+        "{err:?}"
+    );
+    assert!(err.is_rate_limited());
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+    assert_eq!(err.code(), "rate_limited");
+    let text = err.to_string();
+    assert!(
+        text.contains("openai/gpt-4o-mini") && text.contains("anthropic/claude-3-5-haiku"),
+        "{text}"
+    );
+    // The API key the provider echoed back is redacted.
+    assert!(
+        !text.contains("test-key") && text.contains("[redacted]"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_provider_times_out() {
+    let server = FakeServer::start(vec![Reply::hang()]).await;
+    let mut cfg = config(Provider::OpenAi, "gpt-4o-mini", &server.url("/v1"));
+    cfg.read_timeout = Duration::from_millis(200);
+    cfg.retry.attempts = 1;
+    let (router, _) = router(cfg);
+    let err = router.complete(hello()).await.expect_err("times out");
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert!(err.is_timeout() && err.is_retryable());
+}
+
+#[tokio::test]
+async fn the_total_deadline_covers_everything() {
+    let server = FakeServer::start(vec![Reply::hang(), Reply::sse_stall("")]).await;
+    let mut cfg = config(Provider::OpenAi, "gpt-4o-mini", &server.url("/v1"));
+    cfg.deadline = Duration::from_millis(300);
+    let (router, _) = router(cfg);
+    let err = router.complete(hello()).await.expect_err("deadline");
+    assert!(matches!(err, Error::DeadlineExceeded { .. }), "{err:?}");
+    let err = collect(&router, hello())
+        .await
+        .expect_err("deadline while opening");
+    assert!(matches!(err, Error::DeadlineExceeded { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn the_deadline_also_ends_a_committed_stream() {
+    let first = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n";
+    let server = FakeServer::start(vec![Reply::sse_stall(first)]).await;
+    let mut cfg = config(Provider::OpenAi, "gpt-4o-mini", &server.url("/v1"));
+    // Long enough for the first delta to arrive on a busy machine.
+    cfg.deadline = Duration::from_millis(1000);
+    let (router, _) = router(cfg);
+    let got = collect(&router, hello())
+        .await
+        .expect("first delta arrives");
+    assert_eq!(got.text, "Hi");
+    assert!(
+        matches!(got.error, Some(Error::DeadlineExceeded { .. })),
+        "{:?}",
+        got.error
+    );
+}
+
+#[tokio::test]
+async fn missing_key_gives_the_exact_message() {
+    let mut cfg = config(Provider::Anthropic, "claude-sonnet-4", "http://127.0.0.1:9");
+    cfg.api_keys.clear();
+    let (router, _) = router(cfg);
+    let err = router.complete(hello()).await.expect_err("no key");
+    assert_eq!(
+        err.to_string(),
+        "API key not configured for provider \"anthropic\". Set ANTHROPIC_API_KEY."
+    );
+    let mut cfg = config(Provider::Google, "gemini-2.0-flash", "http://127.0.0.1:9");
+    cfg.api_keys.clear();
+    let (router, _) = crate::router(cfg);
+    let err = collect(&router, hello()).await.expect_err("no key");
+    assert_eq!(
+        err.to_string(),
+        "API key not configured for provider \"google\". Set GEMINI_API_KEY."
+    );
+}
+
+#[tokio::test]
+async fn streaming_fails_over_before_the_first_delta() {
+    let overloaded = concat!(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n",
+        "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+    );
+    let primary = FakeServer::start(vec![Reply::sse(overloaded)]).await;
+    let fallback = FakeServer::start(vec![Reply::sse(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"openai here\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+    )])
+    .await;
+    let mut cfg = config(Provider::Anthropic, "claude-3-5-haiku", &primary.url(""));
+    cfg.fallback_model = Some("openai/gpt-4o".into());
+    cfg.base_urls.insert(Provider::OpenAi, fallback.url("/v1"));
+    cfg.retry.attempts = 1;
+    let (router, _) = router(cfg);
+    let got = collect(&router, hello()).await.expect("fallback streams");
+    assert_eq!(got.text, "openai here");
+    match got.done {
+        Some(RoutedEvent::Done {
+            provider,
+            model,
+            attempts,
+            failovers,
+            ..
+        }) => {
+            assert_eq!(
+                (provider, model.as_str(), attempts, failovers),
+                (Provider::OpenAi, "gpt-4o", 2, 1)
+            );
+        }
+        other => panic!("no done event: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn streaming_does_not_fail_over_after_the_first_delta() {
+    let partial = concat!(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"partial\"}}\n\n",
+        "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+    );
+    let primary = FakeServer::start(vec![Reply::sse(partial)]).await;
+    let fallback = FakeServer::start(vec![]).await;
+    let mut cfg = config(Provider::Anthropic, "claude-3-5-haiku", &primary.url(""));
+    cfg.fallback_model = Some("openai/gpt-4o".into());
+    cfg.base_urls.insert(Provider::OpenAi, fallback.url("/v1"));
+    let (router, sleeper) = router(cfg);
+    let got = collect(&router, hello())
+        .await
+        .expect("first delta arrives");
+    assert_eq!(got.text, "partial");
+    assert!(
+        matches!(got.error, Some(Error::Overloaded { .. })),
+        "{:?}",
+        got.error
+    );
+    assert_eq!((primary.request_count(), fallback.request_count()), (1, 0));
+    assert!(sleeper.waits().is_empty());
+}
+
+#[tokio::test]
+async fn streaming_retries_a_truncated_stream_before_the_first_delta() {
+    let primary = FakeServer::start(vec![
+        Reply::sse_until_close(": keepalive\n\n"),
+        Reply::sse(concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"again\"},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}\n\n",
+            "data: [DONE]\n\n",
+        )),
+    ])
+    .await;
+    let (router, sleeper) = router(config(Provider::OpenAi, "gpt-4o-mini", &primary.url("/v1")));
+    let got = collect(&router, hello())
+        .await
+        .expect("second attempt streams");
+    assert_eq!(got.text, "again");
+    assert_eq!(got.usage(), Usage::new(1, 1));
+    assert_eq!(sleeper.waits(), [Duration::from_secs(1)]);
+}
+
+#[tokio::test]
+async fn dropping_a_stream_closes_the_provider_connection() {
+    let first = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n";
+    let server = FakeServer::start(vec![Reply::sse_stall(first)]).await;
+    let (router, _) = router(config(Provider::OpenAi, "gpt-4o-mini", &server.url("/v1")));
+    let mut stream = router.stream(hello()).await.expect("stream opens");
+    assert_eq!(
+        stream.next().await.map(|r| r.expect("delta")),
+        Some(RoutedEvent::Delta("Hi".into()))
+    );
+    drop(stream);
+    // The fake notices the closed connection; the timeout only guards
+    // against a hang if cancellation were broken.
+    tokio::time::timeout(Duration::from_secs(10), server.client_closed.notified())
+        .await
+        .expect("the client closed the connection");
+}
+
+#[tokio::test]
+async fn echo_is_offline_and_explicit() {
+    let cfg =
+        RouterConfig::from_env_map(&|k: &str| (k == "LLM_PROVIDER").then(|| "echo".to_owned()))
+            .expect("valid");
+    let (router, _) = router(cfg);
+    let routed = router.complete(hello()).await.expect("echo answers");
+    assert_eq!(routed.completion.text, "echo: Hi there");
+    assert_eq!(
+        (routed.provider, routed.model.as_str()),
+        (Provider::Echo, "gpt-4o-mini")
+    );
+    assert_eq!(routed.completion.usage, Usage::new(5, 3));
+    // Echo never costs anything, even under a priced model name.
+    assert!(!routed.cost.priced);
+    assert_eq!(routed.cost.total_cost, 0.0);
+
+    let (router, _) = crate::router(RouterConfig::default());
+    let mut req = hello();
+    req.model = ModelChoice::Explicit("echo/demo".into());
+    let got = collect(&router, req).await.expect("echo streams");
+    assert_eq!(got.text, "echo: Hi there");
+    assert!(got.deltas >= 3);
+}
+
+#[derive(Default)]
+struct Counting {
+    retries: AtomicU32,
+    failovers: AtomicU32,
+}
+
+impl RouterObserver for Counting {
+    fn on_retry(&self, _: &ModelRef, _: u32, _: &Error, _: Duration) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn on_failover(&self, from: &ModelRef, to: &ModelRef, error: &Error) {
+        assert_eq!(from.provider, Provider::OpenAi);
+        assert_eq!(to.provider, Provider::Anthropic);
+        assert!(error.should_failover());
+        self.failovers.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[tokio::test]
+async fn observer_sees_retries_and_failovers() {
+    let primary = FakeServer::start(vec![status(500), status(500), status(500)]).await;
+    let fallback = FakeServer::start(vec![Reply::sse(ANTHROPIC_OK)]).await;
+    let counting = Arc::new(Counting::default());
+    let router = Router::builder(with_fallback(&primary, &fallback))
+        .sleeper(Arc::new(crate::RecordingSleeper::default()))
+        .observer(counting.clone())
+        .build()
+        .expect("builds");
+    let got = collect(&router, hello()).await.expect("fallback streams");
+    assert_eq!(got.text, "from fallback");
+    assert_eq!(counting.retries.load(Ordering::Relaxed), 2);
+    assert_eq!(counting.failovers.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn tiers_resolve_and_context_windows_come_from_pricing() {
+    let vars = [
+        ("LLM_MODEL_DEFAULT", "gpt-4o-mini"),
+        ("LLM_MODEL_BEST", "anthropic/claude-sonnet-4"),
+        ("OPENAI_MODEL_CHEAP", "gpt-4.1-nano"),
+    ];
+    let cfg = RouterConfig::from_env_map(&|k: &str| {
+        vars.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| (*v).to_owned())
+    })
+    .expect("valid");
+    let (router, _) = router(cfg);
+    let best = router.resolve(&Tier::Best.into()).expect("resolves");
+    assert_eq!(best.to_string(), "anthropic/claude-sonnet-4");
+    let cheap = router.resolve(&Tier::Cheap.into()).expect("resolves");
+    assert_eq!(cheap.to_string(), "openai/gpt-4.1-nano");
+    assert_eq!(router.context_window(&best), 200_000);
+    assert_eq!(
+        router.context_window(
+            &router
+                .resolve(&ModelChoice::Explicit("ollama/x".into()))
+                .expect("resolves")
+        ),
+        128_000
+    );
+    let err = router
+        .complete(RouteRequest::new(
+            ModelChoice::Explicit("openai/".into()),
+            vec![ChatMessage::user("x")],
+        ))
+        .await
+        .expect_err("invalid model");
+    assert_eq!(err.code(), "invalid_model");
+}
+
+/// An injected backend that fails with an overloaded error `failures` times,
+/// then answers; it needs no HTTP, so tokio's paused clock is safe here.
+struct Flaky {
+    failures: AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl wombat_llm::ChatProvider for Flaky {
+    async fn complete(
+        &self,
+        req: &wombat_llm::ChatRequest,
+    ) -> wombat_llm::Result<wombat_llm::Completion> {
+        if self.failures.load(Ordering::SeqCst) > 0 {
+            self.failures.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::Overloaded {
+                failure: wombat_llm::Failure::new(Provider::Mistral, req.model.clone(), "busy")
+                    .with_status(503),
+                retry_after: None,
+            });
+        }
+        Ok(wombat_llm::Completion {
+            text: format!("{} says hi", req.model),
+            usage: Usage::new(1_000_000, 0),
+            finish_reason: None,
+        })
+    }
+
+    async fn stream(
+        &self,
+        _: &wombat_llm::ChatRequest,
+    ) -> wombat_llm::Result<wombat_llm::EventStream> {
+        Err(Error::Unsupported {
+            provider: Provider::Mistral,
+            reason: "complete only".into(),
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn injected_providers_and_the_default_sleeper_on_a_paused_clock() {
+    let mut cfg = RouterConfig {
+        default_provider: Provider::Mistral,
+        default_model: "mistral-small-latest".into(),
+        ..RouterConfig::default()
+    };
+    cfg.retry.jitter = 0.0;
+    let router = Router::builder(cfg)
+        .provider(
+            Provider::Mistral,
+            Arc::new(Flaky {
+                failures: AtomicU32::new(2),
+            }),
+        )
+        .build()
+        .expect("builds");
+    let start = tokio::time::Instant::now();
+    let routed = router
+        .complete(hello())
+        .await
+        .expect("third attempt answers");
+    // 1 s + 2 s of backoff on tokio's virtual clock.
+    assert_eq!(start.elapsed().as_secs(), 3);
+    assert_eq!(routed.completion.text, "mistral-small-latest says hi");
+    assert_eq!(routed.attempts, 3);
+    assert_eq!(routed.cost.input_cost, 0.2);
+}
