@@ -1,9 +1,11 @@
 //! `cargo xtask`: project automation that needs no shell scripts.
 //!
 //! `cargo xtask tidy` checks the crate layering and docs (also run as a test
-//! by `cargo test -p xtask`). xtask depends on no product crate: it runs
-//! binaries and reads `cargo metadata`.
+//! by `cargo test -p xtask`). `cargo xtask conformance [--local]` runs the
+//! control-plane conformance suite (see `conformance/README.md`). xtask
+//! depends on no product crate: it runs binaries and reads `cargo metadata`.
 
+mod conformance;
 mod tidy;
 
 use std::process::ExitCode;
@@ -12,9 +14,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("tidy") => tidy::run(),
+        Some("conformance") => conformance::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\ntasks:\n  tidy    check crate layering and crate docs"
+                "usage: cargo xtask <task>\n\ntasks:\n  tidy    check crate layering and crate docs\n  conformance [--local]  run the control-plane conformance suite"
             );
             return ExitCode::from(2);
         }

@@ -1,0 +1,767 @@
+//! The HTTP client of the contract: [`ControlPlane`] (shared connection pool,
+//! token cache, dispatch calls) and [`AgentClient`] (calls made as one
+//! tenant's agent). Every write carries an idempotency key that stays the same
+//! across the retries of one logical call. This module does not serve HTTP.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use wombat_core::controlplane::{
+    Capabilities, Document, ErrorBody, HeartbeatRequest, Message, NewDocument, NewMessage, NewTask,
+    StandupRequest, Task, TaskPage, Undelivered,
+};
+
+use crate::config::{ControlPlaneConfig, RetryPolicy};
+use crate::error::{Error, Result};
+use crate::jwt::{self, JwtConfig};
+
+/// Page size used when walking the task list (the contract's default).
+pub const PAGE_SIZE: u32 = 50;
+/// Most pages [`AgentClient::all_tasks`] and
+/// [`AgentClient::find_task_by_title`] read (5 000 tasks at [`PAGE_SIZE`]),
+/// so a backend that never stops paginating cannot hang a caller.
+pub const MAX_PAGES: usize = 100;
+/// A cached token is re-minted when fewer than this many seconds remain.
+const TOKEN_REFRESH_MARGIN_SECS: u64 = 300;
+/// Bound of the token cache; it is pruned when full.
+const TOKEN_CACHE_CAP: usize = 4096;
+/// Longest error text kept from a non-JSON error body.
+const MAX_ERROR_TEXT: usize = 512;
+
+/// The idempotency key [`AgentClient::find_or_create_task`] sends: `task:`
+/// followed by the hex SHA-256 of `user_id`, a NUL byte and `title`, so two
+/// concurrent first messages of one thread create one task.
+pub fn task_idempotency_key(user_id: &str, title: &str) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(user_id.as_bytes());
+    ctx.update(&[0]);
+    ctx.update(title.as_bytes());
+    let digest = ctx.finish();
+    let mut key = String::with_capacity(5 + 64);
+    key.push_str("task:");
+    for b in digest.as_ref() {
+        key.push(char::from(HEX[usize::from(b >> 4)]));
+        key.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    key
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Seconds since the Unix epoch from the system clock.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+type TokenKey = (String, String, Option<String>);
+
+struct Inner {
+    http: reqwest::Client,
+    base: Url,
+    jwt: JwtConfig,
+    internal_token: Option<HeaderValue>,
+    retry: RetryPolicy,
+    health_timeout: Duration,
+    tokens: Mutex<HashMap<TokenKey, (HeaderValue, u64)>>,
+}
+
+/// A handle on one control-plane backend. Cheap to clone; clones share the
+/// connection pool and the token cache.
+#[derive(Clone)]
+pub struct ControlPlane {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("base_url", &self.inner.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who a request authenticates as.
+enum Auth<'a> {
+    Agent(&'a AgentClient),
+    Internal,
+}
+
+impl ControlPlane {
+    /// Validates the config and builds the shared HTTP client.
+    pub fn new(config: ControlPlaneConfig) -> Result<Self> {
+        let base = Url::parse(&config.base_url)
+            .map_err(|e| Error::Config(format!("base_url {:?}: {e}", config.base_url)))?;
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+            return Err(Error::Config(format!(
+                "base_url {:?} must be an http(s) URL",
+                config.base_url
+            )));
+        }
+        if config.retry.attempts == 0 {
+            return Err(Error::Config("retry attempts must be at least 1".into()));
+        }
+        let internal_token = match config.internal_token {
+            Some(t) if !t.is_empty() => {
+                let mut v = HeaderValue::from_str(&t).map_err(|_| {
+                    Error::Config("internal token is not a valid header value".into())
+                })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            _ => None,
+        };
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .user_agent(concat!("wombat-controlplane/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build HTTP client: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                jwt: config.jwt,
+                internal_token,
+                retry: config.retry,
+                health_timeout: config.health_timeout,
+                tokens: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// A client acting as `role` for tenant `user_id`. Cheap: no I/O, the
+    /// token is minted (and cached) on first use.
+    pub fn agent(&self, user_id: impl Into<String>, role: impl Into<String>) -> AgentClient {
+        AgentClient {
+            cp: self.clone(),
+            user_id: user_id.into(),
+            role: role.into(),
+            agent_id: None,
+        }
+    }
+
+    /// `GET dispatch/undelivered` with the internal token: pending
+    /// deliveries as raw JSON (a malformed entry is the caller's to skip).
+    pub async fn undelivered(
+        &self,
+        limit_users: u32,
+        limit_notifications: u32,
+    ) -> Result<Vec<Value>> {
+        let mut url = self.url(&["dispatch", "undelivered"])?;
+        url.query_pairs_mut()
+            .append_pair("limit_users", &limit_users.to_string())
+            .append_pair("limit_notifications", &limit_notifications.to_string());
+        let body = self
+            .send(Method::GET, url, Auth::Internal, None, "undelivered")
+            .await?;
+        Ok(decode::<Undelivered>(&body)?.deliveries)
+    }
+
+    /// `POST dispatch/notifications/{id}/deliver?user_id=` with the internal
+    /// token. Any 2xx counts, whatever its body.
+    pub async fn acknowledge(&self, notification_id: &str, user_id: &str) -> Result<()> {
+        let mut url = self.url(&["dispatch", "notifications", notification_id, "deliver"])?;
+        url.query_pairs_mut().append_pair("user_id", user_id);
+        self.send(Method::POST, url, Auth::Internal, None, "acknowledge")
+            .await?;
+        Ok(())
+    }
+
+    /// `GET <base>/health` once, with the short health timeout and no
+    /// retries (for the daemon's deep health check).
+    pub async fn health_check(&self) -> Result<()> {
+        let mut url = self.inner.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| Error::Config("base_url cannot have a path".into()))?
+            .pop_if_empty()
+            .push("health");
+        let resp = self
+            .inner
+            .http
+            .get(url)
+            .timeout(self.inner.health_timeout)
+            .send()
+            .await
+            .map_err(|e| Error::Transport(describe(&e)))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = resp.bytes().await.unwrap_or_default();
+        Err(status_error(status, &body))
+    }
+
+    /// `<base>/api/mission-control/<segments...>`, each segment escaped.
+    fn url(&self, segments: &[&str]) -> Result<Url> {
+        let mut url = self.inner.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| Error::Config("base_url cannot have a path".into()))?
+            .pop_if_empty()
+            .extend(["api", "mission-control"])
+            .extend(segments);
+        Ok(url)
+    }
+
+    /// The cached token of `(user, role, agent_id)`, minted when missing or
+    /// close to expiry.
+    fn token(&self, agent: &AgentClient) -> Result<HeaderValue> {
+        let now = unix_now();
+        let key = (
+            agent.user_id.clone(),
+            agent.role.clone(),
+            agent.agent_id.clone(),
+        );
+        let mut cache = self
+            .inner
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((token, exp)) = cache.get(&key)
+            && exp.saturating_sub(now) > TOKEN_REFRESH_MARGIN_SECS
+        {
+            return Ok(token.clone());
+        }
+        let raw = jwt::mint(
+            &self.inner.jwt,
+            &agent.user_id,
+            &agent.role,
+            agent.agent_id.as_deref(),
+            now,
+        )?;
+        let mut value = HeaderValue::from_str(&raw).map_err(|_| crate::JwtError::Encode)?;
+        value.set_sensitive(true);
+        if cache.len() >= TOKEN_CACHE_CAP {
+            cache.retain(|_, (_, exp)| exp.saturating_sub(now) > TOKEN_REFRESH_MARGIN_SECS);
+            if cache.len() >= TOKEN_CACHE_CAP {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (value.clone(), now + jwt::TOKEN_TTL_SECS));
+        Ok(value)
+    }
+
+    /// Sends one logical call with retries and returns the success body.
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        auth: Auth<'_>,
+        body: Option<Bytes>,
+        op: &'static str,
+    ) -> Result<Bytes> {
+        let policy = self.inner.retry;
+        let mut attempt: u32 = 1;
+        loop {
+            let (error, retry_after) = match self.attempt(&method, &url, &auth, body.clone()).await
+            {
+                Attempt::Done(result) => return result,
+                Attempt::Retryable(error, retry_after) => (error, retry_after),
+            };
+            if attempt >= policy.attempts {
+                return Err(error);
+            }
+            let delay =
+                retry_after.map_or_else(|| backoff(&policy, attempt), |d| d.min(policy.max_delay));
+            tracing::debug!(op, attempt, delay_ms = delay.as_millis() as u64, error = %error, "control plane call retried");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &Url,
+        auth: &Auth<'_>,
+        body: Option<Bytes>,
+    ) -> Attempt {
+        let mut req = self
+            .inner
+            .http
+            .request(method.clone(), url.clone())
+            .header(ACCEPT, "application/json");
+        match auth {
+            Auth::Agent(agent) => match self.token(agent) {
+                Ok(token) => req = req.header("X-Agent-Token", token),
+                Err(e) => return Attempt::Done(Err(e)),
+            },
+            Auth::Internal => match &self.inner.internal_token {
+                Some(token) => req = req.header("X-Internal-Token", token.clone()),
+                None => return Attempt::Done(Err(Error::NoInternalToken)),
+            },
+        }
+        if let Some(body) = body {
+            req = req.header(CONTENT_TYPE, "application/json").body(body);
+        }
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) => return transport_failure(&e),
+        };
+        let status = resp.status();
+        let retry_after = retry_after(resp.headers());
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return transport_failure(&e),
+        };
+        if status.is_success() {
+            return Attempt::Done(Ok(bytes));
+        }
+        let error = status_error(status, &bytes);
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            Attempt::Retryable(error, retry_after)
+        } else {
+            Attempt::Done(Err(error))
+        }
+    }
+}
+
+enum Attempt {
+    Done(Result<Bytes>),
+    Retryable(Error, Option<Duration>),
+}
+
+fn transport_failure(e: &reqwest::Error) -> Attempt {
+    let error = Error::Transport(describe(e));
+    if e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() {
+        Attempt::Retryable(error, None)
+    } else {
+        Attempt::Done(Err(error))
+    }
+}
+
+/// The error and its sources on one line; reqwest's own text is terse.
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Maps a non-success response to a typed error, keeping the backend's
+/// `error` and `code` when the body is the contract's error JSON.
+fn status_error(status: StatusCode, body: &[u8]) -> Error {
+    let (error, code) = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(b) => (b.error, b.code),
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            let cut = text
+                .char_indices()
+                .nth(MAX_ERROR_TEXT)
+                .map_or(text.len(), |(i, _)| i);
+            let text = if text.is_empty() {
+                status.canonical_reason().unwrap_or("error")
+            } else {
+                &text[..cut]
+            };
+            (text.to_owned(), None)
+        }
+    };
+    if status == StatusCode::UNAUTHORIZED {
+        Error::Unauthorized { error }
+    } else {
+        Error::Status {
+            status: status.as_u16(),
+            error,
+            code,
+        }
+    }
+}
+
+/// `Retry-After` as delta seconds or an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// Exponential backoff for retry number `attempt` (1-based), with jitter,
+/// capped at `max_delay`.
+fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
+    let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+    let base = policy
+        .base_delay
+        .saturating_mul(factor)
+        .min(policy.max_delay);
+    let jitter = policy.jitter.clamp(0.0, 1.0);
+    let spread = 1.0 + jitter * (fastrand::f64() * 2.0 - 1.0);
+    base.mul_f64(spread).min(policy.max_delay)
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    serde_json::from_slice(body).map_err(|e| Error::Decode(e.to_string()))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Bytes> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| Error::Decode(format!("cannot encode request: {e}")))
+}
+
+/// Calls made as one tenant's agent (`X-Agent-Token` for `user_id`/`role`).
+/// Cheap to create and clone.
+#[derive(Clone)]
+pub struct AgentClient {
+    cp: ControlPlane,
+    user_id: String,
+    role: String,
+    agent_id: Option<String>,
+}
+
+impl std::fmt::Debug for AgentClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentClient")
+            .field("user_id", &self.user_id)
+            .field("role", &self.role)
+            .field("agent_id", &self.agent_id)
+            .finish()
+    }
+}
+
+impl AgentClient {
+    /// Adds the optional `agent_id` claim to this client's tokens.
+    #[must_use]
+    pub fn with_agent_id(mut self, agent_id: impl Into<String>) -> Self {
+        self.agent_id = Some(agent_id.into());
+        self
+    }
+
+    /// The tenant this client acts for.
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
+
+    /// The agent role of this client's tokens.
+    pub fn role(&self) -> &str {
+        &self.role
+    }
+
+    async fn get<T: DeserializeOwned>(&self, url: Url, op: &'static str) -> Result<T> {
+        let body = self
+            .cp
+            .send(Method::GET, url, Auth::Agent(self), None, op)
+            .await?;
+        decode(&body)
+    }
+
+    async fn post<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        segment: &str,
+        body: &B,
+        op: &'static str,
+    ) -> Result<T> {
+        let url = self.cp.url(&[segment])?;
+        let body = encode(body)?;
+        let body = self
+            .cp
+            .send(Method::POST, url, Auth::Agent(self), Some(body), op)
+            .await?;
+        decode(&body)
+    }
+
+    /// `GET capabilities`.
+    pub async fn capabilities(&self) -> Result<Capabilities> {
+        self.get(self.cp.url(&["capabilities"])?, "capabilities")
+            .await
+    }
+
+    /// One page of `GET tasks`.
+    pub async fn list_tasks(&self, limit: Option<u32>, cursor: Option<&str>) -> Result<TaskPage> {
+        let mut url = self.cp.url(&["tasks"])?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(limit) = limit {
+                q.append_pair("limit", &limit.to_string());
+            }
+            if let Some(cursor) = cursor {
+                q.append_pair("cursor", cursor);
+            }
+        }
+        self.get(url, "list_tasks").await
+    }
+
+    /// Walks the task list page by page until `visit` returns `true` (then
+    /// the matching task is returned) or the list ends. `Ok(Err(pages))`
+    /// means the page budget ran out.
+    async fn walk_tasks(
+        &self,
+        mut visit: impl FnMut(&Task) -> bool,
+        mut keep: impl FnMut(Task),
+    ) -> Result<Result<Option<Task>, usize>> {
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let page = self.list_tasks(Some(PAGE_SIZE), cursor.as_deref()).await?;
+            for task in page.items {
+                if visit(&task) {
+                    return Ok(Ok(Some(task)));
+                }
+                keep(task);
+            }
+            match page.next_cursor.filter(|c| !c.is_empty()) {
+                None => return Ok(Ok(None)),
+                Some(next) if cursor.as_deref() == Some(next.as_str()) => {
+                    return Err(Error::Decode(
+                        "backend returned the same next_cursor twice".into(),
+                    ));
+                }
+                Some(next) => cursor = Some(next),
+            }
+        }
+        Ok(Err(MAX_PAGES))
+    }
+
+    /// Every task of the tenant, following `next_cursor` for at most
+    /// [`MAX_PAGES`] pages ([`Error::TooManyPages`] beyond that).
+    pub async fn all_tasks(&self) -> Result<Vec<Task>> {
+        let mut all = Vec::new();
+        match self.walk_tasks(|_| false, |t| all.push(t)).await? {
+            Ok(_) => Ok(all),
+            Err(max_pages) => Err(Error::TooManyPages { max_pages }),
+        }
+    }
+
+    /// The first task whose title equals `title` exactly, searching every
+    /// page (at most [`MAX_PAGES`]; beyond that it answers `None` with a
+    /// warning, and a following create is still deduplicated by its key).
+    pub async fn find_task_by_title(&self, title: &str) -> Result<Option<Task>> {
+        match self.walk_tasks(|t| t.title == title, drop).await? {
+            Ok(found) => Ok(found),
+            Err(max_pages) => {
+                tracing::warn!(max_pages, "task search stopped at the page budget");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Finds the task titled `title` or creates it with `description`
+    /// (default `"Agent thread: <title>"`), status `in_progress` and
+    /// `metadata` (default `{"type":"agent_thread"}`). The create carries
+    /// [`task_idempotency_key`], so concurrent callers get one task; a 409
+    /// (same key, different payload) falls back to searching again.
+    pub async fn find_or_create_task(
+        &self,
+        title: &str,
+        description: Option<&str>,
+        metadata: Option<Value>,
+    ) -> Result<Task> {
+        if let Some(task) = self.find_task_by_title(title).await? {
+            return Ok(task);
+        }
+        let new = NewTask {
+            title: title.to_owned(),
+            description: Some(
+                description.map_or_else(|| format!("Agent thread: {title}"), str::to_owned),
+            ),
+            status: Some("in_progress".into()),
+            metadata: Some(metadata.unwrap_or_else(|| serde_json::json!({"type": "agent_thread"}))),
+            idempotency_key: Some(task_idempotency_key(&self.user_id, title)),
+        };
+        match self.create_task(new).await {
+            Err(Error::Status {
+                status: 409,
+                error,
+                code,
+            }) => match self.find_task_by_title(title).await? {
+                Some(task) => Ok(task),
+                None => Err(Error::Status {
+                    status: 409,
+                    error,
+                    code,
+                }),
+            },
+            other => other,
+        }
+    }
+
+    /// `POST tasks`; a UUID idempotency key is added when none is given.
+    pub async fn create_task(&self, mut task: NewTask) -> Result<Task> {
+        task.idempotency_key.get_or_insert_with(new_key);
+        self.post("tasks", &task, "create_task").await
+    }
+
+    /// `POST messages`; a UUID idempotency key is added when none is given.
+    pub async fn post_message(&self, mut message: NewMessage) -> Result<Message> {
+        message.idempotency_key.get_or_insert_with(new_key);
+        self.post("messages", &message, "post_message").await
+    }
+
+    /// `POST documents`; a UUID idempotency key is added when none is given.
+    pub async fn post_document(&self, mut document: NewDocument) -> Result<Document> {
+        document.idempotency_key.get_or_insert_with(new_key);
+        self.post("documents", &document, "post_document").await
+    }
+
+    /// `POST heartbeat {user_id}`; returns the backend's JSON reply.
+    pub async fn heartbeat(&self) -> Result<Value> {
+        let body = HeartbeatRequest {
+            user_id: self.user_id.clone(),
+        };
+        self.post("heartbeat", &body, "heartbeat").await
+    }
+
+    /// `POST standup {user_id, timezone}`; returns the backend's JSON reply.
+    pub async fn standup(&self, timezone: &str) -> Result<Value> {
+        let body = StandupRequest {
+            user_id: self.user_id.clone(),
+            timezone: timezone.to_owned(),
+        };
+        self.post("standup", &body, "standup").await
+    }
+}
+
+fn new_key() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_key_is_deterministic_and_separates_fields() {
+        let a = task_idempotency_key("u1", "Launch");
+        assert_eq!(a, task_idempotency_key("u1", "Launch"));
+        assert_eq!(a.len(), 5 + 64);
+        assert!(a.starts_with("task:"));
+        assert_ne!(a, task_idempotency_key("u2", "Launch"));
+        // The NUL separator keeps ("u1", "xLaunch") and ("u1x", "Launch") apart.
+        assert_ne!(
+            task_idempotency_key("u1", "xLaunch"),
+            task_idempotency_key("u1x", "Launch")
+        );
+        // SHA-256 of "u\0t", computed independently.
+        assert_eq!(
+            task_idempotency_key("u", "t"),
+            "task:f6b213d0b73316b268b530748df8dc5bda9295c2928a7b6628cebfd1c284e03d"
+        );
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut h = HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let policy = RetryPolicy {
+            attempts: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(350),
+            jitter: 0.0,
+        };
+        assert_eq!(backoff(&policy, 1), Duration::from_millis(100));
+        assert_eq!(backoff(&policy, 2), Duration::from_millis(200));
+        assert_eq!(backoff(&policy, 3), Duration::from_millis(350));
+        assert_eq!(backoff(&policy, 40), Duration::from_millis(350));
+        let jittery = RetryPolicy {
+            jitter: 0.5,
+            ..policy
+        };
+        for _ in 0..100 {
+            let d = backoff(&jittery, 1);
+            assert!(
+                d >= Duration::from_millis(50) && d <= Duration::from_millis(150),
+                "{d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn status_errors_keep_backend_text() {
+        match status_error(
+            StatusCode::CONFLICT,
+            br#"{"error":"key reused","code":"idempotency_conflict"}"#,
+        ) {
+            Error::Status {
+                status,
+                error,
+                code,
+            } => {
+                assert_eq!(status, 409);
+                assert_eq!(error, "key reused");
+                assert_eq!(code.as_deref(), Some("idempotency_conflict"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            status_error(StatusCode::UNAUTHORIZED, b"{\"error\":\"bad token\"}"),
+            Error::Unauthorized { error } if error == "bad token"
+        ));
+        assert!(matches!(
+            status_error(StatusCode::BAD_GATEWAY, b""),
+            Error::Status { status: 502, error, code: None } if error == "Bad Gateway"
+        ));
+    }
+
+    #[test]
+    fn config_is_validated_and_redacted() {
+        let jwt = JwtConfig::new("topsecret", crate::JwtAlgorithm::HS256).expect("jwt");
+        let mut cfg = ControlPlaneConfig::new("ftp://x", jwt.clone());
+        assert!(matches!(
+            ControlPlane::new(cfg.clone()),
+            Err(Error::Config(_))
+        ));
+        cfg.base_url = "http://localhost:1/prefix/".into();
+        cfg.internal_token = Some("internal-secret".into());
+        let debug = format!("{cfg:?}");
+        assert!(
+            !debug.contains("topsecret") && !debug.contains("internal-secret"),
+            "{debug}"
+        );
+        let cp = ControlPlane::new(cfg).expect("valid");
+        assert_eq!(
+            cp.url(&["dispatch", "notifications", "a/b", "deliver"])
+                .expect("url")
+                .as_str(),
+            "http://localhost:1/prefix/api/mission-control/dispatch/notifications/a%2Fb/deliver"
+        );
+    }
+
+    #[test]
+    fn tokens_are_cached_per_user_and_role() {
+        let jwt = JwtConfig::new("k", crate::JwtAlgorithm::HS256).expect("jwt");
+        let cp = ControlPlane::new(ControlPlaneConfig::new("http://localhost:1", jwt.clone()))
+            .expect("valid");
+        let a = cp.agent("u1", "agent");
+        let t1 = cp.token(&a).expect("token");
+        let t2 = cp.token(&a).expect("token");
+        assert_eq!(t1, t2);
+        assert!(t1.is_sensitive());
+        let other = cp.token(&cp.agent("u2", "agent")).expect("token");
+        assert_ne!(t1, other);
+        let claims = jwt::verify(t1.to_str().expect("ascii"), &jwt, unix_now()).expect("valid");
+        assert_eq!(
+            (claims.user_id.as_str(), claims.agent_role.as_str()),
+            ("u1", "agent")
+        );
+    }
+}

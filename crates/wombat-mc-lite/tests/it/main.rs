@@ -1,0 +1,9 @@
+//! Integration tests of the reference backend, and of the
+//! `wombat-controlplane` client against it (kept here because the client
+//! crate must not depend on the backend).
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod backend;
+mod client;
+mod support;
