@@ -100,6 +100,23 @@ impl Cost {
     pub fn total_micros(&self) -> u64 {
         usd_to_micros(self.total_cost)
     }
+
+    /// The cost of two calls together (for example a call and its retry with
+    /// a repair prompt), billed under `self`'s model name. Sums are exact.
+    #[must_use]
+    pub fn combine(&self, other: &Cost) -> Cost {
+        let usage = Usage::new(
+            self.input_tokens.saturating_add(other.input_tokens),
+            self.output_tokens.saturating_add(other.output_tokens),
+        );
+        Cost::from_micros(
+            &self.model,
+            &usage,
+            usd_to_micros(self.input_cost).saturating_add(usd_to_micros(other.input_cost)),
+            usd_to_micros(self.output_cost).saturating_add(usd_to_micros(other.output_cost)),
+            self.priced && other.priced,
+        )
+    }
 }
 
 fn micros_to_usd(micros: u64) -> f64 {
@@ -332,6 +349,17 @@ mod tests {
             table.context_window("my-local-model"),
             DEFAULT_CONTEXT_WINDOW
         );
+    }
+
+    #[test]
+    fn combined_costs_add_exactly() {
+        let table = PricingTable::builtin();
+        let a = table.cost("gpt-4o-mini", &Usage::new(1250, 150));
+        let both = a.combine(&a);
+        assert_eq!((both.input_tokens, both.output_tokens), (2500, 300));
+        assert_eq!(both.total_micros(), 556);
+        assert!(both.priced);
+        assert!(!a.combine(&table.cost("mystery", &Usage::new(1, 1))).priced);
     }
 
     #[test]
