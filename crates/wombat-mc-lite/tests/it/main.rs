@@ -6,4 +6,5 @@
 
 mod backend;
 mod client;
+mod openapi;
 mod support;
