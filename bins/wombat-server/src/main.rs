@@ -1,0 +1,23 @@
+//! `wombat-server`: the daemon. Configuration comes from the environment,
+//! `.env` and `wombat.toml`; see `docs/CONFIGURATION.md`.
+
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let settings = match wombat_server::load_settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("wombat-server: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    wombat_server::init_tracing(&settings);
+    match wombat_server::run(settings, wombat_server::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wombat-server: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Tests of the `wombat-server` binary as a user runs it.
+
+mod quickstart;

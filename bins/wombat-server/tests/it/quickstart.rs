@@ -1,0 +1,239 @@
+//! The README's quickstart, executed: the exact run command line (as a
+//! subprocess of the built binary, on free ports), `/health`, the `curl`
+//! round trip with the echo provider, the message landing in the embedded
+//! backend, and a graceful stop on SIGTERM. Also: README and CI run the same
+//! test command, and a bad setting exits with code 64.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn readme() -> String {
+    std::fs::read_to_string(repo_root().join("README.md")).expect("README.md")
+}
+
+/// The first line of the code block that follows `marker` in the README.
+fn block_after(readme: &str, marker: &str) -> String {
+    let rest = &readme[readme
+        .find(marker)
+        .unwrap_or_else(|| panic!("README has no {marker}"))..];
+    let start = rest.find("```").expect("a code block after the marker");
+    let body = &rest[start..];
+    let body = &body[body.find('\n').expect("fence line") + 1..];
+    let end = body.find("```").expect("closing fence");
+    body[..end].trim().to_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Splits `A=1 B=2 cargo run ...` into env assignments and the command.
+fn split_env(line: &str) -> (Vec<(String, String)>, String) {
+    let mut env = Vec::new();
+    let mut words = line.split_whitespace().peekable();
+    while let Some(word) = words.peek() {
+        match word.split_once('=') {
+            Some((k, v)) if k.chars().all(|c| c.is_ascii_uppercase() || c == '_') => {
+                env.push((k.to_owned(), v.to_owned()));
+                words.next();
+            }
+            _ => break,
+        }
+    }
+    (env, words.collect::<Vec<_>>().join(" "))
+}
+
+/// The server binary with a clean environment plus `vars`.
+fn server(vars: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wombat-server"));
+    cmd.current_dir(repo_root())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Waits for the banner line on stdout.
+async fn wait_listening(child: &mut Child) {
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("Wombat is listening on") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "the server never printed its banner");
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+}
+
+#[test]
+fn readme_and_ci_run_the_same_test_command() {
+    let test_cmd = block_after(&readme(), "<!-- quickstart:test -->");
+    assert_eq!(test_cmd, "cargo test --workspace");
+    let ci = std::fs::read_to_string(repo_root().join(".ci/run")).expect(".ci/run");
+    assert!(
+        ci.lines().any(|l| l.trim() == test_cmd),
+        ".ci/run must run the README test command {test_cmd:?}"
+    );
+}
+
+#[tokio::test]
+async fn quickstart_round_trip() {
+    let readme = readme();
+    let (mut env, command) = split_env(&block_after(&readme, "<!-- quickstart:run -->"));
+    assert_eq!(
+        command, "cargo run --release -p wombat-server",
+        "the README runs this binary"
+    );
+    assert!(env.iter().any(|(k, v)| k == "LLM_PROVIDER" && v == "echo"));
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let (port, mc_port) = (free_port(), free_port());
+    env.extend([
+        ("WOMBAT_PORT".to_owned(), port.to_string()),
+        ("MC_LITE_PORT".to_owned(), mc_port.to_string()),
+        (
+            "WOMBAT_DATA_DIR".to_owned(),
+            data.path().display().to_string(),
+        ),
+        (
+            "AGENT_JWT_SECRET".to_owned(),
+            "quickstart-test-secret".to_owned(),
+        ),
+    ]);
+    let mut child = server(&env).spawn().expect("spawn wombat-server");
+    wait_listening(&mut child).await;
+
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let health: Value = http
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("health json");
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["workspace"]["status"], "ok");
+    assert!(
+        health["workspace"]["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("workspace-examples/default"))
+    );
+
+    // The README's curl, replayed: same path, same body.
+    let curl = block_after(&readme, "<!-- quickstart:curl -->");
+    let url = curl
+        .split_whitespace()
+        .find(|w| w.starts_with("http://localhost:8081/"))
+        .expect("curl URL");
+    let path = url.trim_start_matches("http://localhost:8081");
+    let body = &curl[curl.find("-d '").expect("curl body") + 4..];
+    let body: Value =
+        serde_json::from_str(&body[..body.rfind('\'').expect("end quote")]).expect("curl JSON");
+    let resp = http
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let reply: Value = resp.json().await.expect("reply json");
+    assert_eq!(reply["status"], "ok");
+    assert_eq!(
+        reply["response"],
+        format!("echo: {}", body["message"].as_str().expect("message"))
+    );
+    assert_eq!(reply["provider"], "echo");
+    assert_eq!(reply["cost"]["totalCost"], 0.0);
+
+    // The reply is in the embedded backend, in the user's task.
+    let jwt = wombat_controlplane::JwtConfig::new(
+        "quickstart-test-secret",
+        wombat_controlplane::JwtAlgorithm::HS256,
+    )
+    .expect("jwt config");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let token = wombat_controlplane::jwt::mint(&jwt, "demo", "agent", None, now).expect("token");
+    let task_id = reply["task_id"].as_str().expect("task id");
+    let messages: Value = http
+        .get(format!(
+            "http://127.0.0.1:{mc_port}/api/mission-control/tasks/{task_id}/messages"
+        ))
+        .header("X-Agent-Token", token)
+        .send()
+        .await
+        .expect("messages")
+        .json()
+        .await
+        .expect("messages json");
+    let text = messages.to_string();
+    assert!(
+        text.contains(reply["message_id"].as_str().expect("message id")),
+        "{text}"
+    );
+    assert!(text.contains("echo: Hello!"), "{text}");
+
+    // SIGTERM stops it gracefully with exit code 0.
+    let pid = child.id().expect("pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("stops within the drain deadline")
+        .expect("exit status");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        data.path().join("mc-lite.db").exists(),
+        "the embedded backend keeps its data under WOMBAT_DATA_DIR"
+    );
+}
+
+#[tokio::test]
+async fn invalid_setting_exits_64_naming_the_variable() {
+    for (var, value) in [
+        ("WOMBAT_PORT", "abc"),
+        ("WOMBAT_CONTEXT_WARNING_THRESHOLD", "300"),
+        ("LLM_PROVIDER", "skynet"),
+        ("AGENT_JWT_ALGORITHM", "RS256"),
+    ] {
+        let out = server(&[(var.to_owned(), value.to_owned())])
+            .output()
+            .await
+            .expect("run wombat-server");
+        assert_eq!(out.status.code(), Some(64), "{var}={value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(var), "{stderr}");
+    }
+}

@@ -1,0 +1,247 @@
+//! The daemon's state and its one request entry point: request id, daemon
+//! key, routing, deadline, access log and metrics, composed in one visible
+//! order in [`handle`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderValue, Method, StatusCode, header};
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+use wombat_controlplane::ControlPlane;
+use wombat_llm::{LlmSummary, Router};
+use wombat_workspace::Workspace;
+
+use crate::config::DaemonConfig;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::request::{Body, REQUEST_ID, constant_time_eq, request_id};
+use crate::server::{ServerLimits, serve};
+use crate::usage::UsageTracker;
+use crate::webhook::Webhooks;
+use crate::{agent, info, tasks};
+
+/// The backend ("Mission Control") the daemon writes to.
+#[derive(Clone)]
+pub struct Backend {
+    /// Its base URL, shown by `/health`.
+    pub url: String,
+    /// The contract client.
+    pub client: ControlPlane,
+}
+
+/// Everything a handler can reach. Built once; shared by every request.
+pub(crate) struct App {
+    pub(crate) config: DaemonConfig,
+    pub(crate) workspace: Workspace,
+    pub(crate) llm: Router,
+    pub(crate) llm_summary: LlmSummary,
+    pub(crate) backend: Option<Backend>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) usage: UsageTracker,
+    pub(crate) webhooks: Webhooks,
+    /// Caps concurrent LLM calls; a request that finds it full gets 429.
+    pub(crate) llm_permits: Arc<Semaphore>,
+}
+
+/// A configured daemon, ready to serve.
+pub struct Daemon {
+    app: Arc<App>,
+}
+
+impl Daemon {
+    /// Composes the daemon from its validated config and its parts.
+    /// `backend` is `None` when no backend is configured: agent endpoints
+    /// then answer 503, everything else works.
+    pub fn new(
+        config: DaemonConfig,
+        workspace: Workspace,
+        llm: Router,
+        backend: Option<Backend>,
+        webhook_client: reqwest::Client,
+    ) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        let webhooks = Webhooks::new(
+            webhook_client,
+            config.webhook_allowed_hosts.clone(),
+            config.webhook_max_in_flight,
+            metrics.clone(),
+        );
+        let app = App {
+            llm_summary: llm.summary(),
+            llm_permits: Arc::new(Semaphore::new(config.max_concurrent_llm)),
+            config,
+            workspace,
+            llm,
+            backend,
+            metrics,
+            usage: UsageTracker::default(),
+            webhooks,
+        };
+        Self { app: Arc::new(app) }
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let limits = ServerLimits {
+            header_read_timeout: self.app.config.header_read_timeout,
+            drain_deadline: self.app.config.shutdown_timeout,
+        };
+        let app = self.app;
+        serve(
+            listener,
+            limits,
+            move |req, peer| handle(app.clone(), req, peer),
+            shutdown,
+        )
+        .await;
+    }
+}
+
+/// The routes, for 404/405 decisions and metric labels.
+const ROUTES: &[(&str, &[Method])] = &[
+    ("/api/agents/send", &[Method::POST]),
+    ("/api/agents/stream", &[Method::POST]),
+    ("/compact", &[Method::POST]),
+    ("/llm-task", &[Method::POST]),
+    ("/usage", &[Method::GET]),
+    ("/health", &[Method::GET]),
+    ("/context", &[Method::GET]),
+    ("/skills", &[Method::GET]),
+    ("/boot", &[Method::GET]),
+    ("/boot/complete", &[Method::POST]),
+    ("/metrics", &[Method::GET]),
+];
+
+/// Handles one request. Infallible: every failure is a JSON response.
+async fn handle(
+    app: Arc<App>,
+    req: http::Request<Incoming>,
+    peer: SocketAddr,
+) -> http::Response<Body> {
+    let started = Instant::now();
+    let rid = request_id(req.headers());
+    let method = req.method().clone();
+    // A trailing slash names the same route, as Express (0.1.0) treated it.
+    let path = req.uri().path();
+    let path = if path.len() > 1 {
+        path.strip_suffix('/').unwrap_or(path)
+    } else {
+        path
+    };
+    let route = ROUTES
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map_or("unmatched", |(p, _)| *p);
+    let span = tracing::info_span!(
+        "request",
+        id = rid.to_str().unwrap_or("-"),
+        %method,
+        path = req.uri().path(),
+        %peer,
+    );
+    let result = dispatch(&app, req, route).instrument(span.clone()).await;
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(err) => {
+            let _enter = span.enter();
+            if err.status.is_server_error() {
+                tracing::error!(status = err.status.as_u16(), code = err.code, error = %err.message, "request failed");
+            } else {
+                tracing::debug!(status = err.status.as_u16(), code = err.code, error = %err.message, "request refused");
+            }
+            err.into_response()
+        }
+    };
+    resp.headers_mut().insert(REQUEST_ID, rid);
+    let elapsed = started.elapsed();
+    app.metrics
+        .observe_request(route, resp.status().as_u16(), elapsed);
+    let _enter = span.enter();
+    tracing::info!(
+        status = resp.status().as_u16(),
+        micros = elapsed.as_micros() as u64,
+        "served"
+    );
+    resp
+}
+
+/// Auth, then the `match (method, path)` router.
+async fn dispatch(
+    app: &Arc<App>,
+    req: http::Request<Incoming>,
+    route: &'static str,
+) -> Result<http::Response<Body>, ApiError> {
+    let Some((_, methods)) = ROUTES.iter().find(|(path, _)| *path == route) else {
+        return Err(ApiError::not_found(req.uri().path()));
+    };
+    if !methods.contains(req.method()) {
+        let allow = methods
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut resp = ApiError::method_not_allowed(req.method(), route).into_response();
+        if let Ok(v) = HeaderValue::from_str(&allow) {
+            resp.headers_mut().insert(header::ALLOW, v);
+        }
+        return Ok(resp);
+    }
+    check_daemon_key(app, &req, route)?;
+
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let param = |name: &str| {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    match (req.method().clone(), route) {
+        (Method::POST, "/api/agents/send") => agent::send(app, req).await,
+        (Method::POST, "/api/agents/stream") => agent::stream(app, req).await,
+        (Method::POST, "/compact") => tasks::compact(app, req).await,
+        (Method::POST, "/llm-task") => tasks::llm_task(app, req).await,
+        (Method::GET, "/health") => {
+            let deep = param("deep").is_some_and(|v| v == "true" || v == "1");
+            Ok(info::health(app, deep).await)
+        }
+        (Method::GET, "/usage") => Ok(info::usage(app, param("user_id").as_deref())),
+        (Method::GET, "/context") => info::context(app, param("role").as_deref()),
+        (Method::GET, "/skills") => Ok(info::skills(app)),
+        (Method::GET, "/boot") => Ok(info::boot(app)),
+        (Method::POST, "/boot/complete") => info::boot_complete(app),
+        (Method::GET, "/metrics") => Ok(info::metrics(app)),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route",
+        )),
+    }
+}
+
+/// `X-Agent-Daemon-Key`, when a key is configured. `/health` is always
+/// open; `/metrics` is open when `WOMBAT_METRICS_PUBLIC=true`.
+fn check_daemon_key(app: &App, req: &http::Request<Incoming>, route: &str) -> Result<(), ApiError> {
+    let Some(key) = &app.config.daemon_api_key else {
+        return Ok(());
+    };
+    if route == "/health" || (route == "/metrics" && app.config.metrics_public) {
+        return Ok(());
+    }
+    let presented = req
+        .headers()
+        .get("x-agent-daemon-key")
+        .map(HeaderValue::as_bytes)
+        .unwrap_or_default();
+    if constant_time_eq(presented, key.expose().as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_daemon_key())
+    }
+}

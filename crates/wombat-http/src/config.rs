@@ -1,0 +1,367 @@
+//! The daemon's configuration: a flat map of settings (env var names as
+//! keys) merged by the binary from `wombat.toml`, `.env` and the process
+//! environment, validated here into typed values before any port is bound.
+//!
+//! Every validation error names the variable and the offending value in one
+//! line; the binary prints it and exits with code 64. Secrets are held in
+//! [`Secret`], whose `Debug` never prints them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use wombat_controlplane::JwtAlgorithm;
+
+/// Raw settings: variable name → value, as merged by the binary.
+pub type Settings = BTreeMap<String, String>;
+
+/// A configuration value that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {var}: {reason}")]
+pub struct ConfigError {
+    /// The variable, e.g. `WOMBAT_PORT`.
+    pub var: String,
+    /// What is wrong, including the value when it is not a secret.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// An error about `var`.
+    pub fn new(var: &str, reason: impl Into<String>) -> Self {
+        Self {
+            var: var.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A secret string (API key, JWT secret, daemon key) that never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself; callers must not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Validated daemon settings (everything but the LLM router's, which
+/// `wombat-llm` validates from the same map).
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// `WOMBAT_HOST` (0.0.0.0).
+    pub host: IpAddr,
+    /// `WOMBAT_PORT` (8081).
+    pub port: u16,
+    /// `BACKEND_URL`; `None` when unset (the binary decides the default).
+    pub backend_url: Option<String>,
+    /// `AGENT_DAEMON_API_KEY`; `None` disables daemon auth.
+    pub daemon_api_key: Option<Secret>,
+    /// `AGENT_JWT_SECRET`.
+    pub jwt_secret: Option<Secret>,
+    /// `AGENT_JWT_ALGORITHM` (HS256).
+    pub jwt_algorithm: JwtAlgorithm,
+    /// `WOMBAT_WORKSPACE` (`./workspace`).
+    pub workspace: PathBuf,
+    /// `WOMBAT_DEFAULT_TASK`.
+    pub default_task: Option<String>,
+    /// `WOMBAT_CONTEXT_WARNING_THRESHOLD` (75), percent in 0..=100.
+    pub context_warning_threshold: f64,
+    /// `WOMBAT_DEFAULT_TIMEZONE`.
+    pub default_timezone: Option<String>,
+    /// `WOMBAT_INCLUDE_TIME_CONTEXT` (true).
+    pub include_time_context: bool,
+    /// `WOMBAT_MAX_CHARS_PER_FILE` (20000).
+    pub max_chars_per_file: usize,
+    /// `WOMBAT_BOOTSTRAP_MAX_CHARS` (150000).
+    pub bootstrap_max_chars: usize,
+    /// `WOMBAT_SKILLS_MAX_CHARS` (30000).
+    pub skills_max_chars: usize,
+    /// `WOMBAT_METRICS_PUBLIC` (false): serve `/metrics` without the daemon key.
+    pub metrics_public: bool,
+    /// `WOMBAT_MAX_BODY_BYTES` (1 MiB).
+    pub max_body_bytes: usize,
+    /// `WOMBAT_HEADER_TIMEOUT_SECS` (10).
+    pub header_read_timeout: Duration,
+    /// `WOMBAT_REQUEST_TIMEOUT_SECS` (300): deadline of one agent request,
+    /// LLM and backend calls included.
+    pub request_timeout: Duration,
+    /// `WOMBAT_SHUTDOWN_TIMEOUT_SECS` (30): drain deadline.
+    pub shutdown_timeout: Duration,
+    /// `WOMBAT_MAX_CONCURRENT_LLM` (512): LLM calls in flight before new
+    /// requests get 429.
+    pub max_concurrent_llm: usize,
+    /// `WOMBAT_WEBHOOK_ALLOWED_HOSTS`: comma-separated host names; when set,
+    /// webhooks to any other host are refused with 400.
+    pub webhook_allowed_hosts: Option<Vec<String>>,
+    /// `WOMBAT_WEBHOOK_MAX_IN_FLIGHT` (1024): deliveries beyond are dropped
+    /// (and counted) rather than queued without bound.
+    pub webhook_max_in_flight: usize,
+    /// `WOMBAT_PRICING_FILE`: JSON pricing overrides.
+    pub pricing_file: Option<PathBuf>,
+}
+
+/// Flattens a figment (typically `wombat.toml` merged with the environment)
+/// into [`Settings`]. Keys keep their case; scalar values become strings so
+/// that every variable is validated by one set of parsers, whatever source
+/// it came from. A nested table or array in `wombat.toml` is an error.
+pub fn settings_from_figment(figment: &figment::Figment) -> Result<Settings, ConfigError> {
+    use figment::value::Value;
+    let map: BTreeMap<String, Value> = figment
+        .extract()
+        .map_err(|e| ConfigError::new("configuration", e.to_string()))?;
+    let mut settings = Settings::new();
+    for (key, value) in map {
+        let text = match &value {
+            Value::String(_, s) => s.clone(),
+            Value::Char(_, c) => c.to_string(),
+            Value::Bool(_, b) => b.to_string(),
+            Value::Num(_, n) => match (n.to_u128(), n.to_i128(), n.to_f64()) {
+                (Some(u), _, _) => u.to_string(),
+                (None, Some(i), _) => i.to_string(),
+                (None, None, Some(f)) => f.to_string(),
+                _ => return Err(ConfigError::new(&key, "is not a number")),
+            },
+            Value::Empty(..) => String::new(),
+            Value::Dict(..) | Value::Array(..) => {
+                return Err(ConfigError::new(
+                    &key,
+                    "must be a plain value (string, number or boolean), not a table or array",
+                ));
+            }
+        };
+        settings.insert(key, text);
+    }
+    Ok(settings)
+}
+
+/// Reads `var` with a parser; absent or empty means `default`.
+fn parse<T>(
+    s: &Settings,
+    var: &str,
+    default: T,
+    f: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    match get(s, var) {
+        None => Ok(default),
+        Some(v) => f(v).map_err(|reason| ConfigError::new(var, reason)),
+    }
+}
+
+/// A non-empty, trimmed value.
+pub fn get<'a>(s: &'a Settings, var: &str) -> Option<&'a str> {
+    s.get(var).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+/// Parses a boolean the way people write them in env files.
+pub fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("{v:?} is not a boolean (true/false)")),
+    }
+}
+
+fn number<T: std::str::FromStr>(what: &'static str) -> impl Fn(&str) -> Result<T, String> {
+    move |v| v.parse::<T>().map_err(|_| format!("{v:?} is not {what}"))
+}
+
+fn positive(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{v:?} is not a positive integer")),
+    }
+}
+
+fn seconds(v: &str) -> Result<Duration, String> {
+    match v.parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 && n <= 86_400.0 => Ok(Duration::from_secs_f64(n)),
+        _ => Err(format!("{v:?} is not a number of seconds in (0, 86400]")),
+    }
+}
+
+fn http_url(v: &str) -> Result<String, String> {
+    let ok = (v.starts_with("http://") || v.starts_with("https://"))
+        && v.len() > "https://".len()
+        && !v.contains(char::is_whitespace);
+    if ok {
+        Ok(v.trim_end_matches('/').to_owned())
+    } else {
+        Err(format!("{v:?} is not an http(s) URL"))
+    }
+}
+
+impl DaemonConfig {
+    /// Validates every daemon setting; the first invalid one is returned.
+    pub fn from_settings(s: &Settings) -> Result<Self, ConfigError> {
+        Ok(Self {
+            host: parse(
+                s,
+                "WOMBAT_HOST",
+                IpAddr::from([0, 0, 0, 0]),
+                number("an IP address"),
+            )?,
+            port: parse(s, "WOMBAT_PORT", 8081, |v| match v.parse::<u16>() {
+                Ok(p) if p > 0 => Ok(p),
+                _ => Err(format!("{v:?} is not a port number (1-65535)")),
+            })?,
+            backend_url: parse(s, "BACKEND_URL", None, |v| http_url(v).map(Some))?,
+            daemon_api_key: get(s, "AGENT_DAEMON_API_KEY").map(Secret::new),
+            jwt_secret: get(s, "AGENT_JWT_SECRET").map(Secret::new),
+            jwt_algorithm: parse(s, "AGENT_JWT_ALGORITHM", JwtAlgorithm::HS256, |v| {
+                v.parse::<JwtAlgorithm>()
+                    .map_err(|_| format!("{v:?} is not one of HS256, HS384, HS512"))
+            })?,
+            workspace: PathBuf::from(get(s, "WOMBAT_WORKSPACE").unwrap_or("./workspace")),
+            default_task: get(s, "WOMBAT_DEFAULT_TASK").map(str::to_owned),
+            context_warning_threshold: parse(s, "WOMBAT_CONTEXT_WARNING_THRESHOLD", 75.0, |v| {
+                match v.parse::<f64>() {
+                    Ok(n) if (0.0..=100.0).contains(&n) => Ok(n),
+                    _ => Err(format!("{v:?} is not a percentage between 0 and 100")),
+                }
+            })?,
+            default_timezone: get(s, "WOMBAT_DEFAULT_TIMEZONE").map(str::to_owned),
+            include_time_context: parse(s, "WOMBAT_INCLUDE_TIME_CONTEXT", true, parse_bool)?,
+            max_chars_per_file: parse(s, "WOMBAT_MAX_CHARS_PER_FILE", 20_000, positive)?,
+            bootstrap_max_chars: parse(s, "WOMBAT_BOOTSTRAP_MAX_CHARS", 150_000, positive)?,
+            skills_max_chars: parse(s, "WOMBAT_SKILLS_MAX_CHARS", 30_000, positive)?,
+            metrics_public: parse(s, "WOMBAT_METRICS_PUBLIC", false, parse_bool)?,
+            max_body_bytes: parse(s, "WOMBAT_MAX_BODY_BYTES", 1024 * 1024, positive)?,
+            header_read_timeout: parse(
+                s,
+                "WOMBAT_HEADER_TIMEOUT_SECS",
+                Duration::from_secs(10),
+                seconds,
+            )?,
+            request_timeout: parse(
+                s,
+                "WOMBAT_REQUEST_TIMEOUT_SECS",
+                Duration::from_secs(300),
+                seconds,
+            )?,
+            shutdown_timeout: parse(
+                s,
+                "WOMBAT_SHUTDOWN_TIMEOUT_SECS",
+                Duration::from_secs(30),
+                seconds,
+            )?,
+            max_concurrent_llm: parse(s, "WOMBAT_MAX_CONCURRENT_LLM", 512, positive)?,
+            webhook_allowed_hosts: get(s, "WOMBAT_WEBHOOK_ALLOWED_HOSTS").map(|v| {
+                v.split(',')
+                    .map(|h| h.trim().to_ascii_lowercase())
+                    .filter(|h| !h.is_empty())
+                    .collect()
+            }),
+            webhook_max_in_flight: parse(s, "WOMBAT_WEBHOOK_MAX_IN_FLIGHT", 1024, positive)?,
+            pricing_file: get(s, "WOMBAT_PRICING_FILE").map(PathBuf::from),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn err(pairs: &[(&str, &str)]) -> String {
+        DaemonConfig::from_settings(&settings(pairs))
+            .expect_err("invalid")
+            .to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = DaemonConfig::from_settings(&Settings::new()).expect("valid");
+        assert_eq!(c.port, 8081);
+        assert_eq!(c.context_warning_threshold, 75.0);
+        assert!(c.include_time_context && c.backend_url.is_none() && c.daemon_api_key.is_none());
+        assert_eq!(c.max_body_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        assert_eq!(
+            err(&[("WOMBAT_PORT", "abc")]),
+            r#"invalid WOMBAT_PORT: "abc" is not a port number (1-65535)"#
+        );
+        assert_eq!(
+            err(&[("WOMBAT_CONTEXT_WARNING_THRESHOLD", "300")]),
+            r#"invalid WOMBAT_CONTEXT_WARNING_THRESHOLD: "300" is not a percentage between 0 and 100"#
+        );
+        assert_eq!(
+            err(&[("AGENT_JWT_ALGORITHM", "RS256")]),
+            r#"invalid AGENT_JWT_ALGORITHM: "RS256" is not one of HS256, HS384, HS512"#
+        );
+        assert!(err(&[("BACKEND_URL", "localhost:8000")]).starts_with("invalid BACKEND_URL"));
+        assert!(
+            err(&[("WOMBAT_INCLUDE_TIME_CONTEXT", "maybe")])
+                .starts_with("invalid WOMBAT_INCLUDE_TIME_CONTEXT")
+        );
+    }
+
+    #[test]
+    #[expect(
+        clippy::result_large_err,
+        reason = "figment::Jail's closure signature is fixed"
+    )]
+    fn figment_sources_merge_with_env_winning() {
+        use figment::providers::{Env, Format, Toml};
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("wombat.toml", "WOMBAT_PORT = 9000\nWOMBAT_DEFAULT_TASK = \"Inbox\"\nWOMBAT_INCLUDE_TIME_CONTEXT = false\n")?;
+            jail.set_env("WOMBAT_PORT", "9100");
+            let figment = figment::Figment::new()
+                .merge(Toml::file("wombat.toml"))
+                .merge(Env::raw().only(&["WOMBAT_PORT"]).lowercase(false));
+            let settings = settings_from_figment(&figment).expect("settings");
+            let c = DaemonConfig::from_settings(&settings).expect("valid");
+            assert_eq!(c.port, 9100);
+            assert_eq!(c.default_task.as_deref(), Some("Inbox"));
+            assert!(!c.include_time_context);
+            jail.set_env("WOMBAT_PORT", "abc");
+            let figment =
+                figment::Figment::new().merge(Env::raw().only(&["WOMBAT_PORT"]).lowercase(false));
+            let err =
+                DaemonConfig::from_settings(&settings_from_figment(&figment).expect("settings"))
+                    .expect_err("invalid port");
+            assert_eq!(err.var, "WOMBAT_PORT");
+            jail.create_file("bad.toml", "[WOMBAT_PORT]\nx = 1\n")?;
+            let figment = figment::Figment::new().merge(Toml::file("bad.toml"));
+            assert!(settings_from_figment(&figment).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = DaemonConfig::from_settings(&settings(&[
+            ("AGENT_DAEMON_API_KEY", "dk-123"),
+            ("AGENT_JWT_SECRET", "jwt-456"),
+        ]))
+        .expect("valid");
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("dk-123") && !debug.contains("jwt-456"),
+            "{debug}"
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! Wombat's daemon: the HTTP API of `API.md` on raw hyper 1.x.
+//!
+//! This crate owns inbound HTTP only: the accept loop and graceful shutdown,
+//! the `match (method, path)` router, and the cross-cutting concerns every
+//! request goes through (request id, daemon-key auth, body limit, content
+//! type, one error type mapped to status + JSON). Prompt building, LLM calls
+//! and the backend contract live in the crates it composes.
+
+mod agent;
+mod app;
+pub mod config;
+mod error;
+mod info;
+mod metrics;
+mod request;
+mod server;
+mod sse;
+mod tasks;
+mod usage;
+mod webhook;
+
+pub use app::{Backend, Daemon};
+pub use server::ServerLimits;

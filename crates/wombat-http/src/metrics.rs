@@ -1,0 +1,296 @@
+//! Process metrics, rendered in the Prometheus text format by
+//! `GET /metrics`. Hand-rolled on atomics and two small maps: the daemon
+//! needs a dozen series, not a metrics framework.
+//!
+//! Per-request cost: one map update under an uncontended mutex plus a few
+//! relaxed atomic adds.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros
+            .fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct LlmSeries {
+    calls: u64,
+    errors: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    cost_micros: u64,
+}
+
+/// All counters of one daemon process.
+#[derive(Default)]
+pub(crate) struct Metrics {
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    latency: Mutex<BTreeMap<&'static str, std::sync::Arc<Histogram>>>,
+    llm: Mutex<BTreeMap<(String, String), LlmSeries>>,
+    pub(crate) llm_retries: AtomicU64,
+    pub(crate) llm_failovers: AtomicU64,
+    pub(crate) webhook_ok: AtomicU64,
+    pub(crate) webhook_failed: AtomicU64,
+    pub(crate) webhook_dropped: AtomicU64,
+    pub(crate) backend_errors: AtomicU64,
+    pub(crate) streams_open: AtomicU64,
+    pub(crate) llm_rejected: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding a metrics lock cannot leave the counters in a
+    // state worse than slightly off, so poisoning is ignored.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Metrics {
+    /// Records one finished request.
+    pub(crate) fn observe_request(&self, route: &'static str, status: u16, elapsed: Duration) {
+        *lock(&self.requests).entry((route, status)).or_default() += 1;
+        let hist = lock(&self.latency).entry(route).or_default().clone();
+        hist.observe(elapsed);
+    }
+
+    /// Records one LLM call (successful or not) against the model that
+    /// answered or failed.
+    pub(crate) fn observe_llm(
+        &self,
+        provider: &str,
+        model: &str,
+        ok: bool,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        cost_micros: u64,
+    ) {
+        let mut map = lock(&self.llm);
+        let s = map
+            .entry((provider.to_owned(), model.to_owned()))
+            .or_default();
+        s.calls += 1;
+        if !ok {
+            s.errors += 1;
+        }
+        s.prompt_tokens += prompt_tokens;
+        s.completion_tokens += completion_tokens;
+        s.cost_micros += cost_micros;
+    }
+
+    /// Records the retries and failovers of one successful routed call.
+    pub(crate) fn observe_route(&self, attempts: u32, failovers: u32) {
+        if attempts > 1 {
+            self.llm_retries.fetch_add(u64::from(attempts - 1), Relaxed);
+        }
+        self.llm_failovers.fetch_add(u64::from(failovers), Relaxed);
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP wombat_http_requests_total HTTP requests by route and status.\n");
+        out.push_str("# TYPE wombat_http_requests_total counter\n");
+        for ((route, status), n) in lock(&self.requests).iter() {
+            let _ = writeln!(
+                out,
+                "wombat_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP wombat_http_request_duration_seconds Request latency by route.\n");
+        out.push_str("# TYPE wombat_http_request_duration_seconds histogram\n");
+        for (route, h) in lock(&self.latency).iter() {
+            let mut cumulative = 0;
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                cumulative += h.buckets[i].load(Relaxed);
+                let _ = writeln!(
+                    out,
+                    "wombat_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let count = h.count.load(Relaxed);
+            let _ = writeln!(
+                out,
+                "wombat_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                out,
+                "wombat_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                h.sum_micros.load(Relaxed) as f64 / 1e6
+            );
+            let _ = writeln!(
+                out,
+                "wombat_http_request_duration_seconds_count{{route=\"{route}\"}} {count}"
+            );
+        }
+        let llm = lock(&self.llm).clone();
+        type Series = (
+            &'static str,
+            &'static str,
+            &'static str,
+            fn(&LlmSeries) -> String,
+        );
+        let series: [Series; 5] = [
+            (
+                "wombat_llm_calls_total",
+                "counter",
+                "LLM calls by provider and model.",
+                |s| s.calls.to_string(),
+            ),
+            (
+                "wombat_llm_errors_total",
+                "counter",
+                "Failed LLM calls by provider and model.",
+                |s| s.errors.to_string(),
+            ),
+            (
+                "wombat_llm_prompt_tokens_total",
+                "counter",
+                "Prompt tokens by provider and model.",
+                |s| s.prompt_tokens.to_string(),
+            ),
+            (
+                "wombat_llm_completion_tokens_total",
+                "counter",
+                "Completion tokens by provider and model.",
+                |s| s.completion_tokens.to_string(),
+            ),
+            (
+                "wombat_llm_cost_usd_total",
+                "counter",
+                "Cost in USD by provider and model.",
+                |s| (s.cost_micros as f64 / 1e6).to_string(),
+            ),
+        ];
+        for (name, kind, help, value) in series {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for ((provider, model), s) in &llm {
+                let _ = writeln!(
+                    out,
+                    "{name}{{provider=\"{}\",model=\"{}\"}} {}",
+                    escape(provider),
+                    escape(model),
+                    value(s)
+                );
+            }
+        }
+        let scalars: [(&str, &str, &str, &AtomicU64); 8] = [
+            (
+                "wombat_llm_retries_total",
+                "counter",
+                "LLM attempts beyond the first.",
+                &self.llm_retries,
+            ),
+            (
+                "wombat_llm_failovers_total",
+                "counter",
+                "Requests answered by a fallback model.",
+                &self.llm_failovers,
+            ),
+            (
+                "wombat_llm_rejected_total",
+                "counter",
+                "Requests refused because the LLM concurrency cap was full.",
+                &self.llm_rejected,
+            ),
+            (
+                "wombat_webhook_delivered_total",
+                "counter",
+                "Webhook deliveries acknowledged with 2xx.",
+                &self.webhook_ok,
+            ),
+            (
+                "wombat_webhook_failed_total",
+                "counter",
+                "Webhook deliveries that failed after retries.",
+                &self.webhook_failed,
+            ),
+            (
+                "wombat_webhook_dropped_total",
+                "counter",
+                "Webhooks dropped because too many were in flight.",
+                &self.webhook_dropped,
+            ),
+            (
+                "wombat_backend_errors_total",
+                "counter",
+                "Control-plane calls that failed after retries.",
+                &self.backend_errors,
+            ),
+            (
+                "wombat_streams_open",
+                "gauge",
+                "SSE streams currently open.",
+                &self.streams_open,
+            ),
+        ];
+        for (name, kind, help, v) in scalars {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                v.load(Relaxed)
+            );
+        }
+        out
+    }
+}
+
+/// Escapes a label value (`\`, `"` and newlines).
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_series() {
+        let m = Metrics::default();
+        m.observe_request("/api/agents/send", 200, Duration::from_micros(700));
+        m.observe_request("/api/agents/send", 200, Duration::from_secs(2));
+        m.observe_llm("openai", "gpt-4o-mini", true, 10, 5, 278);
+        m.observe_llm("openai", "we\"ird", false, 0, 0, 0);
+        let text = m.render();
+        assert!(
+            text.contains(
+                "wombat_http_requests_total{route=\"/api/agents/send\",status=\"200\"} 2"
+            )
+        );
+        assert!(text.contains(
+            "wombat_http_request_duration_seconds_bucket{route=\"/api/agents/send\",le=\"0.001\"} 1"
+        ));
+        assert!(text.contains(
+            "wombat_http_request_duration_seconds_bucket{route=\"/api/agents/send\",le=\"+Inf\"} 2"
+        ));
+        assert!(text.contains(
+            "wombat_llm_cost_usd_total{provider=\"openai\",model=\"gpt-4o-mini\"} 0.000278"
+        ));
+        assert!(
+            text.contains("wombat_llm_errors_total{provider=\"openai\",model=\"we\\\"ird\"} 1")
+        );
+        assert!(text.contains("wombat_streams_open 0"));
+    }
+}

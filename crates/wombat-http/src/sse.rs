@@ -1,0 +1,124 @@
+//! Server-sent events: a response body fed by a bounded channel, and the
+//! event framing. The producer learns that the client went away when the
+//! channel closes (hyper drops the body), which is how a disconnect cancels
+//! the provider call.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, header};
+use http_body::Frame;
+use http_body_util::combinators::UnsyncBoxBody;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::request::Body;
+
+/// Events buffered between the producer and the socket. Small on purpose:
+/// a slow client slows the producer down instead of growing memory.
+const CHANNEL_CAPACITY: usize = 16;
+
+/// The body half: yields whatever the producer sends, ends when it is done.
+struct ChannelBody {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// The producer half.
+pub(crate) struct SseSender {
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl SseSender {
+    /// Sends one event; `false` when the client has gone away.
+    pub(crate) async fn send<T: Serialize>(&self, event: &str, data: &T) -> bool {
+        self.tx.send(frame(event, data)).await.is_ok()
+    }
+
+    /// Resolves when the client has gone away.
+    pub(crate) async fn closed(&self) {
+        self.tx.closed().await;
+    }
+}
+
+/// Formats one event: `event: <name>\ndata: <json>\n\n`.
+pub(crate) fn frame<T: Serialize>(event: &str, data: &T) -> Bytes {
+    let mut buf = Vec::with_capacity(64);
+    buf.extend_from_slice(b"event: ");
+    buf.extend_from_slice(event.as_bytes());
+    buf.extend_from_slice(b"\ndata: ");
+    if serde_json::to_writer(&mut buf, data).is_err() {
+        buf.extend_from_slice(br#"{"type":"error","error":"failed to serialise event"}"#);
+    }
+    buf.extend_from_slice(b"\n\n");
+    Bytes::from(buf)
+}
+
+/// A `200 text/event-stream` response and the sender that feeds it.
+pub(crate) fn response() -> (http::Response<Body>, SseSender) {
+    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let mut resp = http::Response::new(UnsyncBoxBody::new(ChannelBody { rx }));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tells nginx-style proxies not to buffer the stream.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    (resp, SseSender { tx })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn frames_events_and_ends_with_the_producer() {
+        let (resp, tx) = response();
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
+        tokio::spawn(async move {
+            assert!(
+                tx.send("start", &serde_json::json!({"type": "start"}))
+                    .await
+            );
+            #[derive(Serialize)]
+            struct Chunk<'a> {
+                r#type: &'a str,
+                data: &'a str,
+            }
+            let chunk = Chunk {
+                r#type: "chunk",
+                data: "Hel\nlo",
+            };
+            assert!(tx.send("chunk", &chunk).await);
+        });
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(
+            &body[..],
+            b"event: start\ndata: {\"type\":\"start\"}\n\nevent: chunk\ndata: {\"type\":\"chunk\",\"data\":\"Hel\\nlo\"}\n\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn dropped_body_closes_the_sender() {
+        let (resp, tx) = response();
+        drop(resp);
+        tx.closed().await;
+        assert!(!tx.send("chunk", &1).await);
+    }
+}

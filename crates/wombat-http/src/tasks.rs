@@ -1,0 +1,364 @@
+//! `POST /compact` (history summarisation) and `POST /llm-task` (JSON-only
+//! tasks with schema validation and one repair retry).
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use wombat_core::{ChatMessage, Cost, Role, Usage};
+use wombat_llm::{ModelChoice, ResponseFormat, RouteRequest, Tier};
+
+use crate::agent::{llm_error, llm_permit};
+use crate::app::App;
+use crate::error::ApiError;
+use crate::request::{Body, json_response, read_json};
+
+const SUMMARY_PREFIX: &str = "[Previous conversation summary]\n";
+
+const COMPACT_SYSTEM: &str = "You summarise conversations so they can continue with less context. \
+Write a concise summary of the conversation below that keeps every fact, decision, open question, \
+commitment and user preference needed to continue it. Write it as plain prose or short bullet points, \
+without preamble.";
+
+#[derive(Deserialize)]
+struct CompactRequest {
+    messages: Vec<ChatMessage>,
+    #[serde(default)]
+    instructions: Option<String>,
+    #[serde(default)]
+    keep_recent: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct CompactResponse<'a> {
+    status: &'static str,
+    compacted_messages: &'a [ChatMessage],
+    usage: Usage,
+    original_count: usize,
+    compacted_count: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost: Option<&'a Cost>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<&'a str>,
+}
+
+/// `POST /compact`.
+pub(crate) async fn compact(
+    app: &Arc<App>,
+    req: http::Request<Incoming>,
+) -> Result<http::Response<Body>, ApiError> {
+    let (parts, body) = req.into_parts();
+    let body: CompactRequest = read_json(&parts.headers, body, app.config.max_body_bytes).await?;
+    if body.messages.is_empty() {
+        return Err(ApiError::bad_request(
+            "messages must contain at least one message",
+        ));
+    }
+    let keep = match body.keep_recent {
+        None => 2,
+        Some(n) if n >= 0 => usize::try_from(n).unwrap_or(usize::MAX),
+        Some(n) => {
+            return Err(ApiError::bad_request(format!(
+                "keep_recent must be >= 0, got {n}"
+            )));
+        }
+    };
+    let original_count = body.messages.len();
+    if original_count <= keep {
+        return Ok(json_response(
+            StatusCode::OK,
+            &CompactResponse {
+                status: "ok",
+                compacted_messages: &body.messages,
+                usage: Usage::default(),
+                original_count,
+                compacted_count: original_count,
+                cost: None,
+                model: None,
+            },
+        ));
+    }
+    let (older, recent) = body.messages.split_at(original_count - keep);
+    let mut transcript = String::new();
+    for m in older {
+        transcript.push_str(m.role.as_str());
+        transcript.push_str(": ");
+        transcript.push_str(&m.content);
+        transcript.push_str("\n\n");
+    }
+    let mut system = COMPACT_SYSTEM.to_owned();
+    if let Some(extra) = body
+        .instructions
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+    {
+        system.push_str("\n\nAdditional instructions: ");
+        system.push_str(extra);
+    }
+    let mut route = RouteRequest::new(
+        ModelChoice::Tier(Tier::Cheap),
+        vec![ChatMessage::user(format!(
+            "Conversation to summarise:\n\n{}",
+            transcript.trim_end()
+        ))],
+    );
+    route.system = Some(system);
+    let permit = llm_permit(app)?;
+    let routed = call(app, &route).await?;
+    drop(permit);
+    app.usage
+        .record("_compact", &routed.completion.usage, &routed.cost);
+    let mut compacted = Vec::with_capacity(keep + 1);
+    compacted.push(ChatMessage::new(
+        Role::System,
+        format!("{SUMMARY_PREFIX}{}", routed.completion.text.trim()),
+    ));
+    compacted.extend_from_slice(recent);
+    Ok(json_response(
+        StatusCode::OK,
+        &CompactResponse {
+            status: "ok",
+            compacted_count: compacted.len(),
+            compacted_messages: &compacted,
+            usage: routed.completion.usage,
+            original_count,
+            cost: Some(&routed.cost),
+            model: Some(&routed.model),
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+struct LlmTaskRequest {
+    prompt: String,
+    #[serde(default)]
+    input: Option<Value>,
+    #[serde(default)]
+    schema: Option<Value>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    max_tokens: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct LlmTaskResponse<'a> {
+    status: &'static str,
+    output: &'a Value,
+    usage: Usage,
+    cost: &'a Cost,
+    validated: bool,
+    model: &'a str,
+    provider: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    validation_errors: Option<Vec<String>>,
+}
+
+/// Parses model output as JSON, tolerating a Markdown code fence around it.
+fn parse_json_output(text: &str) -> Option<Value> {
+    let t = text.trim();
+    if let Ok(v) = serde_json::from_str(t) {
+        return Some(v);
+    }
+    let inner = t.strip_prefix("```")?.strip_suffix("```")?;
+    let inner = inner.strip_prefix("json").unwrap_or(inner);
+    serde_json::from_str(inner.trim()).ok()
+}
+
+/// At most this many validation errors are reported back.
+const MAX_REPORTED_ERRORS: usize = 10;
+
+fn validation_errors(validator: &jsonschema::Validator, value: &Value) -> Vec<String> {
+    validator
+        .iter_errors(value)
+        .take(MAX_REPORTED_ERRORS)
+        .map(|e| {
+            let path = e.instance_path().to_string();
+            if path.is_empty() {
+                e.to_string()
+            } else {
+                format!("{path}: {e}")
+            }
+        })
+        .collect()
+}
+
+/// `POST /llm-task`.
+pub(crate) async fn llm_task(
+    app: &Arc<App>,
+    req: http::Request<Incoming>,
+) -> Result<http::Response<Body>, ApiError> {
+    let (parts, body) = req.into_parts();
+    let body: LlmTaskRequest = read_json(&parts.headers, body, app.config.max_body_bytes).await?;
+    if body.prompt.trim().is_empty() {
+        return Err(ApiError::bad_request("prompt must not be empty"));
+    }
+    let temperature = body.temperature.unwrap_or(0.3);
+    if !(0.0..=2.0).contains(&temperature) {
+        return Err(ApiError::bad_request(format!(
+            "temperature must be between 0 and 2, got {temperature}"
+        )));
+    }
+    let max_tokens = match body.max_tokens {
+        None => None,
+        Some(n) if n > 0 => Some(u32::try_from(n).unwrap_or(u32::MAX)),
+        Some(n) => {
+            return Err(ApiError::bad_request(format!(
+                "max_tokens must be positive, got {n}"
+            )));
+        }
+    };
+    let validator = match &body.schema {
+        None | Some(Value::Null) => None,
+        Some(schema @ Value::Object(_)) => {
+            Some(jsonschema::validator_for(schema).map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_schema",
+                    format!("schema is not a valid JSON Schema: {e}"),
+                )
+            })?)
+        }
+        Some(_) => return Err(ApiError::bad_request("schema must be a JSON object")),
+    };
+    let model = match body.model.as_deref().filter(|m| !m.trim().is_empty()) {
+        Some(m) => ModelChoice::Explicit(m.to_owned()),
+        None => ModelChoice::Tier(Tier::Default),
+    };
+    app.llm
+        .resolve(&model)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+
+    let mut system = String::from(
+        "You are a JSON-only function. Reply with a single valid JSON value and nothing else: \
+         no prose, no Markdown, no code fences.",
+    );
+    let schema = validator.as_ref().and(body.schema.as_ref());
+    if let Some(schema) = schema {
+        system.push_str("\n\nThe JSON must conform to this JSON Schema:\n");
+        system.push_str(&schema.to_string());
+    }
+    let mut user = body.prompt.clone();
+    if let Some(input) = body.input.as_ref().filter(|v| !v.is_null()) {
+        user.push_str("\n\nInput:\n");
+        user.push_str(&input.to_string());
+    }
+    let format = match schema {
+        Some(s) => ResponseFormat::JsonSchema {
+            name: "llm_task_output".to_owned(),
+            schema: s.clone(),
+        },
+        None => ResponseFormat::Json,
+    };
+    let mut route = RouteRequest::new(model, vec![ChatMessage::user(user)]);
+    route.system = Some(system);
+    route.temperature = Some(temperature as f32);
+    route.max_tokens = max_tokens;
+    route.response_format = Some(format);
+
+    let permit = llm_permit(app)?;
+    let first = call(app, &route).await?;
+    let mut usage = first.completion.usage;
+    let mut cost = first.cost.clone();
+    let mut output = parse_json_output(&first.completion.text);
+    let mut errors = match (&validator, &output) {
+        (Some(v), Some(out)) => validation_errors(v, out),
+        _ => Vec::new(),
+    };
+    let mut last = first;
+    // One repair retry: on output that is not JSON, or not valid against the schema.
+    if output.is_none() || !errors.is_empty() {
+        let complaint = if output.is_none() {
+            "That reply was not valid JSON.".to_owned()
+        } else {
+            format!(
+                "That JSON does not conform to the schema: {}.",
+                errors.join("; ")
+            )
+        };
+        route
+            .messages
+            .push(ChatMessage::assistant(last.completion.text.clone()));
+        route.messages.push(ChatMessage::user(format!(
+            "{complaint} Reply again with corrected JSON only."
+        )));
+        let second = call(app, &route).await?;
+        usage += second.completion.usage;
+        cost = cost.combine(&second.cost);
+        if let Some(repaired) = parse_json_output(&second.completion.text) {
+            errors = validator
+                .as_ref()
+                .map(|v| validation_errors(v, &repaired))
+                .unwrap_or_default();
+            output = Some(repaired);
+        }
+        last = second;
+    }
+    drop(permit);
+    app.usage.record("_llm_task", &usage, &cost);
+    let Some(output) = output else {
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "llm_invalid_json",
+            "the model did not reply with valid JSON, even after a repair request",
+        )
+        .with_details(json!({"response": last.completion.text, "usage": usage})));
+    };
+    let validated = validator.is_some() && errors.is_empty();
+    Ok(json_response(
+        StatusCode::OK,
+        &LlmTaskResponse {
+            status: "ok",
+            output: &output,
+            usage,
+            cost: &cost,
+            validated,
+            model: &last.model,
+            provider: last.provider.as_str(),
+            validation_errors: (!errors.is_empty()).then_some(errors),
+        },
+    ))
+}
+
+async fn call(app: &App, route: &RouteRequest) -> Result<wombat_llm::Routed, ApiError> {
+    match tokio::time::timeout(app.config.request_timeout, app.llm.complete(route.clone())).await {
+        Ok(Ok(r)) => {
+            app.metrics.observe_llm(
+                r.provider.as_str(),
+                &r.model,
+                true,
+                r.completion.usage.prompt_tokens,
+                r.completion.usage.completion_tokens,
+                r.cost.total_micros(),
+            );
+            app.metrics.observe_route(r.attempts, r.failovers);
+            Ok(r)
+        }
+        Ok(Err(e)) => Err(llm_error(app, &e)),
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "deadline_exceeded",
+            "the LLM call did not finish in time",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_output_tolerates_fences() {
+        assert_eq!(parse_json_output(" {\"a\":1} "), Some(json!({"a": 1})));
+        assert_eq!(
+            parse_json_output("```json\n{\"a\":1}\n```"),
+            Some(json!({"a": 1}))
+        );
+        assert_eq!(parse_json_output("```\n[1]\n```"), Some(json!([1])));
+        assert_eq!(parse_json_output("Sure! {\"a\":1}"), None);
+    }
+}

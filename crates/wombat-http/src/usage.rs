@@ -1,0 +1,178 @@
+//! The in-process usage ledger behind `GET /usage`: totals since start, with
+//! per-model and per-user breakdowns. Costs accumulate as integer
+//! micro-dollars, so sums never drift.
+//!
+//! The per-user map is bounded ([`MAX_TRACKED_USERS`]); usage of users beyond
+//! the bound is still counted in the totals and per model, and in one
+//! `_other` bucket, so a flood of tenants cannot grow memory without limit.
+//! Across replicas, aggregate with `/metrics` instead.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+use wombat_core::{Cost, Usage};
+
+/// Most distinct users with their own breakdown entry.
+pub(crate) const MAX_TRACKED_USERS: usize = 100_000;
+const OTHER_USERS: &str = "_other";
+
+#[derive(Default, Clone, Copy)]
+struct Totals {
+    requests: u64,
+    input: u64,
+    output: u64,
+    total: u64,
+    cost_micros: u64,
+}
+
+impl Totals {
+    fn add(&mut self, usage: &Usage, cost_micros: u64) {
+        self.requests += 1;
+        self.input += usage.prompt_tokens;
+        self.output += usage.completion_tokens;
+        self.total += usage.total_tokens;
+        self.cost_micros += cost_micros;
+    }
+
+    fn report(&self) -> UsageReport {
+        UsageReport {
+            request_count: self.requests,
+            total_input_tokens: self.input,
+            total_output_tokens: self.output,
+            total_tokens: self.total,
+            total_cost: self.cost_micros as f64 / 1e6,
+            currency: "USD",
+        }
+    }
+}
+
+/// One set of totals in the `/usage` wire shape.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct UsageReport {
+    request_count: u64,
+    total_input_tokens: u64,
+    total_output_tokens: u64,
+    total_tokens: u64,
+    total_cost: f64,
+    currency: &'static str,
+}
+
+/// `GET /usage` response: the 0.1.0 fields, plus breakdowns.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct UsageResponse {
+    #[serde(flatten)]
+    totals: UsageReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<String>,
+    by_model: std::collections::BTreeMap<String, UsageReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    by_user: Option<std::collections::BTreeMap<String, UsageReport>>,
+}
+
+#[derive(Default)]
+struct Ledger {
+    all: Totals,
+    by_model: HashMap<String, Totals>,
+    by_user: HashMap<String, (Totals, HashMap<String, Totals>)>,
+}
+
+/// Thread-safe usage ledger.
+#[derive(Default)]
+pub(crate) struct UsageTracker {
+    ledger: Mutex<Ledger>,
+}
+
+impl UsageTracker {
+    /// Records one completed LLM call for `user_id`.
+    pub(crate) fn record(&self, user_id: &str, usage: &Usage, cost: &Cost) {
+        let micros = cost.total_micros();
+        let mut l = self
+            .ledger
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        l.all.add(usage, micros);
+        l.by_model
+            .entry(cost.model.clone())
+            .or_default()
+            .add(usage, micros);
+        let key = if l.by_user.contains_key(user_id) || l.by_user.len() < MAX_TRACKED_USERS {
+            user_id
+        } else {
+            OTHER_USERS
+        };
+        let (user_totals, user_models) = l.by_user.entry(key.to_owned()).or_default();
+        user_totals.add(usage, micros);
+        user_models
+            .entry(cost.model.clone())
+            .or_default()
+            .add(usage, micros);
+    }
+
+    /// The report: everything, or one user's share when `user_id` is given.
+    pub(crate) fn report(&self, user_id: Option<&str>) -> UsageResponse {
+        let l = self
+            .ledger
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let to_reports =
+            |m: &HashMap<String, Totals>| m.iter().map(|(k, t)| (k.clone(), t.report())).collect();
+        match user_id {
+            Some(user) => {
+                let (totals, models) = l
+                    .by_user
+                    .get(user)
+                    .map(|(t, m)| (*t, to_reports(m)))
+                    .unwrap_or_default();
+                UsageResponse {
+                    totals: totals.report(),
+                    user_id: Some(user.to_owned()),
+                    by_model: models,
+                    by_user: None,
+                }
+            }
+            None => UsageResponse {
+                totals: l.all.report(),
+                user_id: None,
+                by_model: to_reports(&l.by_model),
+                by_user: Some(
+                    l.by_user
+                        .iter()
+                        .map(|(k, (t, _))| (k.clone(), t.report()))
+                        .collect(),
+                ),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wombat_core::PricingTable;
+
+    #[test]
+    fn totals_and_breakdowns() {
+        let t = UsageTracker::default();
+        let pricing = PricingTable::builtin();
+        let u = Usage::new(1250, 150);
+        t.record("alice", &u, &pricing.cost("gpt-4o-mini", &u));
+        t.record("alice", &u, &pricing.cost("gpt-4o-mini", &u));
+        t.record("bob", &u, &pricing.cost("unknown-model", &u));
+        let all = serde_json::to_value(t.report(None)).expect("json");
+        assert_eq!(all["requestCount"], 3);
+        assert_eq!(all["totalInputTokens"], 3750);
+        assert_eq!(all["totalCost"], 0.000556);
+        assert_eq!(all["currency"], "USD");
+        assert_eq!(all["byModel"]["gpt-4o-mini"]["requestCount"], 2);
+        assert_eq!(all["byUser"]["bob"]["totalCost"], 0.0);
+        let alice = serde_json::to_value(t.report(Some("alice"))).expect("json");
+        assert_eq!(alice["requestCount"], 2);
+        assert_eq!(alice["userId"], "alice");
+        assert!(alice.get("byUser").is_none());
+        let nobody = serde_json::to_value(t.report(Some("nobody"))).expect("json");
+        assert_eq!(nobody["requestCount"], 0);
+    }
+}

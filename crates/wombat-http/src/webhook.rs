@@ -1,0 +1,315 @@
+//! Webhook delivery: `agent.completed` / `agent.error` events POSTed to the
+//! caller's URL, signed with HMAC-SHA256, retried with backoff on 5xx and
+//! transport failures, never blocking the API response.
+//!
+//! Deliveries run as detached tasks bounded by a semaphore; when it is full a
+//! delivery is dropped and counted rather than queued without limit. An
+//! optional host allowlist keeps requests from steering Wombat at arbitrary
+//! (internal) addresses.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use ring::hmac;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// Per-attempt timeout (0.1.0: 10 s).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts per delivery, the first included.
+const MAX_ATTEMPTS: u32 = 3;
+/// Backoff before the second attempt; doubles after each failure.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+/// The `webhook` object of a request.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct WebhookSpec {
+    pub(crate) url: String,
+    #[serde(default)]
+    pub(crate) secret: Option<String>,
+    #[serde(default)]
+    pub(crate) headers: Option<Map<String, Value>>,
+}
+
+/// A validated webhook target.
+#[derive(Clone)]
+pub(crate) struct Target {
+    url: reqwest::Url,
+    secret: Option<String>,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("host", &self.url.host_str())
+            .field("signed", &self.secret.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sends webhooks in the background.
+pub(crate) struct Webhooks {
+    client: reqwest::Client,
+    allowed_hosts: Option<Vec<String>>,
+    in_flight: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+/// Lowercase hex HMAC-SHA256 of `data` under `secret`.
+pub(crate) fn sign(secret: &str, data: &[u8]) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = hmac::sign(&key, data);
+    tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Webhooks {
+    pub(crate) fn new(
+        client: reqwest::Client,
+        allowed_hosts: Option<Vec<String>>,
+        max_in_flight: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            client,
+            allowed_hosts,
+            in_flight: Arc::new(Semaphore::new(max_in_flight)),
+            metrics,
+        }
+    }
+
+    /// Checks a request's webhook before any work is done, so a bad URL is a
+    /// 400 rather than a silent failure later.
+    pub(crate) fn validate(&self, spec: &WebhookSpec) -> Result<Target, ApiError> {
+        let bad = |msg: String| ApiError::bad_request(msg);
+        let url =
+            reqwest::Url::parse(&spec.url).map_err(|e| bad(format!("invalid webhook.url: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad(format!(
+                "invalid webhook.url: scheme {:?} is not http or https",
+                url.scheme()
+            )));
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| bad("invalid webhook.url: no host".to_owned()))?
+            .to_ascii_lowercase();
+        if let Some(allowed) = &self.allowed_hosts {
+            if !allowed.contains(&host) {
+                return Err(ApiError::new(
+                    http::StatusCode::BAD_REQUEST,
+                    "webhook_host_not_allowed",
+                    format!("webhook host {host:?} is not in WOMBAT_WEBHOOK_ALLOWED_HOSTS"),
+                ));
+            }
+        }
+        let mut headers = Vec::new();
+        for (name, value) in spec.headers.iter().flatten() {
+            let Some(text) = value.as_str() else {
+                return Err(bad(format!(
+                    "invalid webhook.headers.{name}: value must be a string"
+                )));
+            };
+            let name = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| bad(format!("invalid webhook header name {name:?}")))?;
+            // Framing and routing are the HTTP client's business.
+            if matches!(
+                name.as_str(),
+                "host" | "content-length" | "transfer-encoding" | "connection"
+            ) {
+                return Err(bad(format!("webhook header {name} cannot be set")));
+            }
+            let value = http::HeaderValue::from_str(text)
+                .map_err(|_| bad(format!("invalid value for webhook header {name}")))?;
+            headers.push((name, value));
+        }
+        Ok(Target {
+            url,
+            secret: spec.secret.clone().filter(|s| !s.is_empty()),
+            headers,
+        })
+    }
+
+    /// Queues one event for delivery and returns at once.
+    pub(crate) fn fire(&self, target: Target, event: Value) {
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            self.metrics.webhook_dropped.fetch_add(1, Relaxed);
+            tracing::warn!(host = ?target.url.host_str(), "webhook dropped: too many deliveries in flight");
+            return;
+        };
+        let client = self.client.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let ok = deliver(&client, &target, &event).await;
+            let counter = if ok {
+                &metrics.webhook_ok
+            } else {
+                &metrics.webhook_failed
+            };
+            counter.fetch_add(1, Relaxed);
+            drop(permit);
+        });
+    }
+}
+
+/// The headers of every attempt of one delivery. The caller's headers
+/// replace the defaults (as 0.1.0's object spread did) but never the
+/// delivery, timestamp and signature headers, and no name is sent twice.
+fn delivery_headers(
+    target: &Target,
+    delivery_id: &str,
+    timestamp: &str,
+    body: &[u8],
+) -> http::HeaderMap {
+    use http::HeaderValue;
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        http::header::USER_AGENT,
+        HeaderValue::from_static("Wombat-Webhook/1.0"),
+    );
+    for (name, value) in &target.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    let mut ours = vec![
+        ("x-wombat-delivery", delivery_id.to_owned()),
+        ("x-wombat-timestamp", timestamp.to_owned()),
+    ];
+    if let Some(secret) = &target.secret {
+        // The 0.1.0 signature covers the body only. The second one also
+        // covers the timestamp, so receivers can reject replays.
+        let mut material = Vec::with_capacity(timestamp.len() + 1 + body.len());
+        material.extend_from_slice(timestamp.as_bytes());
+        material.push(b'.');
+        material.extend_from_slice(body);
+        ours.push(("x-wombat-signature", sign(secret, body)));
+        ours.push((
+            "x-wombat-signature-v2",
+            format!("t={timestamp},v1={}", sign(secret, &material)),
+        ));
+    }
+    for (name, value) in ours {
+        // Uuids, digits and hex are always valid header values.
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    }
+    headers
+}
+
+/// Delivers one event with retries; true when the receiver answered 2xx.
+async fn deliver(client: &reqwest::Client, target: &Target, event: &Value) -> bool {
+    let body = match serde_json::to_vec(event) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "webhook body failed to serialise");
+            return false;
+        }
+    };
+    let delivery_id = uuid::Uuid::new_v4().to_string();
+    let timestamp = jiff::Timestamp::now().as_second().to_string();
+    let headers = delivery_headers(target, &delivery_id, &timestamp, &body);
+    let mut backoff = FIRST_BACKOFF;
+    for attempt in 1..=MAX_ATTEMPTS {
+        let req = client
+            .post(target.url.clone())
+            .timeout(ATTEMPT_TIMEOUT)
+            .headers(headers.clone());
+        let retryable = match req.body(body.clone()).send().await {
+            Ok(resp) if resp.status().is_success() => return true,
+            Ok(resp) => {
+                let status = resp.status();
+                tracing::warn!(%status, attempt, host = ?target.url.host_str(), "webhook rejected");
+                status.is_server_error()
+                    || status == http::StatusCode::TOO_MANY_REQUESTS
+                    || status == http::StatusCode::REQUEST_TIMEOUT
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.without_url(), attempt, host = ?target.url.host_str(), "webhook delivery failed");
+                true
+            }
+        };
+        if !retryable || attempt == MAX_ATTEMPTS {
+            break;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff *= 2;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hooks(allowed: Option<Vec<String>>) -> Webhooks {
+        Webhooks::new(reqwest::Client::new(), allowed, 4, Arc::default())
+    }
+
+    fn spec(url: &str) -> WebhookSpec {
+        WebhookSpec {
+            url: url.into(),
+            secret: None,
+            headers: None,
+        }
+    }
+
+    #[test]
+    fn signature_is_lowercase_hex_hmac_sha256() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            sign("Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[tokio::test]
+    async fn validation() {
+        let h = hooks(Some(vec!["hooks.example.com".into()]));
+        assert!(h.validate(&spec("https://hooks.example.com/x")).is_ok());
+        assert!(h.validate(&spec("https://HOOKS.example.com/x")).is_ok());
+        let err = h
+            .validate(&spec("http://169.254.169.254/latest"))
+            .expect_err("refused");
+        assert_eq!(err.code, "webhook_host_not_allowed");
+        assert!(hooks(None).validate(&spec("ftp://x/")).is_err());
+        assert!(hooks(None).validate(&spec("not a url")).is_err());
+        let mut s = spec("http://127.0.0.1:1/");
+        s.headers = Some(serde_json::from_str(r#"{"x-a": 1}"#).expect("json"));
+        assert!(hooks(None).validate(&s).is_err());
+        s.headers = Some(serde_json::from_str(r#"{"bad header": "v"}"#).expect("json"));
+        assert!(hooks(None).validate(&s).is_err());
+        s.headers = Some(serde_json::from_str(r#"{"Content-Length": "1"}"#).expect("json"));
+        assert!(hooks(None).validate(&s).is_err());
+    }
+
+    #[test]
+    fn caller_headers_replace_defaults_but_not_ours() {
+        let mut s = spec("http://127.0.0.1:1/");
+        s.secret = Some("k".into());
+        s.headers = Some(
+            serde_json::from_str(
+                r#"{"User-Agent": "Custom/1", "x-wombat-signature": "forged", "x-extra": "1"}"#,
+            )
+            .expect("json"),
+        );
+        let target = hooks(None).validate(&s).expect("valid");
+        let h = delivery_headers(&target, "d-1", "1700000000", b"{}");
+        assert_eq!(h.get_all("user-agent").iter().count(), 1);
+        assert_eq!(h["user-agent"], "Custom/1");
+        assert_eq!(h["content-type"], "application/json");
+        assert_eq!(h["x-extra"], "1");
+        assert_eq!(h.get_all("x-wombat-signature").iter().count(), 1);
+        assert_eq!(h["x-wombat-signature"], sign("k", b"{}").as_str());
+        assert_eq!(h["x-wombat-delivery"], "d-1");
+        assert_eq!(h["x-wombat-timestamp"], "1700000000");
+    }
+}

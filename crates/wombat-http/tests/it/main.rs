@@ -1,0 +1,9 @@
+//! End-to-end tests of the daemon: every endpoint over real HTTP against an
+//! in-process mc-lite, a fake OpenAI server and a webhook receiver, all on
+//! loopback (see `support`).
+
+mod agent;
+mod docs;
+mod endpoints;
+mod errors;
+mod support;
