@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use figment::Figment;
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Format, Toml};
 use tokio::net::TcpListener;
 use wombat_controlplane::{ControlPlane, ControlPlaneConfig, JwtConfig};
 use wombat_http::config::{
@@ -61,6 +61,10 @@ impl From<ConfigError> for RunError {
 
 /// Merges `wombat.toml` (optional, in the working directory), `.env` and
 /// the process environment, environment last (it wins).
+///
+/// Only the TOML file goes through figment. Environment values are taken
+/// verbatim: figment would parse them as TOML-like data, turning a key like
+/// `0123` into `123` and rejecting unrelated variables shaped like arrays.
 pub fn load_settings() -> Result<Settings, RunError> {
     // `.env` fills in variables the environment does not already set.
     if let Err(e) = dotenvy::dotenv() {
@@ -68,10 +72,13 @@ pub fn load_settings() -> Result<Settings, RunError> {
             return Err(RunError::Config(format!("invalid .env file: {e}")));
         }
     }
-    let figment = Figment::new()
-        .merge(Toml::file("wombat.toml"))
-        .merge(Env::raw().lowercase(false));
-    Ok(settings_from_figment(&figment)?)
+    let mut settings = settings_from_figment(&Figment::new().merge(Toml::file("wombat.toml")))?;
+    // Variables that are not valid UTF-8 cannot be Wombat settings; skip them.
+    settings.extend(
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+    );
+    Ok(settings)
 }
 
 /// Installs the tracing subscriber: human-readable by default, JSON with
@@ -144,6 +151,9 @@ fn plan(settings: &Settings) -> Result<Plan, RunError> {
             .merge_json(&text)
             .map_err(|e| RunError::Config(format!("invalid WOMBAT_PRICING_FILE: {e}")))?;
     }
+    // One deadline for the whole request: the router's (retries, failover
+    // and streaming included) is the daemon's request deadline.
+    llm.deadline = config.request_timeout;
     let router = Router::new(llm).map_err(|e| RunError::Config(e.to_string()))?;
     let options = WorkspaceOptions {
         max_chars_per_file: config.max_chars_per_file,
@@ -215,6 +225,8 @@ fn backend_client(
 ) -> Result<Backend, RunError> {
     let mut cp = ControlPlaneConfig::new(url, jwt);
     cp.internal_token = internal_token;
+    // `/health?deep=true` allows the backend 5 s (API.md).
+    cp.health_timeout = Duration::from_secs(5);
     let client =
         ControlPlane::new(cp).map_err(|e| RunError::Config(format!("invalid BACKEND_URL: {e}")))?;
     Ok(Backend {
@@ -287,11 +299,6 @@ pub async fn run(
         );
     }
 
-    let webhook_client = reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| RunError::Other(e.into()))?;
     let addr = SocketAddr::new(config.host, config.port);
     let listener = TcpListener::bind(addr)
         .await
@@ -307,7 +314,8 @@ pub async fn run(
         &summary.model,
     );
 
-    let daemon = Daemon::new(config, plan.workspace, plan.router, backend, webhook_client);
+    let daemon = Daemon::new(config, plan.workspace, plan.router, backend)
+        .map_err(|e| RunError::Other(e.into()))?;
     daemon.serve(listener, shutdown).await;
     if let Some(mc) = embedded {
         mc.shutdown().await;

@@ -120,6 +120,9 @@ impl ControlPlane {
         };
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
+            // A redirect would carry X-Agent-Token / X-Internal-Token to
+            // another host: never follow one.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .user_agent(concat!("wombat-controlplane/", env!("CARGO_PKG_VERSION")))
@@ -330,7 +333,11 @@ enum Attempt {
 }
 
 fn transport_failure(e: &reqwest::Error) -> Attempt {
-    let error = Error::Transport(describe(e));
+    let error = if e.is_timeout() {
+        Error::Timeout(describe(e))
+    } else {
+        Error::Transport(describe(e))
+    };
     if e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() {
         Attempt::Retryable(error, None)
     } else {
@@ -340,7 +347,11 @@ fn transport_failure(e: &reqwest::Error) -> Attempt {
 
 /// The error and its sources on one line; reqwest's own text is terse.
 fn describe(e: &reqwest::Error) -> String {
+    // Without ` for url (...)`: the base URL may carry credentials.
     let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(&format!(" for url ({url})"), "");
+    }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         text.push_str(": ");

@@ -30,6 +30,9 @@ pub enum Error {
     /// error, timeout, reset), after retries.
     #[error("control plane unreachable: {0}")]
     Transport(String),
+    /// The backend did not answer within the request timeout, after retries.
+    #[error("control plane timed out: {0}")]
+    Timeout(String),
     /// A success response whose body is not the expected JSON.
     #[error("cannot decode control-plane response: {0}")]
     Decode(String),

@@ -65,7 +65,9 @@ pub struct Task {
     /// Backend id.
     #[serde(deserialize_with = "id")]
     pub id: String,
-    /// Title; Wombat finds threads by exact title.
+    /// Title; Wombat finds threads by exact title. A backend task without
+    /// one reads as an empty title rather than failing the whole page.
+    #[serde(default)]
     pub title: String,
     /// Free-form status such as `in_progress`.
     #[serde(default)]

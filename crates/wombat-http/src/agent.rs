@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
 
 use futures::StreamExt;
 use http::StatusCode;
@@ -18,6 +17,7 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
 use wombat_core::controlplane::{ActorType, NewDocument, NewMessage};
 use wombat_core::{ChatMessage, Cost, SessionKey, Usage};
 use wombat_llm::{ModelChoice, RouteRequest, RoutedEvent, Tier};
@@ -148,9 +148,13 @@ struct Prepared {
     req: SendRequest,
     key: SessionKey,
     opts: Options,
-    route: RouteRequest,
     webhook: Option<Target>,
 }
+
+/// Longest accepted `user_id` and task title. They end up in JWT claims,
+/// backend queries and map keys, so they are bounded.
+const MAX_ID_CHARS: usize = 256;
+const MAX_TITLE_CHARS: usize = 1024;
 
 /// Maps a workspace error (bad role, unknown zone) to 400.
 pub(crate) fn workspace_error(e: wombat_workspace::Error) -> ApiError {
@@ -165,9 +169,23 @@ pub(crate) fn workspace_error(e: wombat_workspace::Error) -> ApiError {
     }
 }
 
-fn prepare(app: &App, req: SendRequest) -> Result<Prepared, ApiError> {
+fn prepare(app: &App, req: SendRequest) -> Result<(Prepared, RouteRequest), ApiError> {
     if req.user_id.trim().is_empty() {
         return Err(ApiError::bad_request("user_id must not be empty"));
+    }
+    if req.user_id.chars().count() > MAX_ID_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "user_id is longer than {MAX_ID_CHARS} characters"
+        )));
+    }
+    if req
+        .task_title
+        .as_ref()
+        .is_some_and(|t| t.chars().count() > MAX_TITLE_CHARS)
+    {
+        return Err(ApiError::bad_request(format!(
+            "task_title is longer than {MAX_TITLE_CHARS} characters"
+        )));
     }
     if req.message.trim().is_empty() {
         return Err(ApiError::bad_request("message must not be empty"));
@@ -205,13 +223,15 @@ fn prepare(app: &App, req: SendRequest) -> Result<Prepared, ApiError> {
     app.llm
         .resolve(&route.model)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(Prepared {
-        req,
-        key,
-        opts,
+    Ok((
+        Prepared {
+            req,
+            key,
+            opts,
+            webhook,
+        },
         route,
-        webhook,
-    })
+    ))
 }
 
 /// Resolves the task thread: `task_id`, else find-or-create by `task_title`,
@@ -261,9 +281,7 @@ fn backend(app: &App) -> Result<&crate::app::Backend, ApiError> {
 fn backend_error(app: &App, doing: &str, e: &wombat_controlplane::Error) -> ApiError {
     app.metrics.backend_errors.fetch_add(1, Relaxed);
     let status = match e {
-        wombat_controlplane::Error::Transport(m) if m.contains("timed out") => {
-            StatusCode::GATEWAY_TIMEOUT
-        }
+        wombat_controlplane::Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::BAD_GATEWAY,
     };
     ApiError::new(
@@ -403,30 +421,44 @@ async fn persist(
     Ok((message.id, document_id))
 }
 
-fn webhook_event(p: &Prepared, task_id: Option<&str>, outcome: Result<&Answer, &str>) -> Value {
+/// A webhook event: `agent.completed` when `error` is `None`, else
+/// `agent.error`. The reply, usage and cost are included whenever the LLM
+/// answered, so a receiver can still keep a reply whose write failed.
+fn webhook_event(
+    p: &Prepared,
+    task_id: Option<&str>,
+    answer: Option<&Answer>,
+    error: Option<&str>,
+) -> Value {
     let mut event = json!({
-        "event": if outcome.is_ok() { "agent.completed" } else { "agent.error" },
+        "event": if error.is_none() { "agent.completed" } else { "agent.error" },
         "timestamp": jiff::Timestamp::now().to_string(),
         "task_id": task_id,
         "user_id": p.key.user_id(),
         "role": p.key.role(),
         "metadata": p.req.metadata,
     });
-    match outcome {
-        Ok(a) => {
-            event["response"] = json!(a.text);
-            event["usage"] = json!(a.usage);
-            event["cost"] = json!(a.cost);
-        }
-        Err(error) => event["error"] = json!(error),
+    if let Some(a) = answer {
+        event["response"] = json!(a.text);
+        event["usage"] = json!(a.usage);
+        event["cost"] = json!(a.cost);
+    }
+    if let Some(error) = error {
+        event["error"] = json!(error);
     }
     event
 }
 
-fn fire_webhook(app: &App, p: &Prepared, task_id: Option<&str>, outcome: Result<&Answer, &str>) {
+fn fire_webhook(
+    app: &App,
+    p: &Prepared,
+    task_id: Option<&str>,
+    answer: Option<&Answer>,
+    error: Option<&str>,
+) {
     if let Some(target) = &p.webhook {
         app.webhooks
-            .fire(target.clone(), webhook_event(p, task_id, outcome));
+            .fire(target.clone(), webhook_event(p, task_id, answer, error));
     }
 }
 
@@ -455,6 +487,10 @@ async fn read_send_request(
 }
 
 /// `POST /api/agents/send` (or SSE when `stream: true`).
+///
+/// The work runs in its own task: a client that goes away stops waiting for
+/// the answer but does not cancel it, so a reply the LLM already produced is
+/// still written to the backend and announced to the webhook.
 pub(crate) async fn send(
     app: &Arc<App>,
     req: http::Request<Incoming>,
@@ -463,33 +499,49 @@ pub(crate) async fn send(
     if body.stream {
         return start_stream(app, body).await;
     }
-    let p = prepare(app, body)?;
-    let deadline = app.config.request_timeout;
-    match tokio::time::timeout(deadline, send_inner(app, &p)).await {
-        Ok(result) => result,
-        Err(_) => {
-            fire_webhook(app, &p, None, Err("request deadline exceeded"));
-            Err(ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "deadline_exceeded",
-                format!("request did not finish within {}s", deadline.as_secs()),
-            ))
+    let (p, route) = prepare(app, body)?;
+    let app = app.clone();
+    let work = async move {
+        let deadline = app.config.request_timeout;
+        match tokio::time::timeout(deadline, send_inner(&app, &p, route)).await {
+            Ok(result) => result,
+            Err(_) => {
+                fire_webhook(&app, &p, None, None, Some("request deadline exceeded"));
+                Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "deadline_exceeded",
+                    format!("request did not finish within {}s", deadline.as_secs()),
+                ))
+            }
         }
-    }
+    };
+    tokio::spawn(work.instrument(tracing::Span::current()))
+        .await
+        .unwrap_or_else(|e| {
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("request task failed: {e}"),
+            ))
+        })
 }
 
-async fn send_inner(app: &App, p: &Prepared) -> Result<http::Response<Body>, ApiError> {
+async fn send_inner(
+    app: &App,
+    p: &Prepared,
+    route: RouteRequest,
+) -> Result<http::Response<Body>, ApiError> {
     let task_id = resolve_task(app, p)
         .await?
         .ok_or_else(|| ApiError::bad_request(NO_TASK))?;
     let permit = llm_permit(app)?;
-    let routed = app.llm.complete(p.route.clone()).await;
+    let routed = app.llm.complete(route).await;
     drop(permit);
     let routed = match routed {
         Ok(r) => r,
         Err(e) => {
             let err = llm_error(app, &e);
-            fire_webhook(app, p, Some(&task_id), Err(&err.message));
+            fire_webhook(app, p, Some(&task_id), None, Some(&err.message));
             return Err(err);
         }
     };
@@ -507,7 +559,7 @@ async fn send_inner(app: &App, p: &Prepared) -> Result<http::Response<Body>, Api
     let warning = context_warning(app, &answer.model, answer.usage.prompt_tokens);
     match persist(app, p, &task_id, &answer, &request_key).await {
         Ok((message_id, document_id)) => {
-            fire_webhook(app, p, Some(&task_id), Ok(&answer));
+            fire_webhook(app, p, Some(&task_id), Some(&answer), None);
             Ok(json_response(
                 StatusCode::OK,
                 &SendResponse {
@@ -526,7 +578,7 @@ async fn send_inner(app: &App, p: &Prepared) -> Result<http::Response<Body>, Api
         }
         Err(err) => {
             // Nothing lost: the caller gets the reply and can persist it.
-            fire_webhook(app, p, Some(&task_id), Err(&err.message));
+            fire_webhook(app, p, Some(&task_id), Some(&answer), Some(&err.message));
             Err(
                 ApiError::new(StatusCode::BAD_GATEWAY, "backend_write_failed", err.message)
                     .with_details(json!({
@@ -585,51 +637,84 @@ struct Done<'a> {
 /// still answer with a proper status; from then on failures are `error`
 /// events. A request that names no task streams without persisting, as
 /// 0.1.0's stream endpoint did (`done` says `persisted: false`).
+///
+/// A client that disconnects cancels the provider call; once the LLM has
+/// finished, the reply is persisted and announced even if nobody is left to
+/// read the `done` event.
 async fn start_stream(app: &Arc<App>, body: SendRequest) -> Result<http::Response<Body>, ApiError> {
-    let p = prepare(app, body)?;
+    let (p, route) = prepare(app, body)?;
     let task_id = resolve_task(app, &p).await?;
     let permit = llm_permit(app)?;
     let (resp, tx) = sse::response();
     let app = app.clone();
-    tokio::spawn(async move {
+    let work = async move {
         app.metrics.streams_open.fetch_add(1, Relaxed);
         let deadline = app.config.request_timeout;
-        let run = run_stream(&app, &p, task_id.as_deref(), &tx);
-        tokio::select! {
-            () = tx.closed() => tracing::info!("client disconnected; stream cancelled"),
-            finished = tokio::time::timeout(deadline, run) => if finished.is_err() {
-                let msg = format!("request did not finish within {}s", deadline.as_secs());
-                fire_webhook(&app, &p, task_id.as_deref(), Err(&msg));
-                tx.send("error", &StreamError { r#type: "error", error: &msg, code: Some("deadline_exceeded") }).await;
+        let answer = tokio::select! {
+            () = tx.closed() => {
+                tracing::info!("client disconnected; stream cancelled");
+                None
+            }
+            finished = tokio::time::timeout(deadline, stream_llm(&app, &p, route, task_id.as_deref(), &tx)) => match finished {
+                Ok(answer) => answer,
+                Err(_) => {
+                    let msg = format!("request did not finish within {}s", deadline.as_secs());
+                    fire_webhook(&app, &p, task_id.as_deref(), None, Some(&msg));
+                    tx.send("error", &StreamError { r#type: "error", error: &msg, code: Some("deadline_exceeded") }).await;
+                    None
+                }
             },
-        }
+        };
         drop(permit);
+        if let Some(answer) = answer {
+            finish_stream(&app, &p, task_id.as_deref(), answer, &tx).await;
+        }
         app.metrics.streams_open.fetch_sub(1, Relaxed);
-    });
+    };
+    tokio::spawn(work.instrument(tracing::Span::current()));
     Ok(resp)
 }
 
-async fn run_stream(app: &App, p: &Prepared, task_id: Option<&str>, tx: &sse::SseSender) {
-    let started = Instant::now();
+/// Sends `error` to the client and the webhook.
+async fn stream_failed(
+    app: &App,
+    p: &Prepared,
+    task_id: Option<&str>,
+    tx: &sse::SseSender,
+    message: &str,
+    code: &str,
+) {
+    fire_webhook(app, p, task_id, None, Some(message));
+    tx.send(
+        "error",
+        &StreamError {
+            r#type: "error",
+            error: message,
+            code: Some(code),
+        },
+    )
+    .await;
+}
+
+/// The LLM phase: `start`, then a `chunk` per delta. Returns the complete
+/// answer, or `None` when the stream failed (already reported) or the
+/// client left.
+async fn stream_llm(
+    app: &App,
+    p: &Prepared,
+    route: RouteRequest,
+    task_id: Option<&str>,
+    tx: &sse::SseSender,
+) -> Option<Answer> {
     if !tx.send("start", &json!({"type": "start"})).await {
-        return;
+        return None;
     }
-    let fail = |e: &wombat_llm::Error| llm_error(app, e);
-    let mut events = match app.llm.stream(p.route.clone()).await {
+    let mut events = match app.llm.stream(route).await {
         Ok(s) => s,
         Err(e) => {
-            let err = fail(&e);
-            fire_webhook(app, p, task_id, Err(&err.message));
-            tx.send(
-                "error",
-                &StreamError {
-                    r#type: "error",
-                    error: &err.message,
-                    code: Some(err.code),
-                },
-            )
-            .await;
-            return;
+            let err = llm_error(app, &e);
+            stream_failed(app, p, task_id, tx, &err.message, err.code).await;
+            return None;
         }
     };
     let mut text = String::new();
@@ -637,17 +722,12 @@ async fn run_stream(app: &App, p: &Prepared, task_id: Option<&str>, tx: &sse::Ss
         match event {
             Ok(RoutedEvent::Delta(delta)) => {
                 text.push_str(&delta);
-                if !tx
-                    .send(
-                        "chunk",
-                        &Chunk {
-                            r#type: "chunk",
-                            data: &delta,
-                        },
-                    )
-                    .await
-                {
-                    return;
+                let chunk = Chunk {
+                    r#type: "chunk",
+                    data: &delta,
+                };
+                if !tx.send("chunk", &chunk).await {
+                    return None;
                 }
             }
             Ok(RoutedEvent::Done {
@@ -659,83 +739,71 @@ async fn run_stream(app: &App, p: &Prepared, task_id: Option<&str>, tx: &sse::Ss
                 failovers,
                 ..
             }) => {
-                let answer = Answer {
-                    text: std::mem::take(&mut text),
+                return Some(Answer {
+                    text,
                     usage,
                     cost,
                     provider: provider.as_str(),
                     model,
                     attempts,
                     failovers,
-                };
-                record(app, p.key.user_id(), &answer);
-                let (message_id, persist_error) = match task_id {
-                    Some(task_id) => {
-                        let key = uuid::Uuid::new_v4().simple().to_string();
-                        match persist(app, p, task_id, &answer, &key).await {
-                            Ok((id, _)) => (Some(id), None),
-                            Err(e) => {
-                                tracing::error!(error = %e.message, "streamed reply could not be persisted");
-                                (None, Some(e.message))
-                            }
-                        }
-                    }
-                    None => (None, None),
-                };
-                match &persist_error {
-                    None => fire_webhook(app, p, task_id, Ok(&answer)),
-                    Some(e) => fire_webhook(app, p, task_id, Err(e)),
-                }
-                tx.send(
-                    "done",
-                    &Done {
-                        r#type: "done",
-                        usage: &answer.usage,
-                        cost: &answer.cost,
-                        model: &answer.model,
-                        provider: answer.provider,
-                        task_id,
-                        persisted: message_id.is_some(),
-                        message_id: message_id.as_deref(),
-                        persist_error: persist_error.as_deref(),
-                        context_warning: context_warning(
-                            app,
-                            &answer.model,
-                            answer.usage.prompt_tokens,
-                        ),
-                    },
-                )
-                .await;
-                tracing::debug!(
-                    micros = started.elapsed().as_micros() as u64,
-                    "stream finished"
-                );
-                return;
+                });
             }
             Err(e) => {
-                let err = fail(&e);
-                fire_webhook(app, p, task_id, Err(&err.message));
-                tx.send(
-                    "error",
-                    &StreamError {
-                        r#type: "error",
-                        error: &err.message,
-                        code: Some(err.code),
-                    },
-                )
-                .await;
-                return;
+                let err = llm_error(app, &e);
+                stream_failed(app, p, task_id, tx, &err.message, err.code).await;
+                return None;
             }
         }
     }
-    let msg = "LLM stream ended without a final event";
-    fire_webhook(app, p, task_id, Err(msg));
+    stream_failed(
+        app,
+        p,
+        task_id,
+        tx,
+        "LLM stream ended without a final event",
+        "llm_stream_incomplete",
+    )
+    .await;
+    None
+}
+
+/// The persistence phase: usage, the backend write, the webhook, `done`.
+async fn finish_stream(
+    app: &App,
+    p: &Prepared,
+    task_id: Option<&str>,
+    answer: Answer,
+    tx: &sse::SseSender,
+) {
+    record(app, p.key.user_id(), &answer);
+    let (message_id, persist_error) = match task_id {
+        Some(task_id) => {
+            let key = uuid::Uuid::new_v4().simple().to_string();
+            match persist(app, p, task_id, &answer, &key).await {
+                Ok((id, _)) => (Some(id), None),
+                Err(e) => {
+                    tracing::error!(error = %e.message, "streamed reply could not be persisted");
+                    (None, Some(e.message))
+                }
+            }
+        }
+        None => (None, None),
+    };
+    fire_webhook(app, p, task_id, Some(&answer), persist_error.as_deref());
     tx.send(
-        "error",
-        &StreamError {
-            r#type: "error",
-            error: msg,
-            code: Some("llm_stream_incomplete"),
+        "done",
+        &Done {
+            r#type: "done",
+            usage: &answer.usage,
+            cost: &answer.cost,
+            model: &answer.model,
+            provider: answer.provider,
+            task_id,
+            persisted: message_id.is_some(),
+            message_id: message_id.as_deref(),
+            persist_error: persist_error.as_deref(),
+            context_warning: context_warning(app, &answer.model, answer.usage.prompt_tokens),
         },
     )
     .await;

@@ -56,20 +56,22 @@ impl Daemon {
     /// Composes the daemon from its validated config and its parts.
     /// `backend` is `None` when no backend is configured: agent endpoints
     /// then answer 503, everything else works.
+    ///
+    /// Fails only if the webhook HTTP client cannot be built (TLS setup).
     pub fn new(
         config: DaemonConfig,
         workspace: Workspace,
         llm: Router,
         backend: Option<Backend>,
-        webhook_client: reqwest::Client,
-    ) -> Self {
+    ) -> Result<Self, crate::Error> {
         let metrics = Arc::new(Metrics::default());
         let webhooks = Webhooks::new(
-            webhook_client,
             config.webhook_allowed_hosts.clone(),
+            config.webhook_allow_private,
             config.webhook_max_in_flight,
             metrics.clone(),
-        );
+        )
+        .map_err(|e| crate::Error::HttpClient(e.to_string()))?;
         let app = App {
             llm_summary: llm.summary(),
             llm_permits: Arc::new(Semaphore::new(config.max_concurrent_llm)),
@@ -81,7 +83,7 @@ impl Daemon {
             usage: UsageTracker::default(),
             webhooks,
         };
-        Self { app: Arc::new(app) }
+        Ok(Self { app: Arc::new(app) })
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains.
@@ -215,7 +217,7 @@ async fn dispatch(
         (Method::GET, "/context") => info::context(app, param("role").as_deref()),
         (Method::GET, "/skills") => Ok(info::skills(app)),
         (Method::GET, "/boot") => Ok(info::boot(app)),
-        (Method::POST, "/boot/complete") => info::boot_complete(app),
+        (Method::POST, "/boot/complete") => info::boot_complete(app).await,
         (Method::GET, "/metrics") => Ok(info::metrics(app)),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -108,6 +108,10 @@ pub struct DaemonConfig {
     /// `WOMBAT_WEBHOOK_ALLOWED_HOSTS`: comma-separated host names; when set,
     /// webhooks to any other host are refused with 400.
     pub webhook_allowed_hosts: Option<Vec<String>>,
+    /// `WOMBAT_WEBHOOK_ALLOW_PRIVATE` (false): allow webhooks to loopback,
+    /// private, link-local and other non-public addresses. Hosts named in
+    /// `WOMBAT_WEBHOOK_ALLOWED_HOSTS` are always allowed.
+    pub webhook_allow_private: bool,
     /// `WOMBAT_WEBHOOK_MAX_IN_FLIGHT` (1024): deliveries beyond are dropped
     /// (and counted) rather than queued without bound.
     pub webhook_max_in_flight: usize,
@@ -187,6 +191,18 @@ fn positive(v: &str) -> Result<usize, String> {
     }
 }
 
+/// Largest accepted concurrency limit (a semaphore's permits are bounded).
+const MAX_CONCURRENCY: usize = 1_000_000;
+
+fn bounded(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if (1..=MAX_CONCURRENCY).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{v:?} is not an integer between 1 and {MAX_CONCURRENCY}"
+        )),
+    }
+}
+
 fn seconds(v: &str) -> Result<Duration, String> {
     match v.parse::<f64>() {
         Ok(n) if n.is_finite() && n > 0.0 && n <= 86_400.0 => Ok(Duration::from_secs_f64(n)),
@@ -259,14 +275,15 @@ impl DaemonConfig {
                 Duration::from_secs(30),
                 seconds,
             )?,
-            max_concurrent_llm: parse(s, "WOMBAT_MAX_CONCURRENT_LLM", 512, positive)?,
+            max_concurrent_llm: parse(s, "WOMBAT_MAX_CONCURRENT_LLM", 512, bounded)?,
             webhook_allowed_hosts: get(s, "WOMBAT_WEBHOOK_ALLOWED_HOSTS").map(|v| {
                 v.split(',')
                     .map(|h| h.trim().to_ascii_lowercase())
                     .filter(|h| !h.is_empty())
                     .collect()
             }),
-            webhook_max_in_flight: parse(s, "WOMBAT_WEBHOOK_MAX_IN_FLIGHT", 1024, positive)?,
+            webhook_allow_private: parse(s, "WOMBAT_WEBHOOK_ALLOW_PRIVATE", false, parse_bool)?,
+            webhook_max_in_flight: parse(s, "WOMBAT_WEBHOOK_MAX_IN_FLIGHT", 1024, bounded)?,
             pricing_file: get(s, "WOMBAT_PRICING_FILE").map(PathBuf::from),
         })
     }
@@ -313,6 +330,10 @@ mod tests {
             r#"invalid AGENT_JWT_ALGORITHM: "RS256" is not one of HS256, HS384, HS512"#
         );
         assert!(err(&[("BACKEND_URL", "localhost:8000")]).starts_with("invalid BACKEND_URL"));
+        assert!(
+            err(&[("WOMBAT_MAX_CONCURRENT_LLM", "18446744073709551615")])
+                .starts_with("invalid WOMBAT_MAX_CONCURRENT_LLM")
+        );
         assert!(
             err(&[("WOMBAT_INCLUDE_TIME_CONTEXT", "maybe")])
                 .starts_with("invalid WOMBAT_INCLUDE_TIME_CONTEXT")

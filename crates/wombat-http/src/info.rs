@@ -135,15 +135,17 @@ pub(crate) fn boot(app: &App) -> http::Response<Body> {
     json_response(StatusCode::OK, &app.workspace.boot_status())
 }
 
-/// `POST /boot/complete`: writes the `.boot-complete` marker.
-pub(crate) fn boot_complete(app: &App) -> Result<http::Response<Body>, ApiError> {
-    app.workspace.complete_boot().map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "boot_marker_failed",
-            e.to_string(),
-        )
-    })?;
+/// `POST /boot/complete`: writes the `.boot-complete` marker. The write
+/// and the reload it triggers are blocking file I/O, so they run off the
+/// async workers.
+pub(crate) async fn boot_complete(app: &App) -> Result<http::Response<Body>, ApiError> {
+    let workspace = app.workspace.clone();
+    let failed =
+        |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "boot_marker_failed", e);
+    tokio::task::spawn_blocking(move || workspace.complete_boot())
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(|e| failed(e.to_string()))?;
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({"status": "ok"}),

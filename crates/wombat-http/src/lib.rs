@@ -20,4 +20,12 @@ mod usage;
 mod webhook;
 
 pub use app::{Backend, Daemon};
+
+/// Why a daemon could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An outbound HTTP client could not be created.
+    #[error("cannot build an HTTP client: {0}")]
+    HttpClient(String),
+}
 pub use server::ServerLimits;

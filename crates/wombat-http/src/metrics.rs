@@ -11,6 +11,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+/// Most distinct (provider, model) label pairs; later ones share `other`.
+const MAX_LLM_SERIES: usize = 256;
+
 /// Upper bounds (seconds) of the latency histogram buckets.
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0,
@@ -86,16 +89,22 @@ impl Metrics {
         cost_micros: u64,
     ) {
         let mut map = lock(&self.llm);
-        let s = map
-            .entry((provider.to_owned(), model.to_owned()))
-            .or_default();
-        s.calls += 1;
+        // Model names can come from requests: bound the label set.
+        let key = if map.len() < MAX_LLM_SERIES
+            || map.contains_key(&(provider.to_owned(), model.to_owned()))
+        {
+            (provider.to_owned(), model.to_owned())
+        } else {
+            ("other".to_owned(), "other".to_owned())
+        };
+        let s = map.entry(key).or_default();
+        s.calls = s.calls.saturating_add(1);
         if !ok {
-            s.errors += 1;
+            s.errors = s.errors.saturating_add(1);
         }
-        s.prompt_tokens += prompt_tokens;
-        s.completion_tokens += completion_tokens;
-        s.cost_micros += cost_micros;
+        s.prompt_tokens = s.prompt_tokens.saturating_add(prompt_tokens);
+        s.completion_tokens = s.completion_tokens.saturating_add(completion_tokens);
+        s.cost_micros = s.cost_micros.saturating_add(cost_micros);
     }
 
     /// Records the retries and failovers of one successful routed call.

@@ -106,10 +106,8 @@ pub(crate) async fn compact(
     );
     route.system = Some(system);
     let permit = llm_permit(app)?;
-    let routed = call(app, &route).await?;
+    let routed = call(app, &route, "_compact").await?;
     drop(permit);
-    app.usage
-        .record("_compact", &routed.completion.usage, &routed.cost);
     let mut compacted = Vec::with_capacity(keep + 1);
     compacted.push(ChatMessage::new(
         Role::System,
@@ -261,7 +259,7 @@ pub(crate) async fn llm_task(
     route.response_format = Some(format);
 
     let permit = llm_permit(app)?;
-    let first = call(app, &route).await?;
+    let first = call(app, &route, "_llm_task").await?;
     let mut usage = first.completion.usage;
     let mut cost = first.cost.clone();
     let mut output = parse_json_output(&first.completion.text);
@@ -286,7 +284,7 @@ pub(crate) async fn llm_task(
         route.messages.push(ChatMessage::user(format!(
             "{complaint} Reply again with corrected JSON only."
         )));
-        let second = call(app, &route).await?;
+        let second = call(app, &route, "_llm_task").await?;
         usage += second.completion.usage;
         cost = cost.combine(&second.cost);
         if let Some(repaired) = parse_json_output(&second.completion.text) {
@@ -299,7 +297,6 @@ pub(crate) async fn llm_task(
         last = second;
     }
     drop(permit);
-    app.usage.record("_llm_task", &usage, &cost);
     let Some(output) = output else {
         return Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
@@ -324,7 +321,13 @@ pub(crate) async fn llm_task(
     ))
 }
 
-async fn call(app: &App, route: &RouteRequest) -> Result<wombat_llm::Routed, ApiError> {
+/// One routed call, with its usage recorded under `ledger_user` as soon as it
+/// succeeds (so a failing repair call does not lose the first one's usage).
+async fn call(
+    app: &App,
+    route: &RouteRequest,
+    ledger_user: &str,
+) -> Result<wombat_llm::Routed, ApiError> {
     match tokio::time::timeout(app.config.request_timeout, app.llm.complete(route.clone())).await {
         Ok(Ok(r)) => {
             app.metrics.observe_llm(
@@ -336,6 +339,7 @@ async fn call(app: &App, route: &RouteRequest) -> Result<wombat_llm::Routed, Api
                 r.cost.total_micros(),
             );
             app.metrics.observe_route(r.attempts, r.failovers);
+            app.usage.record(ledger_user, &r.completion.usage, &r.cost);
             Ok(r)
         }
         Ok(Err(e)) => Err(llm_error(app, &e)),

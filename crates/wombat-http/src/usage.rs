@@ -13,6 +13,21 @@ use std::sync::Mutex;
 use serde::Serialize;
 use wombat_core::{Cost, Usage};
 
+/// Most distinct model names with their own breakdown entry; model names can
+/// come from requests (`metadata.model`), so they are bounded too.
+pub(crate) const MAX_TRACKED_MODELS: usize = 256;
+
+/// The entry for `key`, or the shared `_other` entry once `map` holds
+/// `limit` keys.
+fn bucket<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str, limit: usize) -> &'m mut V {
+    let key = if map.contains_key(key) || map.len() < limit {
+        key
+    } else {
+        OTHER_USERS
+    };
+    map.entry(key.to_owned()).or_default()
+}
+
 /// Most distinct users with their own breakdown entry.
 pub(crate) const MAX_TRACKED_USERS: usize = 100_000;
 const OTHER_USERS: &str = "_other";
@@ -28,11 +43,12 @@ struct Totals {
 
 impl Totals {
     fn add(&mut self, usage: &Usage, cost_micros: u64) {
-        self.requests += 1;
-        self.input += usage.prompt_tokens;
-        self.output += usage.completion_tokens;
-        self.total += usage.total_tokens;
-        self.cost_micros += cost_micros;
+        // Saturating: token counts come from providers and are not trusted.
+        self.requests = self.requests.saturating_add(1);
+        self.input = self.input.saturating_add(usage.prompt_tokens);
+        self.output = self.output.saturating_add(usage.completion_tokens);
+        self.total = self.total.saturating_add(usage.total_tokens);
+        self.cost_micros = self.cost_micros.saturating_add(cost_micros);
     }
 
     fn report(&self) -> UsageReport {
@@ -94,21 +110,10 @@ impl UsageTracker {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         l.all.add(usage, micros);
-        l.by_model
-            .entry(cost.model.clone())
-            .or_default()
-            .add(usage, micros);
-        let key = if l.by_user.contains_key(user_id) || l.by_user.len() < MAX_TRACKED_USERS {
-            user_id
-        } else {
-            OTHER_USERS
-        };
-        let (user_totals, user_models) = l.by_user.entry(key.to_owned()).or_default();
+        bucket(&mut l.by_model, &cost.model, MAX_TRACKED_MODELS).add(usage, micros);
+        let (user_totals, user_models) = bucket(&mut l.by_user, user_id, MAX_TRACKED_USERS);
         user_totals.add(usage, micros);
-        user_models
-            .entry(cost.model.clone())
-            .or_default()
-            .add(usage, micros);
+        bucket(user_models, &cost.model, MAX_TRACKED_MODELS).add(usage, micros);
     }
 
     /// The report: everything, or one user's share when `user_id` is given.
@@ -152,6 +157,21 @@ impl UsageTracker {
 mod tests {
     use super::*;
     use wombat_core::PricingTable;
+
+    #[test]
+    fn breakdowns_are_bounded() {
+        let t = UsageTracker::default();
+        let pricing = PricingTable::builtin();
+        let u = Usage::new(1, 1);
+        for i in 0..MAX_TRACKED_MODELS + 10 {
+            t.record("alice", &u, &pricing.cost(&format!("model-{i}"), &u));
+        }
+        let all = serde_json::to_value(t.report(None)).expect("json");
+        let by_model = all["byModel"].as_object().expect("byModel");
+        assert_eq!(by_model.len(), MAX_TRACKED_MODELS + 1);
+        assert_eq!(by_model["_other"]["requestCount"], 10);
+        assert_eq!(all["requestCount"], MAX_TRACKED_MODELS as u64 + 10);
+    }
 
     #[test]
     fn totals_and_breakdowns() {

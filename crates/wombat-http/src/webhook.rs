@@ -3,10 +3,16 @@
 //! transport failures, never blocking the API response.
 //!
 //! Deliveries run as detached tasks bounded by a semaphore; when it is full a
-//! delivery is dropped and counted rather than queued without limit. An
-//! optional host allowlist keeps requests from steering Wombat at arbitrary
-//! (internal) addresses.
+//! delivery is dropped and counted rather than queued without limit.
+//!
+//! A request must not be able to steer Wombat at internal addresses (SSRF):
+//! redirects are never followed, loopback / private / link-local targets are
+//! refused unless explicitly allowed, and that check is made both on literal
+//! IPs in the URL and on every address a host name resolves to, at connect
+//! time, so DNS rebinding cannot get round it. An optional host allowlist
+//! narrows targets further.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -15,6 +21,7 @@ use ring::hmac;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -27,13 +34,87 @@ const MAX_ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
 /// The `webhook` object of a request.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 pub(crate) struct WebhookSpec {
     pub(crate) url: String,
     #[serde(default)]
     pub(crate) secret: Option<String>,
     #[serde(default)]
     pub(crate) headers: Option<Map<String, Value>>,
+}
+
+impl std::fmt::Debug for WebhookSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSpec")
+            .field("url", &self.url)
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `ip` is a public unicast address (not loopback, private,
+/// link-local, shared, documentation, multicast or unspecified).
+pub(crate) fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_multicast()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || o[0] >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+        }
+    }
+}
+
+/// Resolves webhook host names, dropping non-public addresses unless the
+/// host is allowlisted or private targets are allowed.
+struct GuardedResolver {
+    allowed_hosts: Option<Vec<String>>,
+    allow_private: bool,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_ascii_lowercase();
+        let unrestricted = self.allow_private
+            || self
+                .allowed_hosts
+                .as_ref()
+                .is_some_and(|hosts| hosts.contains(&host));
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| unrestricted || is_public(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!(
+                    "webhook host {host:?} resolves to no public address (set WOMBAT_WEBHOOK_ALLOW_PRIVATE or WOMBAT_WEBHOOK_ALLOWED_HOSTS to allow it)"
+                )
+                .into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
 }
 
 /// A validated webhook target.
@@ -57,6 +138,7 @@ impl std::fmt::Debug for Target {
 pub(crate) struct Webhooks {
     client: reqwest::Client,
     allowed_hosts: Option<Vec<String>>,
+    allow_private: bool,
     in_flight: Arc<Semaphore>,
     metrics: Arc<Metrics>,
 }
@@ -69,18 +151,30 @@ pub(crate) fn sign(secret: &str, data: &[u8]) -> String {
 }
 
 impl Webhooks {
+    /// Builds the webhook client: its own connection pool, no redirects,
+    /// the guarded resolver.
     pub(crate) fn new(
-        client: reqwest::Client,
         allowed_hosts: Option<Vec<String>>,
+        allow_private: bool,
         max_in_flight: usize,
         metrics: Arc<Metrics>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5))
+            .dns_resolver(Arc::new(GuardedResolver {
+                allowed_hosts: allowed_hosts.clone(),
+                allow_private,
+            }))
+            .build()?;
+        Ok(Self {
             client,
             allowed_hosts,
+            allow_private,
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
             metrics,
-        }
+        })
     }
 
     /// Checks a request's webhook before any work is done, so a bad URL is a
@@ -99,14 +193,32 @@ impl Webhooks {
             .host_str()
             .ok_or_else(|| bad("invalid webhook.url: no host".to_owned()))?
             .to_ascii_lowercase();
-        if let Some(allowed) = &self.allowed_hosts {
-            if !allowed.contains(&host) {
+        let allowlisted = match &self.allowed_hosts {
+            Some(allowed) if !allowed.contains(&host) => {
                 return Err(ApiError::new(
                     http::StatusCode::BAD_REQUEST,
                     "webhook_host_not_allowed",
                     format!("webhook host {host:?} is not in WOMBAT_WEBHOOK_ALLOWED_HOSTS"),
                 ));
             }
+            Some(_) => true,
+            None => false,
+        };
+        let literal = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .ok();
+        if let Some(ip) =
+            literal.filter(|ip| !allowlisted && !self.allow_private && !is_public(*ip))
+        {
+            return Err(ApiError::new(
+                http::StatusCode::BAD_REQUEST,
+                "webhook_host_not_allowed",
+                format!(
+                    "webhook host {ip} is not a public address; allow it with WOMBAT_WEBHOOK_ALLOW_PRIVATE=true or WOMBAT_WEBHOOK_ALLOWED_HOSTS"
+                ),
+            ));
         }
         let mut headers = Vec::new();
         for (name, value) in spec.headers.iter().flatten() {
@@ -144,7 +256,7 @@ impl Webhooks {
         };
         let client = self.client.clone();
         let metrics = self.metrics.clone();
-        tokio::spawn(async move {
+        let delivery = async move {
             let ok = deliver(&client, &target, &event).await;
             let counter = if ok {
                 &metrics.webhook_ok
@@ -153,7 +265,8 @@ impl Webhooks {
             };
             counter.fetch_add(1, Relaxed);
             drop(permit);
-        });
+        };
+        tokio::spawn(delivery.instrument(tracing::Span::current()));
     }
 }
 
@@ -251,7 +364,7 @@ mod tests {
     use super::*;
 
     fn hooks(allowed: Option<Vec<String>>) -> Webhooks {
-        Webhooks::new(reqwest::Client::new(), allowed, 4, Arc::default())
+        Webhooks::new(allowed, false, 4, Arc::default()).expect("client")
     }
 
     fn spec(url: &str) -> WebhookSpec {
@@ -292,8 +405,32 @@ mod tests {
     }
 
     #[test]
+    fn public_addresses() {
+        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
+            assert!(is_public(ip.parse().expect("ip")), "{ip}");
+        }
+        for ip in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "224.0.0.1",
+        ] {
+            assert!(!is_public(ip.parse().expect("ip")), "{ip}");
+        }
+    }
+
+    #[test]
     fn caller_headers_replace_defaults_but_not_ours() {
-        let mut s = spec("http://127.0.0.1:1/");
+        let mut s = spec("https://hooks.example.com/");
         s.secret = Some("k".into());
         s.headers = Some(
             serde_json::from_str(

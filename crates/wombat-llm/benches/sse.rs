@@ -140,11 +140,16 @@ fn streamed_completion(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let mut group = c.benchmark_group("stream_local_fake");
-    for (name, body) in [("7_chunks", small_stream()), ("502_chunks", openai_stream())] {
+    for (name, body) in [
+        ("7_chunks", small_stream()),
+        ("502_chunks", openai_stream()),
+    ] {
         let base = rt.block_on(fake_provider(body.clone()));
         let mut config = RouterConfig::default();
         config.base_urls.insert(Provider::OpenAi, base);
-        config.api_keys.insert(Provider::OpenAi, ApiKey::new("sk-bench"));
+        config
+            .api_keys
+            .insert(Provider::OpenAi, ApiKey::new("sk-bench"));
         let router = Router::new(config).expect("router");
         let request = RouteRequest::new(Tier::Default, vec![ChatMessage::user("Hi")]);
         group.throughput(Throughput::Bytes(body.len() as u64));

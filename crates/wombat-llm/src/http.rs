@@ -32,6 +32,9 @@ pub fn build_client(connect_timeout: Duration, read_timeout: Duration) -> Result
         .connect_timeout(connect_timeout)
         .read_timeout(read_timeout)
         .tcp_nodelay(true)
+        // A redirect would carry provider key headers (x-api-key,
+        // x-goog-api-key) to another host: never follow one.
+        .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(90))
         .user_agent(concat!("wombat/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -39,6 +42,16 @@ pub fn build_client(connect_timeout: Duration, read_timeout: Duration) -> Result
             var: "http client".to_owned(),
             reason: e.to_string(),
         })
+}
+
+/// reqwest's message without its ` for url (...)` part: a base URL may
+/// carry credentials or a key in its query, and errors reach API callers.
+pub(crate) fn without_url(err: &reqwest::Error) -> String {
+    let text = err.to_string();
+    match err.url() {
+        Some(url) => text.replace(&format!(" for url ({url})"), ""),
+        None => text,
+    }
 }
 
 /// Who a call goes to, for error context and key redaction.
@@ -83,7 +96,7 @@ impl CallCtx {
     /// Classifies a reqwest error. reqwest's own messages never contain
     /// request headers, so the key cannot leak through them.
     pub(crate) fn transport(&self, err: &reqwest::Error) -> Error {
-        let mut message = err.to_string();
+        let mut message = without_url(err);
         let mut source = std::error::Error::source(err);
         while let Some(s) = source {
             message.push_str(": ");
@@ -341,19 +354,22 @@ const TAIL_LIMIT: usize = 16 * 1024;
 
 impl<P> SseState<P> {
     /// Reads what is left of the body after the end marker (bounded in time
-    /// and size) so that hyper can reuse the connection.
-    async fn finish_body(&mut self) {
-        let body = &mut self.body;
-        let _ = tokio::time::timeout(TAIL_WAIT, async {
-            let mut read = 0;
-            while let Some(Ok(bytes)) = body.next().await {
-                read += bytes.len();
-                if read > TAIL_LIMIT {
-                    break;
+    /// and size) in a background task, so that hyper can reuse the
+    /// connection without delaying the final events.
+    fn finish_body(&mut self) {
+        let mut body = std::mem::replace(&mut self.body, futures::stream::empty().boxed());
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(TAIL_WAIT, async {
+                let mut read = 0;
+                while let Some(Ok(bytes)) = body.next().await {
+                    read += bytes.len();
+                    if read > TAIL_LIMIT {
+                        break;
+                    }
                 }
-            }
-        })
-        .await;
+            })
+            .await;
+        });
     }
 }
 
@@ -389,7 +405,7 @@ pub(crate) fn sse_stream<P: SseParser>(resp: Response, ctx: CallCtx, parser: P) 
                     st.decoder.feed(&bytes, &mut st.events);
                     st.drain_events();
                     if st.done && st.error.is_none() {
-                        st.finish_body().await;
+                        st.finish_body();
                     }
                 }
                 Some(Err(e)) => {

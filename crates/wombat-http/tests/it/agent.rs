@@ -307,6 +307,33 @@ async fn a_client_disconnect_cancels_the_provider_call() {
 }
 
 #[tokio::test]
+async fn a_send_whose_client_left_still_persists_the_reply() {
+    let h = setup().start().await;
+    let task_id = h.create_task("alice", "Patience").await;
+    let release = Arc::new(Notify::new());
+    h.llm
+        .script([Reply::text("worth the wait").held(release.clone())]);
+    let request = h
+        .http
+        .post(format!("{}/api/agents/send", h.url))
+        .json(&send_body(
+            "alice",
+            json!({"task_id": task_id, "webhook": {"url": h.hooks.url}}),
+        ));
+    let client = tokio::spawn(request.send());
+    h.llm.wait_requests(1).await;
+    // The caller gives up (its own timeout, a proxy...) while the LLM works.
+    client.abort();
+    let _ = client.await;
+    release.notify_one();
+    let hooks = h.hooks.wait(1).await;
+    assert_eq!(hooks[0].json()["event"], "agent.completed");
+    let messages = h.messages("alice", &task_id).await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0]["content"], "worth the wait");
+}
+
+#[tokio::test]
 async fn stream_failures_are_error_events() {
     let h = setup().llm_attempts(1).start().await;
     h.llm.script([Reply::status(500, "boom")]);

@@ -4,7 +4,7 @@
 use insta::assert_json_snapshot;
 use serde_json::{Value, json};
 
-use crate::support::{buffer, send_body, setup};
+use crate::support::{buffer, patiently, send_body, setup};
 
 /// `(name, path, body, status, code)`.
 fn bad_bodies() -> Vec<(&'static str, &'static str, Value, u16, &'static str)> {
@@ -368,6 +368,64 @@ async fn llm_task_without_json_twice_is_a_502() {
     assert_eq!(
         h.llm.last_body()["response_format"],
         json!({"type": "json_object"})
+    );
+}
+
+#[tokio::test]
+async fn webhooks_to_private_addresses_are_refused_by_default() {
+    let h = setup()
+        .env("WOMBAT_WEBHOOK_ALLOW_PRIVATE", "false")
+        .start()
+        .await;
+    for url in [
+        h.hooks.url.clone(),
+        "http://169.254.169.254/latest/meta-data".to_owned(),
+        "http://[::1]:9/".to_owned(),
+        "http://10.1.2.3/".to_owned(),
+    ] {
+        let r = h
+            .post(
+                "/api/agents/send",
+                &send_body("alice", json!({"task_title": "T", "webhook": {"url": url}})),
+            )
+            .await;
+        let v = r.assert_error(400, "webhook_host_not_allowed");
+        assert!(
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("not a public address")),
+            "{v}"
+        );
+    }
+    assert!(h.llm.requests().is_empty());
+
+    // A host name is checked when it resolves: `localhost` is loopback, so
+    // the request is served but the delivery is refused and counted.
+    let port = h.hooks.url.rsplit(':').next().expect("port");
+    let r = h
+        .post(
+            "/api/agents/send",
+            &send_body(
+                "alice",
+                json!({"task_title": "T", "webhook": {"url": format!("http://localhost:{port}/hook")}}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    patiently("the refused delivery to be counted", async {
+        while !h
+            .get("/metrics")
+            .await
+            .text
+            .contains("wombat_webhook_failed_total 1")
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        h.hooks.requests().is_empty(),
+        "nothing reached the receiver"
     );
 }
 

@@ -429,6 +429,11 @@ impl Hooks {
         lock(&self.state.statuses).extend(statuses);
     }
 
+    /// Deliveries received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.state.requests).clone()
+    }
+
     /// Waits for `n` deliveries and returns all recorded so far.
     pub async fn wait(&self, n: usize) -> Vec<Recorded> {
         let mut rx = self.state.count.subscribe();
@@ -478,7 +483,8 @@ pub struct Setup {
 
 pub fn setup() -> Setup {
     Setup {
-        settings: Vec::new(),
+        // The webhook receiver listens on loopback.
+        settings: vec![("WOMBAT_WEBHOOK_ALLOW_PRIVATE".into(), "true".into())],
         workspace: None,
         backend: BackendKind::McLite,
         llm_attempts: 2,
@@ -591,13 +597,8 @@ impl Setup {
             ..WorkspaceOptions::default()
         };
         let workspace = Workspace::open(&workspace_dir, options).expect("workspace");
-        let daemon = Daemon::new(
-            config,
-            workspace,
-            router,
-            configured.then_some(backend),
-            reqwest::Client::new(),
-        );
+        let daemon =
+            Daemon::new(config, workspace, router, configured.then_some(backend)).expect("daemon");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
