@@ -1,0 +1,213 @@
+//! The program behind `wombat-mc-lite` and `wombat mc-lite`: the reference
+//! Mission Control backend. Reads flags and env, starts the library server,
+//! stops on SIGINT/SIGTERM. `notify` queues a notification on a running
+//! server (for testing the dispatcher). Bad configuration exits with code 64.
+//!
+//! This is binary glue; the backend itself is the `wombat-mc-lite` library.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use wombat_controlplane::{JwtAlgorithm, JwtConfig};
+use wombat_mc_lite::{DEFAULT_DB_PATH, DEFAULT_PORT, DbLocation, McLite, McLiteConfig};
+
+/// Exit code for invalid configuration (EX_USAGE).
+pub const EXIT_CONFIG: u8 = 64;
+
+/// Command-line flags (each also readable from its environment variable).
+#[derive(Parser)]
+#[command(
+    name = "wombat-mc-lite",
+    version,
+    about = "Reference Mission Control backend (Control Plane Contract v1)",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "MC_LITE_PORT", default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "MC_LITE_HOST", default_value = "0.0.0.0")]
+    host: IpAddr,
+    /// SQLite database file, or `:memory:`.
+    #[arg(long, env = "MC_LITE_DB", default_value = DEFAULT_DB_PATH)]
+    db: String,
+    /// Shared secret agent tokens are verified with.
+    #[arg(long, env = "AGENT_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// HS256, HS384 or HS512.
+    #[arg(long, env = "AGENT_JWT_ALGORITHM", default_value = "HS256")]
+    jwt_algorithm: String,
+    /// Token of the dispatch endpoints (dispatch is disabled without one).
+    #[arg(long, env = "INTERNAL_TOKEN", hide_env_values = true)]
+    internal_token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the backend (the default).
+    Serve,
+    /// Queue a notification on a running server for dispatch.
+    Notify {
+        /// Base URL of the running server.
+        #[arg(
+            long,
+            env = "CONTROL_PLANE_URL",
+            default_value = "http://127.0.0.1:9001"
+        )]
+        url: String,
+        /// Tenant.
+        #[arg(long)]
+        user_id: String,
+        /// Session, e.g. `user:<id>:agent`.
+        #[arg(long)]
+        session_key: String,
+        /// Text handed to the agent.
+        #[arg(long)]
+        content: String,
+    },
+}
+
+/// Parses the process arguments and runs (the binary's `main`).
+pub fn main_entry() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    run(cli)
+}
+
+/// Runs parsed flags: serves until SIGINT/SIGTERM, or queues one
+/// notification with `notify`. Exit code 64 on bad configuration, 1 on
+/// other failures.
+pub fn run(cli: Cli) -> ExitCode {
+    // `try_init`: a caller (the `wombat` CLI) may already have a subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Some(Command::Notify {
+            url,
+            user_id,
+            session_key,
+            content,
+        }) => {
+            let Some(token) = cli.serve.internal_token.filter(|t| !t.is_empty()) else {
+                eprintln!("error: INTERNAL_TOKEN is required for notify");
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            match runtime.block_on(wombat_mc_lite::enqueue_notification(
+                &url,
+                &token,
+                &user_id,
+                &session_key,
+                &content,
+            )) {
+                Ok(reply) => {
+                    println!("{reply}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some(Command::Serve) | None => {
+            let (config, addr) = match validate(cli.serve) {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match runtime.block_on(serve(config, addr)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Turns raw flags into a validated config before anything is bound.
+fn validate(args: ServeArgs) -> Result<(McLiteConfig, SocketAddr)> {
+    let secret = args
+        .jwt_secret
+        .filter(|s| !s.is_empty())
+        .context("AGENT_JWT_SECRET is required")?;
+    let algorithm: JwtAlgorithm = args
+        .jwt_algorithm
+        .parse()
+        .context("invalid AGENT_JWT_ALGORITHM")?;
+    let jwt = JwtConfig::new(secret, algorithm).context("invalid AGENT_JWT_SECRET")?;
+    let mut config = McLiteConfig::new(jwt, DbLocation::parse(&args.db));
+    config.internal_token = args.internal_token.filter(|t| !t.is_empty());
+    Ok((config, SocketAddr::new(args.host, args.port)))
+}
+
+async fn serve(config: McLiteConfig, addr: SocketAddr) -> Result<()> {
+    let server = McLite::start(config, addr)
+        .await
+        .with_context(|| format!("cannot start mc-lite on {addr}"))?;
+    // The first stdout line is the address, for scripts and `cargo xtask`.
+    println!("mc-lite listening on {}", server.url());
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
