@@ -28,7 +28,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // The reference backend and the conformance checks speak the contract
     // from the other side: JWTs from the client crate, DTOs from core.
     ("wombat-mc-lite", &["wombat-core", "wombat-controlplane"]),
-    ("wombat-conformance", &["wombat-core", "wombat-controlplane"]),
+    (
+        "wombat-conformance",
+        &["wombat-core", "wombat-controlplane"],
+    ),
     ("xtask", &[]),
 ];
 
