@@ -89,6 +89,49 @@ async fn wait_listening(child: &mut Child) {
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
 }
 
+/// Every `curl` command in the fenced code blocks of a Markdown document,
+/// with `\` line continuations joined.
+fn doc_curls(doc: &str) -> Vec<String> {
+    let mut curls = Vec::new();
+    let mut in_block = false;
+    let mut current: Option<String> = None;
+    for line in doc.lines() {
+        if line.trim_start().starts_with("```") {
+            in_block = !in_block;
+            continue;
+        }
+        if !in_block {
+            continue;
+        }
+        let line = line.trim();
+        match current.as_mut() {
+            Some(cmd) => cmd.push_str(line.trim_end_matches('\\')),
+            None if line.starts_with("curl ") => {
+                current = Some(line.trim_end_matches('\\').to_owned())
+            }
+            None => continue,
+        }
+        if !line.ends_with('\\') {
+            curls.extend(current.take());
+        }
+    }
+    curls
+}
+
+/// The path (after `localhost:8081`) and the `-d '...'` JSON body of a curl.
+fn parse_curl(curl: &str) -> (String, Option<Value>) {
+    let url = curl
+        .split_whitespace()
+        .find(|w| w.contains("localhost:8081"))
+        .unwrap_or_else(|| panic!("no localhost:8081 URL in {curl}"));
+    let path = url[url.find("localhost:8081").expect("host") + "localhost:8081".len()..].to_owned();
+    let body = curl.find("-d '").map(|start| {
+        let rest = &curl[start + 4..];
+        serde_json::from_str(&rest[..rest.rfind('\'').expect("end quote")]).expect("curl JSON")
+    });
+    (path, body)
+}
+
 #[test]
 fn readme_and_ci_run_the_same_test_command() {
     let test_cmd = block_after(&readme(), "<!-- quickstart:test -->");
@@ -147,14 +190,8 @@ async fn quickstart_round_trip() {
 
     // The README's curl, replayed: same path, same body.
     let curl = block_after(&readme, "<!-- quickstart:curl -->");
-    let url = curl
-        .split_whitespace()
-        .find(|w| w.starts_with("http://localhost:8081/"))
-        .expect("curl URL");
-    let path = url.trim_start_matches("http://localhost:8081");
-    let body = &curl[curl.find("-d '").expect("curl body") + 4..];
-    let body: Value =
-        serde_json::from_str(&body[..body.rfind('\'').expect("end quote")]).expect("curl JSON");
+    let (path, body) = parse_curl(&curl);
+    let body = body.expect("the README curl sends a body");
     let resp = http
         .post(format!("{base}{path}"))
         .json(&body)
@@ -200,6 +237,32 @@ async fn quickstart_round_trip() {
         "{text}"
     );
     assert!(text.contains("echo: Hello!"), "{text}");
+
+    // Every curl of docs/QUICKSTART.md works as written.
+    let quickstart =
+        std::fs::read_to_string(repo_root().join("docs/QUICKSTART.md")).expect("QUICKSTART.md");
+    let curls = doc_curls(&quickstart);
+    assert!(curls.len() >= 2, "{curls:?}");
+    for curl in curls {
+        let (path, body) = parse_curl(&curl);
+        let req = match &body {
+            Some(b) => http.post(format!("{base}{path}")).json(b),
+            None => http.get(format!("{base}{path}")),
+        };
+        let resp = req.send().await.expect("doc curl");
+        assert_eq!(resp.status(), 200, "{curl}");
+        let text = resp.text().await.expect("doc curl body");
+        if path.ends_with("/stream") {
+            assert!(text.starts_with("event: start"), "{text}");
+            assert!(
+                text.contains("event: done") && text.contains("\"persisted\":true"),
+                "{text}"
+            );
+        } else {
+            let v: Value = serde_json::from_str(&text).expect("JSON answer");
+            assert_eq!(v["status"], "ok", "{curl}: {v}");
+        }
+    }
 
     // SIGTERM stops it gracefully with exit code 0.
     let pid = child.id().expect("pid").to_string();
