@@ -6,5 +6,6 @@
 
 mod backend;
 mod client;
+mod docs;
 mod openapi;
 mod support;
