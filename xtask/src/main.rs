@@ -2,9 +2,12 @@
 //!
 //! `cargo xtask tidy` checks the crate layering and docs (also run as a test
 //! by `cargo test -p xtask`). `cargo xtask conformance [--local]` runs the
-//! control-plane conformance suite (see `conformance/README.md`). xtask
-//! depends on no product crate: it runs binaries and reads `cargo metadata`.
+//! control-plane conformance suite (see `conformance/README.md`).
+//! `cargo xtask bench [--quick]` benchmarks the release daemon against
+//! in-process fakes (see `docs/BENCHMARKS.md`). xtask depends on no product
+//! crate: it runs binaries and reads `cargo metadata`.
 
+mod bench;
 mod conformance;
 mod tidy;
 
@@ -15,9 +18,10 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("tidy") => tidy::run(),
         Some("conformance") => conformance::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\ntasks:\n  tidy    check crate layering and crate docs\n  conformance [--local]  run the control-plane conformance suite"
+                "usage: cargo xtask <task>\n\ntasks:\n  tidy    check crate layering and crate docs\n  conformance [--local]  run the control-plane conformance suite\n  bench [--quick]  benchmark the release daemon against in-process fakes (docs/BENCHMARKS.md)"
             );
             return ExitCode::from(2);
         }
