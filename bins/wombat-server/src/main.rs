@@ -3,6 +3,12 @@
 
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc malloc: the request path allocates many small,
+/// short-lived buffers across threads, where glibc spent 10–12% of the
+/// server's CPU under load (see docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let settings = match wombat_server::load_settings() {
