@@ -27,6 +27,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+use crate::cargo::{build_bins, workspace_root};
 use hyper::body::Bytes;
 use serde_json::{Value, json};
 
@@ -91,12 +93,6 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
 /// `cargo build --release -p wombat-server`, then the same for xtask;
 /// executables by name. Two invocations, so that the server is built with
 /// exactly its own features (one invocation would unify xtask's into the
@@ -104,40 +100,10 @@ fn workspace_root() -> PathBuf {
 fn build(root: &Path) -> Result<BTreeMap<String, PathBuf>> {
     let mut bins = BTreeMap::new();
     for package in [SERVER_PKG, "xtask"] {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         println!("bench: cargo build --release -p {package}");
-        let out = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "--message-format=json-render-diagnostics",
-                "-p",
-                package,
-            ])
-            .current_dir(root)
-            .stderr(Stdio::inherit())
-            .output()
-            .context("running cargo build")?;
-        if !out.status.success() {
-            bail!("cargo build -p {package} failed ({})", out.status);
-        }
-        bins.extend(executables(&String::from_utf8_lossy(&out.stdout)));
+        bins.extend(build_bins(root, &["--release", "-p", package])?);
     }
     Ok(bins)
-}
-
-/// `{bin name: path}` from cargo's JSON messages (one object per line).
-fn executables(messages: &str) -> BTreeMap<String, PathBuf> {
-    messages
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact")
-        .filter_map(|m| {
-            let name = m["target"]["name"].as_str()?.to_owned();
-            let exe = m["executable"].as_str()?;
-            Some((name, PathBuf::from(exe)))
-        })
-        .collect()
 }
 
 /// Settings of one benchmark run.
@@ -1006,19 +972,6 @@ fn targets(r: &Value) -> Vec<(String, String, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_executables_in_cargo_messages() {
-        let messages = r#"{"reason":"compiler-artifact","target":{"name":"wombat_core","kind":["lib"]},"executable":null}
-{"reason":"compiler-artifact","target":{"name":"wombat-server","kind":["bin"]},"executable":"/t/release/wombat-server"}
-{"reason":"build-finished","success":true}"#;
-        let bins = executables(messages);
-        assert_eq!(bins.len(), 1);
-        assert_eq!(
-            bins.get("wombat-server").map(PathBuf::as_path),
-            Some(Path::new("/t/release/wombat-server"))
-        );
-    }
 
     #[test]
     fn overhead_subtracts_percentiles() {

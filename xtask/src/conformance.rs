@@ -16,7 +16,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use serde_json::Value;
+
+use crate::cargo::{build_bins, workspace_root};
 
 /// Binary packages and the executables they build.
 const RUNNER_PKG: &str = "wombat-conformance-bin";
@@ -68,47 +69,9 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The workspace root (xtask's parent directory).
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
 /// Builds both binaries and returns executable paths by binary name.
 fn build(root: &Path) -> Result<BTreeMap<String, PathBuf>> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args([
-            "build",
-            "--message-format=json-render-diagnostics",
-            "-p",
-            RUNNER_PKG,
-            "-p",
-            BACKEND_PKG,
-        ])
-        .current_dir(root)
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running cargo build")?;
-    if !out.status.success() {
-        bail!("cargo build failed ({})", out.status);
-    }
-    Ok(executables(&String::from_utf8_lossy(&out.stdout)))
-}
-
-/// `{bin name: path}` from cargo's JSON messages (one object per line).
-fn executables(messages: &str) -> BTreeMap<String, PathBuf> {
-    messages
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact")
-        .filter_map(|m| {
-            let name = m["target"]["name"].as_str()?.to_owned();
-            let exe = m["executable"].as_str()?;
-            Some((name, PathBuf::from(exe)))
-        })
-        .collect()
+    build_bins(root, &["-p", RUNNER_PKG, "-p", BACKEND_PKG])
 }
 
 /// A random hex string for one-off secrets (no crypto needed: the backend
@@ -224,20 +187,6 @@ fn is_http_200(head: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_executables_in_cargo_messages() {
-        let messages = r#"{"reason":"compiler-artifact","target":{"name":"wombat_core","kind":["lib"]},"executable":null}
-not json
-{"reason":"compiler-artifact","target":{"name":"wombat-conformance","kind":["bin"]},"executable":"/t/debug/wombat-conformance"}
-{"reason":"build-finished","success":true}"#;
-        let bins = executables(messages);
-        assert_eq!(bins.len(), 1);
-        assert_eq!(
-            bins.get("wombat-conformance").map(PathBuf::as_path),
-            Some(Path::new("/t/debug/wombat-conformance"))
-        );
-    }
 
     #[test]
     fn parses_backend_output() {

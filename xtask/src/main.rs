@@ -8,6 +8,7 @@
 //! crate: it runs binaries and reads `cargo metadata`.
 
 mod bench;
+mod cargo;
 mod conformance;
 mod tidy;
 

@@ -2,10 +2,12 @@
 //! a `//!` doc comment at the top of every library's `lib.rs`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+
+use crate::cargo::workspace_root;
 use serde_json::Value;
 
 /// Which of our crates each crate may depend on (normal and build
@@ -49,13 +51,6 @@ pub fn run() -> Result<()> {
         eprintln!("tidy: {p}");
     }
     bail!("{} tidy problem(s)", problems.len())
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn cargo_metadata(root: &Path) -> Result<Value> {
