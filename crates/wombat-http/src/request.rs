@@ -135,6 +135,11 @@ where
             "request body is empty: expected a JSON object",
         ));
     }
+    // The happy path parses once without path tracking (which allocates per
+    // field); only a body that fails is parsed again to name the field.
+    if let Ok(value) = serde_json::from_slice(&bytes) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(&bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use wombat_core::{Provider, Role, Usage};
 
-use crate::http::{self, CallCtx, ErrorResponse, SseParser, Step};
+use crate::http::{self, CallCtx, Endpoint, ErrorResponse, SseParser, Step};
 use crate::sse::SseEvent;
 use crate::types::{
     ApiKey, ChatProvider, ChatRequest, Completion, EventStream, FinishReason, ResponseFormat,
@@ -31,7 +31,8 @@ const API_VERSION: &str = "2023-06-01";
 #[derive(Debug, Clone)]
 pub struct AnthropicAdapter {
     client: Client,
-    base_url: String,
+    /// `{base}/v1/messages`.
+    endpoint: Endpoint,
     key: Option<ApiKey>,
 }
 
@@ -41,7 +42,10 @@ impl AnthropicAdapter {
     pub fn new(client: Client, base_url: impl Into<String>, key: Option<ApiKey>) -> Self {
         Self {
             client,
-            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            endpoint: Endpoint::new(format!(
+                "{}/v1/messages",
+                base_url.into().trim_end_matches('/')
+            )),
             key,
         }
     }
@@ -65,8 +69,8 @@ impl AnthropicAdapter {
         let body = WireRequest::new(req, stream);
         let forced_tool = body.tool_choice.is_some();
         let builder = self
-            .client
-            .post(format!("{}/v1/messages", self.base_url))
+            .endpoint
+            .post(&self.client)
             .header("x-api-key", key.expose())
             .header("anthropic-version", API_VERSION)
             .json(&body);

@@ -19,6 +19,32 @@ use crate::sse::{SseDecoder, SseEvent};
 use crate::types::{ApiKey, EventStream, StreamEvent};
 use crate::{Error, Failure, Result};
 
+/// A fixed request URL, parsed once when the adapter is built so that
+/// requests do not re-parse it. A URL that does not parse is kept as text:
+/// the call then fails with the same builder error it always did.
+#[derive(Debug, Clone)]
+pub(crate) enum Endpoint {
+    Parsed(reqwest::Url),
+    Unparsed(String),
+}
+
+impl Endpoint {
+    pub(crate) fn new(url: String) -> Self {
+        match reqwest::Url::parse(&url) {
+            Ok(parsed) => Self::Parsed(parsed),
+            Err(_) => Self::Unparsed(url),
+        }
+    }
+
+    /// A `POST` to this URL on `client`.
+    pub(crate) fn post(&self, client: &Client) -> RequestBuilder {
+        match self {
+            Self::Parsed(url) => client.post(url.clone()),
+            Self::Unparsed(text) => client.post(text.as_str()),
+        }
+    }
+}
+
 /// Error bodies larger than this are cut; providers' are a few hundred bytes.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use wombat_core::{Provider, Usage};
 
-use crate::http::{self, CallCtx, ErrorResponse, SseParser, Step};
+use crate::http::{self, CallCtx, Endpoint, ErrorResponse, SseParser, Step};
 use crate::sse::SseEvent;
 use crate::types::{
     ApiKey, ChatProvider, ChatRequest, Completion, EventStream, FinishReason, ResponseFormat,
@@ -26,7 +26,8 @@ use crate::{Error, Result};
 pub struct OpenAiAdapter {
     client: Client,
     provider: Provider,
-    base_url: String,
+    /// `{base}/chat/completions`.
+    endpoint: Endpoint,
     key: Option<ApiKey>,
 }
 
@@ -43,7 +44,10 @@ impl OpenAiAdapter {
         Self {
             client,
             provider,
-            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            endpoint: Endpoint::new(format!(
+                "{}/chat/completions",
+                base_url.into().trim_end_matches('/')
+            )),
             key,
         }
     }
@@ -69,10 +73,7 @@ impl OpenAiAdapter {
             key: key.cloned(),
         };
         let body = WireRequest::new(self.provider, req, stream);
-        let mut builder = self
-            .client
-            .post(format!("{}/chat/completions", self.base_url))
-            .json(&body);
+        let mut builder = self.endpoint.post(&self.client).json(&body);
         if let Some(k) = key {
             builder = builder.bearer_auth(k.expose());
         }
