@@ -861,12 +861,12 @@ fn print_report(r: &Value) {
     );
 
     println!(
-        "\n| {:<44} | {:>16} | {:<6} |",
+        "\n| {:<44} | {:>28} | {:<6} |",
         "target", "measured", "result"
     );
-    println!("|{}|{}|{}|", "-".repeat(46), "-".repeat(18), "-".repeat(8));
+    println!("|{}|{}|{}|", "-".repeat(46), "-".repeat(30), "-".repeat(8));
     for (name, measured, ok) in targets(r) {
-        println!("| {name:<44} | {measured:>16} | {:<6} |", verdict(ok));
+        println!("| {name:<44} | {measured:>28} | {:<6} |", verdict(ok));
     }
     for s in r["send"].as_array().into_iter().flatten() {
         if s["concurrency"] == 64 {
@@ -904,15 +904,19 @@ fn targets(r: &Value) -> Vec<(String, String, bool)> {
     let add50 = f(&s1["overhead_us"]["p50"]);
     let add99 = f(&s1["overhead_us"]["p99"]);
     let rps = f(&s64["wombat"]["rps"]);
-    let rss_idle = r["rss_idle_kb"].as_u64().unwrap_or(0) as f64 / 1024.0;
-    let rss64 = s64["wombat"]["server_rss_peak_kb"].as_u64().unwrap_or(0) as f64 / 1024.0;
+    // The targets are in MB (10^6 bytes); /proc reports KiB. Compare in MB and
+    // show MiB beside it, so the two units are never mixed up.
+    let mb = |kib: &Value| kib.as_u64().unwrap_or(0) as f64 * 1024.0 / 1e6;
+    let both = |mb: f64| format!("{mb:.1} MB ({:.1} MiB)", mb * 1e6 / (1024.0 * 1024.0));
+    let rss_idle = mb(&r["rss_idle_kb"]);
+    let rss64 = mb(&s64["wombat"]["server_rss_peak_kb"]);
     let streams = |key: &str, when: &str| {
         let h = &r[key];
         let opened = h["opened"].as_u64().unwrap_or(0);
-        let rss = h["server_rss_kb"].as_u64().unwrap_or(0) as f64 / 1024.0;
+        let rss = mb(&h["server_rss_kb"]);
         (
             format!("{} open streams in ≤ 300 MB ({when})", h["target"]),
-            format!("{opened} in {rss:.0} MiB"),
+            format!("{opened} in {}", both(rss)),
             opened > 0 && Some(opened) == h["target"].as_u64() && rss <= 300.0,
         )
     };
@@ -944,16 +948,8 @@ fn targets(r: &Value) -> Vec<(String, String, bool)> {
             format!("{rps:.0}/s"),
             rps >= 8000.0,
         ),
-        (
-            "RSS idle ≤ 20 MB".into(),
-            format!("{rss_idle:.1} MiB"),
-            rss_idle <= 20.0,
-        ),
-        (
-            "RSS under c=64 ≤ 64 MB".into(),
-            format!("{rss64:.1} MiB"),
-            rss64 <= 64.0,
-        ),
+        ("RSS idle ≤ 20 MB".into(), both(rss_idle), rss_idle <= 20.0),
+        ("RSS under c=64 ≤ 64 MB".into(), both(rss64), rss64 <= 64.0),
         streams("open_streams_fresh", "fresh"),
         streams("open_streams", "after load"),
         (

@@ -667,7 +667,12 @@ async fn start_stream(app: &Arc<App>, body: SendRequest) -> Result<http::Respons
         };
         drop(permit);
         if let Some(answer) = answer {
-            finish_stream(&app, &p, task_id.as_deref(), answer, &tx).await;
+            // Boxed, like the provider call and the error paths in
+            // `stream_llm`: the task's size is that of its largest await
+            // point for the stream's whole life, and these states never
+            // coexist with the long phase of relaying deltas. Together
+            // ~800 B less per open stream.
+            Box::pin(finish_stream(&app, &p, task_id.as_deref(), answer, &tx)).await;
         }
         app.metrics.streams_open.fetch_sub(1, Relaxed);
     };
@@ -709,11 +714,11 @@ async fn stream_llm(
     if !tx.send("start", &json!({"type": "start"})).await {
         return None;
     }
-    let mut events = match app.llm.stream(route).await {
+    let mut events = match Box::pin(app.llm.stream(route)).await {
         Ok(s) => s,
         Err(e) => {
             let err = llm_error(app, &e);
-            stream_failed(app, p, task_id, tx, &err.message, err.code).await;
+            Box::pin(stream_failed(app, p, task_id, tx, &err.message, err.code)).await;
             return None;
         }
     };
@@ -751,7 +756,7 @@ async fn stream_llm(
             }
             Err(e) => {
                 let err = llm_error(app, &e);
-                stream_failed(app, p, task_id, tx, &err.message, err.code).await;
+                Box::pin(stream_failed(app, p, task_id, tx, &err.message, err.code)).await;
                 return None;
             }
         }
