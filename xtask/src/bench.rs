@@ -861,12 +861,12 @@ fn print_report(r: &Value) {
     );
 
     println!(
-        "\n| {:<44} | {:>28} | {:<6} |",
+        "\n| {:<44} | {:>30} | {:<6} |",
         "target", "measured", "result"
     );
-    println!("|{}|{}|{}|", "-".repeat(46), "-".repeat(30), "-".repeat(8));
+    println!("|{}|{}|{}|", "-".repeat(46), "-".repeat(32), "-".repeat(8));
     for (name, measured, ok) in targets(r) {
-        println!("| {name:<44} | {measured:>28} | {:<6} |", verdict(ok));
+        println!("| {name:<44} | {measured:>30} | {:<6} |", verdict(ok));
     }
     for s in r["send"].as_array().into_iter().flatten() {
         if s["concurrency"] == 64 {
