@@ -670,8 +670,8 @@ async fn start_stream(app: &Arc<App>, body: SendRequest) -> Result<http::Respons
             // Boxed, like the provider call and the error paths in
             // `stream_llm`: the task's size is that of its largest await
             // point for the stream's whole life, and these states never
-            // coexist with the long phase of relaying deltas. Together
-            // ~800 B less per open stream.
+            // coexist with the long phase of relaying deltas. Together they
+            // make the task ~800 B smaller (3,640 -> 2,848 B).
             Box::pin(finish_stream(&app, &p, task_id.as_deref(), answer, &tx)).await;
         }
         app.metrics.streams_open.fetch_sub(1, Relaxed);
