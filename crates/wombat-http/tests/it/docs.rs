@@ -203,3 +203,179 @@ async fn api_md_response_examples_match_the_real_responses() {
         );
     }
 }
+
+/// One `curl` command line of a doc, as the shell would split it (the docs
+/// use only single quotes, double quotes and `\` line continuations).
+fn shell_commands(block: &str) -> Vec<Vec<String>> {
+    let (mut commands, mut words, mut word) = (Vec::new(), Vec::new(), None::<String>);
+    let mut chars = block.chars().peekable();
+    let end_word = |words: &mut Vec<String>, word: &mut Option<String>| {
+        if let Some(w) = word.take() {
+            words.push(w);
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                let w = word.get_or_insert_with(String::new);
+                for q in chars.by_ref() {
+                    if q == c {
+                        break;
+                    }
+                    w.push(q);
+                }
+            }
+            '\\' if chars.peek() == Some(&'\n') => {
+                chars.next();
+                end_word(&mut words, &mut word);
+            }
+            '\n' => {
+                end_word(&mut words, &mut word);
+                if !words.is_empty() {
+                    commands.push(std::mem::take(&mut words));
+                }
+            }
+            c if c.is_whitespace() => end_word(&mut words, &mut word),
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    end_word(&mut words, &mut word);
+    if !words.is_empty() {
+        commands.push(words);
+    }
+    commands
+}
+
+/// Every `sh` block of `docs/API.md`, split into commands.
+fn api_md_curls() -> Vec<Vec<String>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/API.md");
+    let text = std::fs::read_to_string(&path).expect("docs/API.md exists");
+    let mut out = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find("```sh\n") {
+        rest = &rest[start + "```sh\n".len()..];
+        let end = rest.find("\n```").expect("sh block ends");
+        out.extend(shell_commands(&rest[..end]));
+        rest = &rest[end..];
+    }
+    out
+}
+
+#[test]
+fn the_shell_subset_splits_like_sh() {
+    let cmds = shell_commands(
+        "curl -s 'http://h/x?a=1' -H 'A: b' -d '{\n  \"k\": 1\n}'\ncurl -X POST \\\n  http://h/y\n",
+    );
+    assert_eq!(
+        cmds,
+        vec![
+            vec![
+                "curl",
+                "-s",
+                "http://h/x?a=1",
+                "-H",
+                "A: b",
+                "-d",
+                "{\n  \"k\": 1\n}"
+            ],
+            vec!["curl", "-X", "POST", "http://h/y"],
+        ]
+    );
+}
+
+/// Every `curl` of `docs/API.md` runs as written (against a daemon on a free
+/// port instead of `localhost:8081`) and gets a successful answer of the
+/// documented kind: JSON, an SSE stream that ends with `done`, or metrics.
+#[tokio::test]
+async fn api_md_curls_work_as_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("BOOT.md"), "# First run\n").expect("write");
+    std::fs::write(dir.path().join("SOUL.md"), "Be brief.\n").expect("write");
+    let h = setup().workspace(dir.path()).start().await;
+    let curls = api_md_curls();
+    assert!(curls.len() >= 12, "API.md has its curls: {curls:?}");
+    let mut seen = BTreeSet::new();
+    for cmd in curls {
+        assert_eq!(
+            cmd[0], "curl",
+            "API.md sh blocks hold curl commands: {cmd:?}"
+        );
+        let (mut method, mut url, mut body, mut headers) = (None, None, None, Vec::new());
+        let mut args = cmd[1..].iter();
+        while let Some(a) = args.next() {
+            match a.as_str() {
+                "-s" | "-N" | "-sN" => {}
+                "-X" => method = args.next().cloned(),
+                "-H" => headers.push(args.next().expect("-H value").clone()),
+                "-d" => body = args.next().cloned(),
+                other if other.starts_with("http://localhost:8081/") => {
+                    url = Some(other.to_owned())
+                }
+                other => panic!("curl option {other:?} is not understood by this test: {cmd:?}"),
+            }
+        }
+        let url = url.expect("curl names a URL");
+        let path = &url["http://localhost:8081".len()..];
+        let method = method.unwrap_or_else(|| if body.is_some() { "POST" } else { "GET" }.into());
+        let route = path.split('?').next().unwrap_or(path).to_owned();
+        if route == "/llm-task" {
+            h.llm
+                .script([Reply::text(r#"{"title":"Ship it","priority":2}"#).tokens(200, 12)]);
+        }
+        let mut req = h.request(method.parse().expect("method"), path);
+        for header in &headers {
+            let (name, value) = header.split_once(": ").expect("Name: value");
+            req = req.header(name, value);
+        }
+        if let Some(b) = &body {
+            serde_json::from_str::<Value>(b)
+                .unwrap_or_else(|e| panic!("{route}: the documented body is not JSON ({e}): {b}"));
+            req = req.body(b.clone());
+        }
+        let resp = crate::support::buffer(req.send().await.expect("send")).await;
+        assert_eq!(resp.status, 200, "{method} {path}: {}", resp.text);
+        match route.as_str() {
+            "/api/agents/stream" => {
+                assert_eq!(resp.header("content-type"), Some("text/event-stream"));
+                assert!(resp.text.starts_with("event: start\n"), "{}", resp.text);
+                assert!(resp.text.contains("\nevent: done\n"), "{}", resp.text);
+            }
+            "/metrics" => assert!(
+                resp.text.contains("wombat_http_requests_total{"),
+                "{}",
+                resp.text
+            ),
+            _ => {
+                let v = resp.json();
+                assert!(v.is_object(), "{route}: {v}");
+                if route == "/api/agents/send" {
+                    assert_eq!(v["status"], "ok", "{v}");
+                }
+                if route == "/llm-task" {
+                    assert_eq!(v["output"]["title"], "Ship it", "{v}");
+                }
+            }
+        }
+        seen.insert(route);
+    }
+    let want = [
+        "/api/agents/send",
+        "/api/agents/stream",
+        "/compact",
+        "/llm-task",
+        "/usage",
+        "/health",
+        "/context",
+        "/skills",
+        "/boot",
+        "/boot/complete",
+        "/metrics",
+    ];
+    assert_eq!(
+        seen,
+        want.iter()
+            .map(|s| (*s).to_owned())
+            .collect::<BTreeSet<_>>(),
+        "API.md shows a curl for every endpoint"
+    );
+}
