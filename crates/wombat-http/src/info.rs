@@ -57,7 +57,11 @@ struct ConfigHealth<'a> {
 pub(crate) async fn health(app: &App, deep: bool) -> http::Response<Body> {
     let workspace = app.workspace.health();
     let llm = &app.llm_summary;
-    let llm_ready = llm.keys.get(&llm.default_provider).copied().unwrap_or(true);
+    // The provider that serves the default model (`LLM_MODEL_DEFAULT` may
+    // name another one than `LLM_PROVIDER`) is the one that needs a key.
+    let provider = wombat_core::ModelRef::parse(&llm.model, llm.default_provider)
+        .map_or(llm.default_provider, |m| m.provider);
+    let llm_ready = llm.keys.get(&provider).copied().unwrap_or(true);
     let backend_url = app.backend.as_ref().map(|b| b.url.as_str());
     let (backend_status, backend_error) = match (&app.backend, deep) {
         (None, _) => (
@@ -92,10 +96,10 @@ pub(crate) async fn health(app: &App, deep: bool) -> http::Response<Body> {
         llm: LlmHealth {
             status: if llm_ready { "ok" } else { "unconfigured" },
             hint: (!llm_ready).then(|| {
-                let envs = llm.default_provider.api_key_envs().join(" or ");
+                let envs = provider.api_key_envs().join(" or ");
                 format!(
                     "no API key for provider {:?}: set {envs}, or LLM_PROVIDER=echo for an offline round trip",
-                    llm.default_provider.as_str()
+                    provider.as_str()
                 )
             }),
             summary: llm,

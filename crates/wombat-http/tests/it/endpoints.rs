@@ -167,6 +167,25 @@ async fn health_shallow_and_deep() {
     assert!(!shallow.text.contains("sk-test-key") && !shallow.text.contains("e2e-test-secret"));
 }
 
+/// The key that matters is the one of the default model's provider, which
+/// `LLM_MODEL_DEFAULT` may name apart from `LLM_PROVIDER` (default openai).
+#[tokio::test]
+async fn health_checks_the_key_of_the_default_models_provider() {
+    let h = setup().start().await;
+    let ok = h.get("/health").await.json();
+    assert_eq!(ok["llm"]["status"], "ok", "{ok}");
+    let h = setup()
+        .default_model("anthropic/claude-sonnet-4")
+        .start()
+        .await;
+    let missing = h.get("/health").await.json();
+    assert_eq!(missing["llm"]["status"], "unconfigured", "{missing}");
+    assert_eq!(missing["status"], "degraded", "{missing}");
+    let hint = missing["llm"]["hint"].as_str().unwrap_or_default();
+    assert!(hint.contains("ANTHROPIC_API_KEY"), "{missing}");
+    assert_eq!(missing["llm"]["defaultProvider"], "openai", "{missing}");
+}
+
 #[tokio::test]
 async fn deep_health_reports_a_dead_backend() {
     let h = setup()

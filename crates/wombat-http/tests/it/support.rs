@@ -478,6 +478,7 @@ pub struct Setup {
     llm_attempts: u32,
     time_context: bool,
     fallback: Option<String>,
+    default_model: Option<String>,
     llm_deadline: Option<Duration>,
 }
 
@@ -490,6 +491,7 @@ pub fn setup() -> Setup {
         llm_attempts: 2,
         time_context: false,
         fallback: None,
+        default_model: None,
         llm_deadline: None,
     }
 }
@@ -512,6 +514,12 @@ impl Setup {
 
     pub fn llm_attempts(mut self, n: u32) -> Self {
         self.llm_attempts = n;
+        self
+    }
+
+    /// `LLM_MODEL_DEFAULT` (the harness has only an OpenAI key).
+    pub fn default_model(mut self, model: &str) -> Self {
+        self.default_model = Some(model.to_owned());
         self
     }
 
@@ -576,6 +584,9 @@ impl Setup {
             jitter: 0.0,
         };
         router.fallback_model = self.fallback;
+        if let Some(m) = self.default_model {
+            router.default_model = m;
+        }
         if let Some(d) = self.llm_deadline {
             router.deadline = d;
         }
