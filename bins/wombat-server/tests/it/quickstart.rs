@@ -298,5 +298,16 @@ async fn invalid_setting_exits_64_naming_the_variable() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
         assert!(stderr.contains(var), "{stderr}");
+        if var == "WOMBAT_PORT" {
+            // docs/CONFIGURATION.md quotes this line verbatim.
+            let doc = std::fs::read_to_string(repo_root().join("docs/CONFIGURATION.md"))
+                .expect("CONFIGURATION.md");
+            let quoted = block_after(&doc, "```text\n");
+            assert_eq!(
+                stderr.trim_end(),
+                quoted.trim_end(),
+                "docs/CONFIGURATION.md"
+            );
+        }
     }
 }

@@ -1,0 +1,535 @@
+//! The command lines of `README.md` and `docs/*.md` run as written.
+//!
+//! Every `cargo ...` line of a `sh`/`bash` block is found, its environment
+//! (leading `NAME=value` words and the block's `export`s) collected, and the
+//! command run through the `wombat` binary, which calls the same entry points
+//! as the dedicated binaries: `cargo run -p wombat-server` is `wombat serve`,
+//! `cargo run -p wombat-mc-lite-bin -- ARGS` is `wombat mc-lite ARGS`,
+//! `cargo xtask conformance` is `wombat conformance`. The lines `.ci/run`
+//! runs itself (`cargo test --workspace`, `cargo xtask conformance --local`)
+//! must appear there verbatim. Placeholders (`sk-...`, `your-shared-secret`,
+//! `https://mc.example.com`, `http://localhost:8000`) are replaced by test
+//! values and a reference backend on a free port; nothing reaches the
+//! network beyond loopback.
+//!
+//! `curl` lines are run by the API, quickstart and control-plane doc tests;
+//! `docs/BENCHMARKS.md`'s commands (release builds, profilers) are not run
+//! by the test suite.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use wombat_controlplane::{JwtAlgorithm, JwtConfig};
+use wombat_mc_lite::{DbLocation, McLite, McLiteConfig, RunningMcLite};
+
+const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+/// What placeholder secrets become.
+const TEST_SECRET: &str = "doc-commands-secret";
+const TEST_INTERNAL: &str = "doc-commands-internal";
+
+/// One `cargo ...` command line of a doc.
+#[derive(Debug)]
+struct DocCommand {
+    at: String,
+    env: Vec<(String, String)>,
+    words: Vec<String>,
+    /// `# ...` comment lines right after it (documented output).
+    output: Vec<String>,
+}
+
+fn is_assignment(word: &str) -> Option<(&str, &str)> {
+    let (name, value) = word.split_once('=')?;
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    ok.then_some((name, value))
+}
+
+/// Drops a ` # comment` that is not inside quotes.
+fn strip_comment(line: &str) -> &str {
+    let mut quote = None;
+    let mut prev_space = true;
+    for (i, c) in line.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '#') if prev_space => return line[..i].trim_end(),
+            _ => {}
+        }
+        prev_space = c.is_whitespace();
+    }
+    line
+}
+
+fn doc_commands(file: &str, text: &str) -> Vec<DocCommand> {
+    let mut out: Vec<DocCommand> = Vec::new();
+    let mut lines = text.lines().enumerate();
+    while let Some((_, line)) = lines.next() {
+        let Some(lang) = line.trim().strip_prefix("```") else {
+            continue;
+        };
+        let shell = matches!(lang.trim(), "sh" | "bash");
+        let mut exports: Vec<(String, String)> = Vec::new();
+        let mut last_was_command = false;
+        let mut logical = String::new();
+        let mut start = 0;
+        for (i, line) in lines.by_ref() {
+            if line.trim().starts_with("```") {
+                break;
+            }
+            if !shell {
+                continue;
+            }
+            if logical.is_empty() {
+                start = i + 1;
+            }
+            if let Some(head) = line.trim_end().strip_suffix('\\') {
+                logical.push_str(head);
+                logical.push(' ');
+                continue;
+            }
+            logical.push_str(line);
+            let full = std::mem::take(&mut logical);
+            let trimmed = full.trim();
+            if let Some(comment) = trimmed.strip_prefix('#') {
+                if last_was_command && let Some(cmd) = out.last_mut() {
+                    cmd.output.push(comment.trim().to_owned());
+                }
+                continue;
+            }
+            last_was_command = false;
+            let words: Vec<&str> = strip_comment(trimmed).split_whitespace().collect();
+            if words.first() == Some(&"export") {
+                for w in &words[1..] {
+                    let (k, v) = is_assignment(w).expect("export NAME=value");
+                    exports.push((k.to_owned(), v.to_owned()));
+                }
+                continue;
+            }
+            let assigned = words
+                .iter()
+                .take_while(|w| is_assignment(w).is_some())
+                .count();
+            if words.get(assigned) != Some(&"cargo") {
+                continue; // curl, git, shell variables: run elsewhere
+            }
+            let mut env = exports.clone();
+            env.extend(
+                words[..assigned]
+                    .iter()
+                    .filter_map(|w| is_assignment(w).map(|(k, v)| (k.to_owned(), v.to_owned()))),
+            );
+            out.push(DocCommand {
+                at: format!("{file}:{start}"),
+                env,
+                words: words[assigned..].iter().map(|w| (*w).to_owned()).collect(),
+                output: Vec::new(),
+            });
+            last_was_command = true;
+        }
+    }
+    out
+}
+
+fn all_doc_commands() -> Vec<DocCommand> {
+    let mut files = vec![PathBuf::from(REPO).join("README.md")];
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(PathBuf::from(REPO).join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .filter(|p| p.file_name().is_some_and(|n| n != "BENCHMARKS.md"))
+        .collect();
+    docs.sort();
+    files.extend(docs);
+    let mut out = Vec::new();
+    for path in files {
+        let name = path
+            .strip_prefix(REPO)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        out.extend(doc_commands(
+            &name,
+            &std::fs::read_to_string(&path).unwrap(),
+        ));
+    }
+    out
+}
+
+/// The value a test run uses for a documented `name=value`.
+fn concrete(name: &str, value: &str, backend: &str) -> String {
+    let placeholder = value.contains("...")
+        || value.contains("example.com")
+        || value.starts_with("your-")
+        || value == "http://localhost:8000";
+    if !placeholder {
+        return value.to_owned();
+    }
+    match name {
+        "BACKEND_URL" | "CONTROL_PLANE_URL" => backend.to_owned(),
+        "AGENT_JWT_SECRET" => TEST_SECRET.to_owned(),
+        "INTERNAL_TOKEN" => TEST_INTERNAL.to_owned(),
+        "AGENT_DAEMON_API_KEY" => "doc-commands-daemon-key".to_owned(),
+        n if n.ends_with("_API_KEY") => "sk-doc-commands".to_owned(),
+        _ => panic!("no test value for the placeholder {name}={value}"),
+    }
+}
+
+async fn backend(secret: &str, internal: &str) -> RunningMcLite {
+    let mut cfg = McLiteConfig::new(
+        JwtConfig::new(secret, JwtAlgorithm::HS256).unwrap(),
+        DbLocation::Memory,
+    );
+    cfg.internal_token = Some(internal.into());
+    McLite::start(cfg, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+/// The documented secrets (or the test values of placeholders).
+fn secrets(env: &[(String, String)]) -> (String, String) {
+    let get = |name: &str, default: &str| {
+        env.iter()
+            .find(|(k, _)| k == name)
+            .map_or(default.to_owned(), |(k, v)| concrete(k, v, ""))
+    };
+    (
+        get("AGENT_JWT_SECRET", TEST_SECRET),
+        get("INTERNAL_TOKEN", TEST_INTERNAL),
+    )
+}
+
+fn wombat(cwd: &Path, args: &[String], env: &BTreeMap<String, String>) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wombat"));
+    cmd.args(args).current_dir(cwd).env_clear().envs(env);
+    if let Ok(path) = std::env::var("PATH") {
+        cmd.env("PATH", path);
+    }
+    cmd
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Kills the child when the test ends, passing or not.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `GET url` until it answers 2xx; the JSON body.
+async fn wait_healthy(child: &mut Running, url: &str, at: &str) -> Value {
+    let http = reqwest::Client::new();
+    for _ in 0..1500 {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            let mut err = String::new();
+            if let Some(mut e) = child.0.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("{at}: exited with {status} before it was healthy: {err}");
+        }
+        if let Ok(r) = http.get(url).send().await
+            && r.status().is_success()
+        {
+            return r.json().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{at}: {url} never answered");
+}
+
+/// `cargo run -p wombat-server`: starts, and `/health?deep=true` reflects
+/// the documented settings (backend reachable, provider keys, models).
+async fn run_serve(cmd: &DocCommand, args: &[String]) {
+    let (secret, internal) = secrets(&cmd.env);
+    let mc = backend(&secret, &internal).await;
+    let cwd = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut env: BTreeMap<String, String> = cmd
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), concrete(k, v, &mc.url())))
+        .collect();
+    env.insert("WOMBAT_HOST".into(), "127.0.0.1".into());
+    env.insert("WOMBAT_PORT".into(), port.to_string());
+    env.insert(
+        "WOMBAT_WORKSPACE".into(),
+        format!("{REPO}/workspace-examples/default"),
+    );
+    // Without BACKEND_URL the server embeds a backend: keep it off 9001.
+    env.insert("MC_LITE_PORT".into(), free_port().to_string());
+    env.insert("MC_LITE_DB".into(), ":memory:".into());
+    let mut argv = vec!["serve".to_owned()];
+    argv.extend(args.iter().cloned());
+    let child = wombat(cwd.path(), &argv, &env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Running(child);
+    let health = wait_healthy(
+        &mut child,
+        &format!("http://127.0.0.1:{port}/health?deep=true"),
+        &cmd.at,
+    )
+    .await;
+    assert_eq!(health["backend"]["status"], "ok", "{}: {health}", cmd.at);
+    for (k, _) in &cmd.env {
+        let Some(provider) = k.strip_suffix("_API_KEY") else {
+            continue;
+        };
+        if provider == "AGENT_DAEMON" {
+            continue;
+        }
+        let provider = match provider {
+            "GEMINI" | "GOOGLE" => "google".to_owned(),
+            p => p.to_ascii_lowercase(),
+        };
+        assert_eq!(
+            health["llm"]["keys"][&provider], true,
+            "{}: {k} is seen: {health}",
+            cmd.at
+        );
+        assert_eq!(health["llm"]["status"], "ok", "{}: {health}", cmd.at);
+    }
+    let model = |v: &str| {
+        if v.contains('/') {
+            v.to_owned()
+        } else {
+            format!("openai/{v}")
+        }
+    };
+    for (k, field) in [
+        ("LLM_MODEL_DEFAULT", "model"),
+        ("LLM_MODEL_FALLBACK", "fallbackModel"),
+    ] {
+        if let Some((_, v)) = cmd.env.iter().find(|(name, _)| name == k) {
+            assert_eq!(health["llm"][field], model(v), "{}: {health}", cmd.at);
+        }
+    }
+    mc.shutdown().await;
+}
+
+/// `cargo run -p wombat-mc-lite-bin -- ARGS`: prints the documented line
+/// (on a free port) and answers `/health`.
+async fn run_mc_lite(cmd: &DocCommand, args: &[String]) {
+    let cwd = tempfile::tempdir().unwrap();
+    let mut env: BTreeMap<String, String> = cmd.env.iter().cloned().collect();
+    assert!(
+        !args.iter().any(|a| a == "--port"),
+        "{}: the test picks the port",
+        cmd.at
+    );
+    env.insert("MC_LITE_PORT".into(), "0".into());
+    let mut argv = vec!["mc-lite".to_owned()];
+    argv.extend(args.iter().cloned());
+    let child = wombat(cwd.path(), &argv, &env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Running(child);
+    let stdout = child.0.stdout.take().unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    let documented = cmd.output.first().expect("the documented output line");
+    let (prefix, _) = documented.rsplit_once(':').expect("…:PORT");
+    let url = first
+        .trim()
+        .strip_prefix("mc-lite listening on ")
+        .unwrap_or("");
+    assert!(
+        first.starts_with(prefix) && !url.is_empty(),
+        "{}: printed {first:?}, documented {documented:?}",
+        cmd.at
+    );
+    wait_healthy(&mut child, &format!("{url}/health"), &cmd.at).await;
+}
+
+/// `cargo run -p wombat-mc-lite-bin -- notify ...`: the notification is
+/// queued in the backend it names.
+async fn run_notify(cmd: &DocCommand, args: &[String]) {
+    let (secret, internal) = secrets(&cmd.env);
+    let mc = backend(&secret, &internal).await;
+    let mut argv = vec!["mc-lite".to_owned()];
+    let mut it = args.iter();
+    let mut content = None;
+    while let Some(a) = it.next() {
+        argv.push(a.clone());
+        match a.as_str() {
+            "--url" => {
+                it.next();
+                argv.push(mc.url());
+            }
+            "--content" => {
+                let rest: Vec<String> = it.by_ref().cloned().collect();
+                content = Some(rest.join(" ").trim_matches('"').to_owned());
+                argv.push(content.clone().unwrap_or_default());
+            }
+            _ => {}
+        }
+    }
+    let env: BTreeMap<String, String> = cmd.env.iter().cloned().collect();
+    let cwd = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking({
+        let mut command = wombat(cwd.path(), &argv, &env);
+        move || command.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        cmd.at,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pending: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/api/mission-control/dispatch/undelivered",
+            mc.url()
+        ))
+        .header("X-Internal-Token", &internal)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        pending["deliveries"][0]["content"],
+        content.expect("--content").as_str(),
+        "{}: {pending}",
+        cmd.at
+    );
+    mc.shutdown().await;
+}
+
+/// `cargo xtask conformance` with the documented variables: passes against
+/// the reference backend and writes its reports where the doc says.
+async fn run_conformance(cmd: &DocCommand) {
+    let (secret, internal) = secrets(&cmd.env);
+    let mc = backend(&secret, &internal).await;
+    let env: BTreeMap<String, String> = cmd
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), concrete(k, v, &mc.url())))
+        .collect();
+    let cwd = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking({
+        let mut command = wombat(cwd.path(), &["conformance".to_owned()], &env);
+        move || command.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}\n{}",
+        cmd.at,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reports = cwd.path().join(
+        env.get("CONFORMANCE_REPORT_DIR")
+            .map_or("conformance-results", String::as_str),
+    );
+    assert!(reports.join("conformance.json").exists(), "{}", cmd.at);
+    assert!(reports.join("junit.xml").exists(), "{}", cmd.at);
+    mc.shutdown().await;
+}
+
+#[test]
+fn doc_commands_are_found_with_their_environment() {
+    let text = "```bash\nexport A_KEY=sk-...   # note\nB=1 \\\n  cargo run -p x -- --y z\n# printed\ncurl -s http://h\n```\n```text\ncargo run -p nope\n```\n";
+    let cmds = doc_commands("t.md", text);
+    assert_eq!(cmds.len(), 1, "{cmds:?}");
+    assert_eq!(cmds[0].at, "t.md:3");
+    assert_eq!(
+        cmds[0].env,
+        vec![
+            ("A_KEY".to_owned(), "sk-...".to_owned()),
+            ("B".to_owned(), "1".to_owned())
+        ]
+    );
+    assert_eq!(cmds[0].words, ["cargo", "run", "-p", "x", "--", "--y", "z"]);
+    assert_eq!(cmds[0].output, ["printed"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doc_command_lines_run_as_written() {
+    let ci = std::fs::read_to_string(PathBuf::from(REPO).join(".ci/run")).unwrap();
+    let mut ran: BTreeMap<&str, usize> = BTreeMap::new();
+    for cmd in all_doc_commands() {
+        let words: Vec<&str> = cmd.words.iter().map(String::as_str).collect();
+        let (pkg, args) = match words.iter().position(|w| *w == "-p") {
+            Some(i) if words[1] == "run" => {
+                let args = match words.iter().position(|w| *w == "--") {
+                    Some(j) => cmd.words[j + 1..].to_vec(),
+                    None => Vec::new(),
+                };
+                (words.get(i + 1).copied(), args)
+            }
+            _ => (None, Vec::new()),
+        };
+        let kind = match (&words[..], pkg) {
+            (
+                ["cargo", "test", "--workspace"] | ["cargo", "xtask", "conformance", "--local"],
+                _,
+            ) => {
+                let line = words.join(" ");
+                assert!(
+                    cmd.env.is_empty() && ci.lines().any(|l| l.trim() == line),
+                    "{}: .ci/run runs {line:?}",
+                    cmd.at
+                );
+                "run by .ci/run"
+            }
+            (_, Some("wombat-server")) => {
+                run_serve(&cmd, &args).await;
+                "serve"
+            }
+            (_, Some("wombat-mc-lite-bin")) if args.first().is_some_and(|a| a == "notify") => {
+                run_notify(&cmd, &args).await;
+                "mc-lite notify"
+            }
+            (_, Some("wombat-mc-lite-bin")) => {
+                run_mc_lite(&cmd, &args).await;
+                "mc-lite"
+            }
+            (["cargo", "xtask", "conformance"], _) => {
+                run_conformance(&cmd).await;
+                "conformance"
+            }
+            _ => panic!(
+                "{}: this test does not know how to run {:?}; teach it",
+                cmd.at, cmd.words
+            ),
+        };
+        *ran.entry(kind).or_default() += 1;
+    }
+    eprintln!("doc command lines run: {ran:?}");
+    for kind in [
+        "run by .ci/run",
+        "serve",
+        "mc-lite notify",
+        "mc-lite",
+        "conformance",
+    ] {
+        assert!(ran.contains_key(kind), "no {kind} command found: {ran:?}");
+    }
+}
