@@ -71,22 +71,48 @@ fn server(vars: &[(String, String)]) -> Command {
     cmd
 }
 
-/// Waits for the banner line on stdout.
-async fn wait_listening(child: &mut Child) {
+/// Waits for the banner on stdout; its lines (the first and the indented
+/// ones after it).
+async fn wait_listening(child: &mut Child) -> Vec<String> {
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
-    let found = tokio::time::timeout(Duration::from_secs(60), async {
+    let banner = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut banner = Vec::new();
         while let Ok(Some(line)) = lines.next_line().await {
             if line.starts_with("Wombat is listening on") {
-                return true;
+                banner.push(line);
+            } else if !banner.is_empty() && line.starts_with("  ") {
+                banner.push(line);
+            } else if !banner.is_empty() {
+                break;
             }
         }
-        false
+        banner
     })
     .await;
-    assert_eq!(found, Ok(true), "the server never printed its banner");
+    let banner = banner.unwrap_or_default();
+    assert!(!banner.is_empty(), "the server never printed its banner");
     // Keep draining stdout so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    banner
+}
+
+/// Key paths of `v` (`a`, `a.b`) and its string leaves, except the `…`
+/// placeholders of a documented example.
+fn shape(v: &Value, prefix: &str, keys: &mut Vec<String>, strings: &mut Vec<(String, String)>) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                let p = format!("{prefix}{k}");
+                keys.push(p.clone());
+                shape(child, &format!("{p}."), keys, strings);
+            }
+        }
+        Value::String(s) if !s.contains('…') => {
+            strings.push((prefix.trim_end_matches('.').to_owned(), s.clone()));
+        }
+        _ => {}
+    }
 }
 
 /// Every `curl` command in the fenced code blocks of a Markdown document,
@@ -168,7 +194,16 @@ async fn quickstart_round_trip() {
         ),
     ]);
     let mut child = server(&env).spawn().expect("spawn wombat-server");
-    wait_listening(&mut child).await;
+    let banner = wait_listening(&mut child).await;
+    // docs/QUICKSTART.md shows the banner for the default ports.
+    let quickstart =
+        std::fs::read_to_string(repo_root().join("docs/QUICKSTART.md")).expect("QUICKSTART.md");
+    let documented = block_after(&quickstart, "listens and a ready-to-paste");
+    let printed = banner
+        .join("\n")
+        .replace(&format!("localhost:{port}"), "localhost:8081")
+        .replace(&format!("127.0.0.1:{mc_port}"), "127.0.0.1:9001");
+    assert_eq!(printed.trim(), documented, "docs/QUICKSTART.md's banner");
 
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
@@ -200,6 +235,24 @@ async fn quickstart_round_trip() {
         .expect("send");
     assert_eq!(resp.status(), 200);
     let reply: Value = resp.json().await.expect("reply json");
+    // The README's answer has the real one's keys and strings.
+    let after_curl = &readme[readme.find("<!-- quickstart:curl -->").expect("marker")..];
+    let after_curl = &after_curl[after_curl.find("\n```\n").expect("curl block ends") + 5..];
+    let shown: Value = serde_json::from_str(&block_after(after_curl, "```json"))
+        .expect("the README's answer is JSON");
+    let (mut want, mut want_strings, mut got, mut got_strings) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    shape(&shown, "", &mut want, &mut want_strings);
+    shape(&reply, "", &mut got, &mut got_strings);
+    want.sort();
+    got.sort();
+    assert_eq!(want, got, "README.md's answer has the real keys: {reply}");
+    for (path, value) in &want_strings {
+        assert!(
+            got_strings.contains(&(path.clone(), value.clone())),
+            "README.md shows {path} = {value:?}: {reply}"
+        );
+    }
     assert_eq!(reply["status"], "ok");
     assert_eq!(
         reply["response"],
