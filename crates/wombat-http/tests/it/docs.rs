@@ -246,8 +246,9 @@ fn shell_commands(block: &str) -> Vec<Vec<String>> {
     commands
 }
 
-/// Every `sh` block of `docs/API.md`, split into commands.
-fn api_md_curls() -> Vec<Vec<String>> {
+/// Every command of the `sh` blocks of `docs/API.md`, with the `text` block
+/// right after its block (a documented output), if there is one.
+fn api_md_curls() -> Vec<(Vec<String>, Option<String>)> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/API.md");
     let text = std::fs::read_to_string(&path).expect("docs/API.md exists");
     let mut out = Vec::new();
@@ -255,10 +256,56 @@ fn api_md_curls() -> Vec<Vec<String>> {
     while let Some(start) = rest.find("```sh\n") {
         rest = &rest[start + "```sh\n".len()..];
         let end = rest.find("\n```").expect("sh block ends");
-        out.extend(shell_commands(&rest[..end]));
-        rest = &rest[end..];
+        let commands = shell_commands(&rest[..end]);
+        rest = &rest[end + "\n```".len()..];
+        let output = rest.trim_start().strip_prefix("```text\n").map(|t| {
+            let close = t.find("\n```").expect("text block ends");
+            t[..close].to_owned()
+        });
+        let n = commands.len();
+        for (i, cmd) in commands.into_iter().enumerate() {
+            // The output documents the last command of the block.
+            out.push((cmd, if i + 1 == n { output.clone() } else { None }));
+        }
     }
     out
+}
+
+/// `(event, data)` pairs of an SSE text.
+fn sse_events(text: &str) -> Vec<(String, String)> {
+    text.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let field = |name: &str| {
+                e.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            (field("event: "), field("data: "))
+        })
+        .collect()
+}
+
+/// `name{label,...}` of each sample line of a Prometheus text.
+fn series(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let sample = l.split_whitespace().next().unwrap_or_default();
+            match sample.split_once('{') {
+                Some((name, labels)) => {
+                    let names: Vec<&str> = labels
+                        .trim_end_matches('}')
+                        .split(',')
+                        .filter_map(|kv| kv.split_once('=').map(|(k, _)| k))
+                        .collect();
+                    format!("{name}{{{}}}", names.join(","))
+                }
+                None => sample.to_owned(),
+            }
+        })
+        .collect()
 }
 
 #[test]
@@ -295,7 +342,7 @@ async fn api_md_curls_work_as_written() {
     let curls = api_md_curls();
     assert!(curls.len() >= 12, "API.md has its curls: {curls:?}");
     let mut seen = BTreeSet::new();
-    for cmd in curls {
+    for (cmd, output) in curls {
         assert_eq!(
             cmd[0], "curl",
             "API.md sh blocks hold curl commands: {cmd:?}"
@@ -337,14 +384,38 @@ async fn api_md_curls_work_as_written() {
         match route.as_str() {
             "/api/agents/stream" => {
                 assert_eq!(resp.header("content-type"), Some("text/event-stream"));
-                assert!(resp.text.starts_with("event: start\n"), "{}", resp.text);
-                assert!(resp.text.contains("\nevent: done\n"), "{}", resp.text);
+                // Like the documented stream: the same `start`, then chunks
+                // of the same shape, then `done`.
+                let shown = sse_events(output.as_deref().expect("API.md shows a stream"));
+                let real = sse_events(&resp.text);
+                let names = |e: &[(String, String)]| {
+                    let mut n: Vec<String> = e.iter().map(|(name, _)| name.clone()).collect();
+                    n.dedup();
+                    n
+                };
+                assert_eq!(names(&shown), ["start", "chunk", "done"]);
+                assert_eq!(names(&real), names(&shown), "{}", resp.text);
+                assert_eq!(real[0], shown[0], "the start event");
+                let keys = |data: &str| {
+                    let v: Value = serde_json::from_str(data).expect("chunk JSON");
+                    v.as_object()
+                        .expect("object")
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(keys(&real[1].1), keys(&shown[1].1), "chunk data keys");
             }
-            "/metrics" => assert!(
-                resp.text.contains("wombat_http_requests_total{"),
-                "{}",
-                resp.text
-            ),
+            "/metrics" => {
+                let shown = series(output.as_deref().expect("API.md shows metrics"));
+                let real = series(&resp.text);
+                assert!(shown.len() >= 4, "{shown:?}");
+                let missing: Vec<_> = shown.difference(&real).collect();
+                assert!(
+                    missing.is_empty(),
+                    "API.md shows {missing:?}; real: {real:?}"
+                );
+            }
             _ => {
                 let v = resp.json();
                 assert!(v.is_object(), "{route}: {v}");
