@@ -12,6 +12,10 @@
 //! values and a reference backend on a free port; nothing reaches the
 //! network beyond loopback.
 //!
+//! For the conformance command, the control-plane quickstart's console
+//! output, `conformance.json` example, table of checks and CI snippet are
+//! compared with the real run as well.
+//!
 //! `curl` lines are run by the API, quickstart and control-plane doc tests;
 //! `docs/BENCHMARKS.md`'s commands (release builds, profilers) are not run
 //! by the test suite.
@@ -448,9 +452,129 @@ async fn run_conformance(cmd: &DocCommand) {
         env.get("CONFORMANCE_REPORT_DIR")
             .map_or("conformance-results", String::as_str),
     );
-    assert!(reports.join("conformance.json").exists(), "{}", cmd.at);
     assert!(reports.join("junit.xml").exists(), "{}", cmd.at);
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(reports.join("conformance.json")).unwrap())
+            .unwrap();
+    let doc = std::fs::read_to_string(PathBuf::from(REPO).join("docs/CONTROL_PLANE_QUICKSTART.md"))
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).replace(&mc.url(), "http://127.0.0.1:9001");
+    console_matches(&fence_after(&doc, "The console shows"), &printed);
+    report_matches(&doc, &report);
     mc.shutdown().await;
+}
+
+/// The body of the first fenced block after `marker`.
+fn fence_after(doc: &str, marker: &str) -> String {
+    let rest = &doc[doc.find(marker).unwrap_or_else(|| panic!("{marker:?}"))..];
+    let rest = &rest[rest.find("```").expect("a block")..];
+    let rest = &rest[rest.find('\n').expect("fence line") + 1..];
+    rest[..rest.find("```").expect("closing fence")].to_owned()
+}
+
+/// A documented word matches a printed one when equal, when it holds a
+/// `...` placeholder, or when the two differ only in digits (timings,
+/// counts of requests).
+fn word_matches(doc: &str, real: &str) -> bool {
+    let no_digits = |w: &str| {
+        w.chars()
+            .filter(|c| !c.is_ascii_digit())
+            .collect::<String>()
+    };
+    doc == real || doc.contains("...") || no_digits(doc) == no_digits(real)
+}
+
+/// Every documented console line (but the `...` elision) is printed, in
+/// order, word for word.
+fn console_matches(shown: &str, printed: &str) {
+    let printed: Vec<&str> = printed.lines().collect();
+    let mut from = 0;
+    for line in shown.lines().filter(|l| l.trim() != "...") {
+        let want: Vec<&str> = line.split_whitespace().collect();
+        let found = printed[from..].iter().position(|p| {
+            let got: Vec<&str> = p.split_whitespace().collect();
+            got.len() == want.len() && want.iter().zip(&got).all(|(w, g)| word_matches(w, g))
+        });
+        let Some(i) = found else {
+            panic!(
+                "the documented console line {line:?} is not printed (in order):\n{}",
+                printed.join("\n")
+            );
+        };
+        from += i + 1;
+    }
+}
+
+/// Key paths of a JSON value, array elements merged.
+fn key_paths(v: &Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                let p = format!("{prefix}{k}");
+                out.insert(p.clone());
+                key_paths(child, &format!("{p}."), out);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                key_paths(item, &format!("{prefix}[]."), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `conformance.json` has the documented shape and summary, its checks are
+/// the quickstart's table of checks, and the CI snippet runs this command
+/// with variables the runner reads.
+fn report_matches(doc: &str, report: &Value) {
+    let shown: Value = serde_json::from_str(&fence_after(doc, "holds the same, for scripts"))
+        .expect("the documented report is JSON");
+    let (mut want, mut got) = (Default::default(), Default::default());
+    key_paths(&shown, "", &mut want);
+    key_paths(report, "", &mut got);
+    assert_eq!(want, got, "conformance.json keys: {report}");
+    assert_eq!(
+        report["summary"], shown["summary"],
+        "the documented summary"
+    );
+    assert_eq!(report["success"], true);
+
+    let table: std::collections::BTreeSet<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once("` |"))
+        .map(|(name, _)| name.to_owned())
+        .filter(|name| {
+            name.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
+        .collect();
+    let checks: std::collections::BTreeSet<String> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(table, checks, "the quickstart's table lists every check");
+
+    let ci = fence_after(doc, "for example in GitHub");
+    assert!(ci.contains("- run: cargo xtask conformance\n"), "{ci}");
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_wombat"))
+        .args(["conformance", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for var in ci
+        .lines()
+        .filter_map(|l| l.trim().split_once(": ${{"))
+        .map(|(k, _)| k)
+    {
+        assert!(
+            help.contains(var),
+            "the CI snippet sets {var}, which `wombat conformance` does not read"
+        );
+    }
 }
 
 #[test]
