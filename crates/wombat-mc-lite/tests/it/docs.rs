@@ -1291,3 +1291,42 @@ async fn python_snippets_run_as_documented() {
         "every Python block of the contract is run here"
     );
 }
+
+/// The contract's two credential headers, as printed, are what the
+/// reference backend requires: with the header a request succeeds, without
+/// it it is a 401.
+#[tokio::test]
+async fn contract_credential_headers_are_the_ones_required() {
+    let contract = blocks(&read_doc(CONTRACT));
+    let headers: Vec<(&str, &str)> = contract
+        .iter()
+        .filter(|b| b.lang.is_empty() && b.body.trim().lines().count() == 1)
+        .filter_map(|b| b.body.trim().split_once(": <"))
+        .collect();
+    assert_eq!(
+        headers,
+        [
+            ("X-Agent-Token", "JWT>"),
+            ("X-Internal-Token", "INTERNAL_TOKEN>")
+        ],
+        "the contract's header blocks"
+    );
+    let mc = dev_backend().await;
+    let cfg = JwtConfig::new(DEV_SECRET, JwtAlgorithm::HS256).unwrap();
+    let token = jwt::mint(&cfg, "user-1", "agent", None, now()).unwrap();
+    let cases = [
+        ("api/mission-control/tasks", headers[0].0, token.as_str()),
+        (
+            "api/mission-control/dispatch/undelivered",
+            headers[1].0,
+            DEV_INTERNAL,
+        ),
+    ];
+    for (path, header, value) in cases {
+        let url = format!("{}/{path}", mc.url());
+        let (status, body) = call("GET", &url, &[(header, value)], None).await;
+        assert_eq!(status, 200, "{path} with {header}: {body}");
+        let (status, body) = call("GET", &url, &[], None).await;
+        assert_eq!(status, 401, "{path} without {header}: {body}");
+    }
+}
