@@ -79,9 +79,8 @@ async fn wait_listening(child: &mut Child) -> Vec<String> {
     let banner = tokio::time::timeout(Duration::from_secs(60), async {
         let mut banner = Vec::new();
         while let Ok(Some(line)) = lines.next_line().await {
-            if line.starts_with("Wombat is listening on") {
-                banner.push(line);
-            } else if !banner.is_empty() && line.starts_with("  ") {
+            let starts = line.starts_with("Wombat is listening on");
+            if starts || (!banner.is_empty() && line.starts_with("  ")) {
                 banner.push(line);
             } else if !banner.is_empty() {
                 break;
