@@ -1160,7 +1160,10 @@ fn the_shell_subset_quotes_and_expands_like_bash() {
 /// `python3` on this machine.
 fn python(code: &str, args: &[&str], env: &[(&str, &str)]) -> Option<std::process::Output> {
     let mut cmd = std::process::Command::new("python3");
-    cmd.arg("-c").arg(code).args(args).env_remove("PYTHONPATH");
+    // Isolated mode: no user site-packages, no PYTHON* variables, no current
+    // directory on sys.path, so only the standard library is available, as
+    // the docs promise.
+    cmd.arg("-I").arg("-c").arg(code).args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -1248,6 +1251,8 @@ async fn python_snippets_run_as_documented() {
     let (_, sig) = rest.split_once('.').unwrap();
     let forged_payload = forged.split('.').nth(1).unwrap();
     let swapped = format!("{head}.{forged_payload}.{sig}");
+    let junk_after = format!("{good}!!!!");
+    let non_ascii = format!("{head}.{}.é", rest.split_once('.').unwrap().0);
     for (what, token, secret, why) in [
         ("wrong secret", good.as_str(), "other", "bad signature"),
         ("expired", expired.as_str(), DEV_SECRET, "expired"),
@@ -1259,6 +1264,19 @@ async fn python_snippets_run_as_documented() {
             "bad signature",
         ),
         ("not a JWT", "abc", DEV_SECRET, "malformed token"),
+        ("three junk parts", "a.b.c", DEV_SECRET, "malformed token"),
+        (
+            "junk after the signature",
+            &junk_after,
+            DEV_SECRET,
+            "malformed token",
+        ),
+        (
+            "non-ASCII signature",
+            &non_ascii,
+            DEV_SECRET,
+            "malformed token",
+        ),
     ] {
         let out = run(token, secret);
         let stderr = String::from_utf8_lossy(&out.stderr);
