@@ -232,21 +232,22 @@ impl Drop for Running {
     }
 }
 
-/// `GET url` until it answers 2xx; the JSON body.
-async fn wait_healthy(child: &mut Running, url: &str, at: &str) -> Value {
+/// `GET url` until it answers 2xx: the JSON body, or the child's stderr
+/// when it exits first.
+async fn wait_healthy(child: &mut Running, url: &str, at: &str) -> Result<Value, String> {
     let http = reqwest::Client::new();
     for _ in 0..1500 {
         if let Some(status) = child.0.try_wait().unwrap() {
-            let mut err = String::new();
+            let mut err = format!("exited with {status}: ");
             if let Some(mut e) = child.0.stderr.take() {
                 let _ = std::io::Read::read_to_string(&mut e, &mut err);
             }
-            panic!("{at}: exited with {status} before it was healthy: {err}");
+            return Err(err);
         }
         if let Ok(r) = http.get(url).send().await
             && r.status().is_success()
         {
-            return r.json().await.unwrap();
+            return Ok(r.json().await.unwrap());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -259,35 +260,49 @@ async fn run_serve(cmd: &DocCommand, args: &[String]) {
     let (secret, internal) = secrets(&cmd.env);
     let mc = backend(&secret, &internal).await;
     let cwd = tempfile::tempdir().unwrap();
-    let port = free_port();
     let mut env: BTreeMap<String, String> = cmd
         .env
         .iter()
         .map(|(k, v)| (k.clone(), concrete(k, v, &mc.url())))
         .collect();
     env.insert("WOMBAT_HOST".into(), "127.0.0.1".into());
-    env.insert("WOMBAT_PORT".into(), port.to_string());
     env.insert(
         "WOMBAT_WORKSPACE".into(),
         format!("{REPO}/workspace-examples/default"),
     );
-    // Without BACKEND_URL the server embeds a backend: keep it off 9001.
-    env.insert("MC_LITE_PORT".into(), free_port().to_string());
+    // Without BACKEND_URL the server embeds a backend: on any free port.
+    env.insert("MC_LITE_PORT".into(), "0".into());
     env.insert("MC_LITE_DB".into(), ":memory:".into());
+    // Warnings only, so the unread stderr pipe never fills up.
+    env.entry("RUST_LOG".into())
+        .or_insert_with(|| "warn".into());
     let mut argv = vec!["serve".to_owned()];
     argv.extend(args.iter().cloned());
-    let child = wombat(cwd.path(), &argv, &env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = Running(child);
-    let health = wait_healthy(
-        &mut child,
-        &format!("http://127.0.0.1:{port}/health?deep=true"),
-        &cmd.at,
-    )
-    .await;
+    // WOMBAT_PORT must be a real port: pick a free one, and try another if
+    // something took it in between.
+    let mut attempt = 0;
+    let (health, port, _child) = loop {
+        attempt += 1;
+        let port = free_port();
+        env.insert("WOMBAT_PORT".into(), port.to_string());
+        let child = wombat(cwd.path(), &argv, &env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut child = Running(child);
+        let url = format!("http://127.0.0.1:{port}/health?deep=true");
+        match wait_healthy(&mut child, &url, &cmd.at).await {
+            Ok(health) => break (health, port, child),
+            Err(err) if attempt < 5 && err.contains("bind") => continue,
+            Err(err) => panic!("{}: {err}", cmd.at),
+        }
+    };
+    assert_eq!(
+        health["config"]["port"], port,
+        "{}: our server answered",
+        cmd.at
+    );
     assert_eq!(health["backend"]["status"], "ok", "{}: {health}", cmd.at);
     for (k, _) in &cmd.env {
         let Some(provider) = k.strip_suffix("_API_KEY") else {
@@ -345,13 +360,15 @@ async fn run_mc_lite(cmd: &DocCommand, args: &[String]) {
         .unwrap();
     let mut child = Running(child);
     let stdout = child.0.stdout.take().unwrap();
-    let first = tokio::task::spawn_blocking(move || {
+    let read = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
         line
-    })
-    .await
-    .unwrap();
+    });
+    let first = tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .unwrap_or_else(|_| panic!("{}: mc-lite printed nothing", cmd.at))
+        .unwrap();
     let documented = cmd.output.first().expect("the documented output line");
     let (prefix, _) = documented.rsplit_once(':').expect("…:PORT");
     let url = first
@@ -363,7 +380,9 @@ async fn run_mc_lite(cmd: &DocCommand, args: &[String]) {
         "{}: printed {first:?}, documented {documented:?}",
         cmd.at
     );
-    wait_healthy(&mut child, &format!("{url}/health"), &cmd.at).await;
+    if let Err(err) = wait_healthy(&mut child, &format!("{url}/health"), &cmd.at).await {
+        panic!("{}: {err}", cmd.at);
+    }
 }
 
 /// `cargo run -p wombat-mc-lite-bin -- notify ...`: the notification is
