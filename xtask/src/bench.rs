@@ -907,7 +907,10 @@ fn targets(r: &Value) -> Vec<(String, String, bool)> {
     // The targets are in MB (10^6 bytes); /proc reports KiB. Compare in MB and
     // show MiB beside it, so the two units are never mixed up.
     let mb = |kib: &Value| kib.as_u64().unwrap_or(0) as f64 * 1024.0 / 1e6;
-    let both = |mb: f64| format!("{mb:.1} MB ({:.1} MiB)", mb * 1e6 / (1024.0 * 1024.0));
+    let both = |megabytes: f64| {
+        let mib = megabytes * 1e6 / (1024.0 * 1024.0);
+        format!("{megabytes:.1} MB ({mib:.1} MiB)")
+    };
     let rss_idle = mb(&r["rss_idle_kb"]);
     let rss64 = mb(&s64["wombat"]["server_rss_peak_kb"]);
     let streams = |key: &str, when: &str| {
