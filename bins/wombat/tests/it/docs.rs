@@ -222,6 +222,26 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// Runs `wombat ARGS` to its end (off the async threads); it must succeed.
+async fn run_to_success(
+    cwd: &Path,
+    args: &[String],
+    env: &BTreeMap<String, String>,
+    at: &str,
+) -> std::process::Output {
+    let mut command = wombat(cwd, args, env);
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{at}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Kills the child when the test ends, passing or not.
 struct Running(Child);
 
@@ -410,18 +430,7 @@ async fn run_notify(cmd: &DocCommand, args: &[String]) {
     }
     let env: BTreeMap<String, String> = cmd.env.iter().cloned().collect();
     let cwd = tempfile::tempdir().unwrap();
-    let out = tokio::task::spawn_blocking({
-        let mut command = wombat(cwd.path(), &argv, &env);
-        move || command.output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        cmd.at,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_to_success(cwd.path(), &argv, &env, &cmd.at).await;
     let pending: Value = reqwest::Client::new()
         .get(format!(
             "{}/api/mission-control/dispatch/undelivered",
@@ -454,19 +463,7 @@ async fn run_conformance(cmd: &DocCommand) {
         .map(|(k, v)| (k.clone(), concrete(k, v, &mc.url())))
         .collect();
     let cwd = tempfile::tempdir().unwrap();
-    let out = tokio::task::spawn_blocking({
-        let mut command = wombat(cwd.path(), &["conformance".to_owned()], &env);
-        move || command.output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}\n{}",
-        cmd.at,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_to_success(cwd.path(), &["conformance".to_owned()], &env, &cmd.at).await;
     let reports = cwd.path().join(
         env.get("CONFORMANCE_REPORT_DIR")
             .map_or("conformance-results", String::as_str),
