@@ -52,10 +52,15 @@ struct Example {
     value: Value,
 }
 
+/// The text of `docs/API.md`.
+fn api_md() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/API.md");
+    std::fs::read_to_string(&path).expect("docs/API.md exists")
+}
+
 /// The checked examples of `docs/API.md`, in order.
 fn examples() -> Vec<Example> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/API.md");
-    let text = std::fs::read_to_string(&path).expect("docs/API.md exists");
+    let text = api_md();
     let mut out = Vec::new();
     let mut rest = text.as_str();
     while let Some(start) = rest.find("<!-- check: ") {
@@ -249,8 +254,7 @@ fn shell_commands(block: &str) -> Vec<Vec<String>> {
 /// Every command of the `sh` blocks of `docs/API.md`, with the `text` block
 /// right after its block (a documented output), if there is one.
 fn api_md_curls() -> Vec<(Vec<String>, Option<String>)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/API.md");
-    let text = std::fs::read_to_string(&path).expect("docs/API.md exists");
+    let text = api_md();
     let mut out = Vec::new();
     let mut rest = text.as_str();
     while let Some(start) = rest.find("```sh\n") {
