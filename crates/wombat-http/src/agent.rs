@@ -8,8 +8,10 @@
 //! Once the LLM has answered, nothing is lost: usage is recorded before the
 //! backend write, and a failed write returns the reply in the 502 body.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use futures::StreamExt;
 use http::StatusCode;
@@ -17,15 +19,16 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 use wombat_core::controlplane::{ActorType, NewDocument, NewMessage};
-use wombat_core::{ChatMessage, Cost, SessionKey, Usage};
+use wombat_core::{ChatMessage, Cost, ModelRef, SessionKey, Usage};
 use wombat_llm::{ModelChoice, RouteRequest, RoutedEvent, Tier};
 use wombat_workspace::{PromptMode, PromptRequest};
 
 use crate::app::App;
 use crate::error::ApiError;
-use crate::request::{Body, json_response, read_json};
+use crate::request::{Body, Field, Kind, json_response, read_payload};
 use crate::sse;
 use crate::webhook::{Target, WebhookSpec};
 
@@ -70,6 +73,22 @@ pub(crate) struct SendRequest {
     webhook: Option<WebhookSpec>,
 }
 
+/// The top level of 0.1.0's zod schema for `send`/`stream`, to answer a
+/// payload that does not fit it as 0.1.0 did (see [`read_payload`]).
+const SEND_SCHEMA: &[Field] = &[
+    Field::required("user_id", Kind::String),
+    Field::required("session_key", Kind::String),
+    Field::required("message", Kind::String),
+    Field::optional("messages", Kind::Array),
+    Field::optional("task_id", Kind::StringOrNumber),
+    Field::optional("task_title", Kind::String),
+    Field::optional("task_description", Kind::String),
+    Field::optional("task_metadata", Kind::Any),
+    Field::optional("metadata", Kind::Object),
+    Field::optional("stream", Kind::Boolean),
+    Field::optional("webhook", Kind::Object),
+];
+
 /// `metadata` keys the daemon understands, type-checked.
 #[derive(Debug)]
 struct Options {
@@ -80,6 +99,8 @@ struct Options {
     timezone: Option<String>,
     mode: PromptMode,
     model: ModelChoice,
+    /// `metadata.temperature`; `None` means `WOMBAT_TEMPERATURE`.
+    temperature: Option<f32>,
 }
 
 fn options(metadata: Option<&Map<String, Value>>) -> Result<Options, ApiError> {
@@ -91,6 +112,7 @@ fn options(metadata: Option<&Map<String, Value>>) -> Result<Options, ApiError> {
         timezone: None,
         mode: PromptMode::Full,
         model: ModelChoice::Tier(Tier::Default),
+        temperature: None,
     };
     let Some(m) = metadata else {
         return Ok(o);
@@ -140,6 +162,22 @@ fn options(metadata: Option<&Map<String, Value>>) -> Result<Options, ApiError> {
         Some(model) => ModelChoice::Explicit(model),
         None => ModelChoice::Tier(tier),
     };
+    o.temperature = match m.get("temperature") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(t) if (0.0..=2.0).contains(&t) => Some(t as f32),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "metadata.temperature must be a number between 0 and 2, got {n}"
+                )));
+            }
+        },
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "metadata.temperature must be a number between 0 and 2",
+            ));
+        }
+    };
     Ok(o)
 }
 
@@ -149,6 +187,9 @@ struct Prepared {
     key: SessionKey,
     opts: Options,
     webhook: Option<Target>,
+    /// The model asked for first (the one billed when a stream is abandoned
+    /// before the provider reports which model answered).
+    primary: ModelRef,
 }
 
 /// Longest accepted `user_id` and task title. They end up in JWT claims,
@@ -220,7 +261,11 @@ fn prepare(app: &App, req: SendRequest) -> Result<(Prepared, RouteRequest), ApiE
     messages.push(ChatMessage::user(user_message));
     let mut route = RouteRequest::new(opts.model.clone(), messages);
     route.system = Some(system);
-    app.llm
+    // 0.1.0 always sent a temperature (0.4); so do we, so that switching
+    // daemons does not change how the model writes.
+    route.temperature = Some(opts.temperature.unwrap_or(app.config.temperature));
+    let primary = app
+        .llm
         .resolve(&route.model)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok((
@@ -229,6 +274,7 @@ fn prepare(app: &App, req: SendRequest) -> Result<(Prepared, RouteRequest), ApiE
             key,
             opts,
             webhook,
+            primary,
         },
         route,
     ))
@@ -372,6 +418,11 @@ fn record(app: &App, user_id: &str, a: &Answer) {
     app.metrics.observe_route(a.attempts, a.failovers);
 }
 
+/// The idempotency key of a request's reply message.
+fn message_key(request_key: &str) -> String {
+    format!("msg:{request_key}")
+}
+
 /// Writes the reply (and the plan document) to the backend.
 async fn persist(
     app: &App,
@@ -395,7 +446,7 @@ async fn persist(
                 "usage": a.usage,
                 "cost": a.cost,
             })),
-            idempotency_key: Some(format!("msg:{request_key}")),
+            idempotency_key: Some(message_key(request_key)),
         })
         .await
         .map_err(|e| backend_error(app, "posting the message", &e))?;
@@ -483,7 +534,139 @@ async fn read_send_request(
     req: http::Request<Incoming>,
 ) -> Result<SendRequest, ApiError> {
     let (parts, body) = req.into_parts();
-    read_json(&parts.headers, body, app.config.max_body_bytes).await
+    read_payload(&parts.headers, body, app.config.max_body_bytes, SEND_SCHEMA).await
+}
+
+/// How long a reply the LLM has already produced may still spend on its
+/// backend write once the request deadline has (nearly) passed. The reply is
+/// paid for: a write that needs a moment more is worth it, and the caller
+/// gets the reply either way (in the 502 body when the write does not make
+/// it), so the response may come up to this much after the deadline.
+const WRITE_GRACE: Duration = Duration::from_secs(1);
+
+/// The one deadline policy of an agent request, for `send` and `stream`
+/// alike: `WOMBAT_REQUEST_TIMEOUT_SECS` counted from the moment the body was
+/// read bounds task resolution and the LLM call (504 `deadline_exceeded`).
+/// Once the LLM has answered, the deadline no longer cancels anything that
+/// would lose the reply: the backend write gets the time left (at least
+/// [`WRITE_GRACE`]) and, if it fails or runs out of time, the reply still
+/// reaches the caller. One timer (pinned by the caller, no allocation),
+/// reset for the write.
+struct Deadline<'t> {
+    timer: Pin<&'t mut Sleep>,
+    total: Duration,
+    /// Whether [`Deadline::bound`] gave up on its work.
+    exceeded: bool,
+}
+
+/// The instant a request that starts now must be done by.
+fn deadline_at(app: &App) -> Instant {
+    Instant::now() + app.config.request_timeout
+}
+
+impl<'t> Deadline<'t> {
+    /// `timer` is `sleep_until(deadline_at(..))`, pinned where the request's
+    /// work runs.
+    fn new(app: &App, timer: Pin<&'t mut Sleep>) -> Self {
+        Self {
+            timer,
+            total: app.config.request_timeout,
+            exceeded: false,
+        }
+    }
+
+    /// Runs `work` until the deadline; 504 when it fires first (`work` is
+    /// dropped, which is safe before the LLM has answered: nothing is paid
+    /// for that would be lost).
+    async fn bound<T>(
+        &mut self,
+        work: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        tokio::select! {
+            biased;
+            result = work => return result,
+            () = self.timer.as_mut() => {}
+        }
+        self.exceeded = true;
+        Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "deadline_exceeded",
+            format!(
+                "request did not finish within {}s",
+                self.total.as_secs_f64()
+            ),
+        ))
+    }
+
+    /// Runs the backend write of an answered request: until the deadline, or
+    /// [`WRITE_GRACE`] from now if that is later. `None` when it ran out of
+    /// time; the write may then still land (its idempotency key makes a
+    /// retry by anyone who knows the key harmless), but the daemon never
+    /// starts another write with a different key.
+    async fn write<T>(&mut self, work: impl Future<Output = T>) -> Option<T> {
+        let at = self.timer.deadline().max(Instant::now() + WRITE_GRACE);
+        self.timer.as_mut().reset(at);
+        tokio::select! {
+            biased;
+            result = work => Some(result),
+            () = self.timer.as_mut() => None,
+        }
+    }
+}
+
+/// Task resolution under the request deadline; the same for send and stream.
+async fn resolve_task_within(
+    app: &App,
+    p: &Prepared,
+    deadline: &mut Deadline<'_>,
+) -> Result<Option<String>, ApiError> {
+    deadline.bound(resolve_task(app, p)).await
+}
+
+/// Why a backend write did not happen.
+enum WriteFailure {
+    /// The backend refused or failed (after the client's retries).
+    Failed(ApiError),
+    /// The request deadline (plus the grace) passed first; the write may
+    /// still land.
+    TimedOut,
+}
+
+impl WriteFailure {
+    fn message(&self) -> String {
+        match self {
+            Self::Failed(e) => e.message.clone(),
+            Self::TimedOut => {
+                "backend write did not finish within the request deadline; it may still be stored"
+                    .to_owned()
+            }
+        }
+    }
+}
+
+/// Writes an answered reply under the request deadline. The idempotency key
+/// is derived from `request_key`, made once per request: the control-plane
+/// client's own retries resend the same body, so at most one message (and
+/// one plan document) is stored per request.
+async fn persist_within(
+    app: &App,
+    p: &Prepared,
+    task_id: &str,
+    a: &Answer,
+    request_key: &str,
+    deadline: &mut Deadline<'_>,
+) -> Result<(String, Option<String>), WriteFailure> {
+    match deadline
+        .write(persist(app, p, task_id, a, request_key))
+        .await
+    {
+        Some(Ok(ids)) => Ok(ids),
+        Some(Err(e)) => Err(WriteFailure::Failed(e)),
+        None => {
+            app.metrics.backend_errors.fetch_add(1, Relaxed);
+            Err(WriteFailure::TimedOut)
+        }
+    }
 }
 
 /// `POST /api/agents/send` (or SSE when `stream: true`).
@@ -502,18 +685,13 @@ pub(crate) async fn send(
     let (p, route) = prepare(app, body)?;
     let app = app.clone();
     let work = async move {
-        let deadline = app.config.request_timeout;
-        match tokio::time::timeout(deadline, send_inner(&app, &p, route)).await {
-            Ok(result) => result,
-            Err(_) => {
-                fire_webhook(&app, &p, None, None, Some("request deadline exceeded"));
-                Err(ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "deadline_exceeded",
-                    format!("request did not finish within {}s", deadline.as_secs()),
-                ))
-            }
+        let timer = std::pin::pin!(tokio::time::sleep_until(deadline_at(&app)));
+        let mut deadline = Deadline::new(&app, timer);
+        let result = send_inner(&app, &p, route, &mut deadline).await;
+        if deadline.exceeded {
+            fire_webhook(&app, &p, None, None, Some("request deadline exceeded"));
         }
+        result
     };
     tokio::spawn(work.instrument(tracing::Span::current()))
         .await
@@ -530,12 +708,15 @@ async fn send_inner(
     app: &App,
     p: &Prepared,
     route: RouteRequest,
+    deadline: &mut Deadline<'_>,
 ) -> Result<http::Response<Body>, ApiError> {
-    let task_id = resolve_task(app, p)
+    let task_id = resolve_task_within(app, p, deadline)
         .await?
         .ok_or_else(|| ApiError::bad_request(NO_TASK))?;
     let permit = llm_permit(app)?;
-    let routed = app.llm.complete(route).await;
+    let routed = deadline
+        .bound(async { Ok(app.llm.complete(route).await) })
+        .await?;
     drop(permit);
     let routed = match routed {
         Ok(r) => r,
@@ -554,10 +735,11 @@ async fn send_inner(
         attempts: routed.attempts,
         failovers: routed.failovers,
     };
+    // From here on the reply is paid for: nothing may drop it.
     record(app, p.key.user_id(), &answer);
     let request_key = uuid::Uuid::new_v4().simple().to_string();
     let warning = context_warning(app, &answer.model, answer.usage.prompt_tokens);
-    match persist(app, p, &task_id, &answer, &request_key).await {
+    match persist_within(app, p, &task_id, &answer, &request_key, deadline).await {
         Ok((message_id, document_id)) => {
             fire_webhook(app, p, Some(&task_id), Some(&answer), None);
             Ok(json_response(
@@ -576,11 +758,17 @@ async fn send_inner(
                 },
             ))
         }
-        Err(err) => {
+        Err(failure) => {
             // Nothing lost: the caller gets the reply and can persist it.
-            fire_webhook(app, p, Some(&task_id), Some(&answer), Some(&err.message));
+            // `write` says whether the message may still appear ("timed_out")
+            // or was refused ("failed"); `idempotency_key` is the key the
+            // write used, so a caller that stores the reply itself can send
+            // the same key and never end up with two messages.
+            let message = failure.message();
+            tracing::error!(error = %message, "reply could not be persisted; returned in the 502 body");
+            fire_webhook(app, p, Some(&task_id), Some(&answer), Some(&message));
             Err(
-                ApiError::new(StatusCode::BAD_GATEWAY, "backend_write_failed", err.message)
+                ApiError::new(StatusCode::BAD_GATEWAY, "backend_write_failed", message)
                     .with_details(json!({
                         "task_id": task_id,
                         "response": answer.text,
@@ -588,6 +776,11 @@ async fn send_inner(
                         "cost": answer.cost,
                         "model": answer.model,
                         "provider": answer.provider,
+                        "write": match failure {
+                            WriteFailure::Failed(_) => "failed",
+                            WriteFailure::TimedOut => "timed_out",
+                        },
+                        "idempotency_key": message_key(&request_key),
                     })),
             )
         }
@@ -633,51 +826,145 @@ struct Done<'a> {
     context_warning: Option<String>,
 }
 
+/// What a stream has consumed so far. It lives outside the LLM future so
+/// that it survives that future being dropped (client gone, deadline), when
+/// the tokens the provider already generated must still be accounted for.
+struct Consumed {
+    /// Characters of the prompt (system prompt and messages).
+    prompt_chars: usize,
+    /// The reply text received so far.
+    text: String,
+    /// Whether the provider accepted the request (from then on it bills).
+    opened: bool,
+}
+
+impl Consumed {
+    fn new(route: &RouteRequest) -> Self {
+        let prompt_chars = route.system.as_deref().map_or(0, str::len)
+            + route
+                .messages
+                .iter()
+                .map(|m| m.content.len())
+                .sum::<usize>();
+        Self {
+            prompt_chars,
+            text: String::new(),
+            opened: false,
+        }
+    }
+
+    /// 0.1.0's estimate, `ceil(chars / 4)`, for prompt and reply so far.
+    /// Bytes stand in for characters: the estimate errs high for non-Latin
+    /// text, which is the safe side for spend accounting.
+    fn estimate(&self) -> Usage {
+        Usage::new(
+            self.prompt_chars.div_ceil(4) as u64,
+            self.text.len().div_ceil(4) as u64,
+        )
+    }
+}
+
+/// How the LLM phase of a stream ended.
+enum Outcome {
+    /// The provider finished: the complete answer, with its real usage.
+    Answered(Answer),
+    /// An error was reported to the client (and the webhook).
+    Failed,
+    /// The client went away, or the deadline passed, mid-generation.
+    Abandoned,
+}
+
 /// Validation and task resolution happen before the `200` so that they can
-/// still answer with a proper status; from then on failures are `error`
+/// still answer with a proper status (504 when the request deadline passes
+/// while resolving, as for `send`); from then on failures are `error`
 /// events. A request that names no task streams without persisting, as
 /// 0.1.0's stream endpoint did (`done` says `persisted: false`).
 ///
-/// A client that disconnects cancels the provider call; once the LLM has
+/// A client that disconnects cancels the provider call, and what was
+/// generated until then is recorded as estimated usage; once the LLM has
 /// finished, the reply is persisted and announced even if nobody is left to
 /// read the `done` event.
 async fn start_stream(app: &Arc<App>, body: SendRequest) -> Result<http::Response<Body>, ApiError> {
     let (p, route) = prepare(app, body)?;
-    let task_id = resolve_task(app, &p).await?;
+    let at = deadline_at(app);
+    let task_id = {
+        let timer = std::pin::pin!(tokio::time::sleep_until(at));
+        resolve_task_within(app, &p, &mut Deadline::new(app, timer)).await?
+    };
     let permit = llm_permit(app)?;
     let (resp, tx) = sse::response();
     let app = app.clone();
     let work = async move {
+        // The same deadline, continued in the task that outlives the handler.
+        let timer = std::pin::pin!(tokio::time::sleep_until(at));
+        let mut deadline = Deadline::new(&app, timer);
         app.metrics.streams_open.fetch_add(1, Relaxed);
-        let deadline = app.config.request_timeout;
-        let answer = tokio::select! {
+        let mut consumed = Consumed::new(&route);
+        let outcome = tokio::select! {
             () = tx.closed() => {
                 tracing::info!("client disconnected; stream cancelled");
-                None
+                Outcome::Abandoned
             }
-            finished = tokio::time::timeout(deadline, stream_llm(&app, &p, route, task_id.as_deref(), &tx)) => match finished {
-                Ok(answer) => answer,
-                Err(_) => {
-                    let msg = format!("request did not finish within {}s", deadline.as_secs());
-                    fire_webhook(&app, &p, task_id.as_deref(), None, Some(&msg));
-                    tx.send("error", &StreamError { r#type: "error", error: &msg, code: Some("deadline_exceeded") }).await;
-                    None
+            finished = deadline.bound(async {
+                Ok(stream_llm(&app, &p, route, task_id.as_deref(), &tx, &mut consumed).await)
+            }) => match finished {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    fire_webhook(&app, &p, task_id.as_deref(), None, Some(&e.message));
+                    tx.send("error", &StreamError { r#type: "error", error: &e.message, code: Some(e.code) }).await;
+                    Outcome::Abandoned
                 }
             },
         };
         drop(permit);
-        if let Some(answer) = answer {
+        match outcome {
             // Boxed, like the provider call and the error paths in
             // `stream_llm`: the task's size is that of its largest await
             // point for the stream's whole life, and these states never
             // coexist with the long phase of relaying deltas. Together they
             // make the task ~800 B smaller (3,640 -> 2,848 B).
-            Box::pin(finish_stream(&app, &p, task_id.as_deref(), answer, &tx)).await;
+            Outcome::Answered(answer) => {
+                Box::pin(finish_stream(
+                    &app,
+                    &p,
+                    task_id.as_deref(),
+                    answer,
+                    &tx,
+                    &mut deadline,
+                ))
+                .await;
+            }
+            Outcome::Abandoned if consumed.opened => record_abandoned(&app, &p, &consumed),
+            Outcome::Abandoned | Outcome::Failed => {}
         }
         app.metrics.streams_open.fetch_sub(1, Relaxed);
     };
     tokio::spawn(work.instrument(tracing::Span::current()));
     Ok(resp)
+}
+
+/// Records the usage of a stream cut before the provider reported it: the
+/// provider bills what it generated, so the ledger and metrics must show it,
+/// marked as an estimate. Priced on the model asked for first (a failover
+/// model is only known from the final event).
+fn record_abandoned(app: &App, p: &Prepared, consumed: &Consumed) {
+    let usage = consumed.estimate();
+    let cost = app.llm.pricing().cost(&p.primary.model, &usage);
+    app.usage.record_estimate(p.key.user_id(), &usage, &cost);
+    app.metrics.observe_llm(
+        p.primary.provider.as_str(),
+        &p.primary.model,
+        true,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        cost.total_micros(),
+    );
+    app.metrics.llm_usage_estimated.fetch_add(1, Relaxed);
+    tracing::info!(
+        prompt_tokens = usage.prompt_tokens,
+        completion_tokens = usage.completion_tokens,
+        "abandoned stream: estimated usage recorded"
+    );
 }
 
 /// Sends `error` to the client and the webhook.
@@ -701,38 +988,38 @@ async fn stream_failed(
     .await;
 }
 
-/// The LLM phase: `start`, then a `chunk` per delta. Returns the complete
-/// answer, or `None` when the stream failed (already reported) or the
-/// client left.
+/// The LLM phase: `start`, then a `chunk` per delta, the text accumulating
+/// in `consumed`.
 async fn stream_llm(
     app: &App,
     p: &Prepared,
     route: RouteRequest,
     task_id: Option<&str>,
     tx: &sse::SseSender,
-) -> Option<Answer> {
+    consumed: &mut Consumed,
+) -> Outcome {
     if !tx.send("start", &json!({"type": "start"})).await {
-        return None;
+        return Outcome::Abandoned;
     }
     let mut events = match Box::pin(app.llm.stream(route)).await {
         Ok(s) => s,
         Err(e) => {
             let err = llm_error(app, &e);
             Box::pin(stream_failed(app, p, task_id, tx, &err.message, err.code)).await;
-            return None;
+            return Outcome::Failed;
         }
     };
-    let mut text = String::new();
+    consumed.opened = true;
     while let Some(event) = events.next().await {
         match event {
             Ok(RoutedEvent::Delta(delta)) => {
-                text.push_str(&delta);
+                consumed.text.push_str(&delta);
                 let chunk = Chunk {
                     r#type: "chunk",
                     data: &delta,
                 };
                 if !tx.send("chunk", &chunk).await {
-                    return None;
+                    return Outcome::Abandoned;
                 }
             }
             Ok(RoutedEvent::Done {
@@ -744,8 +1031,8 @@ async fn stream_llm(
                 failovers,
                 ..
             }) => {
-                return Some(Answer {
-                    text,
+                return Outcome::Answered(Answer {
+                    text: std::mem::take(&mut consumed.text),
                     usage,
                     cost,
                     provider: provider.as_str(),
@@ -757,7 +1044,7 @@ async fn stream_llm(
             Err(e) => {
                 let err = llm_error(app, &e);
                 Box::pin(stream_failed(app, p, task_id, tx, &err.message, err.code)).await;
-                return None;
+                return Outcome::Failed;
             }
         }
     }
@@ -770,26 +1057,29 @@ async fn stream_llm(
         "llm_stream_incomplete",
     )
     .await;
-    None
+    Outcome::Failed
 }
 
-/// The persistence phase: usage, the backend write, the webhook, `done`.
+/// The persistence phase: usage, the backend write (under the same deadline
+/// policy as `send`), the webhook, `done`.
 async fn finish_stream(
     app: &App,
     p: &Prepared,
     task_id: Option<&str>,
     answer: Answer,
     tx: &sse::SseSender,
+    deadline: &mut Deadline<'_>,
 ) {
     record(app, p.key.user_id(), &answer);
     let (message_id, persist_error) = match task_id {
         Some(task_id) => {
             let key = uuid::Uuid::new_v4().simple().to_string();
-            match persist(app, p, task_id, &answer, &key).await {
+            match persist_within(app, p, task_id, &answer, &key, deadline).await {
                 Ok((id, _)) => (Some(id), None),
-                Err(e) => {
-                    tracing::error!(error = %e.message, "streamed reply could not be persisted");
-                    (None, Some(e.message))
+                Err(failure) => {
+                    let message = failure.message();
+                    tracing::error!(error = %message, "streamed reply could not be persisted");
+                    (None, Some(message))
                 }
             }
         }

@@ -117,6 +117,12 @@ pub struct DaemonConfig {
     pub webhook_max_in_flight: usize,
     /// `WOMBAT_PRICING_FILE`: JSON pricing overrides.
     pub pricing_file: Option<PathBuf>,
+    /// `WOMBAT_TEMPERATURE` (0.4, 0.1.0's value): sampling temperature of
+    /// send and stream, in 0..=2; `metadata.temperature` overrides it.
+    pub temperature: f32,
+    /// `WOMBAT_COMPACT_TEMPERATURE` (0.3, 0.1.0's value): sampling
+    /// temperature of `/compact`, in 0..=2.
+    pub compact_temperature: f32,
 }
 
 /// Flattens a figment (typically `wombat.toml` merged with the environment)
@@ -210,6 +216,15 @@ fn seconds(v: &str) -> Result<Duration, String> {
     }
 }
 
+/// A sampling temperature: a number in 0..=2 (every provider accepts that
+/// range; Anthropic's 0..=1 is clamped by its adapter).
+pub fn temperature(v: &str) -> Result<f32, String> {
+    match v.parse::<f32>() {
+        Ok(t) if (0.0..=2.0).contains(&t) => Ok(t),
+        _ => Err(format!("{v:?} is not a temperature between 0 and 2")),
+    }
+}
+
 fn http_url(v: &str) -> Result<String, String> {
     let ok = (v.starts_with("http://") || v.starts_with("https://"))
         && v.len() > "https://".len()
@@ -285,6 +300,8 @@ impl DaemonConfig {
             webhook_allow_private: parse(s, "WOMBAT_WEBHOOK_ALLOW_PRIVATE", false, parse_bool)?,
             webhook_max_in_flight: parse(s, "WOMBAT_WEBHOOK_MAX_IN_FLIGHT", 1024, bounded)?,
             pricing_file: get(s, "WOMBAT_PRICING_FILE").map(PathBuf::from),
+            temperature: parse(s, "WOMBAT_TEMPERATURE", 0.4, temperature)?,
+            compact_temperature: parse(s, "WOMBAT_COMPACT_TEMPERATURE", 0.3, temperature)?,
         })
     }
 }
@@ -337,6 +354,14 @@ mod tests {
         assert!(
             err(&[("WOMBAT_INCLUDE_TIME_CONTEXT", "maybe")])
                 .starts_with("invalid WOMBAT_INCLUDE_TIME_CONTEXT")
+        );
+        assert_eq!(
+            err(&[("WOMBAT_TEMPERATURE", "2.5")]),
+            r#"invalid WOMBAT_TEMPERATURE: "2.5" is not a temperature between 0 and 2"#
+        );
+        assert_eq!(
+            err(&[("WOMBAT_COMPACT_TEMPERATURE", "warm")]),
+            r#"invalid WOMBAT_COMPACT_TEMPERATURE: "warm" is not a temperature between 0 and 2"#
         );
     }
 

@@ -61,6 +61,10 @@ pub(crate) struct Metrics {
     pub(crate) backend_errors: AtomicU64,
     pub(crate) streams_open: AtomicU64,
     pub(crate) llm_rejected: AtomicU64,
+    /// LLM calls whose token counts are estimates (streams abandoned before
+    /// the provider reported usage); their tokens and cost are included in
+    /// the per-model series.
+    pub(crate) llm_usage_estimated: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -203,7 +207,7 @@ impl Metrics {
                 );
             }
         }
-        let scalars: [(&str, &str, &str, &AtomicU64); 8] = [
+        let scalars: [(&str, &str, &str, &AtomicU64); 9] = [
             (
                 "wombat_llm_retries_total",
                 "counter",
@@ -215,6 +219,12 @@ impl Metrics {
                 "counter",
                 "Requests answered by a fallback model.",
                 &self.llm_failovers,
+            ),
+            (
+                "wombat_llm_usage_estimated_total",
+                "counter",
+                "LLM calls whose tokens are estimated (streams abandoned before the provider reported usage).",
+                &self.llm_usage_estimated,
             ),
             (
                 "wombat_llm_rejected_total",

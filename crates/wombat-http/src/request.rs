@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited, combinators::UnsyncBoxBody};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 
@@ -97,17 +98,10 @@ fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Reads the whole body (at most `limit` bytes) and parses it as JSON.
-///
-/// A body over the limit is a 413, a wrong content type a 415, and JSON that
-/// does not parse or does not fit `T` a 400 naming the problem.
-pub(crate) async fn read_json<T, B>(
-    headers: &HeaderMap,
-    body: B,
-    limit: usize,
-) -> Result<T, ApiError>
+/// Reads the whole body (at most `limit` bytes), checking the content type
+/// and the declared length first.
+async fn read_body<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes, ApiError>
 where
-    T: DeserializeOwned,
     B: http_body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
@@ -119,40 +113,251 @@ where
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::payload_too_large(limit));
     }
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(ApiError::payload_too_large(limit));
+            Err(ApiError::payload_too_large(limit))
         }
-        Err(e) => {
-            return Err(ApiError::bad_request(format!(
-                "failed to read request body: {e}"
-            )));
-        }
-    };
-    if bytes.is_empty() {
-        return Err(ApiError::bad_request(
-            "request body is empty: expected a JSON object",
-        ));
+        Err(e) => Err(ApiError::bad_request(format!(
+            "failed to read request body: {e}"
+        ))),
     }
-    // The happy path parses once without path tracking (which allocates per
-    // field); only a body that fails is parsed again to name the field.
-    if let Ok(value) = serde_json::from_slice(&bytes) {
+}
+
+/// The JSON type a top-level field of a 0.1.0 payload had in its zod schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    String,
+    Number,
+    Boolean,
+    Object,
+    Array,
+    /// `z.union([z.string(), z.number()])` (ids).
+    StringOrNumber,
+    /// Anything (`z.any()`), checked later if at all.
+    Any,
+}
+
+/// One top-level field of a 0.1.0 payload schema.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Field {
+    pub(crate) name: &'static str,
+    pub(crate) kind: Kind,
+    pub(crate) required: bool,
+}
+
+impl Field {
+    pub(crate) const fn required(name: &'static str, kind: Kind) -> Self {
+        Self {
+            name,
+            kind,
+            required: true,
+        }
+    }
+
+    pub(crate) const fn optional(name: &'static str, kind: Kind) -> Self {
+        Self {
+            name,
+            kind,
+            required: false,
+        }
+    }
+}
+
+/// zod's name of a JSON value's type, as in "Expected string, received number".
+fn zod_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::String | Kind::StringOrNumber => "string",
+        Kind::Number => "number",
+        Kind::Boolean => "boolean",
+        Kind::Object => "object",
+        Kind::Array => "array",
+        Kind::Any => "any",
+    }
+}
+
+fn fits(kind: Kind, v: &Value) -> bool {
+    match kind {
+        Kind::String => v.is_string(),
+        Kind::Number => v.is_number(),
+        Kind::Boolean => v.is_boolean(),
+        Kind::Object => v.is_object(),
+        Kind::Array => v.is_array(),
+        Kind::StringOrNumber => v.is_string() || v.is_number(),
+        Kind::Any => true,
+    }
+}
+
+/// zod's wording for a serde data error, where there is an obvious match
+/// ("Required", "Expected string, received number", "Invalid enum value.
+/// …"); any other error keeps serde's text.
+fn zod_message(serde_message: &str) -> String {
+    if serde_message.starts_with("missing field ") {
+        return "Required".to_owned();
+    }
+    if let Some(rest) = serde_message.strip_prefix("invalid type: ") {
+        let (got, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
+        let received = match got.split([' ', '`']).next().unwrap_or("") {
+            "integer" | "floating" => "number",
+            "string" => "string",
+            "boolean" => "boolean",
+            "null" | "unit" => "null",
+            "map" => "object",
+            "sequence" => "array",
+            other => other,
+        };
+        let expected = match expected {
+            "a string" => "string",
+            "a boolean" => "boolean",
+            "a sequence" => "array",
+            "a map" => "object",
+            e if e.starts_with("struct ") => "object",
+            e if ["i", "u", "f"].iter().any(|p| e.starts_with(p)) => "number",
+            _ => return format!("Expected {expected}, received {received}"),
+        };
+        return format!("Expected {expected}, received {received}");
+    }
+    // serde: "unknown variant `x`, expected `a`", "… expected `a` or `b`",
+    // "… expected one of `a`, `b`, `c`".
+    if let Some((got, expected)) = serde_message
+        .strip_prefix("unknown variant ")
+        .and_then(|rest| rest.split_once(", expected "))
+    {
+        let quote = |s: &str| format!("'{}'", s.trim().trim_matches('`'));
+        let expected = expected.strip_prefix("one of ").unwrap_or(expected);
+        let options: Vec<String> = expected
+            .split(", ")
+            .flat_map(|s| s.split(" or "))
+            .map(quote)
+            .collect();
+        return format!(
+            "Invalid enum value. Expected {}, received {}",
+            options.join(" | "),
+            quote(got)
+        );
+    }
+    serde_message.to_owned()
+}
+
+/// The 0.1.0 "Invalid payload" error: zod's `flatten()` shape in `details`
+/// (`formErrors`, `fieldErrors`), plus a one-line `message` naming the
+/// fields for humans.
+fn invalid_payload(form_errors: Vec<String>, field_errors: Map<String, Value>) -> ApiError {
+    let mut parts: Vec<String> = form_errors.clone();
+    for (field, errors) in &field_errors {
+        for e in errors.as_array().into_iter().flatten() {
+            parts.push(format!("{field}: {}", e.as_str().unwrap_or_default()));
+        }
+    }
+    ApiError::bad_request("Invalid payload").with_details(serde_json::json!({
+        "formErrors": form_errors,
+        "fieldErrors": field_errors,
+        "message": parts.join("; "),
+    }))
+}
+
+/// Reads the body of a 0.1.0 endpoint (`send`, `stream`, `/compact`,
+/// `/llm-task`) like [`read_json`], but answers a payload that fails the
+/// endpoint's schema the way 0.1.0 (zod) did: 400 `{"error":"Invalid
+/// payload","details":{"formErrors":[…],"fieldErrors":{"<field>":[…]}}}`.
+///
+/// Every top-level field of `schema` is checked, so several problems are
+/// reported at once, as zod does; a problem inside a field (say
+/// `messages[0].role`) is reported under that top-level field. An empty body
+/// is read as `{}`, as 0.1.0's body parser did. Bodies that are not JSON at
+/// all get `invalid JSON body: …` (0.1.0 never reached its schema then).
+///
+/// A body over the limit is a 413 and a wrong content type a 415.
+pub(crate) async fn read_payload<T, B>(
+    headers: &HeaderMap,
+    body: B,
+    limit: usize,
+    schema: &[Field],
+) -> Result<T, ApiError>
+where
+    T: DeserializeOwned,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let bytes = read_body(headers, body, limit).await?;
+    let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
+    // The happy path parses once, typed; only a body that fails is parsed
+    // again (as a `Value`, then with path tracking) to name the problems.
+    if let Ok(value) = serde_json::from_slice(bytes) {
         return Ok(value);
     }
-    let mut de = serde_json::Deserializer::from_slice(&bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path.is_empty() || path == "." || inner.is_syntax() || inner.is_eof() {
-            ApiError::bad_request(format!("invalid JSON body: {inner}"))
-        } else {
-            ApiError::bad_request(format!("invalid JSON body: {path}: {inner}"))
-        }
-    })?;
-    de.end()
+    let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
-    Ok(value)
+    let Some(object) = value.as_object() else {
+        return Err(invalid_payload(
+            vec![format!("Expected object, received {}", zod_type(&value))],
+            Map::new(),
+        ));
+    };
+    let mut field_errors = Map::new();
+    for field in schema {
+        let message = match object.get(field.name) {
+            None => field.required.then(|| "Required".to_owned()),
+            // Beyond 0.1.0, `null` stands for an absent optional field.
+            Some(Value::Null) if !field.required => None,
+            Some(v) if fits(field.kind, v) => None,
+            Some(v) if field.kind == Kind::StringOrNumber => Some(format!(
+                "Expected string or number, received {}",
+                zod_type(v)
+            )),
+            Some(v) => Some(format!(
+                "Expected {}, received {}",
+                kind_name(field.kind),
+                zod_type(v)
+            )),
+        };
+        if let Some(m) = message {
+            field_errors.insert(field.name.to_owned(), Value::Array(vec![Value::String(m)]));
+        }
+    }
+    // The top level fits: the problem is inside a field; serde names it.
+    match serde_path_to_error::deserialize::<_, T>(&value) {
+        Ok(parsed) if field_errors.is_empty() => Ok(parsed),
+        Ok(_) => Err(invalid_payload(Vec::new(), field_errors)),
+        Err(e) => {
+            let field = match e.path().iter().next() {
+                Some(serde_path_to_error::Segment::Map { key }) => Some(key.clone()),
+                _ => None,
+            };
+            let message = zod_message(&e.inner().to_string());
+            let mut form_errors = Vec::new();
+            match field {
+                Some(f) => {
+                    field_errors
+                        .entry(f)
+                        .or_insert_with(|| Value::Array(vec![Value::String(message)]));
+                }
+                // A missing field has no path: serde names it in the text.
+                None => match e.inner().to_string().strip_prefix("missing field `") {
+                    Some(rest) => {
+                        let f = rest.trim_end_matches('`').to_owned();
+                        field_errors
+                            .entry(f)
+                            .or_insert_with(|| Value::Array(vec![Value::String(message)]));
+                    }
+                    None if field_errors.is_empty() => form_errors.push(message),
+                    None => {}
+                },
+            }
+            Err(invalid_payload(form_errors, field_errors))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -176,10 +381,11 @@ mod tests {
         body: &'static str,
         limit: usize,
     ) -> Result<serde_json::Value, ApiError> {
-        read_json(
+        read_payload(
             &headers(ct),
             Full::new(Bytes::from_static(body.as_bytes())),
             limit,
+            &[],
         )
         .await
     }
@@ -219,10 +425,95 @@ mod tests {
             "{}",
             err.message
         );
+        // 0.1.0's body parser read an empty body as `{}`.
+        assert_eq!(read(None, "", 100).await, Ok(serde_json::json!({})));
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[expect(dead_code, reason = "only the parse outcome matters")]
+    struct Payload {
+        name: String,
+        #[serde(default)]
+        items: Vec<Item>,
+        #[serde(default)]
+        count: Option<u32>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Item {
+        Red,
+        Blue,
+    }
+
+    const SCHEMA: &[Field] = &[
+        Field::required("name", Kind::String),
+        Field::optional("items", Kind::Array),
+        Field::optional("count", Kind::Number),
+    ];
+
+    async fn payload(body: &'static str) -> serde_json::Value {
+        let err = read_payload::<Payload, _>(
+            &headers(None),
+            Full::new(Bytes::from_static(body.as_bytes())),
+            1000,
+            SCHEMA,
+        )
+        .await
+        .expect_err("invalid payload");
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert_eq!(err.message, "Invalid payload");
+        err.details.expect("details")
+    }
+
+    #[tokio::test]
+    async fn schema_failures_have_zods_flattened_shape() {
         assert_eq!(
-            read(None, "", 100).await.map_err(|e| e.status),
-            Err(StatusCode::BAD_REQUEST)
+            payload(r#"{"count": "3"}"#).await,
+            serde_json::json!({
+                "formErrors": [],
+                "fieldErrors": {"name": ["Required"], "count": ["Expected number, received string"]},
+                "message": "count: Expected number, received string; name: Required",
+            })
         );
+        assert_eq!(
+            payload(r#"{"name": "n", "items": ["green"]}"#).await["fieldErrors"],
+            serde_json::json!({"items": ["Invalid enum value. Expected 'red' | 'blue', received 'green'"]})
+        );
+        assert_eq!(
+            payload(r#"{"name": null}"#).await["fieldErrors"],
+            serde_json::json!({"name": ["Expected string, received null"]})
+        );
+        assert_eq!(
+            payload(r#"{"name": "n", "count": -1}"#).await["fieldErrors"],
+            serde_json::json!({"count": ["invalid value: integer `-1`, expected u32"]})
+        );
+        assert_eq!(
+            payload("[1]").await["formErrors"],
+            serde_json::json!(["Expected object, received array"])
+        );
+        assert_eq!(
+            payload("").await["fieldErrors"],
+            serde_json::json!({"name": ["Required"]})
+        );
+    }
+
+    #[test]
+    fn serde_messages_in_zods_words() {
+        assert_eq!(
+            zod_message("invalid type: integer `5`, expected a string"),
+            "Expected string, received number"
+        );
+        assert_eq!(
+            zod_message("invalid type: string \"x\", expected a boolean"),
+            "Expected boolean, received string"
+        );
+        assert_eq!(
+            zod_message("invalid type: map, expected a sequence"),
+            "Expected array, received object"
+        );
+        assert_eq!(zod_message("missing field `content`"), "Required");
+        assert_eq!(zod_message("something else"), "something else");
     }
 
     #[test]

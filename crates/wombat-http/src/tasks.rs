@@ -13,7 +13,7 @@ use wombat_llm::{ModelChoice, ResponseFormat, RouteRequest, Tier};
 use crate::agent::{llm_error, llm_permit};
 use crate::app::App;
 use crate::error::ApiError;
-use crate::request::{Body, json_response, read_json};
+use crate::request::{Body, Field, Kind, json_response, read_payload};
 
 const SUMMARY_PREFIX: &str = "[Previous conversation summary]\n";
 
@@ -21,6 +21,13 @@ const COMPACT_SYSTEM: &str = "You summarise conversations so they can continue w
 Write a concise summary of the conversation below that keeps every fact, decision, open question, \
 commitment and user preference needed to continue it. Write it as plain prose or short bullet points, \
 without preamble.";
+
+/// The top level of 0.1.0's zod schema for `/compact`.
+const COMPACT_SCHEMA: &[Field] = &[
+    Field::required("messages", Kind::Array),
+    Field::optional("instructions", Kind::String),
+    Field::optional("keep_recent", Kind::Number),
+];
 
 #[derive(Deserialize)]
 struct CompactRequest {
@@ -50,7 +57,13 @@ pub(crate) async fn compact(
     req: http::Request<Incoming>,
 ) -> Result<http::Response<Body>, ApiError> {
     let (parts, body) = req.into_parts();
-    let body: CompactRequest = read_json(&parts.headers, body, app.config.max_body_bytes).await?;
+    let body: CompactRequest = read_payload(
+        &parts.headers,
+        body,
+        app.config.max_body_bytes,
+        COMPACT_SCHEMA,
+    )
+    .await?;
     if body.messages.is_empty() {
         return Err(ApiError::bad_request(
             "messages must contain at least one message",
@@ -105,6 +118,8 @@ pub(crate) async fn compact(
         ))],
     );
     route.system = Some(system);
+    // 0.1.0's value by default (0.3): summaries should be faithful, not creative.
+    route.temperature = Some(app.config.compact_temperature);
     let permit = llm_permit(app)?;
     let routed = call(app, &route, "_compact").await?;
     drop(permit);
@@ -127,6 +142,16 @@ pub(crate) async fn compact(
         },
     ))
 }
+
+/// The top level of 0.1.0's zod schema for `/llm-task`.
+const LLM_TASK_SCHEMA: &[Field] = &[
+    Field::required("prompt", Kind::String),
+    Field::optional("input", Kind::Any),
+    Field::optional("schema", Kind::Any),
+    Field::optional("model", Kind::String),
+    Field::optional("temperature", Kind::Number),
+    Field::optional("max_tokens", Kind::Number),
+];
 
 #[derive(Deserialize)]
 struct LlmTaskRequest {
@@ -191,7 +216,13 @@ pub(crate) async fn llm_task(
     req: http::Request<Incoming>,
 ) -> Result<http::Response<Body>, ApiError> {
     let (parts, body) = req.into_parts();
-    let body: LlmTaskRequest = read_json(&parts.headers, body, app.config.max_body_bytes).await?;
+    let body: LlmTaskRequest = read_payload(
+        &parts.headers,
+        body,
+        app.config.max_body_bytes,
+        LLM_TASK_SCHEMA,
+    )
+    .await?;
     if body.prompt.trim().is_empty() {
         return Err(ApiError::bad_request("prompt must not be empty"));
     }

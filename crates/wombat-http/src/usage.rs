@@ -35,6 +35,9 @@ const OTHER_USERS: &str = "_other";
 #[derive(Default, Clone, Copy)]
 struct Totals {
     requests: u64,
+    /// Requests whose usage is an estimate (streams abandoned before the
+    /// provider reported usage).
+    estimated: u64,
     input: u64,
     output: u64,
     total: u64,
@@ -54,6 +57,7 @@ impl Totals {
     fn report(&self) -> UsageReport {
         UsageReport {
             request_count: self.requests,
+            estimated_request_count: self.estimated,
             total_input_tokens: self.input,
             total_output_tokens: self.output,
             total_tokens: self.total,
@@ -68,6 +72,10 @@ impl Totals {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct UsageReport {
     request_count: u64,
+    /// Of `request_count`, those whose tokens are an estimate; only shown
+    /// when there are any (an additive key, absent in 0.1.0).
+    #[serde(skip_serializing_if = "is_zero")]
+    estimated_request_count: u64,
     total_input_tokens: u64,
     total_output_tokens: u64,
     total_tokens: u64,
@@ -88,6 +96,10 @@ pub(crate) struct UsageResponse {
     by_user: Option<std::collections::BTreeMap<String, UsageReport>>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 #[derive(Default)]
 struct Ledger {
     all: Totals,
@@ -104,16 +116,33 @@ pub(crate) struct UsageTracker {
 impl UsageTracker {
     /// Records one completed LLM call for `user_id`.
     pub(crate) fn record(&self, user_id: &str, usage: &Usage, cost: &Cost) {
+        self.add(user_id, usage, cost, false);
+    }
+
+    /// Records an LLM call whose usage the provider never reported (a
+    /// stream abandoned mid-generation): `usage` is an estimate, counted in
+    /// the totals like any other and in `estimatedRequestCount`.
+    pub(crate) fn record_estimate(&self, user_id: &str, usage: &Usage, cost: &Cost) {
+        self.add(user_id, usage, cost, true);
+    }
+
+    fn add(&self, user_id: &str, usage: &Usage, cost: &Cost, estimated: bool) {
         let micros = cost.total_micros();
         let mut l = self
             .ledger
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        l.all.add(usage, micros);
-        bucket(&mut l.by_model, &cost.model, MAX_TRACKED_MODELS).add(usage, micros);
+        let add = |t: &mut Totals| {
+            t.add(usage, micros);
+            if estimated {
+                t.estimated = t.estimated.saturating_add(1);
+            }
+        };
+        add(&mut l.all);
+        add(bucket(&mut l.by_model, &cost.model, MAX_TRACKED_MODELS));
         let (user_totals, user_models) = bucket(&mut l.by_user, user_id, MAX_TRACKED_USERS);
-        user_totals.add(usage, micros);
-        bucket(user_models, &cost.model, MAX_TRACKED_MODELS).add(usage, micros);
+        add(user_totals);
+        add(bucket(user_models, &cost.model, MAX_TRACKED_MODELS));
     }
 
     /// The report: everything, or one user's share when `user_id` is given.
@@ -194,5 +223,16 @@ mod tests {
         assert!(alice.get("byUser").is_none());
         let nobody = serde_json::to_value(t.report(Some("nobody"))).expect("json");
         assert_eq!(nobody["requestCount"], 0);
+        assert!(all.get("estimatedRequestCount").is_none(), "{all}");
+        t.record_estimate("bob", &u, &pricing.cost("gpt-4o-mini", &u));
+        let all = serde_json::to_value(t.report(None)).expect("json");
+        assert_eq!(all["requestCount"], 4);
+        assert_eq!(all["estimatedRequestCount"], 1);
+        assert_eq!(all["byUser"]["bob"]["estimatedRequestCount"], 1);
+        assert!(
+            all["byUser"]["alice"]
+                .get("estimatedRequestCount")
+                .is_none()
+        );
     }
 }

@@ -130,6 +130,13 @@ async fn live() -> BTreeMap<&'static str, Value> {
         .post("/api/agents/send", &send_body("alice", json!({})))
         .await;
     live.insert("error", no_task.json());
+    let invalid = h
+        .post(
+            "/api/agents/send",
+            &json!({"session_key": "user:alice:agent", "message": 5}),
+        )
+        .await;
+    live.insert("invalid_payload", invalid.json());
     h.llm
         .script([Reply::text("Launch in May; budget 10k.").tokens(300, 20)]);
     let compact = h

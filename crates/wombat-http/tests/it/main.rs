@@ -3,6 +3,8 @@
 //! loopback (see `support`).
 
 mod agent;
+mod compat;
+mod deadlines;
 mod docs;
 mod endpoints;
 mod errors;

@@ -457,9 +457,113 @@ pub fn jwt_config() -> JwtConfig {
     JwtConfig::new(SECRET, JwtAlgorithm::HS256).expect("jwt config")
 }
 
+/// What a [`BackendProxy`] does to the requests that match
+/// `(method, path fragment)`; an empty method or fragment matches any.
+#[derive(Clone, Default)]
+pub struct Faults {
+    /// Held this long, then forwarded whether or not the daemon still
+    /// waits (a slow backend that commits after its client gave up).
+    pub slow: Vec<(&'static str, &'static str, Duration)>,
+    /// Never answered nor forwarded (a hung backend).
+    pub hang: Vec<(&'static str, &'static str)>,
+}
+
+fn matches(rule: (&str, &str), req: &Recorded) -> bool {
+    (rule.0.is_empty() || rule.0 == req.method) && req.path.contains(rule.1)
+}
+
+struct ProxyState {
+    forwarded: Mutex<Vec<Recorded>>,
+    count: watch::Sender<usize>,
+}
+
+/// A fault-injecting HTTP proxy in front of mc-lite, on loopback.
+#[derive(Clone)]
+pub struct BackendProxy {
+    pub url: String,
+    state: Arc<ProxyState>,
+}
+
+impl BackendProxy {
+    async fn start(upstream: String, faults: Faults) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let state = Arc::new(ProxyState {
+            forwarded: Mutex::new(Vec::new()),
+            count: watch::channel(0).0,
+        });
+        let st = state.clone();
+        let http = reqwest::Client::new();
+        let faults = Arc::new(faults);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (st, http, faults, upstream) =
+                    (st.clone(), http.clone(), faults.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let Some(req) = read_request(&mut stream).await else {
+                        return;
+                    };
+                    if faults.hang.iter().any(|r| matches(*r, &req)) {
+                        client_gone(&mut stream).await;
+                        return;
+                    }
+                    if let Some((_, _, d)) = faults.slow.iter().find(|r| matches((r.0, r.1), &req))
+                    {
+                        tokio::time::sleep(*d).await;
+                    }
+                    let method =
+                        reqwest::Method::from_bytes(req.method.as_bytes()).expect("method");
+                    let mut fwd = http.request(method, format!("{upstream}{}", req.path));
+                    for (k, v) in &req.raw_headers {
+                        if !["host", "content-length", "connection"].contains(&k.as_str()) {
+                            fwd = fwd.header(k, v);
+                        }
+                    }
+                    let resp = fwd
+                        .body(req.body.clone())
+                        .send()
+                        .await
+                        .expect("mc-lite answers");
+                    let status = resp.status().as_u16();
+                    let ct = resp
+                        .headers()
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("application/json")
+                        .to_owned();
+                    let body = resp.bytes().await.expect("mc-lite body");
+                    lock(&st.forwarded).push(req);
+                    st.count.send_modify(|n| *n += 1);
+                    let mut out =
+                        head(status, &[("content-type".into(), ct)], Some(body.len())).into_bytes();
+                    out.extend_from_slice(&body);
+                    let _ = stream.write_all(&out).await;
+                });
+            }
+        });
+        Self { url, state }
+    }
+
+    /// Requests forwarded to mc-lite so far (so: stored, for writes).
+    pub fn forwarded(&self) -> Vec<Recorded> {
+        lock(&self.state.forwarded).clone()
+    }
+
+    /// Waits until `n` requests have been forwarded.
+    pub async fn wait_forwarded(&self, n: usize) -> Vec<Recorded> {
+        let mut rx = self.state.count.subscribe();
+        patiently("forwarded backend requests", rx.wait_for(|c| *c >= n))
+            .await
+            .expect("proxy alive");
+        self.forwarded()
+    }
+}
+
 /// Where the daemon's backend is.
 pub enum BackendKind {
     McLite,
+    /// mc-lite behind a [`BackendProxy`] with these faults.
+    Faulty(Faults),
     /// A loopback port nobody listens on.
     Closed,
     /// No backend configured at all.
@@ -548,8 +652,15 @@ impl Setup {
         )
         .await
         .expect("mc-lite starts");
+        let mut proxy = None;
         let backend_url = match self.backend {
             BackendKind::McLite | BackendKind::None => mc.url(),
+            BackendKind::Faulty(ref faults) => {
+                let p = BackendProxy::start(mc.url(), faults.clone()).await;
+                let url = p.url.clone();
+                proxy = Some(p);
+                url
+            }
             BackendKind::Closed => {
                 let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
                 let url = format!("http://{}", l.local_addr().expect("addr"));
@@ -622,6 +733,7 @@ impl Setup {
             llm,
             hooks,
             mc: Some(mc),
+            proxy,
             daemon_key,
             shutdown: Some(tx),
             served: Some(served),
@@ -636,6 +748,8 @@ pub struct Harness {
     pub llm: FakeLlm,
     pub hooks: Hooks,
     pub mc: Option<RunningMcLite>,
+    /// The proxy in front of mc-lite, with [`BackendKind::Faulty`].
+    pub proxy: Option<BackendProxy>,
     pub daemon_key: Option<String>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<()>>,

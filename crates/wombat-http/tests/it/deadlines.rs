@@ -1,0 +1,171 @@
+//! The request deadline (`WOMBAT_REQUEST_TIMEOUT_SECS`) and what survives
+//! it: a reply the LLM already produced is never lost nor stored twice, and
+//! send and stream give up on a hung backend alike. Also: the usage of a
+//! stream the client abandoned is still recorded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::support::{BackendKind, Faults, Reply, patiently, send_body, setup};
+
+/// The backend's message writes take this long: far past the deadline.
+const SLOW_WRITE: Duration = Duration::from_secs(3);
+
+#[tokio::test]
+async fn a_deadline_during_the_backend_write_returns_the_reply_and_stores_it_once() {
+    let faults = Faults {
+        slow: vec![("POST", "/messages", SLOW_WRITE)],
+        ..Faults::default()
+    };
+    let h = setup()
+        .env("WOMBAT_REQUEST_TIMEOUT_SECS", "1")
+        .backend(BackendKind::Faulty(faults))
+        .start()
+        .await;
+    let task = h.create_task("alice", "Slow").await;
+    let r = patiently(
+        "the send",
+        h.post(
+            "/api/agents/send",
+            &send_body("alice", json!({"task_id": task})),
+        ),
+    )
+    .await;
+    let v = r.assert_error(502, "backend_write_failed");
+    let details = &v["details"];
+    assert_eq!(details["response"], "Hello from the fake", "{v}");
+    assert_eq!(details["task_id"], task.as_str(), "{v}");
+    assert_eq!(details["usage"]["total_tokens"], 1400, "{v}");
+    assert_eq!(details["write"], "timed_out", "{v}");
+    let key = details["idempotency_key"].as_str().expect("key").to_owned();
+
+    // The write the daemon gave up on still lands: exactly one message,
+    // under the key the caller was given, and no second write follows.
+    let proxy = h.proxy.as_ref().expect("proxy");
+    let forwarded = proxy.wait_forwarded(1).await;
+    let writes: Vec<Value> = forwarded
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.contains("/messages"))
+        .map(|r| r.json())
+        .collect();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!(writes[0]["idempotency_key"], key.as_str());
+    let messages = h.messages("alice", &task).await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0]["content"], "Hello from the fake");
+    assert_eq!(h.llm.requests().len(), 1, "paid once");
+    let usage = h.get("/usage").await.json();
+    assert_eq!(usage["requestCount"], 1, "{usage}");
+}
+
+#[tokio::test]
+async fn send_and_stream_share_the_deadline_while_resolving_the_task() {
+    let faults = Faults {
+        hang: vec![("", "")],
+        ..Faults::default()
+    };
+    let h = setup()
+        .env("WOMBAT_REQUEST_TIMEOUT_SECS", "1")
+        .backend(BackendKind::Faulty(faults))
+        .start()
+        .await;
+    for path in ["/api/agents/send", "/api/agents/stream"] {
+        let r = patiently(
+            path,
+            h.post(path, &send_body("alice", json!({"task_title": "Hung"}))),
+        )
+        .await;
+        let v = r.assert_error(504, "deadline_exceeded");
+        assert_eq!(
+            v["error"], "request did not finish within 1s",
+            "{path}: {v}"
+        );
+    }
+    // `send` with `stream: true` takes the stream path.
+    let r = patiently(
+        "send with stream: true",
+        h.post(
+            "/api/agents/send",
+            &send_body("alice", json!({"task_title": "Hung", "stream": true})),
+        ),
+    )
+    .await;
+    r.assert_error(504, "deadline_exceeded");
+    assert!(h.llm.requests().is_empty(), "no tokens spent");
+}
+
+#[tokio::test]
+async fn an_abandoned_stream_still_records_its_usage_as_an_estimate() {
+    let h = setup().start().await;
+    let release = Arc::new(Notify::new());
+    h.llm
+        .script([Reply::chunks(&["Hello", " world"]).held(release)]);
+    let mut sse = h
+        .sse("/api/agents/stream", &send_body("alice", json!({})))
+        .await;
+    assert_eq!(sse.next().await.expect("start").0, "start");
+    let (name, chunk) = sse.next().await.expect("chunk");
+    assert_eq!((name.as_str(), &chunk["data"]), ("chunk", &json!("Hello")));
+    drop(sse);
+    h.llm.wait_closed_early(1).await;
+
+    let usage = patiently("the abandoned stream's usage", async {
+        loop {
+            let v = h.get("/usage?user_id=alice").await.json();
+            if v["requestCount"] == 1 {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(usage["estimatedRequestCount"], 1, "{usage}");
+    // "Hello" is 5 characters: ceil(5 / 4) completion tokens.
+    assert_eq!(usage["totalOutputTokens"], 2, "{usage}");
+    let prompt = h.llm.last_body();
+    let prompt_chars: usize = prompt["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["content"].as_str().unwrap_or("").len())
+        .sum();
+    assert_eq!(
+        usage["totalInputTokens"],
+        prompt_chars.div_ceil(4) as u64,
+        "{usage}"
+    );
+    assert!(usage["totalCost"].as_f64().expect("cost") > 0.0, "{usage}");
+    assert_eq!(
+        usage["byModel"]["gpt-4o-mini"]["estimatedRequestCount"], 1,
+        "{usage}"
+    );
+    let metrics = h.get("/metrics").await.text;
+    assert!(
+        metrics.contains("wombat_llm_usage_estimated_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "wombat_llm_completion_tokens_total{provider=\"openai\",model=\"gpt-4o-mini\"} 2"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_finished_stream_records_the_providers_usage_not_an_estimate() {
+    let h = setup().start().await;
+    let events = h
+        .sse("/api/agents/stream", &send_body("alice", json!({})))
+        .await
+        .rest()
+        .await;
+    assert_eq!(events.last().expect("done").0, "done");
+    let usage = h.get("/usage").await.json();
+    assert_eq!(usage["requestCount"], 1, "{usage}");
+    assert_eq!(usage["totalOutputTokens"], 150, "{usage}");
+    assert!(usage.get("estimatedRequestCount").is_none(), "{usage}");
+}
