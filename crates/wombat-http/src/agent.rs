@@ -889,7 +889,12 @@ async fn start_stream(app: &Arc<App>, body: SendRequest) -> Result<http::Respons
     let at = deadline_at(app);
     let task_id = {
         let timer = std::pin::pin!(tokio::time::sleep_until(at));
-        resolve_task_within(app, &p, &mut Deadline::new(app, timer)).await?
+        let mut deadline = Deadline::new(app, timer);
+        let resolved = resolve_task_within(app, &p, &mut deadline).await;
+        if deadline.exceeded {
+            fire_webhook(app, &p, None, None, Some("request deadline exceeded"));
+        }
+        resolved?
     };
     let permit = llm_permit(app)?;
     let (resp, tx) = sse::response();

@@ -73,11 +73,11 @@ async fn send_and_stream_share_the_deadline_while_resolving_the_task() {
         .start()
         .await;
     for path in ["/api/agents/send", "/api/agents/stream"] {
-        let r = patiently(
-            path,
-            h.post(path, &send_body("alice", json!({"task_title": "Hung"}))),
-        )
-        .await;
+        let body = send_body(
+            "alice",
+            json!({"task_title": "Hung", "webhook": {"url": h.hooks.url}}),
+        );
+        let r = patiently(path, h.post(path, &body)).await;
         let v = r.assert_error(504, "deadline_exceeded");
         assert_eq!(
             v["error"], "request did not finish within 1s",
@@ -95,6 +95,76 @@ async fn send_and_stream_share_the_deadline_while_resolving_the_task() {
     .await;
     r.assert_error(504, "deadline_exceeded");
     assert!(h.llm.requests().is_empty(), "no tokens spent");
+    // Both announce the failure to their webhook alike.
+    for hook in h.hooks.wait(2).await {
+        let event = hook.json();
+        assert_eq!(event["event"], "agent.error", "{event}");
+        assert_eq!(event["error"], "request deadline exceeded", "{event}");
+    }
+}
+
+#[tokio::test]
+async fn a_lost_write_acknowledgement_is_retried_under_the_same_key() {
+    let faults = Faults {
+        lose_first_ack: Some(("POST", "/messages")),
+        ..Faults::default()
+    };
+    let h = setup().backend(BackendKind::Faulty(faults)).start().await;
+    let task = h.create_task("alice", "Flaky").await;
+    let r = h
+        .post(
+            "/api/agents/send",
+            &send_body("alice", json!({"task_id": task})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let writes: Vec<Value> = h
+        .proxy
+        .as_ref()
+        .expect("proxy")
+        .forwarded()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.contains("/messages"))
+        .map(|r| r.json())
+        .collect();
+    assert_eq!(writes.len(), 2, "stored, acknowledgement lost, retried");
+    assert_eq!(writes[0]["idempotency_key"], writes[1]["idempotency_key"]);
+    let messages = h.messages("alice", &task).await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0]["id"], r.json()["message_id"]);
+}
+
+#[tokio::test]
+async fn a_deadline_during_a_streamed_write_still_ends_with_done_and_stores_once() {
+    let faults = Faults {
+        slow: vec![("POST", "/messages", SLOW_WRITE)],
+        ..Faults::default()
+    };
+    let h = setup()
+        .env("WOMBAT_REQUEST_TIMEOUT_SECS", "1")
+        .backend(BackendKind::Faulty(faults))
+        .start()
+        .await;
+    let task = h.create_task("alice", "Slow").await;
+    let events = h
+        .sse(
+            "/api/agents/stream",
+            &send_body("alice", json!({"task_id": task})),
+        )
+        .await
+        .rest()
+        .await;
+    let (name, done) = events.last().expect("an event");
+    assert_eq!(name, "done", "{events:?}");
+    assert_eq!(done["persisted"], false, "{done}");
+    assert!(
+        done["persist_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("request deadline")),
+        "{done}"
+    );
+    h.proxy.as_ref().expect("proxy").wait_forwarded(1).await;
+    assert_eq!(h.messages("alice", &task).await.len(), 1);
 }
 
 #[tokio::test]

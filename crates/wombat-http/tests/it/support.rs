@@ -466,6 +466,9 @@ pub struct Faults {
     pub slow: Vec<(&'static str, &'static str, Duration)>,
     /// Never answered nor forwarded (a hung backend).
     pub hang: Vec<(&'static str, &'static str)>,
+    /// The first matching request is forwarded (so stored), but the daemon
+    /// gets a 503 instead of the answer (a lost acknowledgement).
+    pub lose_first_ack: Option<(&'static str, &'static str)>,
 }
 
 fn matches(rule: (&str, &str), req: &Recorded) -> bool {
@@ -473,6 +476,7 @@ fn matches(rule: (&str, &str), req: &Recorded) -> bool {
 }
 
 struct ProxyState {
+    ack_lost: std::sync::atomic::AtomicBool,
     forwarded: Mutex<Vec<Recorded>>,
     count: watch::Sender<usize>,
 }
@@ -489,6 +493,7 @@ impl BackendProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let state = Arc::new(ProxyState {
+            ack_lost: std::sync::atomic::AtomicBool::new(false),
             forwarded: Mutex::new(Vec::new()),
             count: watch::channel(0).0,
         });
@@ -532,8 +537,15 @@ impl BackendProxy {
                         .unwrap_or("application/json")
                         .to_owned();
                     let body = resp.bytes().await.expect("mc-lite body");
+                    let lose = faults.lose_first_ack.is_some_and(|r| matches(r, &req))
+                        && !st.ack_lost.swap(true, std::sync::atomic::Ordering::SeqCst);
                     lock(&st.forwarded).push(req);
                     st.count.send_modify(|n| *n += 1);
+                    let (status, body) = if lose {
+                        (503, Bytes::from_static(br#"{"error":"ack lost"}"#))
+                    } else {
+                        (status, body)
+                    };
                     let mut out =
                         head(status, &[("content-type".into(), ct)], Some(body.len())).into_bytes();
                     out.extend_from_slice(&body);
