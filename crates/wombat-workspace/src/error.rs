@@ -24,7 +24,8 @@ pub enum Error {
         /// The name as received.
         name: String,
     },
-    /// Writing the `.boot-complete` marker failed (for example the workspace folder is missing).
+    /// Writing the boot marker failed (for example the state directory is not
+    /// writable, or the marker path is a symbolic link, which is never followed).
     #[error("cannot write boot marker {path}: {source}")]
     BootMarker {
         /// The marker path.
@@ -32,6 +33,12 @@ pub enum Error {
         /// The underlying I/O error.
         #[source]
         source: std::io::Error,
+    },
+    /// The workspace folder does not exist, so there is nothing to mark as booted.
+    #[error("workspace folder {path} does not exist")]
+    WorkspaceMissing {
+        /// The workspace path.
+        path: PathBuf,
     },
     /// Starting the background refresh thread failed.
     #[error("cannot start the workspace refresh thread: {0}")]

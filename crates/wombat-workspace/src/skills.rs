@@ -14,6 +14,47 @@ use crate::text::char_len;
 /// Metadata namespaces holding the gating object, in priority order.
 pub const NAMESPACES: [&str; 4] = ["openclaw", "clawdbot", "clawdis", "moltbot"];
 
+/// The namespaces Wombat honours but OpenClaw (2026.9) ignores; a skill gated
+/// from one of them carries a diagnostic saying so.
+pub const OPENCLAW_IGNORED_NAMESPACES: [&str; 2] = ["clawdis", "moltbot"];
+
+/// The order in which OpenClaw scans skill folders: its discovery sorts them
+/// with JavaScript's `localeCompare` (ICU root collation) and, when two skills
+/// share a name, keeps the one scanned last.
+///
+/// This approximates that collation for the names skill folders use: case is
+/// ignored at first (`a` < `B` < `c`), punctuation sorts before digits and
+/// digits before letters (`_` < `-` < `.` < `0` < `a`), and only an otherwise
+/// equal pair is ordered by case (lower first) and then by bytes, so the order
+/// is total.
+pub fn openclaw_folder_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn primary(c: char) -> (u8, u32) {
+        // CLDR root order of the ASCII punctuation and symbols.
+        const PUNCTUATION: &str = "_-,;:!?.'\"()[]{}@*/\\&#%`^+<=>|~$";
+        if c.is_whitespace() {
+            (0, c as u32)
+        } else if let Some(rank) = PUNCTUATION.find(c) {
+            (1, rank as u32)
+        } else if c.is_ascii_digit() {
+            (2, c as u32)
+        } else if c.is_alphabetic() {
+            (3, c.to_lowercase().next().map_or(c as u32, |l| l as u32))
+        } else {
+            (4, c as u32)
+        }
+    }
+    a.chars()
+        .map(primary)
+        .cmp(b.chars().map(primary))
+        .then_with(|| {
+            // Lowercase before uppercase at the first difference in case.
+            a.chars()
+                .map(char::is_uppercase)
+                .cmp(b.chars().map(char::is_uppercase))
+        })
+        .then_with(|| a.cmp(b))
+}
+
 /// One loaded skill.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Skill {
@@ -160,6 +201,38 @@ mod tests {
                 ..Gating::default()
             },
         }
+    }
+
+    #[test]
+    fn folder_order_follows_locale_compare() {
+        use std::cmp::Ordering::Less;
+        let sorted = [
+            "a_b",
+            "a-b",
+            "a.b",
+            "a0",
+            "a9",
+            "aa",
+            "Ab",
+            "ac",
+            "doubleword",
+            "doubleword-api",
+            "Zeta",
+        ];
+        for pair in sorted.windows(2) {
+            assert_eq!(
+                openclaw_folder_order(pair[0], pair[1]),
+                Less,
+                "{} < {}",
+                pair[0],
+                pair[1]
+            );
+        }
+        assert_eq!(openclaw_folder_order("ab", "Ab"), Less);
+        assert_eq!(
+            openclaw_folder_order("same", "same"),
+            std::cmp::Ordering::Equal
+        );
     }
 
     #[test]

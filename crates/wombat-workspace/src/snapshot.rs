@@ -20,7 +20,9 @@ use jiff::civil::Date;
 use serde_json::Value;
 
 use crate::dto::Diagnostic;
-use crate::skills::{ParsedSkill, Skill, SkillEnv, gate, parse_skill, render_section};
+use crate::skills::{
+    ParsedSkill, Skill, SkillEnv, gate, openclaw_folder_order, parse_skill, render_section,
+};
 use crate::text::{char_len, truncate_head_tail};
 
 /// Root files the workspace knows about.
@@ -32,18 +34,9 @@ pub(crate) const TOOLS: &str = "TOOLS.md";
 pub(crate) const HEARTBEAT: &str = "HEARTBEAT.md";
 pub(crate) const BOOT: &str = "BOOT.md";
 pub(crate) const MEMORY: &str = "MEMORY.md";
+/// The boot marker's name in the workspace (without a state directory).
 pub(crate) const BOOT_MARKER: &str = ".boot-complete";
-const ROOT_FILES: [&str; 9] = [
-    AGENTS,
-    SOUL,
-    IDENTITY,
-    USER,
-    TOOLS,
-    HEARTBEAT,
-    BOOT,
-    MEMORY,
-    BOOT_MARKER,
-];
+const ROOT_FILES: [&str; 8] = [AGENTS, SOUL, IDENTITY, USER, TOOLS, HEARTBEAT, BOOT, MEMORY];
 
 /// `SKILL.md` files larger than this are reported and skipped.
 const MAX_SKILL_BYTES: u64 = 1024 * 1024;
@@ -91,13 +84,16 @@ pub(crate) struct Listing {
     souls: Vec<(String, Stamp)>,
     memory: Vec<(Date, String, Stamp)>,
     skills: Vec<(String, Option<Stamp>)>,
+    /// The boot marker (in the workspace or the state directory).
+    marker: Option<Stamp>,
     /// When the scan ran (ns since the epoch).
     scanned_ns: u128,
 }
 
 impl Listing {
-    /// Stats the known files and lists `souls/`, `memory/` and `skills/`.
-    pub(crate) fn scan(root: &Path) -> Self {
+    /// Stats the known files and the boot `marker`, and lists `souls/`,
+    /// `memory/` and `skills/`.
+    pub(crate) fn scan(root: &Path, marker: &Path) -> Self {
         if !root.is_dir() {
             return Self::default();
         }
@@ -147,6 +143,12 @@ impl Listing {
             souls,
             memory,
             skills,
+            // A link in the marker's place does not count: it is never
+            // followed, when reading or when writing (see `complete_boot`).
+            marker: std::fs::symlink_metadata(marker)
+                .is_ok_and(|m| m.is_file())
+                .then(|| stamp(marker))
+                .flatten(),
             scanned_ns: scanned
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos()),
@@ -172,6 +174,7 @@ impl Listing {
             st.hash(&mut h);
         }
         self.skills.hash(&mut h);
+        self.marker.hash(&mut h);
         // While a file is racy, every scan looks new, so it is re-read.
         if self.any_racy() {
             self.scanned_ns.hash(&mut h);
@@ -392,7 +395,7 @@ pub(crate) fn load(
     snapshot.heartbeat = root_file(HEARTBEAT, cache, &mut diagnostics);
     snapshot.boot = root_file(BOOT, cache, &mut diagnostics);
     snapshot.memory = root_file(MEMORY, cache, &mut diagnostics);
-    snapshot.boot_complete = listing.root_stamp(BOOT_MARKER).is_some();
+    snapshot.boot_complete = listing.marker.is_some();
 
     for (role, st) in &listing.souls {
         let rel = format!("souls/{role}.md");
@@ -409,7 +412,10 @@ pub(crate) fn load(
         }
     }
 
-    let mut names: HashMap<String, String> = HashMap::new();
+    // A SKILL.md (or its folder) may be a symbolic link; one that resolves
+    // outside the workspace is refused, as OpenClaw refuses it.
+    let real_root = std::fs::canonicalize(root).ok();
+    let mut loaded: Vec<(String, Skill)> = Vec::new();
     for (folder, st) in &listing.skills {
         let rel = format!("skills/{folder}/SKILL.md");
         let Some(st) = st else {
@@ -419,6 +425,25 @@ pub(crate) fn load(
             });
             continue;
         };
+        if let Some(real_root) = &real_root {
+            match std::fs::canonicalize(root.join(&rel)) {
+                Ok(real) if real.starts_with(real_root) => {}
+                Ok(_) => {
+                    diagnostics.push(Diagnostic {
+                        path: rel.clone(),
+                        message: "SKILL.md is a symbolic link resolving outside the workspace; skill not loaded".to_owned(),
+                    });
+                    continue;
+                }
+                Err(e) => {
+                    diagnostics.push(Diagnostic {
+                        path: rel.clone(),
+                        message: format!("cannot resolve SKILL.md: {e}; skill not loaded"),
+                    });
+                    continue;
+                }
+            }
+        }
         let Some(parsed) = cache.skill(root, folder, *st, &mut diagnostics) else {
             continue;
         };
@@ -428,12 +453,40 @@ pub(crate) fn load(
             message: message.clone(),
         }));
         if let Some(skill) = parsed.skill {
-            if let Some(other) = names.insert(skill.name.clone(), folder.clone()) {
-                diagnostics.push(Diagnostic {
-                    path: rel.clone(),
-                    message: format!("skill name {:?} is also used by skills/{other}", skill.name),
-                });
-            }
+            loaded.push((folder.clone(), skill));
+        }
+    }
+    // One skill per name, the one OpenClaw keeps: the last of its scan order.
+    let mut keeper: HashMap<&str, &str> = HashMap::new();
+    for (folder, skill) in &loaded {
+        let current = keeper.entry(skill.name.as_str()).or_insert(folder.as_str());
+        if openclaw_folder_order(folder, current).is_gt() {
+            *current = folder.as_str();
+        }
+    }
+    let mut duplicates = Vec::new();
+    for (folder, skill) in &loaded {
+        let kept = keeper
+            .get(skill.name.as_str())
+            .copied()
+            .unwrap_or(folder.as_str());
+        if kept != folder.as_str() {
+            duplicates.push(Diagnostic {
+                path: format!("skills/{folder}/SKILL.md"),
+                message: format!(
+                    "skill name {:?} is also used by skills/{kept}, which is kept (as OpenClaw keeps the last folder in its sorted order); this one is not loaded",
+                    skill.name
+                ),
+            });
+        }
+    }
+    let keep: Vec<bool> = loaded
+        .iter()
+        .map(|(folder, skill)| keeper.get(skill.name.as_str()).copied() == Some(folder.as_str()))
+        .collect();
+    diagnostics.extend(duplicates);
+    for ((_, skill), keep) in loaded.into_iter().zip(keep) {
+        if keep {
             let gate = gate(&skill.gating, settings.skill_env, settings.skills_config);
             snapshot.skills.push(GatedSkill { skill, gate });
         }

@@ -68,6 +68,13 @@ pub struct WorkspaceOptions {
     /// How often to re-stat the folder; [`Duration::ZERO`] disables the
     /// background thread (then only [`Workspace::refresh_now`] reloads).
     pub refresh_interval: Duration,
+    /// Where the boot marker lives (`WOMBAT_STATE_DIR`). `None`: the
+    /// `.boot-complete` file in the workspace, the only write Wombat makes
+    /// there. `Some(dir)`: a file in `dir` named after the workspace's
+    /// absolute path (see [`Workspace::boot_marker_path`]), so the workspace
+    /// can be mounted read-only and several workspaces can share one state
+    /// directory; a `.boot-complete` in the workspace is then ignored.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for WorkspaceOptions {
@@ -81,6 +88,7 @@ impl Default for WorkspaceOptions {
             skill_env: SkillEnv::default(),
             skills_config: Value::Object(serde_json::Map::new()),
             refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            state_dir: None,
         }
     }
 }
@@ -147,6 +155,8 @@ pub struct SkillCounts {
 
 struct Inner {
     path: PathBuf,
+    /// The boot marker file (in the workspace or the state directory).
+    marker: PathBuf,
     options: WorkspaceOptions,
     default_zone: Zone,
     snapshot: ArcSwap<Snapshot>,
@@ -169,7 +179,7 @@ impl Inner {
     /// Re-stats the folder and reloads if anything changed; true if it did.
     fn refresh(&self) -> bool {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        let listing = Listing::scan(&self.path);
+        let listing = Listing::scan(&self.path, &self.marker);
         if listing.fingerprint() == self.snapshot.load().fingerprint {
             return false;
         }
@@ -198,6 +208,61 @@ impl Inner {
             zones.insert(name.to_owned(), zone.clone());
         }
         Ok(zone)
+    }
+}
+
+/// The boot marker for the workspace at `path` (absolute), see
+/// [`Workspace::boot_marker_path`].
+fn marker_path(path: &Path, state_dir: Option<&Path>) -> PathBuf {
+    let Some(dir) = state_dir else {
+        return path.join(BOOT_MARKER);
+    };
+    // FNV-1a: stable across Rust releases and runs, unlike `DefaultHasher`.
+    let hash = path
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    // The folder name only helps a human reading the directory; keep it tame.
+    let name: String = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(64)
+        .collect();
+    dir.join(format!("boot-complete-{name}-{hash:016x}"))
+}
+
+/// Creates the marker file without following a symbolic link: `create_new`
+/// is `O_CREAT | O_EXCL`, which fails on any existing path, a link included.
+/// An existing regular file means boot was already completed.
+fn write_marker(marker: &Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(marker)
+    {
+        Ok(mut file) => file.write_all(b"boot complete\n"),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let meta = std::fs::symlink_metadata(marker)?;
+            if meta.file_type().is_file() {
+                Ok(())
+            } else if meta.file_type().is_symlink() {
+                Err(std::io::Error::other(
+                    "the marker path is a symbolic link; refusing to follow it",
+                ))
+            } else {
+                Err(std::io::Error::other(
+                    "the marker path exists and is not a regular file",
+                ))
+            }
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -242,8 +307,10 @@ impl Workspace {
         };
         let interval = options.refresh_interval;
         let (stop, stopped) = mpsc::channel::<()>();
+        let marker = marker_path(&path, options.state_dir.as_deref());
         let mut inner = Inner {
             path,
+            marker,
             options,
             default_zone,
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
@@ -251,7 +318,7 @@ impl Workspace {
             zones: RwLock::new(HashMap::new()),
             _stop: None,
         };
-        let listing = Listing::scan(&inner.path);
+        let listing = Listing::scan(&inner.path, &inner.marker);
         let mut cache = LoadCache::default();
         let first = load(&inner.path, &listing, &inner.settings(), &mut cache);
         if first.exists {
@@ -440,23 +507,38 @@ impl Workspace {
         }
     }
 
-    /// Writes the `.boot-complete` marker (the only write Wombat makes to a
-    /// workspace) and reloads, so [`Workspace::boot_status`] reflects it at once.
+    /// Where the boot marker is read and written: `.boot-complete` in the
+    /// workspace, or with a state directory
+    /// `<state_dir>/boot-complete-<folder name>-<16 hex digits>`, the digits a
+    /// stable (FNV-1a) hash of the workspace's absolute path, so two
+    /// workspaces never share a marker.
+    pub fn boot_marker_path(&self) -> &Path {
+        &self.inner.marker
+    }
+
+    /// Writes the boot marker and reloads, so [`Workspace::boot_status`]
+    /// reflects it at once. Completing twice is fine.
+    ///
+    /// The marker is created, never opened: a symbolic link in its place
+    /// (even a dangling one) is refused rather than written through. A
+    /// missing state directory is created.
+    ///
+    /// Errors: [`Error::WorkspaceMissing`], [`Error::BootMarker`].
     pub fn complete_boot(&self) -> Result<()> {
-        let marker = self.inner.path.join(BOOT_MARKER);
         if !self.inner.path.is_dir() {
-            return Err(Error::BootMarker {
-                path: marker,
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "workspace folder does not exist",
-                ),
+            return Err(Error::WorkspaceMissing {
+                path: self.inner.path.clone(),
             });
         }
-        std::fs::write(&marker, "boot complete\n").map_err(|source| Error::BootMarker {
-            path: marker,
+        let marker = &self.inner.marker;
+        let failed = |source| Error::BootMarker {
+            path: marker.clone(),
             source,
-        })?;
+        };
+        if let Some(dir) = &self.inner.options.state_dir {
+            std::fs::create_dir_all(dir).map_err(failed)?;
+        }
+        write_marker(marker).map_err(failed)?;
         self.inner.refresh();
         Ok(())
     }

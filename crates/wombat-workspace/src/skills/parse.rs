@@ -7,7 +7,7 @@ use gray_matter::Pod;
 use gray_matter::engine::{Engine as _, YAML};
 use serde_json::{Map, Value};
 
-use super::{Gating, NAMESPACES, Skill};
+use super::{Gating, NAMESPACES, OPENCLAW_IGNORED_NAMESPACES, Skill};
 
 /// The outcome of parsing one `SKILL.md`: the skill if it loads, and every
 /// problem met on the way (a skill can load *and* carry warnings, for example
@@ -18,6 +18,11 @@ pub struct ParsedSkill {
     pub skill: Option<Skill>,
     /// Human-readable problems, without the file path (the caller adds it).
     pub problems: Vec<String>,
+    /// Whether OpenClaw's own loader would drop this file because its front
+    /// matter is still not YAML after OpenClaw's repair, while Wombat loads
+    /// it through the lenient parser (a deliberate difference, reported in
+    /// `problems` too).
+    pub openclaw_would_drop: bool,
 }
 
 /// Parses the text of `skills/<folder>/SKILL.md`.
@@ -49,14 +54,28 @@ pub fn parse_skill(folder: &str, text: &str) -> ParsedSkill {
         return ParsedSkill {
             skill: None,
             problems,
+            openclaw_would_drop: false,
         };
     };
+    let mut openclaw_would_drop = false;
     let fields = match parse_yaml_mapping(block) {
         Ok(fields) => fields,
         Err(reason) => {
-            problems.push(format!(
-                "front matter is not valid YAML ({reason}); read it with the lenient key: value parser"
-            ));
+            // OpenClaw quotes unquoted `description:` values and accepts a
+            // flow value continued down to a closing bracket in column 0; what
+            // still fails YAML after that, it drops. Wombat reads every such
+            // file with the lenient parser (as it always did) and says
+            // whether OpenClaw would have kept it.
+            if parse_yaml_mapping(&repair_front_matter(block)).is_ok() {
+                problems.push(format!(
+                    "front matter is not strict YAML ({reason}); read it with the lenient key: value parser (OpenClaw loads it after quoting the value)"
+                ));
+            } else {
+                openclaw_would_drop = true;
+                problems.push(format!(
+                    "front matter is not valid YAML ({reason}), even after OpenClaw's repair of unquoted values: OpenClaw would drop this skill; Wombat reads it with the lenient key: value parser"
+                ));
+            }
             parse_lines(block)
         }
     };
@@ -75,6 +94,7 @@ pub fn parse_skill(folder: &str, text: &str) -> ParsedSkill {
         return ParsedSkill {
             skill: None,
             problems,
+            openclaw_would_drop: false,
         };
     };
     let homepage = fields
@@ -93,7 +113,19 @@ pub fn parse_skill(folder: &str, text: &str) -> ParsedSkill {
                 Value::Null
             }
         },
-        Some(other) => other.clone(),
+        // OpenClaw reads a one-line `metadata: {...}` as JSON5 from the raw
+        // text; when that fails it has no gating, even where YAML's more
+        // forgiving flow syntax made sense of it. Do the same.
+        Some(other) => match inline_flow_metadata(block) {
+            Some(raw) if json5::from_str::<Value>(raw).is_err() => {
+                problems.push(
+                    "metadata is not valid JSON or JSON5; ignored (as OpenClaw ignores it)"
+                        .to_owned(),
+                );
+                Value::Null
+            }
+            _ => other.clone(),
+        },
     };
     let (namespace, gating) = match gating_object(&metadata) {
         Some((ns, object)) => {
@@ -103,6 +135,11 @@ pub fn parse_skill(folder: &str, text: &str) -> ParsedSkill {
                     .into_iter()
                     .map(|p| format!("metadata.{ns}: {p}")),
             );
+            if OPENCLAW_IGNORED_NAMESPACES.contains(&ns) {
+                problems.push(format!(
+                    "gating read from metadata.{ns}, a namespace OpenClaw ignores (it reads only openclaw and clawdbot): Wombat honours it as the author's intent, OpenClaw would not gate this skill"
+                ));
+            }
             (Some(ns.to_owned()), gating)
         }
         None => (None, Gating::default()),
@@ -120,7 +157,19 @@ pub fn parse_skill(folder: &str, text: &str) -> ParsedSkill {
             gating,
         }),
         problems,
+        openclaw_would_drop,
     }
+}
+
+/// The raw text of a `metadata:` value given as a flow mapping on its own
+/// line (`metadata: {...}`, not continued on the next lines), if any.
+fn inline_flow_metadata(block: &str) -> Option<&str> {
+    let lines: Vec<&str> = block.split('\n').collect();
+    let (i, value) = lines.iter().enumerate().find_map(|(i, line)| {
+        let (key, value) = split_key(line)?;
+        (key == "metadata").then(|| (i, value.trim()))
+    })?;
+    (value.starts_with('{') && flow_value_end(&lines, i, value) == i + 1).then_some(value)
 }
 
 /// Splits `---\n<block>\n---<rest of line>\n<body>` like OpenClaw: the file
@@ -248,6 +297,17 @@ fn parse_lines(block: &str) -> Map<String, Value> {
             i = j.max(i + 1);
             continue;
         }
+        // A flow value (`metadata: {`) may go on over the next lines, down to
+        // its closing bracket (often in column 0): take them all.
+        let end = flow_value_end(&lines, i, inline);
+        if end > i + 1 {
+            let value = lines[i + 1..end]
+                .iter()
+                .fold(inline.to_owned(), |acc, l| acc + "\n" + l);
+            map.insert(key.to_owned(), Value::String(value));
+            i = end;
+            continue;
+        }
         let value = strip_quotes(inline);
         if !value.is_empty() {
             map.insert(key.to_owned(), Value::String(value.to_owned()));
@@ -255,6 +315,106 @@ fn parse_lines(block: &str) -> Map<String, Value> {
         i += 1;
     }
     map
+}
+
+/// When `inline` (the value on line `i`) opens a flow collection (`{` or
+/// `[`) that the line does not close, the index just past the line that
+/// closes it (or past the last line when none does); else `i + 1`.
+fn flow_value_end(lines: &[&str], i: usize, inline: &str) -> usize {
+    if !inline.starts_with('{') && !inline.starts_with('[') {
+        return i + 1;
+    }
+    let mut scan = FlowScan::default();
+    scan.feed(inline);
+    let mut j = i + 1;
+    // An unclosed bracket must not swallow the keys after it.
+    while scan.depth > 0 && j < lines.len() && split_key(lines[j]).is_none() {
+        scan.feed(lines[j]);
+        j += 1;
+    }
+    j
+}
+
+/// Bracket depth of flow text, skipping brackets inside quoted strings.
+#[derive(Default)]
+struct FlowScan {
+    depth: usize,
+    quote: Option<char>,
+    escaped: bool,
+}
+
+impl FlowScan {
+    fn feed(&mut self, line: &str) {
+        for c in line.chars() {
+            if let Some(q) = self.quote {
+                if self.escaped {
+                    self.escaped = false;
+                } else if c == '\\' && q == '"' {
+                    self.escaped = true;
+                } else if c == q {
+                    self.quote = None;
+                }
+                continue;
+            }
+            match c {
+                '"' | '\'' => self.quote = Some(c),
+                '{' | '[' => self.depth += 1,
+                '}' | ']' => self.depth = self.depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        // A single-quoted YAML string does not span lines in this position;
+        // an unbalanced quote must not swallow the rest of the block.
+        if self.quote == Some('\'') {
+            self.quote = None;
+        }
+    }
+}
+
+/// The front matter as OpenClaw repairs it before parsing it as YAML: an
+/// unquoted top-level `description:` value that YAML would misread (it holds
+/// `: ` or ` #`, or ends with `:`) is single-quoted, and a flow value
+/// continued over several lines has its continuation lines indented, as
+/// OpenClaw's parser accepts a closing bracket in column 0.
+fn repair_front_matter(block: &str) -> String {
+    let lines: Vec<&str> = block.split('\n').collect();
+    let mut out = String::with_capacity(block.len() + 16);
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        if i > 0 {
+            out.push('\n');
+        }
+        let Some((key, inline)) = split_key(line) else {
+            out.push_str(line);
+            i += 1;
+            continue;
+        };
+        let value = inline.trim();
+        let end = flow_value_end(&lines, i, value);
+        if end > i + 1 {
+            out.push_str(line);
+            for continued in &lines[i + 1..end] {
+                out.push_str("\n  ");
+                out.push_str(continued);
+            }
+            i = end;
+            continue;
+        }
+        let plain =
+            !value.is_empty() && !value.starts_with(['"', '\'', '{', '[', '|', '>', '&', '*', '!']);
+        let misread = value.contains(": ") || value.contains(" #") || value.ends_with(':');
+        if key == "description" && plain && misread {
+            out.push_str(key);
+            out.push_str(": '");
+            out.push_str(&value.replace('\'', "''"));
+            out.push('\'');
+        } else {
+            out.push_str(line);
+        }
+        i += 1;
+    }
+    out
 }
 
 /// `^([\w-]+):\s*(.*)$`: the key and the raw rest of the line.
@@ -380,6 +540,71 @@ mod tests {
         assert_eq!(skill.gating.os, ["darwin", "linux"]);
         assert_eq!(parsed.problems.len(), 1, "{:?}", parsed.problems);
         assert!(parsed.problems[0].contains("lenient"));
+        assert!(
+            !parsed.openclaw_would_drop,
+            "OpenClaw loads it after quoting the description"
+        );
+    }
+
+    #[test]
+    fn flow_metadata_closed_in_column_zero_keeps_its_gating() {
+        // Valid YAML for OpenClaw's parser (it loads the file with its
+        // gating); a strict YAML reader rejects the `}` in column 0.
+        let parsed = parse_skill(
+            "weather",
+            "---\nname: weather\ndescription: Forecasts\nmetadata: {\n  \"openclaw\": {\n    \"emoji\": \"🌦️\",\n    \"requires\": { \"env\": [\"WEATHER_API_KEY\"], \"bins\": [\"curl\"] }\n  }\n}\nhomepage: https://example.com\n---\nbody\n",
+        );
+        let skill = parsed.skill.expect("loaded");
+        assert_eq!(skill.namespace.as_deref(), Some("openclaw"));
+        assert_eq!(skill.gating.env, ["WEATHER_API_KEY"]);
+        assert_eq!(skill.gating.bins, ["curl"]);
+        assert_eq!(skill.gating.emoji.as_deref(), Some("🌦️"));
+        assert_eq!(skill.homepage.as_deref(), Some("https://example.com"));
+        assert!(!parsed.openclaw_would_drop, "{:?}", parsed.problems);
+    }
+
+    #[test]
+    fn front_matter_openclaw_drops_is_loaded_with_a_diagnostic() {
+        // One closing brace short: still not YAML after OpenClaw's repair.
+        let parsed = parse_skill(
+            "factory",
+            "---\nname: factory\ndescription: Use the droid CLI\nmetadata: {\"clawdbot\":{\"requires\":{\"bins\":[\"droid\"]}}\n---\nbody\n",
+        );
+        assert!(parsed.skill.is_some(), "the lenient parser still loads it");
+        assert!(parsed.openclaw_would_drop);
+        assert!(
+            parsed.problems[0].contains("OpenClaw would drop this skill"),
+            "{:?}",
+            parsed.problems
+        );
+        // An unclosed bracket does not swallow the keys after it.
+        let parsed = parse_skill(
+            "f",
+            "---\nmetadata: {\"openclaw\": {\ndescription: d\n---\n",
+        );
+        assert_eq!(parsed.skill.expect("loaded").description, "d");
+    }
+
+    #[test]
+    fn gating_from_a_namespace_openclaw_ignores_is_kept_and_reported() {
+        for ns in ["clawdis", "moltbot"] {
+            let parsed = parse_skill(
+                "f",
+                &format!(
+                    "---\ndescription: d\nmetadata: {{\"{ns}\":{{\"requires\":{{\"env\":[\"K\"]}}}}}}\n---\n"
+                ),
+            );
+            let skill = parsed.skill.expect("loaded");
+            assert_eq!(skill.namespace.as_deref(), Some(ns));
+            assert_eq!(skill.gating.env, ["K"]);
+            assert_eq!(parsed.problems.len(), 1, "{:?}", parsed.problems);
+            assert!(parsed.problems[0].contains("OpenClaw ignores"));
+        }
+        let parsed = parse_skill(
+            "f",
+            "---\ndescription: d\nmetadata: {\"clawdbot\":{\"emoji\":\"c\"}}\n---\n",
+        );
+        assert_eq!(parsed.problems, Vec::<String>::new());
     }
 
     #[test]

@@ -4,11 +4,13 @@ use wombat_workspace::{PromptMode, PromptRequest, SkillEnv, Workspace, Workspace
 
 use crate::support::{example, now, options};
 
-fn open(name: &str, options: WorkspaceOptions) -> Workspace {
-    let ws = Workspace::open(example(name), options).expect("open example");
+/// The example, opened from a private copy (kept alive beside the handle).
+fn open(name: &str, options: WorkspaceOptions) -> (Workspace, tempfile::TempDir) {
+    let copy = example(name);
+    let ws = Workspace::open(copy.path(), options).expect("open example");
     assert!(ws.exists());
     assert_eq!(ws.diagnostics(), [], "example {name} has diagnostics");
-    ws
+    (ws, copy)
 }
 
 fn prompt(ws: &Workspace, request: PromptRequest<'_>) -> String {
@@ -17,7 +19,7 @@ fn prompt(ws: &Workspace, request: PromptRequest<'_>) -> String {
 
 #[test]
 fn default_full() {
-    let ws = open("default", options());
+    let (ws, _copy) = open("default", options());
     let request = PromptRequest::new("assistant", now()).timezone("America/Los_Angeles");
     insta::assert_snapshot!(prompt(&ws, request));
 }
@@ -27,7 +29,7 @@ fn default_full_with_weather_key() {
     let env = SkillEnv::new("linux")
         .with_var("WEATHER_API_KEY", "test-key")
         .with_executables(["curl"]);
-    let ws = open(
+    let (ws, _copy) = open(
         "default",
         WorkspaceOptions {
             skill_env: env,
@@ -42,7 +44,7 @@ fn default_full_with_weather_key() {
 
 #[test]
 fn default_minimal() {
-    let ws = open("default", options());
+    let (ws, _copy) = open("default", options());
     let request = PromptRequest::new("assistant", now())
         .mode(PromptMode::Minimal)
         .timezone("Asia/Tokyo");
@@ -51,7 +53,7 @@ fn default_minimal() {
 
 #[test]
 fn default_skills_report() {
-    let ws = open("default", options());
+    let (ws, _copy) = open("default", options());
     insta::assert_json_snapshot!(ws.skills_report(), {
         ".skills[].location" => "[location]",
     });
@@ -59,7 +61,7 @@ fn default_skills_report() {
 
 #[test]
 fn default_context_stats() {
-    let ws = open("default", options());
+    let (ws, _copy) = open("default", options());
     let stats = ws
         .context_stats(&PromptRequest::new("assistant", now()))
         .expect("stats");
@@ -68,7 +70,7 @@ fn default_context_stats() {
 
 #[test]
 fn default_boot_and_heartbeat() {
-    let ws = open("default", options());
+    let (ws, _copy) = open("default", options());
     let boot = ws.boot_status();
     assert!(boot.has_boot && !boot.is_complete);
     assert!(
@@ -81,7 +83,7 @@ fn default_boot_and_heartbeat() {
 
 #[test]
 fn multi_agent_roles() {
-    let ws = open("multi-agent", options());
+    let (ws, _copy) = open("multi-agent", options());
     for role in ["pm", "engineer", "support"] {
         let full = prompt(
             &ws,
@@ -98,7 +100,7 @@ fn multi_agent_roles() {
 
 #[test]
 fn multi_agent_unknown_role_uses_soul_md() {
-    let ws = open("multi-agent", options());
+    let (ws, _copy) = open("multi-agent", options());
     let full = prompt(&ws, PromptRequest::new("designer", now()));
     assert!(full.starts_with("# Soul\n\nYou are a member of the Harbor assistant team"));
     insta::assert_snapshot!(full);

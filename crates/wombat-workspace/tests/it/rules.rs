@@ -446,6 +446,98 @@ fn boot_marker_lifecycle() {
     );
 }
 
+#[cfg(unix)]
+#[test]
+fn boot_marker_symlink_is_refused_not_written_through() {
+    let tmp = TempWorkspace::with(&[("BOOT.md", "do the setup")]);
+    let outside = tempfile::tempdir().expect("tempdir");
+    let victim = outside.path().join("victim.txt");
+    std::fs::write(&victim, "precious").expect("write victim");
+    std::os::unix::fs::symlink(&victim, tmp.path().join(".boot-complete")).expect("symlink");
+    let ws = tmp.open();
+    assert!(!ws.boot_status().is_complete, "a link is not the marker");
+    let err = ws
+        .complete_boot()
+        .expect_err("a symlinked marker is refused");
+    assert!(matches!(err, Error::BootMarker { .. }), "{err}");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "precious"
+    );
+    assert!(!ws.boot_status().is_complete);
+
+    // A dangling link is refused too, and creates nothing at its target.
+    let dangling = TempWorkspace::new();
+    let target = outside.path().join("created-by-wombat");
+    std::os::unix::fs::symlink(&target, dangling.path().join(".boot-complete")).expect("symlink");
+    assert!(dangling.open().complete_boot().is_err());
+    assert!(!target.exists());
+}
+
+#[test]
+fn boot_marker_missing_workspace_is_its_own_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ws = Workspace::open(dir.path().join("gone"), options()).expect("open");
+    let err = ws.complete_boot().expect_err("no workspace");
+    assert!(matches!(err, Error::WorkspaceMissing { .. }), "{err}");
+}
+
+#[test]
+fn boot_marker_completing_twice_is_fine() {
+    let tmp = TempWorkspace::with(&[("BOOT.md", "setup")]);
+    let ws = tmp.open();
+    ws.complete_boot().expect("first");
+    ws.complete_boot().expect("second");
+    assert!(ws.boot_status().is_complete);
+}
+
+#[test]
+fn boot_marker_in_a_state_dir_leaves_a_read_only_workspace_alone() {
+    let a = TempWorkspace::with(&[("BOOT.md", "setup a")]);
+    let b = TempWorkspace::with(&[("BOOT.md", "setup b")]);
+    let state = tempfile::tempdir().expect("state dir");
+    let state_dir = state.path().join("wombat");
+    let with_state = || WorkspaceOptions {
+        state_dir: Some(state_dir.clone()),
+        ..options()
+    };
+    // A marker left in the workspace does not count once a state dir is set.
+    a.write(".boot-complete", "old");
+    let ws_a = a.open_with(with_state());
+    let ws_b = b.open_with(with_state());
+    assert!(!ws_a.boot_status().is_complete);
+    assert_ne!(ws_a.boot_marker_path(), ws_b.boot_marker_path());
+    assert!(ws_a.boot_marker_path().starts_with(&state_dir));
+
+    // Nothing is written to the workspace (it may be a read-only mount;
+    // permissions cannot show that here, tests may run as root).
+    let listing = |p: &std::path::Path| {
+        let mut names: Vec<_> = std::fs::read_dir(p)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing(b.path());
+    ws_b.complete_boot().expect("complete into the state dir");
+    assert_eq!(listing(b.path()), before);
+    assert!(ws_b.boot_status().is_complete);
+    assert!(ws_b.health().boot_complete);
+    assert!(!b.path().join(".boot-complete").exists());
+    assert!(ws_b.boot_marker_path().is_file());
+    // The other workspace sharing the state dir is not marked.
+    assert!(!ws_a.boot_status().is_complete);
+    ws_a.refresh_now();
+    assert!(!ws_a.boot_status().is_complete);
+
+    // A reopened handle finds the marker again (the name is stable).
+    let again = b.open_with(with_state());
+    assert_eq!(again.boot_marker_path(), ws_b.boot_marker_path());
+    assert!(again.boot_status().is_complete);
+}
+
 #[test]
 fn heartbeat_accessor() {
     let ws = TempWorkspace::with(&[("HEARTBEAT.md", "\n- check tasks\n")]).open();

@@ -131,6 +131,10 @@ fn problems_become_diagnostics() {
         paths,
         [
             (
+                "skills/f-config/SKILL.md",
+                "gating read from metadata.moltbot, a namespace OpenClaw ignores (it reads only openclaw and clawdbot): Wombat honours it as the author's intent, OpenClaw would not gate this skill"
+            ),
+            (
                 "skills/h-broken/SKILL.md",
                 "front matter has no description; skill not loaded"
             ),
@@ -208,4 +212,131 @@ fn messy_skill_files_load() {
         .system_prompt(&PromptRequest::new("a", now()))
         .expect("prompt");
     assert!(prompt.contains("### 🧪 crlf\n\nbody"));
+}
+
+#[cfg(unix)]
+#[test]
+fn skill_md_symlink_outside_the_workspace_is_refused() {
+    let tmp = TempWorkspace::with(&[
+        ("skills/inside/SKILL.md", &skill("inside", "{}")),
+        ("shared/linked.md", &skill("linked-inside", "{}")),
+    ]);
+    let outside = tempfile::tempdir().expect("tempdir");
+    std::fs::write(outside.path().join("SKILL.md"), skill("escaped", "{}")).expect("write");
+    std::fs::create_dir_all(tmp.path().join("skills/escape")).expect("mkdir");
+    std::os::unix::fs::symlink(
+        outside.path().join("SKILL.md"),
+        tmp.path().join("skills/escape/SKILL.md"),
+    )
+    .expect("symlink");
+    // A whole skill folder linked outside is the same escape.
+    std::os::unix::fs::symlink(outside.path(), tmp.path().join("skills/folder-link"))
+        .expect("symlink");
+    // A link that stays inside the workspace is fine.
+    std::fs::create_dir_all(tmp.path().join("skills/relinked")).expect("mkdir");
+    std::os::unix::fs::symlink(
+        tmp.path().join("shared/linked.md"),
+        tmp.path().join("skills/relinked/SKILL.md"),
+    )
+    .expect("symlink");
+    let ws = tmp.open();
+    let report = ws.skills_report();
+    let names: Vec<&str> = report.skills.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["inside", "linked-inside"]);
+    for folder in ["escape", "folder-link"] {
+        let d = report
+            .diagnostics
+            .iter()
+            .find(|d| d.path == format!("skills/{folder}/SKILL.md"))
+            .unwrap_or_else(|| panic!("no diagnostic for {folder}: {:?}", report.diagnostics));
+        assert!(d.message.contains("outside the workspace"), "{}", d.message);
+        assert!(
+            !d.message.contains(&*outside.path().to_string_lossy()),
+            "no target path"
+        );
+    }
+    assert!(
+        !ws.system_prompt(&PromptRequest::new("a", now()))
+            .expect("prompt")
+            .contains("escaped")
+    );
+}
+
+#[test]
+fn duplicate_names_keep_the_skill_openclaw_keeps() {
+    // OpenClaw scans folders in locale order and the last one of a name
+    // wins: `doubleword-api` sorts after `doubleword`, `Beta` after `alpha`.
+    let tmp = TempWorkspace::with(&[
+        (
+            "skills/doubleword/SKILL.md",
+            &skill("batches", r#"{"openclaw":{"emoji":"1"}}"#),
+        ),
+        (
+            "skills/doubleword-api/SKILL.md",
+            &skill("batches", r#"{"openclaw":{"emoji":"2"}}"#),
+        ),
+        ("skills/alpha/SKILL.md", &skill("greek", "{}")),
+        (
+            "skills/Beta/SKILL.md",
+            &skill("greek", r#"{"openclaw":{"emoji":"b"}}"#),
+        ),
+        ("skills/unique/SKILL.md", &skill("unique", "{}")),
+    ]);
+    let ws = tmp.open();
+    let report = ws.skills_report();
+    let kept: Vec<(&str, &str)> = report
+        .skills
+        .iter()
+        .map(|s| {
+            let folder = s.location.rsplit('/').nth(1).expect("folder");
+            (s.name.as_str(), folder)
+        })
+        .collect();
+    let mut kept = kept;
+    kept.sort_unstable();
+    assert_eq!(
+        kept,
+        [
+            ("batches", "doubleword-api"),
+            ("greek", "Beta"),
+            ("unique", "unique")
+        ]
+    );
+    assert_eq!(report.total, 3);
+    let dropped: Vec<&str> = report
+        .diagnostics
+        .iter()
+        .filter(|d| d.message.contains("is also used by"))
+        .map(|d| d.path.as_str())
+        .collect();
+    assert_eq!(
+        dropped,
+        ["skills/alpha/SKILL.md", "skills/doubleword/SKILL.md"]
+    );
+    let prompt = ws
+        .system_prompt(&PromptRequest::new("a", now()))
+        .expect("prompt");
+    assert_eq!(prompt.matches("### ").count(), 3, "{prompt}");
+}
+
+#[test]
+fn skill_report_diagnoses_namespaces_openclaw_ignores() {
+    let ws = TempWorkspace::with(&[(
+        "skills/old/SKILL.md",
+        &skill("old", r#"{"clawdis":{"requires":{"env":["OLD_KEY"]}}}"#),
+    )])
+    .open();
+    let report = ws.skills_report();
+    assert_eq!(
+        report.skills[0].gate_reason.as_deref(),
+        Some("Missing env: OLD_KEY")
+    );
+    assert!(
+        report
+            .diagnostics
+            .iter()
+            .any(|d| d.path == "skills/old/SKILL.md" && d.message.contains("OpenClaw ignores")),
+        "{:?}",
+        report.diagnostics
+    );
 }

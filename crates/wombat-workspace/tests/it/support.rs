@@ -1,6 +1,6 @@
 //! Shared helpers: temporary workspaces, a fixed clock, deterministic options.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -88,9 +88,30 @@ impl TempWorkspace {
     }
 }
 
-/// `workspace-examples/<name>` in the repository.
-pub fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// A private copy of `workspace-examples/<name>` in a temporary folder, so
+/// tests never depend on the repository's own (mutable) files: a user who
+/// followed docs/API.md may have left a `.boot-complete` there.
+pub fn example(name: &str) -> tempfile::TempDir {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../workspace-examples")
-        .join(name)
+        .join(name);
+    let copy = tempfile::tempdir().expect("tempdir");
+    copy_tree(&source, copy.path());
+    // A marker left in the example is not part of the example.
+    let _ = std::fs::remove_file(copy.path().join(".boot-complete"));
+    copy
+}
+
+/// Copies the folder `from` into `to` (files and folders only).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
 }
