@@ -162,6 +162,7 @@ fn plan(settings: &Settings) -> Result<Plan, RunError> {
         include_time_context: config.include_time_context,
         default_timezone: config.default_timezone.clone(),
         skill_env: SkillEnv::from_process(),
+        state_dir: config.state_dir.clone(),
         ..WorkspaceOptions::default()
     };
     let workspace = Workspace::open(&config.workspace, options).map_err(|e| match e {

@@ -77,6 +77,9 @@ pub struct DaemonConfig {
     pub jwt_algorithm: JwtAlgorithm,
     /// `WOMBAT_WORKSPACE` (`./workspace`).
     pub workspace: PathBuf,
+    /// `WOMBAT_STATE_DIR`: where the boot marker is kept instead of the
+    /// workspace (which may then be mounted read-only); unset by default.
+    pub state_dir: Option<PathBuf>,
     /// `WOMBAT_DEFAULT_TASK`.
     pub default_task: Option<String>,
     /// `WOMBAT_CONTEXT_WARNING_THRESHOLD` (75), percent in 0..=100.
@@ -258,6 +261,7 @@ impl DaemonConfig {
                     .map_err(|_| format!("{v:?} is not one of HS256, HS384, HS512"))
             })?,
             workspace: PathBuf::from(get(s, "WOMBAT_WORKSPACE").unwrap_or("./workspace")),
+            state_dir: get(s, "WOMBAT_STATE_DIR").map(PathBuf::from),
             default_task: get(s, "WOMBAT_DEFAULT_TASK").map(str::to_owned),
             context_warning_threshold: parse(s, "WOMBAT_CONTEXT_WARNING_THRESHOLD", 75.0, |v| {
                 match v.parse::<f64>() {

@@ -139,20 +139,47 @@ pub(crate) fn boot(app: &App) -> http::Response<Body> {
     json_response(StatusCode::OK, &app.workspace.boot_status())
 }
 
-/// `POST /boot/complete`: writes the `.boot-complete` marker. The write
-/// and the reload it triggers are blocking file I/O, so they run off the
-/// async workers.
+/// `POST /boot/complete`: writes the boot marker. The write and the reload
+/// it triggers are blocking file I/O, so they run off the async workers.
+///
+/// A failure is the server's state, not the caller's request: 503, with a
+/// body that names no path (the path and the cause go to the log only).
 pub(crate) async fn boot_complete(app: &App) -> Result<http::Response<Body>, ApiError> {
     let workspace = app.workspace.clone();
-    let failed =
-        |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "boot_marker_failed", e);
-    tokio::task::spawn_blocking(move || workspace.complete_boot())
-        .await
-        .map_err(|e| failed(e.to_string()))?
-        .map_err(|e| failed(e.to_string()))?;
-    Ok(json_response(
-        StatusCode::OK,
-        &serde_json::json!({"status": "ok"}),
+    let outcome = tokio::task::spawn_blocking(move || workspace.complete_boot()).await;
+    let (code, message) = match outcome {
+        Ok(Ok(())) => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({"status": "ok"}),
+            ));
+        }
+        Ok(Err(e @ wombat_workspace::Error::WorkspaceMissing { .. })) => {
+            tracing::warn!(error = %e, "boot marker not written");
+            (
+                "workspace_unavailable",
+                "the workspace folder is missing; boot cannot be marked complete",
+            )
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "boot marker not written");
+            (
+                "boot_marker_failed",
+                "the boot marker could not be written; see the server log",
+            )
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "boot marker task failed");
+            (
+                "boot_marker_failed",
+                "the boot marker could not be written; see the server log",
+            )
+        }
+    };
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        code,
+        message,
     ))
 }
 

@@ -3,6 +3,7 @@
 //! loopback (see `support`).
 
 mod agent;
+mod boot;
 mod compat;
 mod deadlines;
 mod docs;

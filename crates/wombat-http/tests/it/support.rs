@@ -582,8 +582,30 @@ pub enum BackendKind {
     None,
 }
 
-pub fn example_workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workspace-examples/default")
+/// A private copy of `workspace-examples/default` in a temporary folder:
+/// tests never read (or, through `POST /boot/complete`, write) the
+/// repository's own files, which a user may have changed.
+pub fn example_workspace() -> tempfile::TempDir {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workspace-examples/default");
+    let copy = tempfile::tempdir().expect("tempdir");
+    copy_tree(&source, copy.path());
+    // A marker a user left in the example is not part of the example.
+    let _ = std::fs::remove_file(copy.path().join(".boot-complete"));
+    copy
+}
+
+/// Copies the folder `from` into `to` (files and folders only).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
 }
 
 /// How to build a [`Harness`].
@@ -724,10 +746,17 @@ impl Setup {
             .daemon_api_key
             .as_ref()
             .map(|k| k.expose().to_owned());
-        let workspace_dir = self.workspace.unwrap_or_else(example_workspace);
+        let example = self.workspace.is_none().then(example_workspace);
+        let workspace_dir = match (&self.workspace, &example) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(copy)) => copy.path().to_owned(),
+            (None, None) => unreachable!("example copied when no workspace is given"),
+        };
         let options = WorkspaceOptions {
             include_time_context: self.time_context,
             refresh_interval: Duration::ZERO,
+            // As the binary does.
+            state_dir: config.state_dir.clone(),
             ..WorkspaceOptions::default()
         };
         let workspace = Workspace::open(&workspace_dir, options).expect("workspace");
@@ -749,6 +778,7 @@ impl Setup {
             daemon_key,
             shutdown: Some(tx),
             served: Some(served),
+            _example: example,
         }
     }
 }
@@ -764,6 +794,8 @@ pub struct Harness {
     pub proxy: Option<BackendProxy>,
     pub daemon_key: Option<String>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The copy of the example workspace, removed with the harness.
+    _example: Option<tempfile::TempDir>,
     served: Option<tokio::task::JoinHandle<()>>,
 }
 
