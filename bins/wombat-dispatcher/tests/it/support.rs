@@ -49,21 +49,45 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// A private copy of `workspace-examples/default` in a temporary folder:
+/// tests never depend on the repository's own files, which a user may have
+/// changed (e.g. with a `.boot-complete` left by `POST /boot/complete`).
+pub fn example_workspace() -> tempfile::TempDir {
+    fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_tree(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).unwrap();
+            }
+        }
+    }
+    let source =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workspace-examples/default");
+    let copy = tempfile::tempdir().unwrap();
+    copy_tree(&source, copy.path());
+    let _ = std::fs::remove_file(copy.path().join(".boot-complete"));
+    copy
+}
+
 /// The real daemon, started through `wombat_server::run`.
 pub struct Daemon {
     pub url: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), String>>>,
+    /// The daemon's copy of the example workspace.
+    _workspace: tempfile::TempDir,
 }
 
 impl Daemon {
     /// Starts the daemon (echo provider) on `port` in front of `backend_url`;
     /// `None` when the port could not be bound.
     async fn try_start(backend_url: &str, port: u16) -> Option<Self> {
-        let workspace = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../workspace-examples/default"
-        );
+        let example = example_workspace();
+        let workspace = example.path().display().to_string();
         let port_text = port.to_string();
         let s = settings(&[
             ("WOMBAT_HOST", "127.0.0.1"),
@@ -71,7 +95,7 @@ impl Daemon {
             ("BACKEND_URL", backend_url),
             ("AGENT_JWT_SECRET", SECRET),
             ("LLM_PROVIDER", "echo"),
-            ("WOMBAT_WORKSPACE", workspace),
+            ("WOMBAT_WORKSPACE", &workspace),
             ("WOMBAT_DEFAULT_TASK", "Notifications"),
             ("WOMBAT_INCLUDE_TIME_CONTEXT", "false"),
         ]);
@@ -102,6 +126,7 @@ impl Daemon {
                     url,
                     stop: Some(stop),
                     task: Some(task),
+                    _workspace: example,
                 });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

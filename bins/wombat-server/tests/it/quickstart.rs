@@ -57,9 +57,39 @@ fn split_env(line: &str) -> (Vec<(String, String)>, String) {
 }
 
 /// The server binary with a clean environment plus `vars`.
-fn server(vars: &[(String, String)]) -> Command {
+/// A working directory laid out like the repository root for the server's
+/// purposes (a copy of `wombat.toml` and of the example workspace it names),
+/// so the README's command runs as written without reading or writing the
+/// repository's own, possibly user-modified, files (e.g. a `.boot-complete`
+/// or a `.env` left there).
+fn repo_copy() -> tempfile::TempDir {
+    fn copy_tree(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("read_dir") {
+            let entry = entry.expect("entry");
+            let target = to.join(entry.file_name());
+            if entry.file_type().expect("file type").is_dir() {
+                copy_tree(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).expect("copy");
+            }
+        }
+    }
+    let copy = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        repo_root().join("wombat.toml"),
+        copy.path().join("wombat.toml"),
+    )
+    .expect("copy wombat.toml");
+    let example = copy.path().join("workspace-examples/default");
+    copy_tree(&repo_root().join("workspace-examples/default"), &example);
+    let _ = std::fs::remove_file(example.join(".boot-complete"));
+    copy
+}
+
+fn server(cwd: &Path, vars: &[(String, String)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wombat-server"));
-    cmd.current_dir(repo_root())
+    cmd.current_dir(cwd)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "warn")
@@ -192,7 +222,10 @@ async fn quickstart_round_trip() {
             "quickstart-test-secret".to_owned(),
         ),
     ]);
-    let mut child = server(&env).spawn().expect("spawn wombat-server");
+    let cwd = repo_copy();
+    let mut child = server(cwd.path(), &env)
+        .spawn()
+        .expect("spawn wombat-server");
     let banner = wait_listening(&mut child).await;
     // docs/QUICKSTART.md shows the banner for the default ports.
     let quickstart =
@@ -342,7 +375,8 @@ async fn invalid_setting_exits_64_naming_the_variable() {
         ("LLM_PROVIDER", "skynet"),
         ("AGENT_JWT_ALGORITHM", "RS256"),
     ] {
-        let out = server(&[(var.to_owned(), value.to_owned())])
+        let cwd = repo_copy();
+        let out = server(cwd.path(), &[(var.to_owned(), value.to_owned())])
             .output()
             .await
             .expect("run wombat-server");

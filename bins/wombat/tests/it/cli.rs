@@ -15,6 +15,30 @@ fn dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// A private copy of `workspace-examples/default` in a temporary folder:
+/// tests never depend on the repository's own files, which a user may have
+/// changed (e.g. with a `.boot-complete` left by `POST /boot/complete`).
+pub(crate) fn example_workspace() -> tempfile::TempDir {
+    fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_tree(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).unwrap();
+            }
+        }
+    }
+    let source =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workspace-examples/default");
+    let copy = tempfile::tempdir().unwrap();
+    copy_tree(&source, copy.path());
+    let _ = std::fs::remove_file(copy.path().join(".boot-complete"));
+    copy
+}
+
 fn wombat_in(cwd: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wombat"));
     cmd.args(args).current_dir(cwd).env_clear();
@@ -280,6 +304,7 @@ fn env_example_lists_every_variable_commented_out() {
         "OPENROUTER_BASE_URL",
         "OLLAMA_BASE_URL",
         "WOMBAT_WORKSPACE",
+        "WOMBAT_STATE_DIR",
         "WOMBAT_DEFAULT_TASK",
         "WOMBAT_RETRY_ATTEMPTS",
         "WOMBAT_RETRY_DELAY_MS",
@@ -374,10 +399,8 @@ fn free_port() -> u16 {
 async fn serve_answers_and_stops_on_sigterm() {
     use std::process::Stdio;
 
-    let workspace = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../workspace-examples/default"
-    );
+    let example = example_workspace();
+    let workspace = example.path();
     let cwd = dir("wombat-cli-serve");
     let http = reqwest::Client::new();
     for _ in 0..10 {

@@ -286,9 +286,11 @@ async fn run_serve(cmd: &DocCommand, args: &[String]) {
         .map(|(k, v)| (k.clone(), concrete(k, v, &mc.url())))
         .collect();
     env.insert("WOMBAT_HOST".into(), "127.0.0.1".into());
+    // A private copy: the repository's example is never read or written.
+    let workspace = crate::cli::example_workspace();
     env.insert(
         "WOMBAT_WORKSPACE".into(),
-        format!("{REPO}/workspace-examples/default"),
+        workspace.path().display().to_string(),
     );
     // Without BACKEND_URL the server embeds a backend: on any free port.
     env.insert("MC_LITE_PORT".into(), "0".into());
