@@ -432,7 +432,7 @@ fn classify_error_object(
         Some("invalid_request_error") | Some("request_too_large") => {
             Error::InvalidRequest { failure }
         }
-        Some("authentication_error") | Some("permission_error") => Error::Auth { failure },
+        Some("authentication_error") | Some("permission_error") => Error::auth(failure),
         Some("billing_error") => Error::QuotaExceeded { failure },
         Some("not_found_error") => Error::ModelNotFound { failure },
         Some("rate_limit_error") => Error::RateLimited {

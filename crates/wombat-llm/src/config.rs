@@ -120,6 +120,25 @@ impl Default for RouterConfig {
     }
 }
 
+/// One provider serving a configured model, as `/health` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderSummary {
+    /// Where calls go: the base URL with only scheme, host, port and path
+    /// (any user info, query or fragment removed, as they may hold
+    /// credentials); `None` for the offline echo provider.
+    pub base_url: Option<String>,
+    /// Whether a key is configured (never the key).
+    pub key_set: bool,
+    /// Whether calls need a key: false for keyless providers (Ollama, echo)
+    /// and for an OpenAI-compatible provider whose base URL is overridden
+    /// (a local server; see [`RouterConfig::key_required`]).
+    pub key_required: bool,
+    /// The configured models it serves: `default`, `cheap`, `best`,
+    /// `fallback`.
+    pub uses: Vec<&'static str>,
+}
+
 /// The LLM part of `/health`: models and which providers have keys, never
 /// the keys themselves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -137,6 +156,38 @@ pub struct LlmSummary {
     pub fallback_model: Option<String>,
     /// For every provider that needs a key, whether one is configured.
     pub keys: BTreeMap<Provider, bool>,
+    /// Each provider serving one of the configured models (default, cheap,
+    /// best, fallback), with where its calls go.
+    pub providers: BTreeMap<Provider, ProviderSummary>,
+}
+
+impl LlmSummary {
+    /// The providers of configured models that need a key and have none, in
+    /// a stable order: their calls will fail with
+    /// [`crate::Error::MissingApiKey`]. (For the startup warning and the
+    /// `/health` status.)
+    pub fn missing_keys(&self) -> Vec<Provider> {
+        self.providers
+            .iter()
+            .filter(|(_, p)| p.key_required && !p.key_set)
+            .map(|(provider, _)| *provider)
+            .collect()
+    }
+}
+
+/// `url` with only scheme, host, port and path: user info, query and
+/// fragment may carry credentials and are dropped. An unparseable URL is
+/// not shown at all.
+fn display_base_url(url: &str) -> String {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return "(unparseable url)".to_owned();
+    };
+    let mut out = format!("{}://{}", parsed.scheme(), parsed.host_str().unwrap_or(""));
+    if let Some(port) = parsed.port() {
+        out.push_str(&format!(":{port}"));
+    }
+    out.push_str(parsed.path().trim_end_matches('/'));
+    out
 }
 
 impl RouterConfig {
@@ -261,6 +312,48 @@ impl RouterConfig {
         configured.unwrap_or(&self.default_model)
     }
 
+    /// Whether calls to `provider` need a key. Keyless providers (Ollama,
+    /// echo) never do. An OpenAI-compatible provider whose base URL is
+    /// overridden to anything but its public endpoint does not either: that
+    /// is how local servers (vLLM, LM Studio, llama.cpp) are reached, and
+    /// they take no key; a key, when set, is still sent.
+    pub fn key_required(&self, provider: Provider) -> bool {
+        if provider.api_key_env().is_none() {
+            return false;
+        }
+        let openai_compatible = matches!(
+            provider,
+            Provider::OpenAi
+                | Provider::Xai
+                | Provider::Groq
+                | Provider::Mistral
+                | Provider::OpenRouter
+        );
+        let overridden = self
+            .base_urls
+            .get(&provider)
+            .is_some_and(|url| url != provider.default_base_url());
+        !(openai_compatible && overridden)
+    }
+
+    /// Whether any configured model is served by the echo provider
+    /// (`LLM_PROVIDER=echo`, or a tier or the fallback on `echo/`).
+    pub fn uses_echo(&self) -> bool {
+        self.default_provider == Provider::Echo
+            || [
+                Some(self.default_model.as_str()),
+                self.cheap_model.as_deref(),
+                self.best_model.as_deref(),
+                self.fallback_model.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|m| {
+                ModelRef::parse(m, self.default_provider)
+                    .is_ok_and(|m| m.provider == Provider::Echo)
+            })
+    }
+
     /// What `/health` may show.
     pub fn summary(&self) -> LlmSummary {
         let show = |s: &str| {
@@ -278,7 +371,34 @@ impl RouterConfig {
                 .filter(|p| p.api_key_env().is_some())
                 .map(|p| (p, self.api_keys.contains_key(&p)))
                 .collect(),
+            providers: self.provider_summaries(),
         }
+    }
+
+    fn provider_summaries(&self) -> BTreeMap<Provider, ProviderSummary> {
+        let uses = [
+            ("default", Some(self.default_model.as_str())),
+            ("cheap", Some(self.tier_model(crate::Tier::Cheap))),
+            ("best", Some(self.tier_model(crate::Tier::Best))),
+            ("fallback", self.fallback_model.as_deref()),
+        ];
+        let mut out: BTreeMap<Provider, ProviderSummary> = BTreeMap::new();
+        for (name, model) in uses {
+            let Some(Ok(model)) = model.map(|m| ModelRef::parse(m, self.default_provider)) else {
+                continue;
+            };
+            let p = model.provider;
+            out.entry(p)
+                .or_insert_with(|| ProviderSummary {
+                    base_url: (p != Provider::Echo).then(|| display_base_url(self.base_url(p))),
+                    key_set: self.api_keys.contains_key(&p),
+                    key_required: self.key_required(p),
+                    uses: Vec::new(),
+                })
+                .uses
+                .push(name);
+        }
+        out
     }
 }
 
@@ -351,6 +471,55 @@ mod tests {
         assert!(!summary.keys.contains_key(&Provider::Echo));
         let debug = format!("{cfg:?}");
         assert!(!debug.contains("a-key") && !debug.contains("g-key"));
+    }
+
+    #[test]
+    fn summary_shows_each_provider_in_use_without_secrets() {
+        let cfg = from(&[
+            ("LLM_MODEL_BEST", "anthropic/claude-sonnet-4"),
+            ("LLM_MODEL_FALLBACK", "groq/llama-3.3-70b"),
+            ("OPENAI_API_KEY", "sk-secret-openai"),
+            ("GROQ_API_KEY", "gsk-secret"),
+            (
+                "OPENAI_BASE_URL",
+                "https://user:pa55@proxy.example:8443/openai/v1/?api-key=k3y#frag",
+            ),
+        ])
+        .expect("valid");
+        let summary = cfg.summary();
+        let openai = &summary.providers[&Provider::OpenAi];
+        assert_eq!(
+            openai.base_url.as_deref(),
+            Some("https://proxy.example:8443/openai/v1")
+        );
+        assert_eq!(openai.uses, ["default", "cheap"]);
+        // A base URL override makes the key optional for OpenAI-compatible
+        // providers; a set key is still reported.
+        assert!(openai.key_set && !openai.key_required);
+        let anthropic = &summary.providers[&Provider::Anthropic];
+        assert_eq!(
+            anthropic.base_url.as_deref(),
+            Some("https://api.anthropic.com")
+        );
+        assert!(!anthropic.key_set && anthropic.key_required);
+        assert_eq!(anthropic.uses, ["best"]);
+        assert_eq!(summary.providers[&Provider::Groq].uses, ["fallback"]);
+        assert!(!summary.providers.contains_key(&Provider::Google));
+        assert_eq!(summary.missing_keys(), [Provider::Anthropic]);
+        let json = serde_json::to_string(&summary).expect("serialises");
+        for secret in ["pa55", "k3y", "frag", "user", "sk-secret", "gsk-secret"] {
+            assert!(!json.contains(secret), "{secret} in {json}");
+        }
+        // An override equal to the public endpoint changes nothing.
+        let cfg = from(&[("OPENAI_BASE_URL", "https://api.openai.com/v1")]).expect("valid");
+        assert!(cfg.key_required(Provider::OpenAi));
+        assert!(!cfg.key_required(Provider::Ollama));
+        assert_eq!(cfg.summary().missing_keys(), [Provider::OpenAi]);
+        // Echo shows no URL and needs no key.
+        let cfg = from(&[("LLM_PROVIDER", "echo")]).expect("valid");
+        let echo = &cfg.summary().providers[&Provider::Echo];
+        assert_eq!((echo.base_url.as_deref(), echo.key_required), (None, false));
+        assert!(cfg.uses_echo() && !from(&[]).expect("valid").uses_echo());
     }
 
     #[test]

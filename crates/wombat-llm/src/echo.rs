@@ -10,8 +10,11 @@
 //! to the last user message (see `schema::sample_instance`), so
 //! schema-checking callers can be exercised offline.
 //!
-//! The router selects it only when asked for explicitly: `LLM_PROVIDER=echo`
-//! or a model string `echo/<anything>`.
+//! The router selects it only when the configuration uses it:
+//! `LLM_PROVIDER=echo`, or a tier or fallback model `echo/<anything>`. A
+//! request may then also name `echo/<anything>`; otherwise a request naming
+//! echo is refused ([`crate::Error::ModelNotAllowed`]). The schema sample is
+//! bounded in depth and size whatever the schema (see `schema`).
 
 use futures::StreamExt;
 use wombat_core::{Role, Usage};

@@ -84,8 +84,11 @@ pub enum Error {
         /// Who and what.
         failure: Failure,
     },
-    /// The key was rejected (401/403, Gemini `API_KEY_INVALID`).
-    #[error("authentication failed at {failure}")]
+    /// The key was rejected (401/403, Anthropic `authentication_error`,
+    /// Gemini `API_KEY_INVALID`/`PERMISSION_DENIED`). The failure's message
+    /// is ours (see [`Error::auth`]): providers' own texts for this case may
+    /// quote part of the key.
+    #[error("{}/{}: {}", failure.provider, failure.model, failure.message)]
     Auth {
         /// Who and what.
         failure: Failure,
@@ -185,6 +188,16 @@ pub enum Error {
     /// A model string that is empty or names an unknown provider.
     #[error(transparent)]
     InvalidModel(#[from] wombat_core::Error),
+    /// A request named a model this router does not serve to requests: the
+    /// offline echo provider when the configuration does not use it.
+    #[error(
+        "model {model:?} is not available: the echo provider only answers when it is configured \
+         (LLM_PROVIDER=echo, or an LLM_MODEL_* variable naming echo/...)"
+    )]
+    ModelNotAllowed {
+        /// The model string as the request gave it.
+        model: String,
+    },
     /// A configuration value that is not valid.
     #[error("invalid {var}: {reason}")]
     Config {
@@ -221,6 +234,31 @@ impl fmt::Display for ErrorList<'_> {
 }
 
 impl Error {
+    /// An [`Error::Auth`] for `failure`, its message replaced by our own
+    /// (`provider "openai" rejected the API key (HTTP 401); check
+    /// OPENAI_API_KEY`). Providers' texts for a rejected key quote a masked
+    /// part of it (`sk-OPENA*****cdef`), which must not reach callers, and
+    /// say nothing our message does not.
+    pub fn auth(mut failure: Failure) -> Error {
+        let provider = failure.provider;
+        let status = failure
+            .status
+            .map(|s| format!(" (HTTP {s})"))
+            .unwrap_or_default();
+        let check = match provider.api_key_envs() {
+            [] => "the credentials the server expects".to_owned(),
+            envs => envs.join(" or "),
+        };
+        failure.message = if failure.status == Some(403) {
+            format!(
+                "provider \"{provider}\" denied access with the API key{status}; check {check} and its permissions"
+            )
+        } else {
+            format!("provider \"{provider}\" rejected the API key{status}; check {check}")
+        };
+        Error::Auth { failure }
+    }
+
     /// The provider/model failure this error is about, if any. For
     /// [`Error::Exhausted`] it is the last model's.
     pub fn failure(&self) -> Option<&Failure> {
@@ -298,6 +336,7 @@ impl Error {
             | Error::DeadlineExceeded { .. }
             | Error::Exhausted { .. }
             | Error::InvalidModel(_)
+            | Error::ModelNotAllowed { .. }
             | Error::Config { .. }
             | Error::Unsupported { .. } => false,
             _ => self.transient_kind(),
@@ -358,6 +397,7 @@ impl Error {
                 }
             }
             Error::InvalidModel(_) => "invalid_model",
+            Error::ModelNotAllowed { .. } => "model_not_allowed",
             Error::Config { .. } => "invalid_config",
             Error::Unsupported { .. } => "unsupported",
         }
@@ -441,7 +481,7 @@ mod tests {
         assert_eq!(all.code(), "rate_limited");
         let mixed = Error::Exhausted {
             attempts: 4,
-            errors: vec![limited(3), Error::Auth { failure: failure() }],
+            errors: vec![limited(3), Error::auth(failure())],
         };
         assert!(!mixed.is_rate_limited());
         assert_eq!(mixed.retry_after(), None);
@@ -451,6 +491,29 @@ mod tests {
                 .to_string()
                 .starts_with("all 2 models failed after 4 attempts: ")
         );
+    }
+
+    #[test]
+    fn auth_errors_carry_our_message_not_the_providers() {
+        let leaky = Failure::new(
+            Provider::OpenAi,
+            "gpt-4o-mini",
+            "Incorrect API key provided: sk-OPENA*****cdef.",
+        )
+        .with_status(401);
+        let e = Error::auth(leaky);
+        assert_eq!(
+            e.to_string(),
+            "openai/gpt-4o-mini: provider \"openai\" rejected the API key (HTTP 401); check OPENAI_API_KEY"
+        );
+        let e = Error::auth(Failure::new(Provider::Google, "gemini", "x").with_status(403));
+        assert_eq!(
+            e.failure().map(|f| f.message.as_str()),
+            Some(
+                "provider \"google\" denied access with the API key (HTTP 403); check GEMINI_API_KEY or GOOGLE_API_KEY and its permissions"
+            )
+        );
+        assert_eq!(e.code(), "provider_auth");
     }
 
     #[test]

@@ -389,14 +389,14 @@ fn classify_status_object(
             && d.get("reason").and_then(Value::as_str) == Some("API_KEY_INVALID")
     });
     if key_invalid {
-        return Error::Auth { failure };
+        return Error::auth(failure);
     }
     match err.get("status").and_then(Value::as_str) {
         Some("RESOURCE_EXHAUSTED") => Error::RateLimited {
             failure,
             retry_after,
         },
-        Some("UNAUTHENTICATED") | Some("PERMISSION_DENIED") => Error::Auth { failure },
+        Some("UNAUTHENTICATED") | Some("PERMISSION_DENIED") => Error::auth(failure),
         Some("NOT_FOUND") => Error::ModelNotFound { failure },
         // Gemini answers FAILED_PRECONDITION when the free tier is not
         // available to the account (billing, region): an account problem.

@@ -89,14 +89,29 @@ pub(crate) struct CallCtx {
 }
 
 impl CallCtx {
-    /// A failure with `message`, our key redacted from it.
+    /// A failure with `message`, our key and anything that looks like key
+    /// material scrubbed from it (see [`scrub_secrets`]) and its length
+    /// capped: provider texts reach API callers.
     pub(crate) fn failure(&self, status: Option<u16>, message: impl Into<String>) -> Failure {
         let mut message = message.into();
-        if let Some(key) = &self.key {
-            let k = key.expose();
-            if !k.is_empty() && message.contains(k) {
+        let key = self
+            .key
+            .as_ref()
+            .map(ApiKey::expose)
+            .filter(|k| !k.is_empty());
+        if let Some(k) = key {
+            if message.contains(k) {
                 message = message.replace(k, "[redacted]");
             }
+        }
+        let mut message = scrub_secrets(&message, key);
+        if message.len() > MAX_FAILURE_MESSAGE {
+            let mut cut = MAX_FAILURE_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("...");
         }
         Failure {
             provider: self.provider,
@@ -136,6 +151,63 @@ impl CallCtx {
             Error::Transport { failure }
         }
     }
+}
+
+/// Longest provider message kept in a [`Failure`] (they reach API callers
+/// and logs; providers' real messages are a few hundred bytes).
+const MAX_FAILURE_MESSAGE: usize = 1024;
+
+/// Shortest part of our key that, found in a provider message, marks the
+/// word holding it as key material.
+const KEY_FRAGMENT: usize = 8;
+
+/// Prefixes of the key formats of the providers we talk to (OpenAI,
+/// Anthropic, OpenRouter, Groq, xAI, Google).
+const KEY_PREFIXES: &[&str] = &["sk-", "sk_", "gsk_", "xai-", "AIza"];
+
+/// Replaces every word of `message` that may be key material by
+/// `[redacted]`: a masked key as providers print it (`sk-OPENA*****cdef`:
+/// any word with `**`), a word starting like a known key format
+/// (`sk-...`, `AIza...`), and a word sharing the first or last
+/// [`KEY_FRAGMENT`] characters of our `key`. Other text (the useful part:
+/// "model not found", parameter names) is kept as is.
+pub(crate) fn scrub_secrets(message: &str, key: Option<&str>) -> String {
+    let key_parts: Vec<&str> = key
+        .filter(|k| k.len() >= 2 * KEY_FRAGMENT)
+        .into_iter()
+        .flat_map(|k| {
+            let head = k.get(..KEY_FRAGMENT);
+            let tail = k.get(k.len() - KEY_FRAGMENT..);
+            head.into_iter().chain(tail)
+        })
+        .collect();
+    let secret = |word: &str| {
+        let core = word.trim_matches(|c: char| !c.is_alphanumeric() && c != '*');
+        core.contains("**")
+            || KEY_PREFIXES
+                .iter()
+                .any(|p| core.starts_with(p) && core.len() >= p.len() + 4)
+            || key_parts.iter().any(|part| core.contains(part))
+    };
+    if !message.split_whitespace().any(secret) {
+        return message.to_owned();
+    }
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while !rest.is_empty() {
+        let space = rest.len() - rest.trim_start().len();
+        out.push_str(&rest[..space]);
+        rest = &rest[space..];
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let word = &rest[..end];
+        if secret(word) {
+            out.push_str("[redacted]");
+        } else {
+            out.push_str(word);
+        }
+        rest = &rest[end..];
+    }
+    out
 }
 
 /// reqwest marks its own timeouts; a read timeout surfacing through the body
@@ -206,7 +278,7 @@ pub(crate) fn classify_status(
     failure.status = Some(status);
     match status {
         400 | 413 | 422 => Error::InvalidRequest { failure },
-        401 | 403 => Error::Auth { failure },
+        401 | 403 => Error::auth(failure),
         402 => Error::QuotaExceeded { failure },
         404 => Error::ModelNotFound { failure },
         408 => Error::Timeout { failure },
@@ -306,12 +378,36 @@ async fn read_bounded(mut resp: Response, ctx: &CallCtx) -> Result<Bytes> {
     Ok(Bytes::from(buf))
 }
 
-/// Reads a successful JSON body and parses it as `T`.
+/// Largest non-streaming success body read from a provider: 16 MiB. A
+/// completion is text of at most a few hundred thousand tokens (about 1 MiB
+/// of JSON); the cap only stops a broken or hostile server from making the
+/// daemon buffer without limit.
+pub const MAX_SUCCESS_BODY: usize = 16 * 1024 * 1024;
+
+/// Reads a successful JSON body (at most [`MAX_SUCCESS_BODY`] bytes, else a
+/// [`Error::MalformedResponse`]) and parses it as `T`.
 pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
-    resp: Response,
+    mut resp: Response,
     ctx: &CallCtx,
 ) -> Result<T> {
-    let body = resp.bytes().await.map_err(|e| ctx.transport(&e))?;
+    let too_large = || {
+        ctx.malformed(format!(
+            "response body exceeds the {} MiB limit",
+            MAX_SUCCESS_BODY / (1024 * 1024)
+        ))
+    };
+    let declared = resp.content_length().unwrap_or(0);
+    if declared > MAX_SUCCESS_BODY as u64 {
+        return Err(too_large());
+    }
+    // The declared length (when sane) sizes the buffer once.
+    let mut body = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
+    while let Some(chunk) = resp.chunk().await.map_err(|e| ctx.transport(&e))? {
+        if body.len() + chunk.len() > MAX_SUCCESS_BODY {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
     serde_json::from_slice(&body).map_err(|e| ctx.malformed(format!("invalid json body: {e}")))
 }
 
@@ -428,8 +524,15 @@ pub(crate) fn sse_stream<P: SseParser>(resp: Response, ctx: CallCtx, parser: P) 
             }
             match st.body.next().await {
                 Some(Ok(bytes)) => {
-                    st.decoder.feed(&bytes, &mut st.events);
+                    let fed = st.decoder.feed(&bytes, &mut st.events);
+                    // Events completed before the oversized one still count.
                     st.drain_events();
+                    if let Err(e) = fed {
+                        if !st.done {
+                            st.error = Some(st.ctx.malformed(e.to_string()));
+                            st.done = true;
+                        }
+                    }
                     if st.done && st.error.is_none() {
                         st.finish_body();
                     }
@@ -593,6 +696,41 @@ mod tests {
         };
         let f = ctx.failure(Some(401), "Incorrect API key provided: sk-live-abc.");
         assert_eq!(f.message, "Incorrect API key provided: [redacted].");
+    }
+
+    #[test]
+    fn key_material_is_scrubbed_but_useful_text_kept() {
+        let key = Some("sk-OPENAIabcdefgh0123456789cdef");
+        assert_eq!(
+            scrub_secrets(
+                "Incorrect API key provided: sk-OPENA*****cdef. See docs.",
+                key
+            ),
+            "Incorrect API key provided: [redacted] See docs."
+        );
+        assert_eq!(
+            scrub_secrets("key AIzaSyD-abcdef is invalid", None),
+            "key [redacted] is invalid"
+        );
+        assert_eq!(
+            scrub_secrets("bad key (sk-OPENAIab...)", key),
+            "bad key [redacted]"
+        );
+        assert_eq!(
+            scrub_secrets("ends in ...23456789cdef", key),
+            "ends in [redacted]"
+        );
+        let plain = "The model `gpt-5-nano` does not exist or you do not have access to it.";
+        assert_eq!(scrub_secrets(plain, key), plain);
+        assert_eq!(scrub_secrets("a  b\n c", None), "a  b\n c");
+        let ctx = CallCtx {
+            provider: Provider::OpenAi,
+            model: "m".into(),
+            key: None,
+        };
+        let long = ctx.failure(None, "é".repeat(2000));
+        assert!(long.message.len() <= MAX_FAILURE_MESSAGE + 3);
+        assert!(long.message.ends_with("..."));
     }
 
     #[test]

@@ -37,16 +37,17 @@ pub mod sse;
 mod types;
 
 pub use anthropic::{ANTHROPIC_DEFAULT_MAX_TOKENS, AnthropicAdapter};
-pub use config::{LlmSummary, RetryPolicy, RouterConfig};
+pub use config::{LlmSummary, ProviderSummary, RetryPolicy, RouterConfig};
 pub use echo::EchoProvider;
 pub use error::{Error, Failure, Result};
 pub use gemini::GeminiAdapter;
-pub use http::build_client;
+pub use http::{MAX_SUCCESS_BODY, build_client};
 pub use openai::OpenAiAdapter;
 pub use router::{
     ModelChoice, RouteRequest, Routed, RoutedEvent, RoutedStream, Router, RouterBuilder,
     RouterObserver, Sleeper, Tier, TokioSleeper,
 };
+pub use schema::{MAX_SCHEMA_DEPTH, MAX_SCHEMA_VALUES, SchemaTooLarge, check_schema_size};
 pub use types::{
     ApiKey, ChatProvider, ChatRequest, Completion, EventStream, FinishReason, ResponseFormat,
     StreamEvent,

@@ -29,6 +29,9 @@ pub struct OpenAiAdapter {
     /// `{base}/chat/completions`.
     endpoint: Endpoint,
     key: Option<ApiKey>,
+    /// Calls without a key go out without `Authorization` instead of
+    /// failing (a local server behind a base URL override).
+    key_optional: bool,
 }
 
 impl OpenAiAdapter {
@@ -49,7 +52,18 @@ impl OpenAiAdapter {
                 base_url.into().trim_end_matches('/')
             )),
             key,
+            key_optional: false,
         }
+    }
+
+    /// With `optional`, a provider that normally needs a key is called
+    /// without one (no `Authorization` header) when none is configured, as
+    /// local OpenAI-compatible servers (vLLM, LM Studio, llama.cpp) expect.
+    /// The router sets this when the provider's base URL is overridden.
+    #[must_use]
+    pub fn key_optional(mut self, optional: bool) -> Self {
+        self.key_optional = optional;
+        self
     }
 
     fn prepare(
@@ -59,13 +73,13 @@ impl OpenAiAdapter {
     ) -> Result<(reqwest::RequestBuilder, CallCtx)> {
         let key = match (&self.key, self.provider.api_key_env()) {
             (Some(k), _) => Some(k),
-            (None, Some(env)) => {
+            (None, Some(env)) if !self.key_optional => {
                 return Err(Error::MissingApiKey {
                     provider: self.provider,
                     env,
                 });
             }
-            (None, None) => None,
+            (None, _) => None,
         };
         let ctx = CallCtx {
             provider: self.provider,
@@ -362,7 +376,7 @@ fn classify_body_error(ctx: &CallCtx, status: Option<u16>, err: &Value) -> Error
         return Error::QuotaExceeded { failure };
     }
     if has("invalid_api_key") || has("authentication_error") {
-        return Error::Auth { failure };
+        return Error::auth(failure);
     }
     if has("model_not_found") {
         return Error::ModelNotFound { failure };

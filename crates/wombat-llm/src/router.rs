@@ -266,14 +266,17 @@ impl RouterBuilder {
                 | Provider::Groq
                 | Provider::Mistral
                 | Provider::OpenRouter
-                | Provider::Ollama => {
-                    Arc::new(OpenAiAdapter::new(client.clone(), provider, base, key))
-                }
+                | Provider::Ollama => Arc::new(
+                    OpenAiAdapter::new(client.clone(), provider, base, key)
+                        .key_optional(!config.key_required(provider)),
+                ),
             };
             providers.insert(provider, adapter);
         }
+        let echo_configured = config.uses_echo();
         Ok(Router {
             inner: Arc::new(Inner {
+                echo_configured,
                 config,
                 providers,
                 sleeper,
@@ -285,6 +288,9 @@ impl RouterBuilder {
 
 struct Inner {
     config: RouterConfig,
+    /// Whether the configuration itself uses the echo provider; only then
+    /// may a request name an `echo/...` model (see [`Router::resolve`]).
+    echo_configured: bool,
     providers: HashMap<Provider, Arc<dyn ChatProvider>>,
     sleeper: Arc<dyn Sleeper>,
     observer: Option<Arc<dyn RouterObserver>>,
@@ -350,21 +356,35 @@ impl Router {
     }
 
     /// Resolves a tier or model string to a provider and model.
+    ///
+    /// A request may name any model of a real provider, but the offline
+    /// echo provider only when the configuration uses it (`LLM_PROVIDER=echo`
+    /// or a tier or fallback model on `echo/`): echo is a wiring check, and a
+    /// caller must not be able to turn a production daemon into one (nor
+    /// make it build large schema samples); otherwise
+    /// [`Error::ModelNotAllowed`].
     pub fn resolve(&self, choice: &ModelChoice) -> Result<ModelRef> {
         let config = &self.inner.config;
         let s = match choice {
             ModelChoice::Tier(t) => config.tier_model(*t),
             ModelChoice::Explicit(s) => s.as_str(),
         };
-        Ok(ModelRef::parse(s, config.default_provider)?)
+        let model = ModelRef::parse(s, config.default_provider)?;
+        if model.provider == Provider::Echo && !self.inner.echo_configured {
+            return Err(Error::ModelNotAllowed {
+                model: s.to_owned(),
+            });
+        }
+        Ok(model)
     }
 
     /// Runs the request to completion with retries and failover.
     pub async fn complete(&self, req: RouteRequest) -> Result<Routed> {
         let deadline = self.inner.config.deadline;
-        let routed = tokio::time::timeout(
-            deadline,
-            self.run(&req, |_, provider, chat| async move {
+        let deadline_at = Instant::now() + deadline;
+        let routed = tokio::time::timeout_at(
+            deadline_at,
+            self.run(&req, deadline_at, |_, provider, chat| async move {
                 provider.complete(&chat).await
             }),
         )
@@ -389,7 +409,7 @@ impl Router {
     pub async fn stream(&self, req: RouteRequest) -> Result<RoutedStream> {
         let deadline = self.inner.config.deadline;
         let deadline_at = Instant::now() + deadline;
-        let open = self.run(&req, |model, provider, chat| async move {
+        let open = self.run(&req, deadline_at, |model, provider, chat| async move {
             let mut stream = provider.stream(&chat).await?;
             match stream.next().await {
                 Some(Ok(first)) => Ok((first, stream)),
@@ -440,7 +460,21 @@ impl Router {
         Ok(models)
     }
 
-    async fn run<T, F, Fut>(&self, req: &RouteRequest, mut call: F) -> Result<Answer<T>>
+    /// Tries each candidate model in turn, retrying retryable failures.
+    ///
+    /// A retry wait is only taken when it fits this model's share of the
+    /// time left before `deadline_at`: the remaining time divided by the
+    /// models still to try (this one included). A longer wait (a provider's
+    /// `Retry-After` of up to a minute, or a long backoff) gives up on the
+    /// model at once: the fallback is tried while there is time for it, and
+    /// without one the caller gets the provider's error (a 429 with its
+    /// `Retry-After`) instead of a deadline error after a useless wait.
+    async fn run<T, F, Fut>(
+        &self,
+        req: &RouteRequest,
+        deadline_at: Instant,
+        mut call: F,
+    ) -> Result<Answer<T>>
     where
         F: FnMut(ModelRef, Arc<dyn ChatProvider>, Arc<ChatRequest>) -> Fut,
         Fut: Future<Output = Result<T>>,
@@ -485,21 +519,32 @@ impl Router {
                             failovers,
                         });
                     }
-                    Err(e) if e.is_retryable() && model_attempt < policy.attempts.max(1) => {
-                        let delay = policy.delay(model_attempt - 1, e.retry_after());
-                        tracing::warn!(
-                            model = %model,
-                            attempt = model_attempt,
-                            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                            error = %e,
-                            "llm call failed, retrying"
-                        );
-                        if let Some(obs) = &inner.observer {
-                            obs.on_retry(model, model_attempt, &e, delay);
-                        }
-                        inner.sleeper.sleep(delay).await;
-                    }
                     Err(e) => {
+                        let retry = e.is_retryable() && model_attempt < policy.attempts.max(1);
+                        if retry {
+                            let delay = policy.delay(model_attempt - 1, e.retry_after());
+                            if fits(delay, deadline_at, models.len() - index) {
+                                tracing::warn!(
+                                    model = %model,
+                                    attempt = model_attempt,
+                                    delay_ms = millis(delay),
+                                    error = %e,
+                                    "llm call failed, retrying"
+                                );
+                                if let Some(obs) = &inner.observer {
+                                    obs.on_retry(model, model_attempt, &e, delay);
+                                }
+                                inner.sleeper.sleep(delay).await;
+                                continue;
+                            }
+                            tracing::warn!(
+                                model = %model,
+                                attempt = model_attempt,
+                                delay_ms = millis(delay),
+                                error = %e,
+                                "llm retry wait does not fit the time left; giving up on this model"
+                            );
+                        }
                         let failover = e.should_failover();
                         errors.push(e);
                         if !failover {
@@ -512,6 +557,19 @@ impl Router {
         }
         Err(finish(attempts, errors))
     }
+}
+
+/// Whether a retry wait of `delay` fits the share of the time left before
+/// `deadline_at` that belongs to the current model, `models_left` models
+/// (the current one included) still sharing it.
+fn fits(delay: Duration, deadline_at: Instant, models_left: usize) -> bool {
+    let left = deadline_at.saturating_duration_since(Instant::now());
+    let share = left / u32::try_from(models_left.max(1)).unwrap_or(u32::MAX);
+    delay <= share
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// One model's error as is; several as [`Error::Exhausted`].

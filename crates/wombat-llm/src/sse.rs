@@ -9,8 +9,27 @@
 //! fields are ignored; reconnection is not this decoder's business.
 //!
 //! It knows nothing about HTTP or any provider's payloads.
+//!
+//! Memory is bounded: an event (its data so far plus the unterminated line)
+//! larger than [`MAX_EVENT_BYTES`] (or the limit given to
+//! [`SseDecoder::with_limit`]) makes [`SseDecoder::feed`] fail with
+//! [`EventTooLarge`] instead of buffering an endless line.
 
 use std::mem;
+
+/// Default largest event: 1 MiB. Provider events are a few hundred bytes
+/// (a delta, a usage object); the largest real ones carry a whole tool
+/// call's arguments, far below this.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// An event or line exceeded the decoder's limit. The decoder must not be
+/// fed further: the stream is broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("server-sent event exceeds the {limit}-byte limit")]
+pub struct EventTooLarge {
+    /// The limit that was exceeded, in bytes.
+    pub limit: usize,
+}
 
 /// One dispatched event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,8 +42,10 @@ pub struct SseEvent {
 }
 
 /// Incremental decoder: feed it byte chunks as they arrive, collect events.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SseDecoder {
+    /// Largest event (data plus pending line), in bytes.
+    limit: usize,
     /// The unterminated tail of the previous chunk.
     line: Vec<u8>,
     /// The previous chunk ended in `\r`; a `\n` starting the next one belongs
@@ -35,14 +56,35 @@ pub struct SseDecoder {
     has_data: bool,
 }
 
+impl Default for SseDecoder {
+    fn default() -> Self {
+        Self::with_limit(MAX_EVENT_BYTES)
+    }
+}
+
 impl SseDecoder {
-    /// A decoder at the start of a stream.
+    /// A decoder at the start of a stream, with the [`MAX_EVENT_BYTES`] limit.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Decodes `chunk`, appending every event it completes to `out`.
-    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) {
+    /// A decoder whose events (data plus the line being read) may not exceed
+    /// `limit` bytes.
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            limit,
+            line: Vec::new(),
+            skip_lf: false,
+            event: String::new(),
+            data: String::new(),
+            has_data: false,
+        }
+    }
+
+    /// Decodes `chunk`, appending every event it completes to `out`. Fails
+    /// once the current event or line exceeds the limit; the events
+    /// completed before it are in `out`.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), EventTooLarge> {
         let mut rest = chunk;
         if self.skip_lf && !rest.is_empty() {
             self.skip_lf = false;
@@ -52,6 +94,9 @@ impl SseDecoder {
         }
         while let Some(i) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
             let terminator = rest[i];
+            if self.line.len() + i + self.data.len() > self.limit {
+                return Err(EventTooLarge { limit: self.limit });
+            }
             if self.line.is_empty() {
                 self.process_line(&rest[..i], out);
             } else {
@@ -71,7 +116,11 @@ impl SseDecoder {
                 }
             }
         }
+        if self.line.len() + rest.len() + self.data.len() > self.limit {
+            return Err(EventTooLarge { limit: self.limit });
+        }
         self.line.extend_from_slice(rest);
+        Ok(())
     }
 
     /// Ends the stream. An event whose lines were all complete but that was
@@ -136,7 +185,7 @@ mod tests {
         let mut d = SseDecoder::new();
         let mut out = Vec::new();
         for c in chunks {
-            d.feed(c, &mut out);
+            d.feed(c, &mut out).expect("within the limit");
         }
         d.finish(&mut out);
         out
@@ -194,6 +243,38 @@ mod tests {
         assert_eq!(decode_all(&[b"data: [DONE]\n"]), vec![ev("", "[DONE]")]);
         assert_eq!(decode_all(&[b"data: {\"cho"]), vec![]);
         assert_eq!(decode_all(&[b"data: a\n\ndata: {\"cho"]), vec![ev("", "a")]);
+    }
+
+    #[test]
+    fn endless_lines_and_events_hit_the_limit() {
+        // One line without an end, fed in pieces.
+        let mut d = SseDecoder::with_limit(64);
+        let mut out = Vec::new();
+        d.feed(b"data: ", &mut out).expect("small");
+        let mut failed = None;
+        for i in 0..100 {
+            if let Err(e) = d.feed(&[b'x'; 8], &mut out) {
+                failed = Some((i, e));
+                break;
+            }
+        }
+        let (i, e) = failed.expect("the limit stops the line");
+        assert!(i < 10, "{i}");
+        assert_eq!(e, EventTooLarge { limit: 64 });
+        // Many short data lines that never dispatch: the event's data counts.
+        let mut d = SseDecoder::with_limit(64);
+        let err = d.feed(&b"data: abcdefgh\n".repeat(20), &mut out);
+        assert_eq!(err, Err(EventTooLarge { limit: 64 }));
+        // Comment lines count as lines too.
+        let mut d = SseDecoder::with_limit(64);
+        assert!(d.feed(&[b':'; 100], &mut out).is_err());
+        // Events within the limit, however many, are fine; each starts afresh.
+        let mut d = SseDecoder::with_limit(64);
+        let mut out = Vec::new();
+        d.feed(&b"data: abcdefgh\n\n".repeat(100), &mut out)
+            .expect("every event is small");
+        assert_eq!(out.len(), 100);
+        assert_eq!(SseDecoder::new().limit, MAX_EVENT_BYTES);
     }
 
     #[test]

@@ -48,6 +48,8 @@ enum Body {
     Stall(Vec<u8>),
     /// Read the request, never answer.
     Hang,
+    /// Chunked: these bytes, then `x` forever (until the client goes away).
+    Endless(Vec<u8>),
 }
 
 /// A scripted reply.
@@ -96,6 +98,16 @@ impl Reply {
         Self {
             body: Body::Stall(body.into()),
             ..Self::sse("")
+        }
+    }
+
+    /// A 200 of `content_type` whose chunked body is `prefix` followed by an
+    /// endless run of `x` (an endless JSON string or SSE line).
+    pub fn endless(content_type: &str, prefix: impl Into<Vec<u8>>) -> Self {
+        Self {
+            status: 200,
+            headers: vec![("content-type".into(), content_type.into())],
+            body: Body::Endless(prefix.into()),
         }
     }
 
@@ -277,6 +289,16 @@ async fn write_reply(socket: &mut TcpStream, reply: Reply, closed: &Notify) -> s
             socket.write_all(head.as_bytes()).await?;
             socket.write_all(&bytes).await?;
             socket.shutdown().await
+        }
+        Body::Endless(prefix) => {
+            head.push_str("transfer-encoding: chunked\r\n\r\n");
+            socket.write_all(head.as_bytes()).await?;
+            write_chunk(socket, &prefix).await?;
+            let filler = vec![b'x'; 64 * 1024];
+            // Ends when the client closes the connection (a write fails).
+            loop {
+                write_chunk(socket, &filler).await?;
+            }
         }
         Body::Stall(bytes) => {
             head.push_str("transfer-encoding: chunked\r\n\r\n");

@@ -280,3 +280,72 @@ async fn ollama_needs_no_key_and_system_messages_stay_in_place() {
         json!({"role": "system", "content": "summary so far"})
     );
 }
+
+#[tokio::test]
+async fn an_endless_success_body_is_a_typed_error_not_unbounded_memory() {
+    let server = FakeServer::start(vec![Reply::endless(
+        "application/json",
+        r#"{"choices":[{"message":{"content":""#,
+    )])
+    .await;
+    let mut cfg = config(Provider::OpenAi, "gpt-4o-mini", &server.url("/v1"));
+    cfg.retry.attempts = 1;
+    let (router, _) = router(cfg);
+    let err = router.complete(hello()).await.expect_err("too large");
+    assert!(matches!(err, Error::MalformedResponse { .. }), "{err:?}");
+    assert!(err.to_string().contains("16 MiB"), "{err}");
+}
+
+#[tokio::test]
+async fn an_endless_sse_line_is_a_typed_error_not_unbounded_memory() {
+    let server = FakeServer::start(vec![Reply::endless(
+        "text/event-stream",
+        concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\""
+        ),
+    )])
+    .await;
+    let mut cfg = config(Provider::OpenAi, "gpt-4o-mini", &server.url("/v1"));
+    cfg.retry.attempts = 1;
+    let (router, _) = router(cfg);
+    let got = collect(&router, hello())
+        .await
+        .expect("the first delta commits");
+    assert_eq!(got.text, "Hi");
+    let err = got.error.expect("the stream ends with an error");
+    assert!(matches!(err, Error::MalformedResponse { .. }), "{err:?}");
+    assert!(err.to_string().contains("1048576-byte limit"), "{err}");
+}
+
+/// Issue 13: a local OpenAI-compatible server (vLLM, LM Studio, llama.cpp)
+/// behind a base URL needs no key; none is sent.
+#[tokio::test]
+async fn a_base_url_override_needs_no_key_and_sends_no_authorization() {
+    for provider in [Provider::OpenAi, Provider::Groq] {
+        let server = FakeServer::start(vec![Reply::json(
+            200,
+            json!({"choices": [{"message": {"content": "local"}, "finish_reason": "stop"}]}),
+        )])
+        .await;
+        let env = |k: &str| match k {
+            "LLM_PROVIDER" => Some(provider.as_str().to_owned()),
+            "LLM_MODEL_DEFAULT" => Some("qwen2.5-7b-instruct".to_owned()),
+            k if k == provider.base_url_env() => Some(server.url("/v1")),
+            _ => None,
+        };
+        let cfg = wombat_llm::RouterConfig::from_env_map(&env).expect("valid");
+        let (router, _) = router(cfg);
+        let routed = router.complete(hello()).await.expect("no key needed");
+        assert_eq!(routed.completion.text, "local");
+        assert_eq!(server.requests()[0].header("authorization"), None);
+        let summary = router.summary();
+        let p = &summary.providers[&provider];
+        assert!(!p.key_required && !p.key_set, "{p:?}");
+        assert!(summary.missing_keys().is_empty(), "{summary:?}");
+    }
+    // Without a base URL the key stays required.
+    let (router, _) = router(wombat_llm::RouterConfig::default());
+    let err = router.complete(hello()).await.expect_err("no key");
+    assert!(matches!(err, Error::MissingApiKey { .. }), "{err:?}");
+}

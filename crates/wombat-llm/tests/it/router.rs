@@ -393,12 +393,38 @@ async fn echo_is_offline_and_explicit() {
     assert!(!routed.cost.priced);
     assert_eq!(routed.cost.total_cost, 0.0);
 
-    let (router, _) = crate::router(RouterConfig::default());
+    // A request naming echo when echo is configured (here as the best tier).
+    let cfg = RouterConfig {
+        best_model: Some("echo/best".into()),
+        ..RouterConfig::default()
+    };
+    let (router, _) = crate::router(cfg);
     let mut req = hello();
     req.model = ModelChoice::Explicit("echo/demo".into());
     let got = collect(&router, req).await.expect("echo streams");
     assert_eq!(got.text, "echo: Hi there");
     assert!(got.deltas >= 3);
+}
+
+#[tokio::test]
+async fn a_request_cannot_select_echo_when_it_is_not_configured() {
+    let (router, _) = crate::router(RouterConfig::default());
+    let choice = ModelChoice::Explicit("echo/x".into());
+    let err = router.resolve(&choice).expect_err("echo is not configured");
+    assert_eq!(err.code(), "model_not_allowed");
+    assert!(err.to_string().contains("\"echo/x\""), "{err}");
+    let mut req = hello();
+    req.model = choice;
+    let err = router.complete(req.clone()).await.expect_err("refused");
+    assert!(matches!(err, Error::ModelNotAllowed { .. }), "{err:?}");
+    let err = router.stream(req).await.expect_err("refused");
+    assert!(matches!(err, Error::ModelNotAllowed { .. }), "{err:?}");
+    // Real providers stay selectable.
+    assert!(
+        router
+            .resolve(&ModelChoice::Explicit("anthropic/claude-sonnet-4".into()))
+            .is_ok()
+    );
 }
 
 #[derive(Default)]
@@ -538,4 +564,142 @@ async fn injected_providers_and_the_default_sleeper_on_a_paused_clock() {
     assert_eq!(routed.completion.text, "mistral-small-latest says hi");
     assert_eq!(routed.attempts, 3);
     assert_eq!(routed.cost.input_cost, 0.2);
+}
+
+/// An injected backend that is always rate limited with a `Retry-After`.
+struct AlwaysLimited {
+    retry_after: Duration,
+    calls: AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl wombat_llm::ChatProvider for AlwaysLimited {
+    async fn complete(
+        &self,
+        req: &wombat_llm::ChatRequest,
+    ) -> wombat_llm::Result<wombat_llm::Completion> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Err(Error::RateLimited {
+            failure: wombat_llm::Failure::new(Provider::Mistral, req.model.clone(), "slow down")
+                .with_status(429),
+            retry_after: Some(self.retry_after),
+        })
+    }
+
+    async fn stream(
+        &self,
+        req: &wombat_llm::ChatRequest,
+    ) -> wombat_llm::Result<wombat_llm::EventStream> {
+        self.complete(req)
+            .await
+            .map(|_| futures::stream::empty().boxed())
+    }
+}
+
+/// A sleeper that records the waits and really waits on tokio's clock, which
+/// the tests pause: the deadline sees the time pass, the wall clock does not.
+#[derive(Default)]
+struct ClockSleeper {
+    waits: std::sync::Mutex<Vec<Duration>>,
+}
+
+impl wombat_llm::Sleeper for ClockSleeper {
+    fn sleep(&self, duration: Duration) -> futures::future::BoxFuture<'static, ()> {
+        self.waits.lock().expect("lock").push(duration);
+        Box::pin(tokio::time::sleep(duration))
+    }
+}
+
+fn limited_primary_router(
+    retry_after: Duration,
+    fallback: bool,
+) -> (Router, Arc<AlwaysLimited>, Arc<ClockSleeper>) {
+    let mut cfg = RouterConfig {
+        default_provider: Provider::Mistral,
+        default_model: "mistral-small-latest".into(),
+        deadline: Duration::from_secs(120),
+        ..RouterConfig::default()
+    };
+    cfg.retry.jitter = 0.0;
+    cfg.retry.attempts = 3;
+    if fallback {
+        cfg.fallback_model = Some("groq/llama-3.3-70b".into());
+    }
+    let primary = Arc::new(AlwaysLimited {
+        retry_after,
+        calls: AtomicU32::new(0),
+    });
+    let sleeper = Arc::new(ClockSleeper::default());
+    let router = Router::builder(cfg)
+        .provider(Provider::Mistral, primary.clone())
+        .provider(
+            Provider::Groq,
+            Arc::new(Flaky {
+                failures: AtomicU32::new(0),
+            }),
+        )
+        .sleeper(sleeper.clone())
+        .build()
+        .expect("builds");
+    (router, primary, sleeper)
+}
+
+/// Issue 12.5: two `Retry-After: 60` waits used the whole 120 s deadline and
+/// the fallback was never tried.
+#[tokio::test(start_paused = true)]
+async fn retry_waits_never_use_the_fallbacks_share_of_the_deadline() {
+    let (router, primary, sleeper) = limited_primary_router(Duration::from_secs(60), true);
+    let start = tokio::time::Instant::now();
+    let routed = router
+        .complete(hello())
+        .await
+        .expect("the fallback answers");
+    assert_eq!(routed.provider, Provider::Groq);
+    assert_eq!(routed.failovers, 1);
+    // One 60 s wait fits the primary's half of 120 s; the second would not
+    // fit its half of the 60 s left, so the router fails over at once.
+    assert_eq!(
+        *sleeper.waits.lock().expect("lock"),
+        [Duration::from_secs(60)]
+    );
+    assert_eq!(primary.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(start.elapsed(), Duration::from_secs(60));
+
+    // Streaming follows the same rule.
+    let (router, _, sleeper) = limited_primary_router(Duration::from_secs(60), true);
+    let err = router
+        .stream(hello())
+        .await
+        .expect_err("flaky streams nothing");
+    // The fallback was reached (its `Unsupported` is the last error).
+    assert!(
+        matches!(&err, Error::Exhausted { errors, .. }
+            if errors.len() == 2 && matches!(errors.last(), Some(Error::Unsupported { .. }))),
+        "{err:?}"
+    );
+    assert_eq!(
+        *sleeper.waits.lock().expect("lock"),
+        [Duration::from_secs(60)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_longer_than_the_time_left_returns_the_providers_error_at_once() {
+    let (router, primary, sleeper) = limited_primary_router(Duration::from_secs(45), false);
+    let mut cfg = router.config().clone();
+    cfg.deadline = Duration::from_secs(30);
+    let router = Router::builder(cfg)
+        .provider(Provider::Mistral, primary.clone())
+        .sleeper(sleeper.clone())
+        .build()
+        .expect("builds");
+    let start = tokio::time::Instant::now();
+    let err = router.complete(hello()).await.expect_err("rate limited");
+    // The caller gets the 429 and its Retry-After, not a deadline error
+    // after a wait that could never have been followed by a retry.
+    assert!(err.is_rate_limited(), "{err:?}");
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(45)));
+    assert!(sleeper.waits.lock().expect("lock").is_empty());
+    assert_eq!(primary.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(start.elapsed(), Duration::ZERO);
 }
