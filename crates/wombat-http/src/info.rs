@@ -35,8 +35,9 @@ struct BackendHealth<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct LlmHealth<'a> {
-    /// `ok` when the default model's provider has a key (or needs none),
-    /// `unconfigured` otherwise.
+    /// `ok` when every provider of a configured model has the key it needs,
+    /// `unconfigured` when the default model's provider lacks one,
+    /// `degraded` when only another tier's or the fallback's does.
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     hint: Option<String>,
@@ -44,24 +45,47 @@ struct LlmHealth<'a> {
     summary: &'a wombat_llm::LlmSummary,
 }
 
+/// 0.1.0's `config` object, same keys, types and values (`"(not set)"` for
+/// unset strings, `model` as configured, without a provider prefix added),
+/// followed by additions.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ConfigHealth<'a> {
     port: u16,
-    default_task: Option<&'a str>,
+    default_task: &'a str,
     model: &'a str,
-    fallback_model: Option<&'a str>,
+    fallback_model: &'a str,
+    /// Addition: the provider of the default model.
+    provider: wombat_core::Provider,
+    /// Addition: the default model as `provider/model`.
+    qualified_model: &'a str,
+    /// Addition: the fallback's provider, `null` when unset.
+    fallback_provider: Option<wombat_core::Provider>,
+    /// Addition: the fallback as `provider/model`, `null` when unset.
+    qualified_fallback_model: Option<&'a str>,
 }
+
+/// What 0.1.0 showed for an unset string in `/health`'s `config`.
+const NOT_SET: &str = "(not set)";
 
 /// `GET /health`: never needs the daemon key, never reveals a secret.
 pub(crate) async fn health(app: &App, deep: bool) -> http::Response<Body> {
     let workspace = app.workspace.health();
     let llm = &app.llm_summary;
+    let llm_config = app.llm.config();
     // The provider that serves the default model (`LLM_MODEL_DEFAULT` may
-    // name another one than `LLM_PROVIDER`) is the one that needs a key.
-    let provider = wombat_core::ModelRef::parse(&llm.model, llm.default_provider)
-        .map_or(llm.default_provider, |m| m.provider);
-    let llm_ready = llm.keys.get(&provider).copied().unwrap_or(true);
+    // name another one than `LLM_PROVIDER`).
+    let provider_of = |model: &str| {
+        wombat_core::ModelRef::parse(model, llm.default_provider)
+            .map_or(llm.default_provider, |m| m.provider)
+    };
+    let provider = provider_of(&llm.model);
+    // Every provider of a configured model (default, cheap, best, fallback)
+    // that needs a key must have one: a missing fallback key only shows
+    // when the primary fails, which is the worst moment to find out.
+    let missing = llm.missing_keys();
+    let default_ready = !missing.contains(&provider);
+    let llm_ready = missing.is_empty();
     let backend_url = app.backend.as_ref().map(|b| b.url.as_str());
     let (backend_status, backend_error) = match (&app.backend, deep) {
         (None, _) => (
@@ -94,24 +118,54 @@ pub(crate) async fn health(app: &App, deep: bool) -> http::Response<Body> {
             error: backend_error,
         },
         llm: LlmHealth {
-            status: if llm_ready { "ok" } else { "unconfigured" },
-            hint: (!llm_ready).then(|| {
-                let envs = provider.api_key_envs().join(" or ");
-                format!(
-                    "no API key for provider {:?}: set {envs}, or LLM_PROVIDER=echo for an offline round trip",
-                    provider.as_str()
-                )
-            }),
+            status: match (default_ready, llm_ready) {
+                (true, true) => "ok",
+                (false, _) => "unconfigured",
+                (true, false) => "degraded",
+            },
+            hint: (!llm_ready).then(|| missing_keys_hint(llm, &missing, default_ready)),
             summary: llm,
         },
         config: ConfigHealth {
             port: app.config.port,
-            default_task: app.config.default_task.as_deref(),
-            model: &llm.model,
-            fallback_model: llm.fallback_model.as_deref(),
+            default_task: app.config.default_task.as_deref().unwrap_or(NOT_SET),
+            model: &llm_config.default_model,
+            fallback_model: llm_config.fallback_model.as_deref().unwrap_or(NOT_SET),
+            provider,
+            qualified_model: &llm.model,
+            fallback_provider: llm.fallback_model.as_deref().map(provider_of),
+            qualified_fallback_model: llm.fallback_model.as_deref(),
         },
     };
     json_response(StatusCode::OK, &body)
+}
+
+/// One sentence per provider without its key, naming the models that use it
+/// and the variable to set (never a value).
+fn missing_keys_hint(
+    llm: &wombat_llm::LlmSummary,
+    missing: &[wombat_core::Provider],
+    default_ready: bool,
+) -> String {
+    let mut parts: Vec<String> = missing
+        .iter()
+        .map(|p| {
+            let uses = llm
+                .providers
+                .get(p)
+                .map(|s| s.uses.join(", "))
+                .unwrap_or_default();
+            format!(
+                "no API key for provider {:?} (used by: {uses}): set {}",
+                p.as_str(),
+                p.api_key_envs().join(" or ")
+            )
+        })
+        .collect();
+    if !default_ready {
+        parts.push("or LLM_PROVIDER=echo for an offline round trip".to_owned());
+    }
+    parts.join("; ")
 }
 
 /// `GET /usage[?user_id=]`.

@@ -244,6 +244,15 @@ pub(crate) async fn llm_task(
     let validator = match &body.schema {
         None | Some(Value::Null) => None,
         Some(schema @ Value::Object(_)) => {
+            // Bounded before anything (the validator, the adapters, the
+            // echo sample) walks it.
+            wombat_llm::check_schema_size(schema).map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_schema",
+                    format!("schema is too large: {e}"),
+                )
+            })?;
             Some(jsonschema::validator_for(schema).map_err(|e| {
                 ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,

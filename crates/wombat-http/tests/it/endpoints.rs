@@ -159,7 +159,7 @@ async fn health_shallow_and_deep() {
     let h = setup().env("WOMBAT_DEFAULT_TASK", "Inbox").start().await;
     let shallow = h.get("/health").await;
     assert_eq!(shallow.status, 200);
-    assert_json_snapshot!("health_shallow", shallow.json(), {".workspace.path" => "[path]", ".backend.url" => "[url]"});
+    assert_json_snapshot!("health_shallow", shallow.json(), {".workspace.path" => "[path]", ".backend.url" => "[url]", ".llm.providers.openai.baseUrl" => "[url]"});
     let deep = h.get("/health?deep=true").await.json();
     assert_eq!(deep["backend"]["status"], "ok", "{deep}");
     assert_eq!(deep["status"], "ok");

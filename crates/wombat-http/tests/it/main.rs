@@ -9,4 +9,5 @@ mod deadlines;
 mod docs;
 mod endpoints;
 mod errors;
+mod llm_limits;
 mod support;
