@@ -36,8 +36,9 @@ struct ServeArgs {
     /// Port to listen on (0 picks a free one).
     #[arg(long, env = "MC_LITE_PORT", default_value_t = DEFAULT_PORT)]
     port: u16,
-    /// Address to listen on.
-    #[arg(long, env = "MC_LITE_HOST", default_value = "0.0.0.0")]
+    /// Address to listen on (default: this machine only; 0.0.0.0 exposes
+    /// it to the network).
+    #[arg(long, env = "MC_LITE_HOST", default_value = "127.0.0.1")]
     host: IpAddr,
     /// SQLite database file, or `:memory:`.
     #[arg(long, env = "MC_LITE_DB", default_value = DEFAULT_DB_PATH)]
@@ -182,7 +183,7 @@ fn validate(args: ServeArgs) -> Result<(McLiteConfig, SocketAddr)> {
 async fn serve(config: McLiteConfig, addr: SocketAddr) -> Result<()> {
     let server = McLite::start(config, addr)
         .await
-        .with_context(|| format!("cannot start mc-lite on {addr}"))?;
+        .context("cannot start mc-lite (MC_LITE_HOST/MC_LITE_PORT)")?;
     // The first stdout line is the address, for scripts and `cargo xtask`.
     println!("mc-lite listening on {}", server.url());
     shutdown_signal().await;

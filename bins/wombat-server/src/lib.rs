@@ -15,7 +15,8 @@ use figment::providers::{Format, Toml};
 use tokio::net::TcpListener;
 use wombat_controlplane::{ControlPlane, ControlPlaneConfig, JwtConfig};
 use wombat_http::config::{
-    ConfigError, DaemonConfig, Settings, get, parse_bool, settings_from_figment,
+    ConfigError, DaemonConfig, Settings, get, parse_bool, resolve_secret_files,
+    settings_from_figment, unknown_wombat_vars,
 };
 use wombat_http::{Backend, Daemon};
 use wombat_llm::{Router, RouterConfig};
@@ -24,6 +25,45 @@ use wombat_workspace::{SkillEnv, Workspace, WorkspaceOptions};
 
 /// Exit code for invalid configuration (`EX_CONFIG`-style, as RUNTIME.md asks).
 pub const EXIT_CONFIG: u8 = 64;
+
+/// The daemon's variables with their defaults, shown by `--help` of
+/// `wombat-server` and `wombat serve`.
+pub const ENV_HELP: &str = "\
+Environment (also read from .env and wombat.toml; the environment wins):
+  WOMBAT_HOST [127.0.0.1; 0.0.0.0 when AGENT_DAEMON_API_KEY is set], WOMBAT_PORT [8081]
+  BACKEND_URL                 Mission Control URL; unset = embedded reference backend
+  WOMBAT_EMBEDDED_BACKEND     [true] start the embedded backend when BACKEND_URL is unset
+  MC_LITE_PORT [9001], MC_LITE_DB [<WOMBAT_DATA_DIR>/mc-lite.db], WOMBAT_DATA_DIR [./.wombat-data]
+  AGENT_DAEMON_API_KEY        required X-Agent-Daemon-Key when set
+  AGENT_JWT_SECRET, AGENT_JWT_ALGORITHM [HS256]
+  INTERNAL_TOKEN              dispatch token of the embedded backend
+  <SECRET>_FILE               read any secret (keys, tokens) from a file instead
+  LLM_PROVIDER [openai], LLM_MODEL_DEFAULT|CHEAP|BEST|FALLBACK (legacy OPENAI_MODEL_*)
+  OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY/GOOGLE_API_KEY, XAI_API_KEY,
+  GROQ_API_KEY, MISTRAL_API_KEY, OPENROUTER_API_KEY, <PROVIDER>_BASE_URL
+  WOMBAT_WORKSPACE [./workspace], WOMBAT_DEFAULT_TASK
+  WOMBAT_RETRY_ATTEMPTS [3], WOMBAT_RETRY_DELAY_MS [1000], WOMBAT_RETRY_MAX_DELAY_MS [30000],
+  WOMBAT_RETRY_JITTER [0.1]
+  WOMBAT_CONTEXT_WARNING_THRESHOLD [75], WOMBAT_DEFAULT_TIMEZONE, WOMBAT_INCLUDE_TIME_CONTEXT [true]
+  WOMBAT_MAX_CHARS_PER_FILE [20000], WOMBAT_BOOTSTRAP_MAX_CHARS [150000], WOMBAT_SKILLS_MAX_CHARS [30000]
+  WOMBAT_METRICS_PUBLIC [false], WOMBAT_MAX_BODY_BYTES [1048576], WOMBAT_HEADER_TIMEOUT_SECS [10],
+  WOMBAT_BODY_TIMEOUT_SECS [30], WOMBAT_KEEP_ALIVE_TIMEOUT_SECS [75], WOMBAT_MAX_CONNECTIONS [1024],
+  WOMBAT_REQUEST_TIMEOUT_SECS [300], WOMBAT_SHUTDOWN_TIMEOUT_SECS [30], WOMBAT_MAX_CONCURRENT_LLM [512]
+  WOMBAT_WEBHOOK_ALLOWED_HOSTS, WOMBAT_WEBHOOK_ALLOW_PRIVATE [false],
+  WOMBAT_WEBHOOK_MAX_IN_FLIGHT [1024], WOMBAT_PRICING_FILE
+  WOMBAT_LOG_FORMAT [text|json], RUST_LOG [info]  (logs go to stderr)
+See docs/CONFIGURATION.md for every variable.";
+
+/// `wombat-server`'s command line: only `--help` and `--version`;
+/// everything else is configured through the environment.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "wombat-server",
+    version,
+    about = "The Wombat daemon: the agent HTTP API (with no BACKEND_URL, also an embedded reference backend)",
+    after_help = ENV_HELP
+)]
+pub struct Cli {}
 
 /// Why the server did not run.
 #[derive(Debug)]
@@ -78,24 +118,90 @@ pub fn load_settings() -> Result<Settings, RunError> {
         std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
     );
+    // `<SECRET>_FILE` (Docker/Kubernetes secrets) becomes `<SECRET>`.
+    resolve_secret_files(&mut settings, |p| std::fs::read_to_string(p))?;
     Ok(settings)
 }
 
-/// Installs the tracing subscriber: human-readable by default, JSON with
-/// `WOMBAT_LOG_FORMAT=json`, level from `RUST_LOG` (default `info`).
+/// Installs the tracing subscriber on stderr (stdout carries only the
+/// banner): human-readable by default, coloured only when stderr is a
+/// terminal; JSON with `WOMBAT_LOG_FORMAT=json`; level from `RUST_LOG`
+/// (default `info`).
 pub fn init_tracing(settings: &Settings) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    let result = if get(settings, "WOMBAT_LOG_FORMAT") == Some("json") {
-        builder.json().try_init()
+    use std::io::IsTerminal as _;
+    let json = get(settings, "WOMBAT_LOG_FORMAT") == Some("json");
+    let result = if json {
+        tracing_subscriber::fmt()
+            .with_env_filter(env_filter())
+            .with_target(false)
+            .with_writer(std::io::stderr)
+            .json()
+            .try_init()
+            .map_err(|e| e.to_string())
     } else {
-        builder.try_init()
+        let ansi = std::io::stderr().is_terminal();
+        tracing::subscriber::set_global_default(human_subscriber(ansi, std::io::stderr))
+            .map_err(|e| e.to_string())
     };
     // A subscriber may already be installed (tests, `wombat` CLI); keep it.
     let _ = result;
+}
+
+fn env_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+}
+
+/// The human log format. Field values (and messages) have their control
+/// characters escaped: request-controlled text inside an error (a model
+/// name, say) must not forge a log line with a newline nor reach the
+/// operator's terminal as an escape sequence. The JSON format escapes by
+/// construction.
+fn human_subscriber<W>(ansi: bool, writer: W) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use std::fmt::Write as _;
+    use tracing_subscriber::field::MakeExt as _;
+    let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        if field.name() != "message" {
+            write!(w, "{field}=")?;
+        }
+        write!(EscapeControls(w), "{value:?}")
+    })
+    .delimited(" ");
+    tracing_subscriber::fmt()
+        .with_env_filter(env_filter())
+        .with_target(false)
+        .with_ansi(ansi)
+        .with_writer(writer)
+        .fmt_fields(fields)
+        .finish()
+}
+
+/// Writes through to `W`, escaping control characters (and the bidi
+/// overrides that reorder what a terminal shows) as `\n`, `\u{1b}`, ...
+struct EscapeControls<W>(W);
+
+impl<W: std::fmt::Write> std::fmt::Write for EscapeControls<W> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let risky = |c: char| {
+            c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        };
+        if !s.contains(risky) {
+            return self.0.write_str(s);
+        }
+        for c in s.chars() {
+            if risky(c) {
+                for e in c.escape_default() {
+                    self.0.write_char(e)?;
+                }
+            } else {
+                self.0.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
@@ -127,6 +233,8 @@ struct Plan {
     router: Router,
     workspace: Workspace,
     embedded: Option<EmbeddedPlan>,
+    /// Warnings to log once tracing is up and before serving.
+    warnings: Vec<String>,
 }
 
 struct EmbeddedPlan {
@@ -154,6 +262,14 @@ fn plan(settings: &Settings) -> Result<Plan, RunError> {
     // One deadline for the whole request: the router's (retries, failover
     // and streaming included) is the daemon's request deadline.
     llm.deadline = config.request_timeout;
+    let mut warnings = missing_key_warnings(&llm);
+    let unknown = unknown_wombat_vars(settings);
+    if !unknown.is_empty() {
+        warnings.push(format!(
+            "unknown WOMBAT_* settings ignored (misspelled?): {}",
+            unknown.join(", ")
+        ));
+    }
     let router = Router::new(llm).map_err(|e| RunError::Config(e.to_string()))?;
     let options = WorkspaceOptions {
         max_chars_per_file: config.max_chars_per_file,
@@ -216,7 +332,37 @@ fn plan(settings: &Settings) -> Result<Plan, RunError> {
         router,
         workspace,
         embedded,
+        warnings,
     })
+}
+
+/// One warning per model (default, then fallback) whose provider needs an
+/// API key that is not configured. A provider whose base URL is overridden
+/// (a local OpenAI-compatible server, say) may need no key, so it is not
+/// warned about.
+fn missing_key_warnings(llm: &RouterConfig) -> Vec<String> {
+    let summary = llm.summary();
+    let mut models = vec![("default", summary.model.clone())];
+    if let Some(f) = &summary.fallback_model {
+        models.push(("fallback", f.clone()));
+    }
+    let mut warnings = Vec::new();
+    for (role, model) in models {
+        let Some(provider) = model
+            .split_once('/')
+            .and_then(|(p, _)| p.parse::<wombat_core::Provider>().ok())
+        else {
+            continue;
+        };
+        let missing = summary.keys.get(&provider).is_some_and(|has| !has);
+        if missing && !llm.base_urls.contains_key(&provider) {
+            let envs = provider.api_key_envs().join(" or ");
+            warnings.push(format!(
+                "no API key for the {role} model {model}: set {envs} (or LLM_PROVIDER=echo for an offline round trip)"
+            ));
+        }
+    }
+    warnings
 }
 
 fn backend_client(
@@ -237,12 +383,28 @@ fn backend_client(
 }
 
 /// Runs the daemon until `shutdown` resolves.
+///
+/// Nothing is created on disk before both ports are bound: a taken port
+/// fails first, naming the variable that chooses it.
 pub async fn run(
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
     let plan = plan(&settings)?;
     let config = plan.config.clone();
+    for warning in &plan.warnings {
+        tracing::warn!("{warning}");
+    }
+
+    let addr = SocketAddr::new(config.host, config.port);
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        RunError::Other(anyhow::anyhow!(
+            "cannot listen on {addr} (WOMBAT_HOST/WOMBAT_PORT): {e}"
+        ))
+    })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| RunError::Other(e.into()))?;
 
     let mut embedded: Option<RunningMcLite> = None;
     let backend = match (&config.backend_url, plan.embedded) {
@@ -266,7 +428,7 @@ pub async fn run(
             let bind = SocketAddr::from(([127, 0, 0, 1], e.port));
             let running = McLite::start(mc, bind)
                 .await
-                .with_context(|| format!("starting the embedded backend on {bind}"))
+                .with_context(|| "starting the embedded backend (MC_LITE_PORT)".to_owned())
                 .map_err(RunError::Other)?;
             let url = running.url();
             tracing::info!(%url, db = ?e.db, "embedded reference backend started (BACKEND_URL not set)");
@@ -287,27 +449,6 @@ pub async fn run(
         );
     }
     let summary = plan.router.summary();
-    if !summary
-        .keys
-        .get(&summary.default_provider)
-        .copied()
-        .unwrap_or(true)
-    {
-        let envs = summary.default_provider.api_key_envs().join(" or ");
-        tracing::warn!(
-            provider = summary.default_provider.as_str(),
-            "no API key for the default LLM provider: set {envs}, or LLM_PROVIDER=echo for an offline round trip"
-        );
-    }
-
-    let addr = SocketAddr::new(config.host, config.port);
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))
-        .map_err(RunError::Other)?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| RunError::Other(e.into()))?;
     print_banner(
         local,
         &config,
@@ -325,8 +466,10 @@ pub async fn run(
     Ok(())
 }
 
+/// The banner goes to stdout (logs go to stderr): it is the one thing a
+/// person starting the server needs to read, and scripts can wait for it.
 fn print_banner(addr: SocketAddr, config: &DaemonConfig, backend: Option<&str>, model: &str) {
-    let host = if addr.ip().is_unspecified() {
+    let host = if addr.ip().is_unspecified() || addr.ip().is_loopback() {
         "localhost".to_owned()
     } else {
         addr.ip().to_string()
@@ -337,9 +480,105 @@ fn print_banner(addr: SocketAddr, config: &DaemonConfig, backend: Option<&str>, 
     } else {
         ""
     };
+    let access = if !addr.ip().is_loopback() {
+        format!("all interfaces ({})", addr.ip())
+    } else if config.host_defaulted {
+        "this machine only; to expose it set AGENT_DAEMON_API_KEY (or WOMBAT_HOST=0.0.0.0)"
+            .to_owned()
+    } else {
+        format!("this machine only ({})", addr.ip())
+    };
     tracing::info!(%addr, backend = backend.unwrap_or("none"), model, workspace = %config.workspace.display(), "wombat listening");
     println!(
-        "\nWombat is listening on {base}\n  health:  {base}/health\n  backend: {}\n  model:   {model}\n\nTry it:\n  curl -s {base}/api/agents/send -H 'Content-Type: application/json'{key_header} \\\n    -d '{{\"user_id\":\"demo\",\"session_key\":\"user:demo:agent\",\"message\":\"Hello!\",\"task_title\":\"Quickstart\"}}'\n",
+        "\nWombat is listening on {base}\n  access:  {access}\n  health:  {base}/health\n  backend: {}\n  model:   {model}\n\nTry it:\n  curl -s {base}/api/agents/send -H 'Content-Type: application/json'{key_header} \\\n    -d '{{\"user_id\":\"demo\",\"session_key\":\"user:demo:agent\",\"message\":\"Hello!\",\"task_title\":\"Quickstart\"}}'\n",
         backend.unwrap_or("none (agent endpoints answer 503)")
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A `MakeWriter` into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buf {
+        type Writer = Buf;
+        fn make_writer(&'a self) -> Buf {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn human_logs_escape_control_characters() {
+        let buf = Buf::default();
+        let subscriber = human_subscriber(false, buf.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            let model = "gpt\nERROR forged line\u{1b}[31m";
+            let span = tracing::info_span!("request", path = "/x\ny");
+            let _enter = span.enter();
+            let message = format!("unknown model {model}");
+            tracing::error!(status = 400, error = %message, "request failed: {model}");
+        });
+        let out = String::from_utf8(buf.0.lock().expect("lock").clone()).expect("utf8");
+        assert_eq!(out.matches('\n').count(), 1, "one line: {out:?}");
+        assert!(!out.contains('\u{1b}'), "{out:?}");
+        assert!(
+            out.contains(r"request failed: gpt\nERROR forged line\u{1b}[31m"),
+            "{out:?}"
+        );
+        assert!(
+            out.contains(r"error=unknown model gpt\nERROR forged line\u{1b}[31m"),
+            "{out:?}"
+        );
+        assert!(out.contains("status=400"), "{out:?}");
+    }
+
+    #[test]
+    fn missing_keys_are_judged_by_the_models_providers() {
+        let cfg = |pairs: &[(&str, &str)]| {
+            let map: std::collections::HashMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            RouterConfig::from_env_map(&|k: &str| map.get(k).cloned()).expect("valid")
+        };
+        // The provider variable says openai, the model says ollama: no key needed.
+        assert!(
+            missing_key_warnings(&cfg(&[
+                ("LLM_PROVIDER", "openai"),
+                ("LLM_MODEL_DEFAULT", "ollama/llama3")
+            ]))
+            .is_empty()
+        );
+        let w = missing_key_warnings(&cfg(&[("LLM_MODEL_DEFAULT", "anthropic/claude-x")]));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("default model anthropic/claude-x"), "{w:?}");
+        let w = missing_key_warnings(&cfg(&[
+            ("LLM_PROVIDER", "echo"),
+            ("LLM_MODEL_FALLBACK", "openai/gpt-4o-mini"),
+        ]));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("fallback model openai/gpt-4o-mini"), "{w:?}");
+        // A base URL override (a local server) may need no key.
+        assert!(
+            missing_key_warnings(&cfg(&[
+                ("LLM_MODEL_DEFAULT", "openai/local"),
+                ("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")
+            ]))
+            .is_empty()
+        );
+    }
 }

@@ -3,6 +3,8 @@
 
 use std::process::ExitCode;
 
+use clap::Parser as _;
+
 /// mimalloc instead of glibc malloc: the request path allocates many small,
 /// short-lived buffers across threads, where glibc spent 10–12% of the
 /// server's CPU under load (see docs/BENCHMARKS.md).
@@ -11,6 +13,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `--help` and `--version` answer before anything is read or created.
+    if let Err(e) = wombat_server::Cli::try_parse() {
+        let _ = e.print();
+        return if e.use_stderr() {
+            ExitCode::from(wombat_server::EXIT_CONFIG)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
     let settings = match wombat_server::load_settings() {
         Ok(s) => s,
         Err(e) => {

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use crate::server::RequestBody as Incoming;
 use futures::StreamExt;
 use http::StatusCode;
-use hyper::body::Incoming;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::OwnedSemaphorePermit;
@@ -897,7 +897,7 @@ async fn start_stream(app: &Arc<App>, body: SendRequest) -> Result<http::Respons
         resolved?
     };
     let permit = llm_permit(app)?;
-    let (resp, tx) = sse::response();
+    let (resp, tx) = sse::response(&app.stream_cut);
     let app = app.clone();
     let work = async move {
         // The same deadline, continued in the task that outlives the handler.

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{HeaderValue, Method, StatusCode, header};
-use hyper::body::Incoming;
+use http_body::Body as _;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 use wombat_controlplane::ControlPlane;
 use wombat_llm::{LlmSummary, Router};
@@ -18,8 +18,8 @@ use wombat_workspace::Workspace;
 use crate::config::DaemonConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::request::{Body, REQUEST_ID, constant_time_eq, request_id};
-use crate::server::{ServerLimits, serve};
+use crate::request::{Body, REQUEST_ID, constant_time_eq, full, request_id};
+use crate::server::{RequestBody as Incoming, ServerLimits, serve};
 use crate::usage::UsageTracker;
 use crate::webhook::Webhooks;
 use crate::{agent, info, tasks};
@@ -45,11 +45,15 @@ pub(crate) struct App {
     pub(crate) webhooks: Webhooks,
     /// Caps concurrent LLM calls; a request that finds it full gets 429.
     pub(crate) llm_permits: Arc<Semaphore>,
+    /// Turns `true` when the drain deadline passes: open SSE streams then
+    /// end with an `error` event.
+    pub(crate) stream_cut: watch::Receiver<bool>,
 }
 
 /// A configured daemon, ready to serve.
 pub struct Daemon {
     app: Arc<App>,
+    stream_cut: watch::Sender<bool>,
 }
 
 impl Daemon {
@@ -72,7 +76,9 @@ impl Daemon {
             metrics.clone(),
         )
         .map_err(|e| crate::Error::HttpClient(e.to_string()))?;
+        let (stream_cut, cut_rx) = watch::channel(false);
         let app = App {
+            stream_cut: cut_rx,
             llm_summary: llm.summary(),
             llm_permits: Arc::new(Semaphore::new(config.max_concurrent_llm)),
             config,
@@ -83,7 +89,10 @@ impl Daemon {
             usage: UsageTracker::default(),
             webhooks,
         };
-        Ok(Self { app: Arc::new(app) })
+        Ok(Self {
+            app: Arc::new(app),
+            stream_cut,
+        })
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains.
@@ -92,9 +101,13 @@ impl Daemon {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
+        let config = &self.app.config;
         let limits = ServerLimits {
-            header_read_timeout: self.app.config.header_read_timeout,
-            drain_deadline: self.app.config.shutdown_timeout,
+            header_read_timeout: config.header_read_timeout,
+            body_timeout: config.body_timeout,
+            keep_alive_timeout: config.keep_alive_timeout,
+            max_connections: config.max_connections,
+            drain_deadline: config.shutdown_timeout,
         };
         let app = self.app;
         serve(
@@ -102,6 +115,7 @@ impl Daemon {
             limits,
             move |req, peer| handle(app.clone(), req, peer),
             shutdown,
+            &self.stream_cut,
         )
         .await;
     }
@@ -123,9 +137,12 @@ const ROUTES: &[(&str, &[Method])] = &[
 ];
 
 /// Handles one request. Infallible: every failure is a JSON response.
+///
+/// `HEAD` on a GET route is served as that GET, then its body is dropped
+/// (status and headers, `content-length` included, are the GET's).
 async fn handle(
     app: Arc<App>,
-    req: http::Request<Incoming>,
+    mut req: http::Request<Incoming>,
     peer: SocketAddr,
 ) -> http::Response<Body> {
     let started = Instant::now();
@@ -142,6 +159,7 @@ async fn handle(
         .iter()
         .find(|(p, _)| *p == path)
         .map_or("unmatched", |(p, _)| *p);
+    let head = req.method() == Method::HEAD && allows(route, &Method::GET);
     let span = tracing::info_span!(
         "request",
         id = rid.to_str().unwrap_or("-"),
@@ -149,6 +167,9 @@ async fn handle(
         path = req.uri().path(),
         %peer,
     );
+    if head {
+        *req.method_mut() = Method::GET;
+    }
     let result = dispatch(&app, req, route).instrument(span.clone()).await;
     let mut resp = match result {
         Ok(resp) => resp,
@@ -163,6 +184,9 @@ async fn handle(
         }
     };
     resp.headers_mut().insert(REQUEST_ID, rid);
+    if head {
+        strip_body(&mut resp);
+    }
     let elapsed = started.elapsed();
     app.metrics
         .observe_request(route, resp.status().as_u16(), elapsed);
@@ -175,28 +199,49 @@ async fn handle(
     resp
 }
 
-/// Auth, then the `match (method, path)` router.
+/// Whether `route` answers `method`.
+fn allows(route: &str, method: &Method) -> bool {
+    ROUTES
+        .iter()
+        .any(|(path, methods)| *path == route && methods.contains(method))
+}
+
+/// The answer to a `HEAD`: the GET's status and headers, no body.
+fn strip_body(resp: &mut http::Response<Body>) {
+    if let Some(len) = resp.body().size_hint().exact() {
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    *resp.body_mut() = full(bytes::Bytes::new());
+}
+
+/// Auth, then the `match (method, path)` router. Auth comes first so that a
+/// caller without the daemon key learns nothing about which routes and
+/// methods exist (403, not 404/405).
 async fn dispatch(
     app: &Arc<App>,
     req: http::Request<Incoming>,
     route: &'static str,
 ) -> Result<http::Response<Body>, ApiError> {
+    check_daemon_key(app, &req, route)?;
     let Some((_, methods)) = ROUTES.iter().find(|(path, _)| *path == route) else {
         return Err(ApiError::not_found(req.uri().path()));
     };
     if !methods.contains(req.method()) {
-        let allow = methods
+        let mut allow = methods
             .iter()
             .map(Method::as_str)
             .collect::<Vec<_>>()
             .join(", ");
+        if methods.contains(&Method::GET) {
+            allow.push_str(", HEAD");
+        }
         let mut resp = ApiError::method_not_allowed(req.method(), route).into_response();
         if let Ok(v) = HeaderValue::from_str(&allow) {
             resp.headers_mut().insert(header::ALLOW, v);
         }
         return Ok(resp);
     }
-    check_daemon_key(app, &req, route)?;
 
     let query = req.uri().query().unwrap_or("").to_owned();
     let param = |name: &str| {

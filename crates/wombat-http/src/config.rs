@@ -63,8 +63,11 @@ impl fmt::Debug for Secret {
 /// `wombat-llm` validates from the same map).
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
-    /// `WOMBAT_HOST` (0.0.0.0).
+    /// `WOMBAT_HOST`. Unset: `127.0.0.1` without a daemon key (a first run
+    /// must not expose an open API to the network), `0.0.0.0` with one.
     pub host: IpAddr,
+    /// Whether `host` was chosen by that default rather than `WOMBAT_HOST`.
+    pub host_defaulted: bool,
     /// `WOMBAT_PORT` (8081).
     pub port: u16,
     /// `BACKEND_URL`; `None` when unset (the binary decides the default).
@@ -98,8 +101,18 @@ pub struct DaemonConfig {
     pub metrics_public: bool,
     /// `WOMBAT_MAX_BODY_BYTES` (1 MiB).
     pub max_body_bytes: usize,
-    /// `WOMBAT_HEADER_TIMEOUT_SECS` (10).
+    /// `WOMBAT_HEADER_TIMEOUT_SECS` (10): a new connection must deliver its
+    /// first request headers (and an HTTP/1 request its headers) in time.
     pub header_read_timeout: Duration,
+    /// `WOMBAT_BODY_TIMEOUT_SECS` (30): a request body must arrive in full
+    /// in time (408 otherwise).
+    pub body_timeout: Duration,
+    /// `WOMBAT_KEEP_ALIVE_TIMEOUT_SECS` (75): a connection with no request in
+    /// flight for this long is closed (HTTP/1 keep-alive and HTTP/2).
+    pub keep_alive_timeout: Duration,
+    /// `WOMBAT_MAX_CONNECTIONS` (1024): open connections at most; more
+    /// clients wait in the listen backlog.
+    pub max_connections: usize,
     /// `WOMBAT_REQUEST_TIMEOUT_SECS` (300): deadline of one agent request,
     /// LLM and backend calls included.
     pub request_timeout: Duration,
@@ -126,6 +139,104 @@ pub struct DaemonConfig {
     /// `WOMBAT_COMPACT_TEMPERATURE` (0.3, 0.1.0's value): sampling
     /// temperature of `/compact`, in 0..=2.
     pub compact_temperature: f32,
+}
+
+/// Every `WOMBAT_*` setting the daemon reads, in one place: the binary
+/// warns about any other `WOMBAT_*` name (a misspelling would otherwise be
+/// ignored silently). Add new settings here.
+pub const KNOWN_WOMBAT_VARS: &[&str] = &[
+    "WOMBAT_BODY_TIMEOUT_SECS",
+    "WOMBAT_BOOTSTRAP_MAX_CHARS",
+    "WOMBAT_CONTEXT_WARNING_THRESHOLD",
+    "WOMBAT_DATA_DIR",
+    "WOMBAT_DEFAULT_TASK",
+    "WOMBAT_DEFAULT_TIMEZONE",
+    "WOMBAT_EMBEDDED_BACKEND",
+    "WOMBAT_HEADER_TIMEOUT_SECS",
+    "WOMBAT_HOST",
+    "WOMBAT_INCLUDE_TIME_CONTEXT",
+    "WOMBAT_KEEP_ALIVE_TIMEOUT_SECS",
+    "WOMBAT_LOG_FORMAT",
+    "WOMBAT_MAX_BODY_BYTES",
+    "WOMBAT_MAX_CHARS_PER_FILE",
+    "WOMBAT_MAX_CONCURRENT_LLM",
+    "WOMBAT_MAX_CONNECTIONS",
+    "WOMBAT_METRICS_PUBLIC",
+    "WOMBAT_PORT",
+    "WOMBAT_PRICING_FILE",
+    "WOMBAT_REQUEST_TIMEOUT_SECS",
+    "WOMBAT_RETRY_ATTEMPTS",
+    "WOMBAT_RETRY_DELAY_MS",
+    "WOMBAT_RETRY_JITTER",
+    "WOMBAT_RETRY_MAX_DELAY_MS",
+    "WOMBAT_SHUTDOWN_TIMEOUT_SECS",
+    "WOMBAT_SKILLS_MAX_CHARS",
+    "WOMBAT_WEBHOOK_ALLOWED_HOSTS",
+    "WOMBAT_WEBHOOK_ALLOW_PRIVATE",
+    "WOMBAT_WEBHOOK_MAX_IN_FLIGHT",
+    "WOMBAT_WORKSPACE",
+];
+
+/// The `WOMBAT_*` names in `s` that no component reads (sorted).
+pub fn unknown_wombat_vars(s: &Settings) -> Vec<&str> {
+    s.keys()
+        .map(String::as_str)
+        .filter(|k| k.starts_with("WOMBAT_") && !KNOWN_WOMBAT_VARS.contains(k))
+        .collect()
+}
+
+/// Secrets that may instead be given as a file (`<NAME>_FILE`, for Docker
+/// and Kubernetes secrets): the daemon's own, and every provider key.
+pub fn secret_vars() -> Vec<&'static str> {
+    let mut vars = vec!["AGENT_DAEMON_API_KEY", "AGENT_JWT_SECRET", "INTERNAL_TOKEN"];
+    for p in wombat_core::Provider::ALL {
+        for v in p.api_key_envs() {
+            if !vars.contains(v) {
+                vars.push(v);
+            }
+        }
+    }
+    vars
+}
+
+/// Replaces every `<SECRET>_FILE` setting by `<SECRET>` read from that file
+/// (one trailing newline trimmed, as secret files usually end with one).
+/// Setting both is an error naming both; an unreadable file is an error
+/// naming the variable and the path, never the content.
+pub fn resolve_secret_files(
+    s: &mut Settings,
+    read: impl Fn(&std::path::Path) -> std::io::Result<String>,
+) -> Result<(), ConfigError> {
+    for var in secret_vars() {
+        let file_var = format!("{var}_FILE");
+        let Some(path) = get(s, &file_var).map(PathBuf::from) else {
+            continue;
+        };
+        if get(s, var).is_some() {
+            return Err(ConfigError::new(
+                &file_var,
+                format!("set either {var} or {file_var}, not both"),
+            ));
+        }
+        let text = read(&path).map_err(|e| {
+            ConfigError::new(
+                &file_var,
+                format!("cannot read {}: {}", path.display(), e.kind()),
+            )
+        })?;
+        let value = text
+            .strip_suffix("\r\n")
+            .or_else(|| text.strip_suffix('\n'))
+            .unwrap_or(&text);
+        if value.is_empty() {
+            return Err(ConfigError::new(
+                &file_var,
+                format!("{} is empty", path.display()),
+            ));
+        }
+        s.insert(var.to_owned(), value.to_owned());
+    }
+    Ok(())
 }
 
 /// Flattens a figment (typically `wombat.toml` merged with the environment)
@@ -242,19 +353,22 @@ fn http_url(v: &str) -> Result<String, String> {
 impl DaemonConfig {
     /// Validates every daemon setting; the first invalid one is returned.
     pub fn from_settings(s: &Settings) -> Result<Self, ConfigError> {
+        let daemon_api_key = get(s, "AGENT_DAEMON_API_KEY").map(Secret::new);
+        let host_defaulted = get(s, "WOMBAT_HOST").is_none();
+        let default_host = if daemon_api_key.is_some() {
+            IpAddr::from([0, 0, 0, 0])
+        } else {
+            IpAddr::from([127, 0, 0, 1])
+        };
         Ok(Self {
-            host: parse(
-                s,
-                "WOMBAT_HOST",
-                IpAddr::from([0, 0, 0, 0]),
-                number("an IP address"),
-            )?,
+            host: parse(s, "WOMBAT_HOST", default_host, number("an IP address"))?,
+            host_defaulted,
             port: parse(s, "WOMBAT_PORT", 8081, |v| match v.parse::<u16>() {
                 Ok(p) if p > 0 => Ok(p),
                 _ => Err(format!("{v:?} is not a port number (1-65535)")),
             })?,
             backend_url: parse(s, "BACKEND_URL", None, |v| http_url(v).map(Some))?,
-            daemon_api_key: get(s, "AGENT_DAEMON_API_KEY").map(Secret::new),
+            daemon_api_key,
             jwt_secret: get(s, "AGENT_JWT_SECRET").map(Secret::new),
             jwt_algorithm: parse(s, "AGENT_JWT_ALGORITHM", JwtAlgorithm::HS256, |v| {
                 v.parse::<JwtAlgorithm>()
@@ -282,6 +396,19 @@ impl DaemonConfig {
                 Duration::from_secs(10),
                 seconds,
             )?,
+            body_timeout: parse(
+                s,
+                "WOMBAT_BODY_TIMEOUT_SECS",
+                Duration::from_secs(30),
+                seconds,
+            )?,
+            keep_alive_timeout: parse(
+                s,
+                "WOMBAT_KEEP_ALIVE_TIMEOUT_SECS",
+                Duration::from_secs(75),
+                seconds,
+            )?,
+            max_connections: parse(s, "WOMBAT_MAX_CONNECTIONS", 1024, bounded)?,
             request_timeout: parse(
                 s,
                 "WOMBAT_REQUEST_TIMEOUT_SECS",
@@ -413,5 +540,73 @@ mod tests {
             !debug.contains("dk-123") && !debug.contains("jwt-456"),
             "{debug}"
         );
+    }
+
+    #[test]
+    fn unknown_wombat_names_are_listed() {
+        let s = settings(&[
+            ("WOMBAT_PORT", "1"),
+            ("WOMBAT_PROT", "1"),
+            ("WOMBAT_RETRY_ATTEMPTS", "2"),
+            ("OTHER", "x"),
+        ]);
+        assert_eq!(unknown_wombat_vars(&s), vec!["WOMBAT_PROT"]);
+    }
+
+    #[test]
+    fn the_default_bind_is_loopback_unless_a_key_or_a_host_is_set() {
+        let c = DaemonConfig::from_settings(&Settings::new()).expect("valid");
+        assert_eq!(c.host, IpAddr::from([127, 0, 0, 1]));
+        assert!(c.host_defaulted);
+        let c = DaemonConfig::from_settings(&settings(&[("AGENT_DAEMON_API_KEY", "k")]))
+            .expect("valid");
+        assert_eq!(c.host, IpAddr::from([0, 0, 0, 0]));
+        let c =
+            DaemonConfig::from_settings(&settings(&[("WOMBAT_HOST", "0.0.0.0")])).expect("valid");
+        assert_eq!(c.host, IpAddr::from([0, 0, 0, 0]));
+        assert!(!c.host_defaulted);
+    }
+
+    #[test]
+    fn secret_files() {
+        use std::io::{Error, ErrorKind};
+        let read = |p: &std::path::Path| match p.to_str() {
+            Some("/run/secrets/key") => Ok("s3cret\n".to_owned()),
+            Some("/run/secrets/crlf") => Ok("tok\r\n".to_owned()),
+            Some("/run/secrets/empty") => Ok("\n".to_owned()),
+            _ => Err(Error::from(ErrorKind::NotFound)),
+        };
+        let mut s = settings(&[
+            ("AGENT_DAEMON_API_KEY_FILE", "/run/secrets/key"),
+            ("INTERNAL_TOKEN_FILE", "/run/secrets/crlf"),
+            ("ANTHROPIC_API_KEY_FILE", "/run/secrets/key"),
+            ("WOMBAT_PRICING_FILE", "/not/a/secret.json"),
+        ]);
+        resolve_secret_files(&mut s, read).expect("resolved");
+        assert_eq!(s["AGENT_DAEMON_API_KEY"], "s3cret");
+        assert_eq!(s["INTERNAL_TOKEN"], "tok");
+        assert_eq!(s["ANTHROPIC_API_KEY"], "s3cret");
+        assert!(!s.contains_key("WOMBAT_PRICING"));
+
+        let mut both = settings(&[
+            ("AGENT_JWT_SECRET", "inline"),
+            ("AGENT_JWT_SECRET_FILE", "/run/secrets/key"),
+        ]);
+        let e = resolve_secret_files(&mut both, read).expect_err("both");
+        assert_eq!(e.var, "AGENT_JWT_SECRET_FILE");
+        assert!(
+            e.reason
+                .contains("AGENT_JWT_SECRET or AGENT_JWT_SECRET_FILE"),
+            "{e}"
+        );
+
+        let mut missing = settings(&[("OPENAI_API_KEY_FILE", "/run/secrets/nope")]);
+        let e = resolve_secret_files(&mut missing, read).expect_err("unreadable");
+        assert_eq!(
+            e.to_string(),
+            "invalid OPENAI_API_KEY_FILE: cannot read /run/secrets/nope: entity not found"
+        );
+        let mut empty = settings(&[("INTERNAL_TOKEN_FILE", "/run/secrets/empty")]);
+        assert!(resolve_secret_files(&mut empty, read).is_err());
     }
 }

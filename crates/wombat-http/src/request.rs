@@ -98,6 +98,14 @@ fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// The body timeout, when `e` says the body did not arrive in time.
+fn body_timed_out(e: &(dyn std::error::Error + 'static)) -> Option<std::time::Duration> {
+    match e.downcast_ref::<crate::server::BodyError>() {
+        Some(crate::server::BodyError::TimedOut(limit)) => Some(*limit),
+        _ => None,
+    }
+}
+
 /// Reads the whole body (at most `limit` bytes), checking the content type
 /// and the declared length first.
 async fn read_body<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes, ApiError>
@@ -117,6 +125,16 @@ where
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(ApiError::payload_too_large(limit))
+        }
+        Err(e) if body_timed_out(&*e).is_some() => {
+            let secs = body_timed_out(&*e).map_or(0.0, |d| d.as_secs_f64());
+            Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {secs} s (WOMBAT_BODY_TIMEOUT_SECS)"
+                ),
+            ))
         }
         Err(e) => Err(ApiError::bad_request(format!(
             "failed to read request body: {e}"

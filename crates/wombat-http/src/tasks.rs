@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
+use crate::server::RequestBody as Incoming;
 use http::StatusCode;
-use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use wombat_core::{ChatMessage, Cost, Role, Usage};

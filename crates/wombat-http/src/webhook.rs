@@ -54,6 +54,13 @@ impl std::fmt::Debug for WebhookSpec {
 
 /// Whether `ip` is a public unicast address (not loopback, private,
 /// link-local, shared, documentation, multicast or unspecified).
+///
+/// IPv6 forms that carry an IPv4 address are judged by that address, since
+/// the packet ends up there: IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible
+/// (`::a.b.c.d`), NAT64 (`64:ff9b::/96` and the local-use `64:ff9b:1::/48`)
+/// and 6to4 (`2002:AABB:CCDD::/48`). Teredo (`2001::/32`) hides its IPv4
+/// target and is refused outright, as are the deprecated site-local
+/// (`fec0::/10`) and discard-only (`100::/64`) ranges.
 pub(crate) fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -71,18 +78,45 @@ pub(crate) fn is_public(ip: IpAddr) -> bool {
                 || o[0] >= 240)
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            if let Some(v4) = embedded_ipv4(v6) {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let s = v6.segments();
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
+                || (s[0] == 0x2001 && s[1] == 0x0db8)
+                || (s[0] == 0x2001 && s[1] == 0)
+                || (s[0] == 0x0100 && s[1] == 0 && s[2] == 0 && s[3] == 0))
         }
     }
+}
+
+/// The IPv4 address an IPv6 address stands for, if it is one of the forms
+/// that embed one (see [`is_public`]). `::` and `::1` are left alone.
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    use std::net::Ipv4Addr;
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let s = v6.segments();
+    let low = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    // IPv4-compatible (deprecated): 96 zero bits, then the address.
+    if s[..6].iter().all(|&x| x == 0) && !(s[6] == 0 && s[7] <= 1) {
+        return Some(low(s[6], s[7]));
+    }
+    // NAT64, well-known prefix (RFC 6052) and local-use prefix (RFC 8215).
+    if s[0] == 0x0064 && s[1] == 0xff9b && (s[2..6].iter().all(|&x| x == 0) || s[2] == 0x0001) {
+        return Some(low(s[6], s[7]));
+    }
+    // 6to4 (RFC 3056): 2002:AABB:CCDD::/48.
+    if s[0] == 0x2002 {
+        return Some(low(s[1], s[2]));
+    }
+    None
 }
 
 /// Resolves webhook host names, dropping non-public addresses unless the
@@ -115,6 +149,27 @@ impl reqwest::dns::Resolve for GuardedResolver {
             Ok(addrs)
         })
     }
+}
+
+/// Finishes a webhook client: no redirects, the guarded resolver, and no
+/// proxy of any kind. An `HTTP(S)_PROXY` from the environment (or any proxy
+/// set on `builder`) would resolve the host itself, so the address check
+/// would never see where the request really goes.
+fn guarded_client(
+    builder: reqwest::ClientBuilder,
+    allowed_hosts: Option<Vec<String>>,
+    allow_private: bool,
+) -> Result<reqwest::Client, reqwest::Error> {
+    builder
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .dns_resolver(Arc::new(GuardedResolver {
+            allowed_hosts,
+            allow_private,
+        }))
+        .build()
 }
 
 /// A validated webhook target.
@@ -159,15 +214,11 @@ impl Webhooks {
         max_in_flight: usize,
         metrics: Arc<Metrics>,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(5))
-            .dns_resolver(Arc::new(GuardedResolver {
-                allowed_hosts: allowed_hosts.clone(),
-                allow_private,
-            }))
-            .build()?;
+        let client = guarded_client(
+            reqwest::Client::builder(),
+            allowed_hosts.clone(),
+            allow_private,
+        )?;
         Ok(Self {
             client,
             allowed_hosts,
@@ -426,6 +477,89 @@ mod tests {
         ] {
             assert!(!is_public(ip.parse().expect("ip")), "{ip}");
         }
+    }
+
+    #[test]
+    fn ipv6_forms_embedding_ipv4_are_judged_by_the_ipv4_address() {
+        let private = [
+            // IPv4-mapped.
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            // IPv4-compatible.
+            "::127.0.0.1",
+            "::10.1.2.3",
+            "::169.254.169.254",
+            // NAT64, well-known and local-use prefixes.
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::192.168.0.1",
+            "64:ff9b:1::7f00:1",
+            // 6to4.
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe::1",
+            "2002:c0a8:101::",
+            // Teredo hides its target; site-local and discard-only.
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "fec0::1",
+            "100::1",
+        ];
+        for ip in private {
+            assert!(
+                !is_public(ip.parse().expect("ip")),
+                "{ip} must not be public"
+            );
+        }
+        let public = [
+            "::ffff:8.8.8.8",
+            "::8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "2606:4700::1111",
+        ];
+        for ip in public {
+            assert!(is_public(ip.parse().expect("ip")), "{ip} must be public");
+        }
+    }
+
+    #[tokio::test]
+    async fn webhook_client_ignores_proxies() {
+        use std::sync::atomic::AtomicUsize;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A fake proxy that records every connection and answers 200, as a
+        // forwarding proxy would after resolving the host itself.
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let proxy_url = format!("http://{}", proxy.local_addr().expect("addr"));
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = proxy.accept().await {
+                counter.fetch_add(1, Relaxed);
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            }
+        });
+        // The builder path the daemon uses, with a proxy configured the way
+        // the environment would (without mutating the process environment).
+        let builder =
+            reqwest::Client::builder().proxy(reqwest::Proxy::all(&proxy_url).expect("proxy url"));
+        let client = guarded_client(builder, None, false).expect("client");
+        // A name the guard refuses (it resolves to loopback only).
+        let target = hooks(None)
+            .validate(&spec("http://localhost:9/hook"))
+            .expect("a host name passes validation; the resolver decides");
+        let delivered = deliver(&client, &target, &serde_json::json!({"event": "x"})).await;
+        assert!(!delivered, "the guarded resolver must refuse localhost");
+        assert_eq!(
+            seen.load(Relaxed),
+            0,
+            "the webhook client must never go through a proxy"
+        );
     }
 
     #[test]

@@ -32,6 +32,31 @@ impl DbLocation {
     }
 }
 
+/// Deadlines and caps of the listener (see the `server` module docs).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// A new connection must deliver its first request headers (and an
+    /// HTTP/1 request its headers) within this (10 s).
+    pub header_read_timeout: Duration,
+    /// A request, body included, must be handled within this (30 s; 408).
+    pub request_timeout: Duration,
+    /// A connection with no request in flight is closed after this (75 s).
+    pub keep_alive_timeout: Duration,
+    /// Open connections at most (1024); more wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(75),
+            max_connections: 1024,
+        }
+    }
+}
+
 /// Everything [`crate::McLite::start`] needs.
 #[derive(Clone)]
 pub struct McLiteConfig {
@@ -46,6 +71,8 @@ pub struct McLiteConfig {
     pub max_body_bytes: usize,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// Connection deadlines and the connection cap.
+    pub limits: ConnectionLimits,
 }
 
 impl McLiteConfig {
@@ -57,6 +84,7 @@ impl McLiteConfig {
             db,
             max_body_bytes: 1024 * 1024,
             drain_timeout: Duration::from_secs(10),
+            limits: ConnectionLimits::default(),
         }
     }
 }
@@ -72,6 +100,7 @@ impl fmt::Debug for McLiteConfig {
             .field("db", &self.db)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("drain_timeout", &self.drain_timeout)
+            .field("limits", &self.limits)
             .finish()
     }
 }

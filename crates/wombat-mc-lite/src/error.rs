@@ -10,7 +10,16 @@ pub enum Error {
     /// The database could not be opened or migrated.
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
-    /// Binding the listener or another I/O step failed.
+    /// The listening address could not be bound (port taken, say).
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An I/O step failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
     /// A helper HTTP call (such as [`crate::enqueue_notification`]) failed.

@@ -38,7 +38,7 @@ mod error;
 mod server;
 mod store;
 
-pub use config::{DEFAULT_DB_PATH, DEFAULT_PORT, DbLocation, McLiteConfig};
+pub use config::{ConnectionLimits, DEFAULT_DB_PATH, DEFAULT_PORT, DbLocation, McLiteConfig};
 pub use enqueue::enqueue_notification;
 pub use error::{Error, Result};
 pub use server::{McLite, RunningMcLite};

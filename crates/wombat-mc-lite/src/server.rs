@@ -1,22 +1,34 @@
 //! The listener: hyper 1.x with hyper-util's auto (HTTP/1 + HTTP/2)
 //! builder, a task per connection and graceful shutdown with a drain
 //! deadline. Request handling itself is in `api`.
+//!
+//! Every phase of a connection has a deadline (the same policy as the
+//! daemon's accept loop in `wombat-http`): a new connection must deliver
+//! its first request headers within `header_read_timeout` (this covers
+//! silence and a partial h2 preface, before hyper-util has picked a
+//! protocol); a request (body included) must be handled within
+//! `request_timeout` (a trickled body gets 408); a connection with no request
+//! in flight for `keep_alive_timeout` is closed; HTTP/2 peers are pinged.
+//! At most `max_connections` are open; more clients wait in the backlog.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::api::{self, State};
-use crate::config::McLiteConfig;
+use crate::config::{ConnectionLimits, McLiteConfig};
 use crate::store::Store;
 
 /// The reference backend. Start it with [`McLite::start`].
@@ -33,10 +45,13 @@ pub struct RunningMcLite {
 }
 
 impl McLite {
-    /// Opens the database, binds `bind` (port 0 picks a free port) and
-    /// serves until shut down. Fails before binding if the database cannot
-    /// be opened.
+    /// Binds `bind` (port 0 picks a free port), opens the database and
+    /// serves until shut down. The port is bound first, so a taken port
+    /// fails before anything (the database directory) is created.
     pub async fn start(config: McLiteConfig, bind: SocketAddr) -> crate::Result<RunningMcLite> {
+        let listener = TcpListener::bind(bind)
+            .await
+            .map_err(|source| crate::Error::Bind { addr: bind, source })?;
         let db = config.db.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(&db))
             .await
@@ -51,10 +66,15 @@ impl McLite {
             internal_token,
             max_body_bytes: config.max_body_bytes,
         });
-        let listener = TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(serve(listener, state, stopped, config.drain_timeout));
+        let task = tokio::spawn(serve(
+            listener,
+            state,
+            stopped,
+            config.limits,
+            config.drain_timeout,
+        ));
         tracing::info!(%addr, "mc-lite listening");
         Ok(RunningMcLite {
             addr,
@@ -102,19 +122,111 @@ impl Drop for RunningMcLite {
     }
 }
 
+/// Requests in flight on one connection and since when it has been idle.
+struct ConnState {
+    opened: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `opened` when the last request ended; `u64::MAX`
+    /// before the first one started.
+    idle_since_ms: AtomicU64,
+}
+
+impl ConnState {
+    /// Resolves once the connection has been idle past its deadline.
+    async fn expired(&self, first_request: Duration, idle: Duration) {
+        loop {
+            let since = self.idle_since_ms.load(Ordering::Acquire);
+            let deadline = if since == u64::MAX {
+                self.opened + first_request
+            } else {
+                self.opened + Duration::from_millis(since) + idle
+            };
+            tokio::time::sleep_until(deadline.into()).await;
+            let busy = self.in_flight.load(Ordering::Acquire) > 0;
+            if !busy && self.idle_since_ms.load(Ordering::Acquire) == since {
+                return;
+            }
+            if busy {
+                tokio::time::sleep(idle).await;
+            }
+        }
+    }
+}
+
+/// Counts a request as in flight until dropped.
+struct InFlight(Arc<ConnState>);
+
+impl InFlight {
+    fn new(state: &Arc<ConnState>) -> Self {
+        state.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(state))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let ms = u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+            self.0.idle_since_ms.store(ms, Ordering::Release);
+        }
+    }
+}
+
+/// 408 for a request that did not finish within the request timeout
+/// (in practice: a body that stalls or trickles).
+fn timed_out() -> http::Response<Full<Bytes>> {
+    let mut resp = http::Response::new(Full::new(Bytes::from_static(
+        br#"{"error":"request timed out","code":"request_timeout"}"#,
+    )));
+    *resp.status_mut() = http::StatusCode::REQUEST_TIMEOUT;
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 async fn serve(
     listener: TcpListener,
     state: Arc<State>,
     mut stopped: oneshot::Receiver<()>,
+    limits: ConnectionLimits,
     drain_timeout: Duration,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut cap_logged: Option<Instant> = None;
     loop {
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if cap_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "mc-lite connection limit reached: new connections wait until one closes"
+                    );
+                    cap_logged = Some(Instant::now());
+                }
+                tokio::select! {
+                    slot = Arc::clone(&slots).acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                    _ = &mut stopped => break,
+                }
+            }
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -128,17 +240,38 @@ async fn serve(
             _ = &mut stopped => break,
         };
         let _ = stream.set_nodelay(true);
+        let conn_state = Arc::new(ConnState {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(u64::MAX),
+        });
         let state = Arc::clone(&state);
+        let service_conn = Arc::clone(&conn_state);
+        let request_timeout = limits.request_timeout;
         let service = service_fn(move |req| {
             let state = Arc::clone(&state);
-            async move { Ok::<_, Infallible>(api::handle(state, req).await) }
+            let in_flight = InFlight::new(&service_conn);
+            async move {
+                let resp = tokio::time::timeout(request_timeout, api::handle(state, req))
+                    .await
+                    .unwrap_or_else(|_| timed_out());
+                drop(in_flight);
+                Ok::<_, Infallible>(resp)
+            }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());
+        let (first, idle) = (limits.header_read_timeout, limits.keep_alive_timeout);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            tokio::select! {
+                result = conn => if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                },
+                () = conn_state.expired(first, idle) => {
+                    tracing::debug!("closing idle connection");
+                }
             }
+            drop(slot);
         });
     }
     drop(listener);

@@ -1,3 +1,4 @@
 //! Tests of the `wombat-server` binary as a user runs it.
 
+mod first_hour;
 mod quickstart;

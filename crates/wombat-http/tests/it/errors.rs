@@ -221,7 +221,7 @@ async fn malformed_transport_level_requests() {
     )
     .await;
     r.assert_error(405, "method_not_allowed");
-    assert_eq!(r.header("allow"), Some("GET"));
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
 }
 
 #[tokio::test]

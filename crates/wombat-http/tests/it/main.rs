@@ -5,9 +5,11 @@
 mod agent;
 mod boot;
 mod compat;
+mod connections;
 mod deadlines;
 mod docs;
 mod endpoints;
 mod errors;
+mod hardening;
 mod llm_limits;
 mod support;

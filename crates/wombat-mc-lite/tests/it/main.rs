@@ -6,6 +6,7 @@
 
 mod backend;
 mod client;
+mod connections;
 mod docs;
 mod openapi;
 mod support;
