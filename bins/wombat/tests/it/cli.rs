@@ -484,3 +484,33 @@ async fn serve_answers_and_stops_on_sigterm() {
     }
     panic!("no free ports for wombat serve");
 }
+
+#[test]
+fn help_and_version_answer_without_side_effects() {
+    let cwd = dir("wombat-first-run");
+    let _ = std::fs::remove_dir_all(&cwd);
+    std::fs::create_dir_all(&cwd).unwrap();
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["--version"],
+        &["-V"],
+        &["serve", "--help"],
+        &["serve", "-h"],
+        &["mc-lite", "--help"],
+        &["conformance", "--help"],
+    ] {
+        let out = wombat_in(&cwd, args, &[]);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        let text = stdout(&out);
+        if args[0] == "--version" || args[0] == "-V" {
+            assert_eq!(text.trim(), concat!("wombat ", env!("CARGO_PKG_VERSION")));
+        } else {
+            assert!(text.contains("Usage: wombat"), "{args:?}: {text}");
+        }
+        let created: Vec<_> = std::fs::read_dir(&cwd).unwrap().collect();
+        assert!(created.is_empty(), "{args:?} created {created:?}");
+    }
+    // `wombat serve --help` lists the daemon's variables.
+    assert!(stdout(&wombat_in(&cwd, &["serve", "--help"], &[])).contains("WOMBAT_MAX_CONNECTIONS"));
+}
