@@ -352,3 +352,51 @@ async fn secrets_can_come_from_files() {
     assert!(stderr.contains("invalid AGENT_JWT_SECRET_FILE"), "{stderr}");
     assert!(!stderr.contains("from-a-file"), "{stderr}");
 }
+
+#[test]
+fn every_wombat_setting_read_by_the_code_is_known() {
+    // The unknown-name warning is only as good as its list: every quoted
+    // `"WOMBAT_*"` name in library and binary sources (tests excluded) must
+    // be in it, so a new setting cannot be warned about as a misspelling.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut missing = Vec::new();
+    for top in ["crates", "bins"] {
+        for krate in std::fs::read_dir(root.join(top)).expect("read_dir") {
+            let src = krate.expect("entry").path().join("src");
+            let mut stack = vec![src];
+            while let Some(dir) = stack.pop() {
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for e in entries {
+                    let path = e.expect("entry").path();
+                    if path.is_dir() {
+                        stack.push(path);
+                        continue;
+                    }
+                    if path.extension().is_none_or(|x| x != "rs") {
+                        continue;
+                    }
+                    let text = std::fs::read_to_string(&path).expect("source");
+                    // Unit tests at the bottom of a file may name anything.
+                    let code = text.split("#[cfg(test)]").next().unwrap_or("");
+                    for (i, _) in code.match_indices("\"WOMBAT_") {
+                        let name: String = code[i + 1..]
+                            .chars()
+                            .take_while(|c| {
+                                c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_'
+                            })
+                            .collect();
+                        if name.ends_with('_') {
+                            continue; // a prefix such as "WOMBAT_RETRY_"
+                        }
+                        if !wombat_http::config::KNOWN_WOMBAT_VARS.contains(&name.as_str()) {
+                            missing.push(format!("{name} ({})", path.display()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "not in KNOWN_WOMBAT_VARS: {missing:#?}");
+}
