@@ -703,3 +703,63 @@ async fn a_wait_longer_than_the_time_left_returns_the_providers_error_at_once() 
     assert_eq!(primary.calls.load(Ordering::SeqCst), 1);
     assert_eq!(start.elapsed(), Duration::ZERO);
 }
+
+/// Issue 12.10: each wire format's "bad key" answer, quoting a fragment of
+/// the key as providers do, becomes our own message; no fragment survives.
+#[tokio::test]
+async fn rejected_keys_are_reported_in_our_words_for_every_wire_format() {
+    let cases = [
+        (
+            Provider::OpenAi,
+            "gpt-4o-mini",
+            "/v1",
+            Reply::json(
+                401,
+                json!({"error": {"message": "Incorrect API key provided: test-key*****enai.", "type": "invalid_request_error", "code": "invalid_api_key"}}),
+            ),
+            "provider \"openai\" rejected the API key (HTTP 401); check OPENAI_API_KEY",
+        ),
+        (
+            Provider::Anthropic,
+            "claude-3-5-haiku",
+            "",
+            Reply::json(
+                401,
+                json!({"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key test-key-ant..."}}),
+            ),
+            "provider \"anthropic\" rejected the API key (HTTP 401); check ANTHROPIC_API_KEY",
+        ),
+        (
+            Provider::Google,
+            "gemini-2.0-flash",
+            "/v1beta",
+            Reply::json(
+                400,
+                json!({"error": {"code": 400, "message": "API key not valid: test-key-goo****", "status": "INVALID_ARGUMENT",
+                       "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]}}),
+            ),
+            "provider \"google\" rejected the API key (HTTP 400); check GEMINI_API_KEY or GOOGLE_API_KEY",
+        ),
+        (
+            Provider::Google,
+            "gemini-2.0-flash",
+            "/v1beta",
+            Reply::json(
+                403,
+                json!({"error": {"code": 403, "message": "Permission denied for key test-key-goo****", "status": "PERMISSION_DENIED"}}),
+            ),
+            "provider \"google\" denied access with the API key (HTTP 403); check GEMINI_API_KEY or GOOGLE_API_KEY and its permissions",
+        ),
+    ];
+    for (provider, model, suffix, reply, expected) in cases {
+        let server = FakeServer::start(vec![reply]).await;
+        let (router, sleeper) = router(config(provider, model, &server.url(suffix)));
+        let err = router.complete(hello()).await.expect_err("rejected");
+        assert_eq!(err.code(), "provider_auth", "{err:?}");
+        let text = err.to_string();
+        assert_eq!(text, format!("{provider}/{model}: {expected}"));
+        assert!(!text.contains("test-key") && !text.contains("**"), "{text}");
+        assert_eq!(server.request_count(), 1, "not retried");
+        assert!(sleeper.waits().is_empty());
+    }
+}
