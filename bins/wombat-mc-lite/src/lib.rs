@@ -164,19 +164,49 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// A secret from its flag/variable, or from the file named by
+/// `<var>_FILE` (Docker/Kubernetes secrets; one trailing newline trimmed).
+/// Both set is an error naming both; an unreadable file names the variable
+/// and the path, never the content.
+fn secret(value: Option<String>, var: &str) -> Result<Option<String>> {
+    let value = value.filter(|v| !v.is_empty());
+    let file_var = format!("{var}_FILE");
+    let Some(path) = std::env::var_os(&file_var).filter(|p| !p.is_empty()) else {
+        return Ok(value);
+    };
+    if value.is_some() {
+        anyhow::bail!("invalid {file_var}: set either {var} or {file_var}, not both");
+    }
+    let path = std::path::PathBuf::from(path);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "invalid {file_var}: cannot read {}: {}",
+            path.display(),
+            e.kind()
+        )
+    })?;
+    let text = text
+        .strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(&text);
+    if text.is_empty() {
+        anyhow::bail!("invalid {file_var}: {} is empty", path.display());
+    }
+    Ok(Some(text.to_owned()))
+}
+
 /// Turns raw flags into a validated config before anything is bound.
 fn validate(args: ServeArgs) -> Result<(McLiteConfig, SocketAddr)> {
-    let secret = args
-        .jwt_secret
-        .filter(|s| !s.is_empty())
-        .context("AGENT_JWT_SECRET is required")?;
+    let secret_value = secret(args.jwt_secret, "AGENT_JWT_SECRET")?;
+    let internal_token = secret(args.internal_token, "INTERNAL_TOKEN")?;
+    let secret = secret_value.context("AGENT_JWT_SECRET is required")?;
     let algorithm: JwtAlgorithm = args
         .jwt_algorithm
         .parse()
         .context("invalid AGENT_JWT_ALGORITHM")?;
     let jwt = JwtConfig::new(secret, algorithm).context("invalid AGENT_JWT_SECRET")?;
     let mut config = McLiteConfig::new(jwt, DbLocation::parse(&args.db));
-    config.internal_token = args.internal_token.filter(|t| !t.is_empty());
+    config.internal_token = internal_token;
     Ok((config, SocketAddr::new(args.host, args.port)))
 }
 

@@ -1,7 +1,9 @@
 //! The `wombat-mc-lite` binary as a new user first runs it: `--help` and
-//! `--version` answer and exit 0 without side effects.
+//! `--version` answer and exit 0 without side effects; it listens on
+//! loopback by default; secrets may come from `*_FILE`.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 
 #[test]
 fn help_and_version_answer_without_side_effects() {
@@ -29,4 +31,105 @@ fn help_and_version_answer_without_side_effects() {
         let created: Vec<_> = std::fs::read_dir(&cwd).expect("read_dir").collect();
         assert!(created.is_empty(), "{arg} created {created:?}");
     }
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    dir
+}
+
+fn mc_lite(cwd: &std::path::Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wombat-mc-lite"));
+    cmd.current_dir(cwd)
+        .env_clear()
+        .env("MC_LITE_PORT", "0")
+        .env("MC_LITE_DB", ":memory:")
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied());
+    cmd
+}
+
+#[test]
+fn listens_on_loopback_by_default_with_the_secret_from_a_file() {
+    let dir = scratch("secret-file");
+    let file = dir.join("jwt");
+    std::fs::write(&file, "from-a-file\n").expect("write");
+    let mut child = mc_lite(
+        &dir,
+        &[("AGENT_JWT_SECRET_FILE", file.to_str().expect("utf8"))],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("first line");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        line.starts_with("mc-lite listening on http://127.0.0.1:"),
+        "{line}"
+    );
+}
+
+#[test]
+fn secret_file_errors_name_the_variable() {
+    let dir = scratch("secret-file-errors");
+    let file = dir.join("jwt");
+    std::fs::write(&file, "content-never-shown\n").expect("write");
+    let path = file.to_str().expect("utf8");
+    let out = mc_lite(
+        &dir,
+        &[
+            ("AGENT_JWT_SECRET_FILE", path),
+            ("AGENT_JWT_SECRET", "inline"),
+        ],
+    )
+    .output()
+    .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("set either AGENT_JWT_SECRET or AGENT_JWT_SECRET_FILE"),
+        "{stderr}"
+    );
+    let missing = dir.join("nope");
+    let out = mc_lite(
+        &dir,
+        &[
+            ("AGENT_JWT_SECRET", "s"),
+            ("INTERNAL_TOKEN_FILE", missing.to_str().expect("utf8")),
+        ],
+    )
+    .output()
+    .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid INTERNAL_TOKEN_FILE"), "{stderr}");
+    assert!(!stderr.contains("content-never-shown"), "{stderr}");
+}
+
+#[test]
+fn a_taken_port_is_named_once_and_nothing_is_created() {
+    let dir = scratch("taken-port");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let out = mc_lite(&dir, &[("AGENT_JWT_SECRET", "s"), ("MC_LITE_PORT", &port)])
+        .env_remove("MC_LITE_DB")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("MC_LITE_PORT"), "{stderr}");
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "{stderr}"
+    );
+    let created: Vec<_> = std::fs::read_dir(&dir).expect("read_dir").collect();
+    assert!(created.is_empty(), "created {created:?}");
 }
