@@ -261,6 +261,7 @@ pub(crate) async fn serve<F, Fut>(
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut cap_logged: Option<Instant> = None;
+    let (mut accept_logged, mut accept_failures): (Option<Instant>, u64) = (None, 0);
     tokio::pin!(shutdown);
 
     loop {
@@ -290,8 +291,18 @@ pub(crate) async fn serve<F, Fut>(
                 Ok(conn) => conn,
                 Err(e) => {
                     // Usually EMFILE/ENFILE: back off briefly instead of
-                    // spinning or giving up on the listener.
-                    tracing::warn!(error = %e, "accept failed");
+                    // spinning or giving up on the listener, and say so
+                    // once a minute rather than 20 times a second.
+                    accept_failures += 1;
+                    if accept_logged.is_none_or(|t| t.elapsed() >= CAP_LOG_INTERVAL) {
+                        tracing::warn!(
+                            error = %e,
+                            failures = accept_failures,
+                            "accept failed (out of file descriptors? keep WOMBAT_MAX_CONNECTIONS below the limit)"
+                        );
+                        accept_logged = Some(Instant::now());
+                        accept_failures = 0;
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

@@ -207,6 +207,7 @@ async fn serve(
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut cap_logged: Option<Instant> = None;
+    let mut accept_logged: Option<Instant> = None;
     loop {
         let slot = match Arc::clone(&slots).try_acquire_owned() {
             Ok(slot) => slot,
@@ -231,8 +232,12 @@ async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
-                    // Usually EMFILE; back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    // Usually EMFILE; back off briefly instead of spinning,
+                    // and log it at most once a minute.
+                    if accept_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                        tracing::warn!(error = %e, "accept failed");
+                        accept_logged = Some(Instant::now());
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
