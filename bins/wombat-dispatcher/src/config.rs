@@ -24,6 +24,13 @@ pub const DEFAULT_CONCURRENCY: usize = 8;
 /// own request deadline (`WOMBAT_REQUEST_TIMEOUT_SECS`, 300), so the daemon
 /// answers before the dispatcher gives up.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(330);
+/// Default of `DISPATCH_MAX_ATTEMPTS`: failed attempts after which a
+/// notification is given up (acknowledged without a reply). With the
+/// default intervals that is at least a few minutes of daemon trouble.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// Default of `DISPATCH_TASK_TITLE`: the task a notification's reply goes to
+/// when the delivery names no `task_id`.
+pub const DEFAULT_TASK_TITLE: &str = "Notifications";
 
 /// The environment variables the dispatcher reads, with their defaults, for
 /// `--help` texts.
@@ -41,11 +48,14 @@ Environment (also read from .env and wombat.toml; the environment wins):
   DISPATCH_MAX_INTERVAL_SEC     longest interval when idle or failing [default: 30]
   DISPATCH_CONCURRENCY          users delivered in parallel [default: 8]
   DISPATCH_SEND_TIMEOUT_SEC     timeout of one daemon call [default: 330]
+  DISPATCH_MAX_ATTEMPTS         failed attempts before a notification is given up [default: 5]
+  DISPATCH_TASK_TITLE           task of replies to deliveries without task_id
+                                [default: Notifications; empty: the daemon's WOMBAT_DEFAULT_TASK]
   WOMBAT_LOG_FORMAT             json for JSON diagnostics on stderr
   RUST_LOG                      log level [default: info]
 
 stdout carries one JSON line per tick:
-  {\"event\":\"dispatcher_tick\",\"deliveries\":N,\"delivered\":N,\"failed\":N,\"duration_sec\":F}
+  {\"event\":\"dispatcher_tick\",\"deliveries\":N,\"delivered\":N,\"failed\":N,\"given_up\":N,\"duration_sec\":F}
 
 Exit codes: 0 on a clean stop (or a --once tick whose poll succeeded, even if
 some deliveries failed), 1 if the --once poll failed, 64 on invalid configuration.";
@@ -77,6 +87,12 @@ pub struct DispatcherConfig {
     pub concurrency: usize,
     /// `DISPATCH_SEND_TIMEOUT_SEC`: timeout of one `POST /api/agents/send`.
     pub send_timeout: Duration,
+    /// `DISPATCH_MAX_ATTEMPTS`: failed attempts before giving up.
+    pub max_attempts: u32,
+    /// `DISPATCH_TASK_TITLE`: sent as `task_title` for deliveries without a
+    /// `task_id`; empty sends none (the daemon's `WOMBAT_DEFAULT_TASK`
+    /// applies).
+    pub task_title: String,
 }
 
 impl fmt::Debug for DispatcherConfig {
@@ -96,6 +112,8 @@ impl fmt::Debug for DispatcherConfig {
             .field("max_interval", &self.max_interval)
             .field("concurrency", &self.concurrency)
             .field("send_timeout", &self.send_timeout)
+            .field("max_attempts", &self.max_attempts)
+            .field("task_title", &self.task_title)
             .finish()
     }
 }
@@ -195,6 +213,13 @@ impl DispatcherConfig {
             max_interval,
             concurrency: positive(s, "DISPATCH_CONCURRENCY", DEFAULT_CONCURRENCY)?,
             send_timeout: seconds(s, "DISPATCH_SEND_TIMEOUT_SEC", DEFAULT_SEND_TIMEOUT)?,
+            max_attempts: positive(s, "DISPATCH_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS)?,
+            // `get` drops blank values, so an explicitly empty title is
+            // read from the raw map.
+            task_title: match s.get("DISPATCH_TASK_TITLE") {
+                Some(v) => v.trim().to_owned(),
+                None => DEFAULT_TASK_TITLE.to_owned(),
+            },
         })
     }
 }
@@ -231,6 +256,11 @@ mod tests {
             (DEFAULT_MIN_INTERVAL, DEFAULT_MAX_INTERVAL)
         );
         assert_eq!(c.concurrency, 8);
+        assert_eq!(c.max_attempts, DEFAULT_MAX_ATTEMPTS);
+        assert_eq!(c.task_title, "Notifications");
+        let none = DispatcherConfig::from_settings(&settings(&[("DISPATCH_TASK_TITLE", "")]))
+            .expect("valid");
+        assert_eq!(none.task_title, "");
         assert!(c.daemon_api_key.is_none());
     }
 

@@ -4,22 +4,40 @@
 //! in `lib.rs`.
 //!
 //! Ordering: deliveries of one user are sent one after the other, in the
-//! order the backend listed them; when one fails, the rest of that user's
+//! order the backend listed them; when one fails for a reason that may pass
+//! (daemon unreachable, 5xx, 408, 429, 401/403), the rest of that user's
 //! deliveries wait for the next tick so they never overtake it. Different
 //! users are served in parallel, at most `DISPATCH_CONCURRENCY` at a time.
+//!
+//! Giving up: a notification the daemon refuses with any other 4xx (it will
+//! never be accepted as it is), one that failed `DISPATCH_MAX_ATTEMPTS`
+//! times, and a malformed one that still names its id and user are
+//! acknowledged anyway (the contract has no "failed" state, and an entry
+//! left pending would keep a slot of its user's queue forever), logged at
+//! error level with the reason, and counted as `given_up`. 401/403 from the
+//! daemon mean the dispatcher's own key is wrong, so they never count
+//! toward giving up. Attempts are remembered in process only (a bounded map,
+//! cleared when full), so a restart grants every notification a fresh
+//! budget; the daemon's notification-derived idempotency key keeps such a
+//! retry from storing a second reply.
+//!
+//! Acknowledgement failures: when the daemon accepted a delivery but the
+//! acknowledgement failed, the id is remembered (bounded) and the next tick
+//! only acknowledges it, without sending it to the daemon again.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 use wombat_controlplane::{ControlPlane, ControlPlaneConfig};
 
 use crate::{DispatcherConfig, Error};
 
-/// Most notification ids whose failures are remembered across ticks.
+/// Most notification ids whose failures (or pending acknowledgements) are
+/// remembered across ticks.
 const FAILURE_MEMORY_CAP: usize = 10_000;
 
 /// What one tick did. `deliveries - delivered - failed` deliveries were
@@ -33,19 +51,23 @@ pub struct TickReport {
     pub delivered: usize,
     /// Malformed, refused by the daemon, or not acknowledged.
     pub failed: usize,
+    /// Of `failed`: given up for good (acknowledged without a reply:
+    /// refused with a permanent 4xx, malformed, or out of attempts).
+    pub given_up: usize,
     /// Wall time of the tick.
     pub duration: Duration,
 }
 
 impl TickReport {
     /// The tick's JSON log line:
-    /// `{"event":"dispatcher_tick","deliveries","delivered","failed","duration_sec"}`.
+    /// `{"event":"dispatcher_tick","deliveries","delivered","failed","given_up","duration_sec"}`.
     pub fn log_line(&self) -> String {
         json!({
             "event": "dispatcher_tick",
             "deliveries": self.deliveries,
             "delivered": self.delivered,
             "failed": self.failed,
+            "given_up": self.given_up,
             "duration_sec": round_ms(self.duration),
         })
         .to_string()
@@ -60,6 +82,7 @@ pub fn failed_poll_line(error: &Error, duration: Duration) -> String {
         "deliveries": 0,
         "delivered": 0,
         "failed": 0,
+        "given_up": 0,
         "duration_sec": round_ms(duration),
         "error": error.to_string(),
     })
@@ -96,33 +119,103 @@ pub(crate) struct Delivery {
     pub(crate) user_id: String,
     pub(crate) session_key: String,
     pub(crate) content: String,
+    /// The task the reply belongs on, when the backend names one.
+    pub(crate) task_id: Option<String>,
+    /// The backend's metadata object, passed through to the daemon.
+    pub(crate) metadata: Option<Map<String, Value>>,
+}
+
+/// A notification id given as a string or a number.
+fn id_of(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 impl Delivery {
-    /// Reads one entry of `deliveries`; `Err` names the first missing or
-    /// empty field.
+    /// Reads one entry of `deliveries`; `Err` names the first missing,
+    /// empty or mistyped field.
     pub(crate) fn parse(v: &Value) -> Result<Self, &'static str> {
         let text = |field: &'static str| -> Result<String, &'static str> {
             match v.get(field) {
                 Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
-                // Ids may be numeric in some backends.
-                Some(Value::Number(n)) if field == "notification_id" => Ok(n.to_string()),
                 _ => Err(field),
             }
         };
+        let task_id = match v.get("task_id") {
+            None | Some(Value::Null) => None,
+            other => Some(id_of(other).ok_or("task_id")?),
+        };
+        let metadata = match v.get("metadata") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m.clone()),
+            Some(_) => return Err("metadata"),
+        };
         Ok(Self {
-            notification_id: text("notification_id")?,
+            // Ids may be numeric in some backends.
+            notification_id: id_of(v.get("notification_id")).ok_or("notification_id")?,
             user_id: text("user_id")?,
             session_key: text("session_key")?,
             content: text("content")?,
+            task_id,
+            metadata,
         })
+    }
+
+    /// The daemon's `/api/agents/send` body: the delivery's `task_id` when
+    /// it has one, else `task_title` (`DISPATCH_TASK_TITLE`, unless empty);
+    /// `metadata` is the delivery's object with `type: "mc.notification"`
+    /// and `notification_id` set on top (ours win: the daemon derives the
+    /// reply's idempotency key from `notification_id`).
+    pub(crate) fn send_body(&self, task_title: Option<&str>) -> Value {
+        let mut metadata = self.metadata.clone().unwrap_or_default();
+        metadata.insert("type".into(), json!("mc.notification"));
+        metadata.insert("notification_id".into(), json!(self.notification_id));
+        let mut body = json!({
+            "user_id": self.user_id,
+            "session_key": self.session_key,
+            "message": self.content,
+            "metadata": metadata,
+        });
+        if let Some(map) = body.as_object_mut() {
+            match (&self.task_id, task_title) {
+                (Some(id), _) => {
+                    map.insert("task_id".into(), json!(id));
+                }
+                (None, Some(title)) => {
+                    map.insert("task_title".into(), json!(title));
+                }
+                (None, None) => {}
+            }
+        }
+        body
     }
 }
 
 /// Why one delivery was not delivered.
 enum Failure {
-    Send(String),
+    /// The daemon did not take it, for a reason that may pass (unreachable,
+    /// 5xx, 408, 429): retried next tick, counted toward giving up.
+    Transient(String),
+    /// The daemon refused our credentials (401/403): retried, never counted
+    /// against the notification.
+    Unauthorized(String),
+    /// The daemon refused the delivery itself (another 4xx): given up now.
+    Permanent(String),
+    /// The daemon accepted it; the acknowledgement failed.
     Acknowledge(String),
+}
+
+/// What happened to one delivery.
+enum Outcome {
+    Delivered,
+    /// Failed; `blocks` means the user's later deliveries wait.
+    Failed {
+        blocks: bool,
+    },
+    GivenUp,
 }
 
 /// The dispatcher: a backend client, a daemon client and the per-delivery
@@ -137,8 +230,11 @@ struct Inner {
     backend: ControlPlane,
     http: reqwest::Client,
     send_url: String,
-    /// Consecutive failed ticks per notification id, for the logs.
+    /// Consecutive failed attempts per notification id.
     failures: Mutex<HashMap<String, u32>>,
+    /// Notifications the daemon accepted whose acknowledgement failed: the
+    /// next tick only acknowledges them.
+    unacked: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -171,6 +267,7 @@ impl Dispatcher {
                 http,
                 send_url,
                 failures: Mutex::new(HashMap::new()),
+                unacked: Mutex::new(HashSet::new()),
             }),
         })
     }
@@ -199,7 +296,7 @@ impl Dispatcher {
             .await
             .map_err(Error::Poll)?;
 
-        let mut failed = 0;
+        let (mut failed, mut given_up) = (0, 0);
         // Users in the order the backend first lists them, each with its
         // deliveries in listed order.
         let mut groups: Vec<Vec<Delivery>> = Vec::new();
@@ -215,80 +312,155 @@ impl Dispatcher {
                 },
                 Err(field) => {
                     failed += 1;
-                    let id = entry.get("notification_id").map(Value::to_string);
-                    tracing::warn!(
-                        notification_id = id.as_deref().unwrap_or("?"),
-                        field,
-                        "malformed delivery skipped"
-                    );
+                    if self.give_up_malformed(entry, field).await {
+                        given_up += 1;
+                    }
                 }
             }
         }
 
-        let outcomes: Vec<(usize, usize)> = futures::stream::iter(groups)
+        let outcomes: Vec<(usize, usize, usize)> = futures::stream::iter(groups)
             .map(|list| self.deliver_user(list, stop.clone()))
             .buffer_unordered(c.concurrency)
             .collect()
             .await;
-        let delivered = outcomes.iter().map(|(d, _)| d).sum();
-        failed += outcomes.iter().map(|(_, f)| f).sum::<usize>();
+        let delivered = outcomes.iter().map(|(d, _, _)| d).sum();
+        failed += outcomes.iter().map(|(_, f, _)| f).sum::<usize>();
+        given_up += outcomes.iter().map(|(_, _, g)| g).sum::<usize>();
         self.forget_absent(&raw);
 
         Ok(TickReport {
             deliveries: raw.len(),
             delivered,
             failed,
+            given_up,
             duration: started.elapsed(),
         })
     }
 
-    /// Delivers one user's deliveries in order; stops at the first failure
-    /// (or when asked to stop). Returns `(delivered, failed)`.
+    /// A malformed delivery never becomes valid: when it names its id and
+    /// user it is acknowledged (given up) so it stops taking a slot of its
+    /// user's queue; otherwise it can only be skipped. Returns whether it
+    /// was given up.
+    async fn give_up_malformed(&self, entry: &Value, field: &'static str) -> bool {
+        let id = id_of(entry.get("notification_id"));
+        let user = entry
+            .get("user_id")
+            .and_then(Value::as_str)
+            .filter(|u| !u.trim().is_empty());
+        let (Some(id), Some(user)) = (id, user) else {
+            tracing::warn!(
+                field,
+                "malformed delivery skipped: it names no notification_id or user_id to acknowledge"
+            );
+            return false;
+        };
+        match self.inner.backend.acknowledge(&id, user).await {
+            Ok(()) => {
+                tracing::error!(notification_id = %id, user_id = user, field, "malformed delivery given up");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(notification_id = %id, field, error = %e, "malformed delivery skipped; acknowledging it failed");
+                false
+            }
+        }
+    }
+
+    /// Delivers one user's deliveries in order; a failure that may pass
+    /// stops the user's batch (or a request to stop does), a permanent one
+    /// does not. Returns `(delivered, failed, given_up)`.
     async fn deliver_user(
         &self,
         list: Vec<Delivery>,
         stop: watch::Receiver<bool>,
-    ) -> (usize, usize) {
-        let mut delivered = 0;
+    ) -> (usize, usize, usize) {
+        let (mut delivered, mut failed, mut given_up) = (0, 0, 0);
         for d in list {
             if *stop.borrow() {
                 break;
             }
-            match self.deliver(&d).await {
-                Ok(()) => {
-                    delivered += 1;
-                    self.record(&d.notification_id, true);
+            match self.deliver_one(&d).await {
+                Outcome::Delivered => delivered += 1,
+                Outcome::GivenUp => {
+                    failed += 1;
+                    given_up += 1;
                 }
-                Err(failure) => {
-                    let attempts = self.record(&d.notification_id, false);
-                    let (stage, error) = match &failure {
-                        Failure::Send(e) => ("send", e),
-                        Failure::Acknowledge(e) => ("acknowledge", e),
-                    };
-                    tracing::warn!(
-                        notification_id = %d.notification_id,
-                        user_id = %d.user_id,
-                        stage,
-                        attempts,
-                        error = %error,
-                        "delivery failed; it and the user's later deliveries are retried next tick"
-                    );
-                    return (delivered, 1);
+                Outcome::Failed { blocks } => {
+                    failed += 1;
+                    if blocks {
+                        break;
+                    }
                 }
             }
         }
-        (delivered, 0)
+        (delivered, failed, given_up)
     }
 
-    /// Sends one delivery to the daemon and acknowledges it once the daemon
-    /// accepted it (any 2xx).
-    async fn deliver(&self, d: &Delivery) -> Result<(), Failure> {
-        let body = json!({
-            "user_id": d.user_id,
-            "session_key": d.session_key,
-            "message": d.content,
-            "metadata": { "type": "mc.notification", "notification_id": d.notification_id },
-        });
+    /// Delivers (or only acknowledges, when the daemon already accepted it)
+    /// one delivery and decides what its failure means.
+    async fn deliver_one(&self, d: &Delivery) -> Outcome {
+        let id = &d.notification_id;
+        let result = if self.take_unacked(id) {
+            self.acknowledge(d).await
+        } else {
+            match self.send(d).await {
+                Ok(()) => self.acknowledge(d).await,
+                Err(e) => Err(e),
+            }
+        };
+        let failure = match result {
+            Ok(()) => {
+                self.record(id, true);
+                return Outcome::Delivered;
+            }
+            Err(f) => f,
+        };
+        let max = self.inner.config.max_attempts;
+        let (stage, error, attempts, give_up, blocks) = match &failure {
+            Failure::Acknowledge(e) => {
+                // Delivered; only the acknowledgement is missing. Later
+                // deliveries may go ahead: this one is not lost.
+                self.remember_unacked(id);
+                ("acknowledge", e, self.record(id, false), false, false)
+            }
+            Failure::Unauthorized(e) => ("send", e, self.failures_of(id), false, true),
+            Failure::Permanent(e) => ("send", e, self.record(id, false), true, false),
+            Failure::Transient(e) => {
+                let n = self.record(id, false);
+                ("send", e, n, n >= max, true)
+            }
+        };
+        if give_up && self.acknowledge(d).await.is_ok() {
+            self.record(id, true);
+            tracing::error!(
+                notification_id = %id,
+                user_id = %d.user_id,
+                attempts,
+                error = %error,
+                "delivery given up: acknowledged without a reply"
+            );
+            return Outcome::GivenUp;
+        }
+        tracing::warn!(
+            notification_id = %id,
+            user_id = %d.user_id,
+            stage,
+            attempts,
+            error = %error,
+            "delivery failed; retried next tick"
+        );
+        // A delivery that should have been given up but could not be
+        // acknowledged (backend trouble) does not hold the user's others.
+        Outcome::Failed {
+            blocks: blocks && !give_up,
+        }
+    }
+
+    /// Sends one delivery to the daemon; any 2xx is acceptance.
+    async fn send(&self, d: &Delivery) -> Result<(), Failure> {
+        let title = Some(self.inner.config.task_title.as_str()).filter(|t| !t.is_empty());
+        let body = d.send_body(title);
         let mut req = self.inner.http.post(&self.inner.send_url).json(&body);
         if let Some(key) = &self.inner.config.daemon_api_key {
             req = req.header("X-Agent-Daemon-Key", key);
@@ -296,21 +468,52 @@ impl Dispatcher {
         let resp = req
             .send()
             .await
-            .map_err(|e| Failure::Send(format!("daemon unreachable: {}", describe(&e))))?;
+            .map_err(|e| Failure::Transient(format!("daemon unreachable: {}", describe(&e))))?;
         let status = resp.status();
-        if !status.is_success() {
-            let text = resp.text().await.unwrap_or_default();
-            let error = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
-                .unwrap_or_else(|| text.chars().take(300).collect());
-            return Err(Failure::Send(format!("daemon answered {status}: {error}")));
+        if status.is_success() {
+            return Ok(());
         }
+        let text = resp.text().await.unwrap_or_default();
+        let error = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| text.chars().take(300).collect());
+        let message = format!("daemon answered {status}: {error}");
+        Err(match status.as_u16() {
+            401 | 403 => Failure::Unauthorized(message),
+            408 | 429 => Failure::Transient(message),
+            400..=499 => Failure::Permanent(message),
+            _ => Failure::Transient(message),
+        })
+    }
+
+    async fn acknowledge(&self, d: &Delivery) -> Result<(), Failure> {
         self.inner
             .backend
             .acknowledge(&d.notification_id, &d.user_id)
             .await
             .map_err(|e| Failure::Acknowledge(e.to_string()))
+    }
+
+    fn remember_unacked(&self, id: &str) {
+        let mut set = self
+            .inner
+            .unacked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if set.len() >= FAILURE_MEMORY_CAP {
+            set.clear();
+        }
+        set.insert(id.to_owned());
+    }
+
+    fn take_unacked(&self, id: &str) -> bool {
+        let mut set = self
+            .inner
+            .unacked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        !set.is_empty() && set.remove(id)
     }
 
     /// Updates the failure count of `id`; returns the consecutive failures.
@@ -319,7 +522,7 @@ impl Dispatcher {
             .inner
             .failures
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .unwrap_or_else(PoisonError::into_inner);
         if ok {
             map.remove(id);
             return 0;
@@ -339,7 +542,14 @@ impl Dispatcher {
             .failures
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.is_empty() {
+        if map.is_empty()
+            && self
+                .inner
+                .unacked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
+        {
             return;
         }
         let listed: Vec<String> = raw
@@ -348,6 +558,12 @@ impl Dispatcher {
             .map(|d| d.notification_id)
             .collect();
         map.retain(|id, _| listed.contains(id));
+        drop(map);
+        self.inner
+            .unacked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|id| listed.contains(id));
     }
 
     /// Consecutive failed attempts of one notification (0 when it last
@@ -387,6 +603,7 @@ mod tests {
             deliveries,
             delivered,
             failed,
+            given_up: 0,
             duration: Duration::from_millis(1234),
         }
     }
@@ -409,7 +626,7 @@ mod tests {
         let v: Value = serde_json::from_str(&line).expect("json");
         assert_eq!(
             v,
-            json!({"event":"dispatcher_tick","deliveries":3,"delivered":2,"failed":1,"duration_sec":1.234})
+            json!({"event":"dispatcher_tick","deliveries":3,"delivered":2,"failed":1,"given_up":0,"duration_sec":1.234})
         );
         assert!(!line.contains('\n'));
     }

@@ -14,8 +14,13 @@
 //! - `--once` exits 0 when the poll succeeded, even if some deliveries
 //!   failed (they stay queued and the log line counts them); it exits 1
 //!   when the poll itself failed and 64 on invalid configuration.
-//! - When a delivery fails, that user's later deliveries wait for the next
-//!   tick so a user's notifications are never reordered.
+//! - When a delivery fails for a reason that may pass, that user's later
+//!   deliveries wait for the next tick so a user's notifications are never
+//!   reordered; a permanent refusal (4xx other than 401/403/408/429) is
+//!   given up at once and does not hold the others (see `dispatch.rs`).
+//! - A delivery without `task_id` is sent with `task_title`
+//!   `DISPATCH_TASK_TITLE` (default "Notifications"), so the flow works on
+//!   a daemon without `WOMBAT_DEFAULT_TASK`.
 
 mod config;
 mod dispatch;
@@ -29,8 +34,9 @@ use tokio::sync::watch;
 use wombat_http::config::{Settings, get};
 
 pub use config::{
-    DEFAULT_CONCURRENCY, DEFAULT_DAEMON_URL, DEFAULT_LIMIT, DEFAULT_MAX_INTERVAL,
-    DEFAULT_MIN_INTERVAL, DEFAULT_SEND_TIMEOUT, DispatcherConfig, ENV_HELP,
+    DEFAULT_CONCURRENCY, DEFAULT_DAEMON_URL, DEFAULT_LIMIT, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_INTERVAL, DEFAULT_MIN_INTERVAL, DEFAULT_SEND_TIMEOUT, DEFAULT_TASK_TITLE,
+    DispatcherConfig, ENV_HELP,
 };
 pub use dispatch::{Dispatcher, TickReport, failed_poll_line, next_interval};
 

@@ -16,8 +16,12 @@ use wombat_http::config::{Settings, get};
 
 /// Exit code for invalid configuration.
 pub const EXIT_CONFIG: u8 = 64;
-/// Default of `BACKEND_URL` (RUNTIME.md).
-pub const DEFAULT_BACKEND_URL: &str = "http://localhost:8000";
+/// Default of `BACKEND_URL`: the reference backend `wombat serve` embeds
+/// (port `MC_LITE_PORT`, 9001), so heartbeat and standup work against a
+/// local `wombat serve` with no setting. (RUNTIME.md's `localhost:8000` is
+/// the default of 0.1.0's separate backend; nothing listens there in the
+/// local loop.)
+pub const DEFAULT_BACKEND_URL: &str = "http://localhost:9001";
 /// Default of `AGENT_ROLE`.
 pub const DEFAULT_ROLE: &str = "agent";
 /// Default of `STANDUP_TIMEZONE`.
@@ -30,7 +34,7 @@ Environment (also read from .env and wombat.toml; the environment wins):
   AGENT_JWT_SECRET     shared secret that signs the agent token (required)
   AGENT_JWT_ALGORITHM  HS256, HS384 or HS512 [default: HS256]
   AGENT_ROLE           agent_role claim [default: agent]
-  BACKEND_URL          Mission Control base URL [default: http://localhost:8000]
+  BACKEND_URL          Mission Control base URL [default: http://localhost:9001]
   STANDUP_TIMEZONE     IANA time zone of the standup [default: UTC]
 
 Prints the backend's JSON reply, then heartbeat_ok (or standup_ok).
@@ -66,10 +70,12 @@ pub enum Error {
     Config(String),
     /// The backend call failed; the message names the HTTP status when
     /// there was one. Exit code 1.
-    #[error("{mode} failed: {source}")]
+    #[error("{mode} failed ({url}): {source}")]
     Backend {
         /// `heartbeat` or `standup`.
         mode: &'static str,
+        /// The backend's base URL, without credentials or query.
+        url: String,
         /// The client error.
         #[source]
         source: wombat_controlplane::Error,
@@ -165,7 +171,25 @@ pub async fn call(config: &HeartbeatConfig, mode: Mode) -> Result<serde_json::Va
         Mode::Heartbeat => ("heartbeat", agent.heartbeat().await),
         Mode::Standup => ("standup", agent.standup(&config.timezone).await),
     };
-    result.map_err(|source| Error::Backend { mode: name, source })
+    result.map_err(|source| Error::Backend {
+        mode: name,
+        url: display_url(&config.backend_url),
+        source,
+    })
+}
+
+/// `url` for messages: scheme, host, port and path, without a
+/// `user:password@` part, query or fragment (they may carry secrets).
+pub fn display_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if scheme.is_empty() {
+        format!("{host}{path}")
+    } else {
+        format!("{scheme}://{host}{path}")
+    }
 }
 
 /// Validates `settings`, makes the call and writes the reply (one JSON line)
@@ -237,5 +261,18 @@ mod tests {
         .expect_err("bad url");
         assert!(e.to_string().starts_with("invalid BACKEND_URL"));
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn display_url_drops_credentials_and_query() {
+        assert_eq!(
+            display_url("https://me:pw@mc.example.com:8443/base?token=x#f"),
+            "https://mc.example.com:8443/base"
+        );
+        assert_eq!(
+            display_url("http://localhost:9001"),
+            "http://localhost:9001"
+        );
+        assert_eq!(display_url("http://a@b@host/p"), "http://host/p");
     }
 }

@@ -52,6 +52,14 @@ struct ServeArgs {
     /// Token of the dispatch endpoints (dispatch is disabled without one).
     #[arg(long, env = "INTERNAL_TOKEN", hide_env_values = true)]
     internal_token: Option<String>,
+    /// Seconds idempotency records are kept (the contract asks for 24 h or more).
+    #[arg(
+        long,
+        env = "MC_LITE_IDEMPOTENCY_RETENTION_SECS",
+        default_value_t = 86_400,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    idempotency_retention_secs: u64,
 }
 
 #[derive(Subcommand)]
@@ -76,6 +84,12 @@ enum Command {
         /// Text handed to the agent.
         #[arg(long)]
         content: String,
+        /// Task the agent's reply belongs on (the delivery's `task_id`).
+        #[arg(long)]
+        task_id: Option<String>,
+        /// A JSON object passed through to the daemon (the delivery's `metadata`).
+        #[arg(long, value_parser = parse_object)]
+        metadata: Option<serde_json::Value>,
     },
 }
 
@@ -123,17 +137,21 @@ pub fn run(cli: Cli) -> ExitCode {
             user_id,
             session_key,
             content,
+            task_id,
+            metadata,
         }) => {
             let Some(token) = cli.serve.internal_token.filter(|t| !t.is_empty()) else {
                 eprintln!("error: INTERNAL_TOKEN is required for notify");
                 return ExitCode::from(EXIT_CONFIG);
             };
-            match runtime.block_on(wombat_mc_lite::enqueue_notification(
+            match runtime.block_on(wombat_mc_lite::enqueue_notification_with(
                 &url,
                 &token,
                 &user_id,
                 &session_key,
                 &content,
+                task_id.as_deref().filter(|t| !t.is_empty()),
+                metadata.as_ref(),
             )) {
                 Ok(reply) => {
                     println!("{reply}");
@@ -207,7 +225,17 @@ fn validate(args: ServeArgs) -> Result<(McLiteConfig, SocketAddr)> {
     let jwt = JwtConfig::new(secret, algorithm).context("invalid AGENT_JWT_SECRET")?;
     let mut config = McLiteConfig::new(jwt, DbLocation::parse(&args.db));
     config.internal_token = internal_token;
+    config.idempotency_retention = std::time::Duration::from_secs(args.idempotency_retention_secs);
     Ok((config, SocketAddr::new(args.host, args.port)))
+}
+
+/// `--metadata`: a JSON object.
+fn parse_object(text: &str) -> std::result::Result<serde_json::Value, String> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok(v),
+        Ok(_) => Err("must be a JSON object, e.g. '{\"source\":\"ci\"}'".into()),
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
 }
 
 async fn serve(config: McLiteConfig, addr: SocketAddr) -> Result<()> {

@@ -257,6 +257,7 @@ pub async fn run(config: &ConformanceConfig) -> crate::Result<Report> {
     check!("notifications_dispatch", dispatch);
     check!("events_sse", events_sse);
     check!("tool_requests", tool_requests);
+    check!("task_title_filter", task_title_filter);
     check!("error_bodies", error_bodies);
     Ok(Report {
         base_url: base,
@@ -381,6 +382,7 @@ impl Runner {
             ("heartbeat", f.heartbeat),
             ("standup", f.standup),
             ("tool_requests", f.tool_requests),
+            ("task_title_filter", f.task_title_filter),
         ]
         .into_iter()
         .filter_map(|(n, on)| on.then_some(n))
@@ -983,6 +985,91 @@ impl Runner {
             )),
             Err(e) => fail(e),
         }
+    }
+
+    /// If advertised: `GET tasks?title=<the created task's title>` lists
+    /// that task and only tasks with that title; an unused title lists
+    /// nothing; the second tenant (when the runner has one) does not get the
+    /// first tenant's task under its title.
+    async fn task_title_filter(&mut self) -> Verdict {
+        if !self.features.task_title_filter {
+            return self.not_advertised();
+        }
+        let Some(id) = self.task_id.clone() else {
+            return skip("needs create_task");
+        };
+        let title = self.task_body["title"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let token = self.token_a.clone();
+        let path = format!("tasks?title={}", encode_query(&title));
+        let items = match self.titled(&path, &token).await {
+            Ok(items) => items,
+            Err(e) => return fail(e),
+        };
+        if !items.iter().any(|t| t.0 == id) {
+            return fail(format!("GET {path} did not list task {id}"));
+        }
+        if let Some((other, t)) = items.iter().find(|t| t.1 != title) {
+            return fail(format!("GET {path} listed task {other} titled {t:?}"));
+        }
+        let unused = format!(
+            "tasks?title={}",
+            encode_query(&format!("no such title {}", self.run))
+        );
+        match self.titled(&unused, &token).await {
+            Ok(items) if items.is_empty() => {}
+            Ok(items) => {
+                return fail(format!(
+                    "GET {unused} listed {} task(s), expected none",
+                    items.len()
+                ));
+            }
+            Err(e) => return fail(e),
+        }
+        let Some(token_b) = self.token_b.clone() else {
+            return pass(format!(
+                "GET {path} → only that title; an unused title → none"
+            ));
+        };
+        // Tenant B may have a task of that title of its own (the isolation
+        // checks create one), but never A's.
+        match self.titled(&path, &token_b).await {
+            Ok(items) if !items.iter().any(|t| t.0 == id) => pass(format!(
+                "GET {path} → only that title; an unused title → none; the other tenant does not see it"
+            )),
+            Ok(_) => fail(format!(
+                "tenant b listed tenant a's task {id} under its title"
+            )),
+            Err(e) => fail(e),
+        }
+    }
+
+    /// `(id, title)` of the first page of a filtered task list.
+    async fn titled(&mut self, path: &str, token: &str) -> Result<Vec<(String, String)>, String> {
+        let p = self
+            .call(Method::GET, path, Some(token), Body::None)
+            .await?;
+        if p.status != 200 {
+            return Err(format!("GET {path}: expected 200, got {}", p.describe()));
+        }
+        let items = p
+            .body
+            .as_ref()
+            .and_then(|b| b.get("items"))
+            .and_then(Value::as_array)
+            .ok_or_else(|| format!("GET {path}: no items array"))?;
+        Ok(items
+            .iter()
+            .map(|t| {
+                let id = match &t["id"] {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (id, t["title"].as_str().unwrap_or_default().to_owned())
+            })
+            .collect())
     }
 
     fn not_advertised(&self) -> Verdict {

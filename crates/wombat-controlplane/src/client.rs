@@ -2,10 +2,19 @@
 //! token cache, dispatch calls) and [`AgentClient`] (calls made as one
 //! tenant's agent). Every write carries an idempotency key that stays the same
 //! across the retries of one logical call. This module does not serve HTTP.
+//!
+//! Find-or-create by title is on the daemon's hot path, so the client keeps
+//! two small per-process caches (shared by clones of one [`ControlPlane`]):
+//! whether the backend offers `task_title_filter` (learned once, lazily,
+//! from `capabilities`), and a bounded map `(user_id, title) → task` with a
+//! short TTL. A `404` for a message or document on a cached task drops the
+//! entry, so the next call resolves the title again (the failed call itself
+//! is not retried on another task: its caller decides, with the reply in
+//! hand).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
@@ -33,6 +42,16 @@ const TOKEN_REFRESH_MARGIN_SECS: u64 = 300;
 const TOKEN_CACHE_CAP: usize = 4096;
 /// Longest error text kept from a non-JSON error body.
 const MAX_ERROR_TEXT: usize = 512;
+/// Most `(user_id, title)` entries in the task cache; it is cleared when
+/// full (simpler than LRU, and a refill costs one call per title).
+pub const TASK_CACHE_CAP: usize = 4096;
+/// How long a cached `(user_id, title) → task` entry is trusted. Short, so a
+/// task renamed or deleted behind our back is found again soon even without
+/// a 404 (the status it reports may be this old).
+pub const TASK_CACHE_TTL: Duration = Duration::from_secs(300);
+/// After `capabilities` failed, the filter is assumed absent for this long
+/// before asking again (a transient failure must not disable it forever).
+const CAPABILITIES_RETRY: Duration = Duration::from_secs(60);
 
 /// The idempotency key [`AgentClient::find_or_create_task`] sends: `task:`
 /// followed by the hex SHA-256 of `user_id`, a NUL byte and `title`, so two
@@ -54,6 +73,24 @@ pub fn task_idempotency_key(user_id: &str, title: &str) -> String {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// The request key the daemon uses for the reply to a dispatched
+/// notification (its writes send `msg:<key>` and `doc:<key>`): `ntf-`
+/// followed by the hex SHA-256 of the notification id. Derived, not random,
+/// so a redelivery (the daemon answered but the acknowledgement was lost)
+/// cannot store a second message: the backend answers the first one (same
+/// reply text) or a 409 (a different reply), never a duplicate. Hashed so an
+/// id of any length or alphabet makes a short, plain key.
+pub fn notification_message_key(notification_id: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, notification_id.as_bytes());
+    let mut key = String::with_capacity(4 + 64);
+    key.push_str("ntf-");
+    for b in digest.as_ref() {
+        key.push(char::from(HEX[usize::from(b >> 4)]));
+        key.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    key
+}
+
 /// Seconds since the Unix epoch from the system clock.
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -71,6 +108,48 @@ struct Inner {
     retry: RetryPolicy,
     health_timeout: Duration,
     tokens: Mutex<HashMap<TokenKey, (HeaderValue, u64)>>,
+    /// `features.task_title_filter`, with the instant until which a
+    /// guess made after a failed `capabilities` call holds.
+    title_filter: Mutex<Option<(bool, Option<Instant>)>>,
+    tasks: Mutex<TaskCache>,
+}
+
+/// `user_id → title → (task, cached at)`, nested so a lookup borrows `&str`
+/// keys instead of allocating a tuple.
+#[derive(Default)]
+struct TaskCache {
+    by_user: HashMap<String, HashMap<String, (Task, Instant)>>,
+    len: usize,
+}
+
+impl TaskCache {
+    fn get(&self, user_id: &str, title: &str, now: Instant) -> Option<Task> {
+        let (task, at) = self.by_user.get(user_id)?.get(title)?;
+        (now.saturating_duration_since(*at) < TASK_CACHE_TTL).then(|| task.clone())
+    }
+
+    fn insert(&mut self, user_id: &str, title: &str, task: Task, now: Instant) {
+        if self.len >= TASK_CACHE_CAP {
+            self.by_user.clear();
+            self.len = 0;
+        }
+        let titles = self.by_user.entry(user_id.to_owned()).or_default();
+        if titles.insert(title.to_owned(), (task, now)).is_none() {
+            self.len += 1;
+        }
+    }
+
+    /// Drops every entry of `user_id` that points at `task_id`.
+    fn forget(&mut self, user_id: &str, task_id: &str) {
+        if let Some(titles) = self.by_user.get_mut(user_id) {
+            let before = titles.len();
+            titles.retain(|_, (task, _)| task.id != task_id);
+            self.len -= before - titles.len();
+            if titles.is_empty() {
+                self.by_user.remove(user_id);
+            }
+        }
+    }
 }
 
 /// A handle on one control-plane backend. Cheap to clone; clones share the
@@ -137,6 +216,8 @@ impl ControlPlane {
                 retry: config.retry,
                 health_timeout: config.health_timeout,
                 tokens: Mutex::new(HashMap::new()),
+                title_filter: Mutex::new(None),
+                tasks: Mutex::new(TaskCache::default()),
             }),
         })
     }
@@ -201,6 +282,72 @@ impl ControlPlane {
         }
         let body = resp.bytes().await.unwrap_or_default();
         Err(status_error(status, &body))
+    }
+
+    /// Whether the backend filters `GET tasks` by `title`: asked once (as
+    /// `agent`), then cached for the life of the process. A failed
+    /// `capabilities` call counts as "no" for [`CAPABILITIES_RETRY`].
+    /// Concurrent first callers may each ask; the answers agree.
+    async fn title_filter(&self, agent: &AgentClient) -> bool {
+        let now = Instant::now();
+        if let Some((known, until)) = *self
+            .inner
+            .title_filter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            && until.is_none_or(|u| now < u)
+        {
+            return known;
+        }
+        let learned = match agent.capabilities().await {
+            Ok(caps) => (caps.features.task_title_filter, None),
+            Err(e) => {
+                tracing::debug!(error = %e, "capabilities unavailable; listing tasks without a title filter");
+                (false, Some(now + CAPABILITIES_RETRY))
+            }
+        };
+        *self
+            .inner
+            .title_filter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(learned);
+        learned.0
+    }
+
+    fn cached_task(&self, user_id: &str, title: &str) -> Option<Task> {
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(user_id, title, Instant::now())
+    }
+
+    fn cache_task(&self, user_id: &str, title: &str, task: &Task) {
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(user_id, title, task.clone(), Instant::now());
+    }
+
+    /// Forgets cached titles of `user_id` that resolve to `task_id` (the
+    /// backend said the task does not exist).
+    fn forget_task(&self, user_id: &str, task_id: &str) {
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .forget(user_id, task_id);
+    }
+
+    /// Number of `(user_id, title)` entries in the task cache (for tests
+    /// and diagnostics).
+    pub fn cached_tasks(&self) -> usize {
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len
     }
 
     /// `<base>/api/mission-control/<segments...>`, each segment escaped.
@@ -497,6 +644,27 @@ impl AgentClient {
 
     /// One page of `GET tasks`.
     pub async fn list_tasks(&self, limit: Option<u32>, cursor: Option<&str>) -> Result<TaskPage> {
+        self.list_page(limit, cursor, None).await
+    }
+
+    /// One page of `GET tasks?title=<title>`: only tasks with exactly that
+    /// title, on a backend that advertises `task_title_filter` (others
+    /// ignore the parameter and list every task).
+    pub async fn list_tasks_titled(
+        &self,
+        title: &str,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<TaskPage> {
+        self.list_page(limit, cursor, Some(title)).await
+    }
+
+    async fn list_page(
+        &self,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+        title: Option<&str>,
+    ) -> Result<TaskPage> {
         let mut url = self.cp.url(&["tasks"])?;
         {
             let mut q = url.query_pairs_mut();
@@ -506,21 +674,27 @@ impl AgentClient {
             if let Some(cursor) = cursor {
                 q.append_pair("cursor", cursor);
             }
+            if let Some(title) = title {
+                q.append_pair("title", title);
+            }
         }
         self.get(url, "list_tasks").await
     }
 
-    /// Walks the task list page by page until `visit` returns `true` (then
-    /// the matching task is returned) or the list ends. `Ok(Err(pages))`
-    /// means the page budget ran out.
+    /// Walks the task list (filtered by `title` when given) page by page
+    /// until `visit` returns `true` (then the matching task is returned) or
+    /// the list ends. `Ok(Err(pages))` means the page budget ran out.
     async fn walk_tasks(
         &self,
+        title: Option<&str>,
         mut visit: impl FnMut(&Task) -> bool,
         mut keep: impl FnMut(Task),
     ) -> Result<Result<Option<Task>, usize>> {
         let mut cursor: Option<String> = None;
         for _ in 0..MAX_PAGES {
-            let page = self.list_tasks(Some(PAGE_SIZE), cursor.as_deref()).await?;
+            let page = self
+                .list_page(Some(PAGE_SIZE), cursor.as_deref(), title)
+                .await?;
             for task in page.items {
                 if visit(&task) {
                     return Ok(Ok(Some(task)));
@@ -544,17 +718,22 @@ impl AgentClient {
     /// [`MAX_PAGES`] pages ([`Error::TooManyPages`] beyond that).
     pub async fn all_tasks(&self) -> Result<Vec<Task>> {
         let mut all = Vec::new();
-        match self.walk_tasks(|_| false, |t| all.push(t)).await? {
+        match self.walk_tasks(None, |_| false, |t| all.push(t)).await? {
             Ok(_) => Ok(all),
             Err(max_pages) => Err(Error::TooManyPages { max_pages }),
         }
     }
 
-    /// The first task whose title equals `title` exactly, searching every
-    /// page (at most [`MAX_PAGES`]; beyond that it answers `None` with a
-    /// warning, and a following create is still deduplicated by its key).
+    /// The first task whose title equals `title` exactly. When the backend
+    /// advertises `task_title_filter` it asks for that title only (one call
+    /// for any number of tasks); otherwise it searches every page (at most
+    /// [`MAX_PAGES`]; beyond that it answers `None` with a warning, and a
+    /// following create is still deduplicated by its key). Titles are
+    /// compared here either way, so a backend that ignores the filter
+    /// cannot return a wrong task.
     pub async fn find_task_by_title(&self, title: &str) -> Result<Option<Task>> {
-        match self.walk_tasks(|t| t.title == title, drop).await? {
+        let filter = self.cp.title_filter(self).await.then_some(title);
+        match self.walk_tasks(filter, |t| t.title == title, drop).await? {
             Ok(found) => Ok(found),
             Err(max_pages) => {
                 tracing::warn!(max_pages, "task search stopped at the page budget");
@@ -568,7 +747,28 @@ impl AgentClient {
     /// `metadata` (default `{"type":"agent_thread"}`). The create carries
     /// [`task_idempotency_key`], so concurrent callers get one task; a 409
     /// (same key, different payload) falls back to searching again.
+    ///
+    /// The answer is cached per `(user_id, title)` for [`TASK_CACHE_TTL`]
+    /// (at most [`TASK_CACHE_CAP`] entries), so a repeat costs no backend
+    /// call; a 404 on a message or document for that task drops the entry.
+    /// `description` and `metadata` only matter when the task is created.
     pub async fn find_or_create_task(
+        &self,
+        title: &str,
+        description: Option<&str>,
+        metadata: Option<Value>,
+    ) -> Result<Task> {
+        if let Some(task) = self.cp.cached_task(&self.user_id, title) {
+            return Ok(task);
+        }
+        let task = self
+            .find_or_create_uncached(title, description, metadata)
+            .await?;
+        self.cp.cache_task(&self.user_id, title, &task);
+        Ok(task)
+    }
+
+    async fn find_or_create_uncached(
         &self,
         title: &str,
         description: Option<&str>,
@@ -610,15 +810,27 @@ impl AgentClient {
     }
 
     /// `POST messages`; a UUID idempotency key is added when none is given.
+    /// A 404 (the task is gone) drops cached titles resolving to it.
     pub async fn post_message(&self, mut message: NewMessage) -> Result<Message> {
         message.idempotency_key.get_or_insert_with(new_key);
-        self.post("messages", &message, "post_message").await
+        let result = self.post("messages", &message, "post_message").await;
+        self.forget_on_404(&result, &message.task_id);
+        result
     }
 
     /// `POST documents`; a UUID idempotency key is added when none is given.
+    /// A 404 (the task is gone) drops cached titles resolving to it.
     pub async fn post_document(&self, mut document: NewDocument) -> Result<Document> {
         document.idempotency_key.get_or_insert_with(new_key);
-        self.post("documents", &document, "post_document").await
+        let result = self.post("documents", &document, "post_document").await;
+        self.forget_on_404(&result, &document.task_id);
+        result
+    }
+
+    fn forget_on_404<T>(&self, result: &Result<T>, task_id: &str) {
+        if let Err(Error::Status { status: 404, .. }) = result {
+            self.cp.forget_task(&self.user_id, task_id);
+        }
     }
 
     /// `POST heartbeat {user_id}`; returns the backend's JSON reply.

@@ -22,7 +22,10 @@ mod config;
 mod error;
 pub mod jwt;
 
-pub use client::{AgentClient, ControlPlane, MAX_PAGES, PAGE_SIZE, task_idempotency_key};
+pub use client::{
+    AgentClient, ControlPlane, MAX_PAGES, PAGE_SIZE, TASK_CACHE_CAP, TASK_CACHE_TTL,
+    notification_message_key, task_idempotency_key,
+};
 pub use config::{ControlPlaneConfig, RetryPolicy};
 pub use error::{Error, JwtError, Result};
 pub use jwt::{AgentClaims, JwtAlgorithm, JwtConfig};

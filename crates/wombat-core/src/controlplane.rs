@@ -28,6 +28,23 @@ fn id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     })
 }
 
+/// Deserialises an optional identifier given as a JSON string or number
+/// (`null` reads as absent).
+fn opt_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Str(String),
+        Int(i64),
+        Uint(u64),
+    }
+    Ok(Option::<Raw>::deserialize(d)?.map(|raw| match raw {
+        Raw::Str(s) => s,
+        Raw::Int(n) => n.to_string(),
+        Raw::Uint(n) => n.to_string(),
+    }))
+}
+
 /// `GET /api/mission-control/capabilities`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
@@ -57,6 +74,9 @@ pub struct Features {
     pub standup: bool,
     /// `/tool-requests`.
     pub tool_requests: bool,
+    /// `GET /tasks?title=<exact title>` returns only tasks with that title
+    /// (beyond v1, optional).
+    pub task_title_filter: bool,
 }
 
 /// A task as listed or created.
@@ -203,6 +223,16 @@ pub struct Delivery {
     pub session_key: String,
     /// Text handed to the agent.
     pub content: String,
+    /// Task the reply belongs on, when the backend names one (optional).
+    #[serde(
+        default,
+        deserialize_with = "opt_id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub task_id: Option<String>,
+    /// Object the dispatcher passes through to the daemon (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
 }
 
 /// `GET /api/mission-control/dispatch/undelivered` response. Deliveries are

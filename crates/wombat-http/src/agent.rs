@@ -433,6 +433,10 @@ async fn persist(
 ) -> Result<(String, Option<String>), ApiError> {
     let backend = backend(app)?;
     let agent = backend.client.agent(p.key.user_id(), p.key.role());
+    // A dispatched notification's reply is keyed by the notification id, so
+    // a redelivery (acknowledgement lost) cannot store a second message.
+    let derived = notification_id(p).map(wombat_controlplane::notification_message_key);
+    let request_key = derived.as_deref().unwrap_or(request_key);
     let message = agent
         .post_message(NewMessage {
             task_id: task_id.to_owned(),
@@ -470,6 +474,16 @@ async fn persist(
         None
     };
     Ok((message.id, document_id))
+}
+
+/// `metadata.notification_id` (a string or a number), which the dispatcher
+/// sends with every notification it delivers.
+fn notification_id(p: &Prepared) -> Option<String> {
+    match p.req.metadata.as_ref()?.get("notification_id")? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 /// A webhook event: `agent.completed` when `error` is `None`, else

@@ -13,7 +13,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use serde_json::{Map, Value, json};
 use wombat_controlplane::{JwtConfig, JwtError, jwt};
 
-use crate::store::{self, NewDocumentRow, NewMessageRow, NewTaskRow, Store};
+use crate::store::{
+    self, IdemScope, NewDocumentRow, NewMessageRow, NewNotificationRow, NewTaskRow, Store,
+};
 
 /// Default and largest page sizes of list endpoints.
 pub(crate) const DEFAULT_LIMIT: u32 = 50;
@@ -99,7 +101,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     resp
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -284,7 +286,7 @@ where
         Endpoint::Health => {
             let v = state
                 .store
-                .run(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+                .read(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
                 .await?;
             ok(json!({ "status": "ok", "database": v == 1 }))
         }
@@ -301,15 +303,21 @@ where
                     "heartbeat": true,
                     "standup": true,
                     "tool_requests": false,
+                    "task_title_filter": true,
                 },
             }))
         }
         Endpoint::Tasks if req.method() == Method::GET => {
             let user = agent_user(state, &req)?;
             let (after, limit) = page_params(&params)?;
+            // `title` (exact match) is the optional task_title_filter; an
+            // empty value filters nothing, like an absent one.
+            let title = param(&params, "title")
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
             ok(state
                 .store
-                .run(move |conn| store::list_tasks(conn, &user, after, limit))
+                .read(move |conn| store::list_tasks(conn, &user, title.as_deref(), after, limit))
                 .await?)
         }
         Endpoint::Tasks => {
@@ -324,12 +332,19 @@ where
             };
             let fp = fingerprint(&body);
             let now = now_ms();
+            let expired_before = now.saturating_sub(state.store.retention_ms());
             ok(state
                 .store
-                .run(move |conn| {
-                    store::idempotent(conn, &user, "tasks", key.as_deref(), &fp, now, |tx| {
-                        store::insert_task(tx, &user, &row, now)
-                    })
+                .write(move |conn| {
+                    let scope = IdemScope {
+                        user_id: &user,
+                        endpoint: "tasks",
+                        key: key.as_deref(),
+                        fingerprint: &fp,
+                        now,
+                        expired_before,
+                    };
+                    store::idempotent(conn, &scope, |tx| store::insert_task(tx, &user, &row, now))
                 })
                 .await?)
         }
@@ -338,7 +353,7 @@ where
             let (after, limit) = page_params(&params)?;
             ok(state
                 .store
-                .run(move |conn| store::list_messages(conn, &user, &task_id, after, limit))
+                .read(move |conn| store::list_messages(conn, &user, &task_id, after, limit))
                 .await?)
         }
         Endpoint::TaskDocuments(task_id) => {
@@ -346,7 +361,7 @@ where
             let (after, limit) = page_params(&params)?;
             ok(state
                 .store
-                .run(move |conn| store::list_documents(conn, &user, &task_id, after, limit))
+                .read(move |conn| store::list_documents(conn, &user, &task_id, after, limit))
                 .await?)
         }
         Endpoint::Messages => {
@@ -373,10 +388,19 @@ where
             };
             let fp = fingerprint(&body);
             let now = now_ms();
+            let expired_before = now.saturating_sub(state.store.retention_ms());
             ok(state
                 .store
-                .run(move |conn| {
-                    store::idempotent(conn, &user, "messages", key.as_deref(), &fp, now, |tx| {
+                .write(move |conn| {
+                    let scope = IdemScope {
+                        user_id: &user,
+                        endpoint: "messages",
+                        key: key.as_deref(),
+                        fingerprint: &fp,
+                        now,
+                        expired_before,
+                    };
+                    store::idempotent(conn, &scope, |tx| {
                         store::insert_message(tx, &user, &row, now)
                     })
                 })
@@ -394,10 +418,19 @@ where
             };
             let fp = fingerprint(&body);
             let now = now_ms();
+            let expired_before = now.saturating_sub(state.store.retention_ms());
             ok(state
                 .store
-                .run(move |conn| {
-                    store::idempotent(conn, &user, "documents", key.as_deref(), &fp, now, |tx| {
+                .write(move |conn| {
+                    let scope = IdemScope {
+                        user_id: &user,
+                        endpoint: "documents",
+                        key: key.as_deref(),
+                        fingerprint: &fp,
+                        now,
+                        expired_before,
+                    };
+                    store::idempotent(conn, &scope, |tx| {
                         store::insert_document(tx, &user, &row, now)
                     })
                 })
@@ -410,7 +443,7 @@ where
             let now = now_ms();
             ok(state
                 .store
-                .run(move |conn| store::heartbeat(conn, &user, now))
+                .read(move |conn| store::heartbeat(conn, &user, now))
                 .await?)
         }
         Endpoint::Standup => {
@@ -427,7 +460,7 @@ where
                 .map_err(|e| ApiError::internal(format!("clock out of range: {e}")))?;
             ok(state
                 .store
-                .run(move |conn| store::standup(conn, &user, &tz_name, &date, now))
+                .read(move |conn| store::standup(conn, &user, &tz_name, &date, now))
                 .await?)
         }
         Endpoint::Undelivered => {
@@ -446,7 +479,7 @@ where
             )?;
             ok(state
                 .store
-                .run(move |conn| store::undelivered(conn, users as usize, per_user as usize))
+                .read(move |conn| store::undelivered(conn, users as usize, per_user as usize))
                 .await?)
         }
         Endpoint::Deliver(id) => {
@@ -460,7 +493,7 @@ where
             let now = now_ms();
             ok(state
                 .store
-                .run(move |conn| store::mark_delivered(conn, &id, &user, now))
+                .write(move |conn| store::mark_delivered(conn, &id, &user, now))
                 .await?)
         }
         Endpoint::Enqueue => {
@@ -468,22 +501,29 @@ where
             let body = read_json(state, req).await?;
             let key = idempotency_key(&body)?;
             let user = required_str(&body, "user_id")?;
-            let session_key = required_str(&body, "session_key")?;
-            let content = required_str(&body, "content")?;
+            let row = NewNotificationRow {
+                session_key: required_str(&body, "session_key")?,
+                content: required_str(&body, "content")?,
+                task_id: optional_id(&body, "task_id")?,
+                metadata: optional_object(&body, "metadata")?,
+            };
             let fp = fingerprint(&body);
             let now = now_ms();
+            let expired_before = now.saturating_sub(state.store.retention_ms());
             let v = state
                 .store
-                .run(move |conn| {
-                    store::idempotent(
-                        conn,
-                        &user,
-                        "notifications",
-                        key.as_deref(),
-                        &fp,
+                .write(move |conn| {
+                    let scope = IdemScope {
+                        user_id: &user,
+                        endpoint: "notifications",
+                        key: key.as_deref(),
+                        fingerprint: &fp,
                         now,
-                        |tx| store::insert_notification(tx, &user, &session_key, &content, now),
-                    )
+                        expired_before,
+                    };
+                    store::idempotent(conn, &scope, |tx| {
+                        store::insert_notification(tx, &user, &row, now)
+                    })
                 })
                 .await?;
             Ok((StatusCode::CREATED, v))
@@ -605,6 +645,15 @@ fn required_id(body: &Map<String, Value>, field: &str) -> Result<String, ApiErro
     match body.get(field) {
         Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
         _ => required_str(body, field),
+    }
+}
+
+/// An optional id given as a string or an integer (`null` reads as absent;
+/// an empty string is refused like a missing required id would be).
+fn optional_id(body: &Map<String, Value>, field: &str) -> Result<Option<String>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => required_id(body, field).map(Some),
     }
 }
 

@@ -73,10 +73,19 @@ pub struct McLiteConfig {
     pub drain_timeout: Duration,
     /// Connection deadlines and the connection cap.
     pub limits: ConnectionLimits,
+    /// How long idempotency records are kept (`MC_LITE_IDEMPOTENCY_RETENTION_SECS`
+    /// in the binary): a repeat after that creates anew. The contract asks
+    /// for 24 h or more; shorter values are for tests.
+    pub idempotency_retention: Duration,
 }
 
+/// Default of [`McLiteConfig::idempotency_retention`]: 24 hours, the
+/// contract's minimum (payment APIs keep keys about as long).
+pub const DEFAULT_IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
 impl McLiteConfig {
-    /// Defaults: no internal token, 1 MiB bodies, 10 s drain.
+    /// Defaults: no internal token, 1 MiB bodies, 10 s drain, idempotency
+    /// records kept 24 h.
     pub fn new(jwt: JwtConfig, db: DbLocation) -> Self {
         Self {
             jwt,
@@ -85,6 +94,7 @@ impl McLiteConfig {
             max_body_bytes: 1024 * 1024,
             drain_timeout: Duration::from_secs(10),
             limits: ConnectionLimits::default(),
+            idempotency_retention: DEFAULT_IDEMPOTENCY_RETENTION,
         }
     }
 }
@@ -101,6 +111,7 @@ impl fmt::Debug for McLiteConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("drain_timeout", &self.drain_timeout)
             .field("limits", &self.limits)
+            .field("idempotency_retention", &self.idempotency_retention)
             .finish()
     }
 }

@@ -38,7 +38,10 @@ mod error;
 mod server;
 mod store;
 
-pub use config::{ConnectionLimits, DEFAULT_DB_PATH, DEFAULT_PORT, DbLocation, McLiteConfig};
-pub use enqueue::enqueue_notification;
+pub use config::{
+    ConnectionLimits, DEFAULT_DB_PATH, DEFAULT_IDEMPOTENCY_RETENTION, DEFAULT_PORT, DbLocation,
+    McLiteConfig,
+};
+pub use enqueue::{enqueue_notification, enqueue_notification_with};
 pub use error::{Error, Result};
 pub use server::{McLite, RunningMcLite};

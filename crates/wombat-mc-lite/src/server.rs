@@ -52,8 +52,8 @@ impl McLite {
         let listener = TcpListener::bind(bind)
             .await
             .map_err(|source| crate::Error::Bind { addr: bind, source })?;
-        let db = config.db.clone();
-        let store = tokio::task::spawn_blocking(move || Store::open(&db))
+        let (db, retention) = (config.db.clone(), config.idempotency_retention);
+        let store = tokio::task::spawn_blocking(move || Store::open(&db, retention))
             .await
             .map_err(|e| crate::Error::Join(e.to_string()))??;
         let internal_token = config

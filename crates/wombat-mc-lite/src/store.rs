@@ -1,11 +1,22 @@
 //! SQLite persistence: schema, tenant-scoped queries and the idempotency
 //! table. Every function here is synchronous and runs on a blocking thread
-//! via [`Store::run`]; nothing here knows about HTTP beyond [`ApiError`].
+//! via [`Store::read`] or [`Store::write`]; nothing here knows about HTTP
+//! beyond [`ApiError`].
+//!
+//! A file database is opened in WAL mode as one writer connection plus a
+//! small pool of read-only connections: WAL lets readers run beside the
+//! writer and each other, so list calls no longer queue behind message
+//! inserts. SQLite allows one writer at a time anyway, so a single writer
+//! connection behind a mutex costs nothing and keeps every
+//! lookup-then-insert (idempotency) in one serialised transaction. An
+//! in-memory database is private to its connection, so it has no readers
+//! and every call uses the writer.
 
-use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use serde_json::{Value, json};
 
 use crate::api::ApiError;
@@ -23,6 +34,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     created_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tasks_by_user ON tasks(user_id, seq);
+CREATE INDEX IF NOT EXISTS tasks_by_title ON tasks(user_id, title, seq);
 CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -57,6 +69,8 @@ CREATE TABLE IF NOT EXISTS notifications (
     delivered_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS notifications_pending ON notifications(delivered_at, seq);
+CREATE INDEX IF NOT EXISTS notifications_pending_by_user
+    ON notifications(user_id, seq) WHERE delivered_at IS NULL;
 CREATE TABLE IF NOT EXISTS idempotency (
     user_id TEXT NOT NULL,
     endpoint TEXT NOT NULL,
@@ -66,52 +80,180 @@ CREATE TABLE IF NOT EXISTS idempotency (
     created_at INTEGER NOT NULL,
     PRIMARY KEY (user_id, endpoint, key)
 );
+CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency(created_at);
 ";
 
-/// The database behind a mutex; all access goes through [`Store::run`].
+/// Columns added after the first release; added to an older database on
+/// open (`CREATE TABLE IF NOT EXISTS` does not add columns).
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("notifications", "task_id", "TEXT"),
+    ("notifications", "metadata", "TEXT"),
+];
+
+/// Read-only connections of a file database. Four keep two cores busy with
+/// reads while a write is in progress without holding many file handles.
+const READERS: usize = 4;
+
+/// Expired idempotency records deleted per sweep, so one sweep never holds
+/// the writer for long however many records expired at once.
+pub(crate) const SWEEP_BATCH: usize = 1000;
+
+/// Least time between two sweeps of expired idempotency records.
+const SWEEP_EVERY_MS: i64 = 60_000;
+
+/// The writer connection, the readers and the idempotency retention.
 pub(crate) struct Store {
-    conn: Arc<Mutex<Connection>>,
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<[Mutex<Connection>]>,
+    next_reader: AtomicUsize,
+    /// Idempotency records older than this are forgotten.
+    retention_ms: i64,
+    /// When the last sweep of expired records ran (ms since the epoch).
+    last_sweep: Arc<AtomicI64>,
+}
+
+fn open_writer(location: &DbLocation) -> crate::Result<Connection> {
+    let conn = match location {
+        DbLocation::Memory => Connection::open_in_memory()?,
+        DbLocation::File(path) => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)?;
+            }
+            let conn = Connection::open(path)?;
+            // WAL keeps readers and the writer out of each other's way and
+            // survives crashes; NORMAL sync is durable at checkpoints.
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn
+        }
+    };
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute_batch(SCHEMA)?;
+    for (table, column, kind) in ADDED_COLUMNS {
+        let present = conn
+            .prepare(&format!(
+                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+            ))?
+            .exists([column])?;
+        if !present {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+        }
+    }
+    Ok(conn)
 }
 
 impl Store {
-    /// Opens (creating if needed) and migrates the database.
-    pub(crate) fn open(location: &DbLocation) -> crate::Result<Self> {
-        let conn = match location {
-            DbLocation::Memory => Connection::open_in_memory()?,
-            DbLocation::File(path) => {
-                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(parent)?;
-                }
-                let conn = Connection::open(path)?;
-                // WAL keeps readers and the writer out of each other's way and
-                // survives crashes; NORMAL sync is durable at checkpoints.
-                conn.pragma_update(None, "journal_mode", "WAL")?;
-                conn.pragma_update(None, "synchronous", "NORMAL")?;
-                conn
-            }
+    /// Opens (creating if needed) and migrates the database, then opens the
+    /// readers of a file database. `retention` is how long idempotency
+    /// records are kept.
+    pub(crate) fn open(location: &DbLocation, retention: Duration) -> crate::Result<Self> {
+        let writer = open_writer(location)?;
+        let readers: Vec<Mutex<Connection>> = match location {
+            DbLocation::Memory => Vec::new(),
+            DbLocation::File(path) => (0..READERS)
+                .map(|_| {
+                    // Opened after the writer set WAL mode and created the
+                    // schema; read-only, so a bug cannot write around the
+                    // writer's transactions.
+                    let conn = Connection::open_with_flags(
+                        path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?;
+                    conn.busy_timeout(Duration::from_secs(5))?;
+                    Ok(Mutex::new(conn))
+                })
+                .collect::<crate::Result<_>>()?,
         };
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            writer: Arc::new(Mutex::new(writer)),
+            readers: readers.into(),
+            next_reader: AtomicUsize::new(0),
+            retention_ms: i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
+            last_sweep: Arc::new(AtomicI64::new(0)),
         })
     }
 
-    /// Runs `f` with the connection on a blocking thread, so the async
-    /// runtime never waits on SQLite.
-    pub(crate) async fn run<T, F>(&self, f: F) -> Result<T, ApiError>
+    /// Idempotency records older than this many milliseconds are ignored
+    /// and swept.
+    pub(crate) fn retention_ms(&self) -> i64 {
+        self.retention_ms
+    }
+
+    /// Runs `f` with the writer connection on a blocking thread, so the
+    /// async runtime never waits on SQLite. Every write goes through here;
+    /// about once a minute it also deletes a bounded batch of expired
+    /// idempotency records (after `f`, so the caller is not delayed by it
+    /// more than once a minute, and with no timer task).
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, ApiError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
+        let conn = Arc::clone(&self.writer);
+        let last_sweep = Arc::clone(&self.last_sweep);
+        let retention = self.retention_ms;
         tokio::task::spawn_blocking(move || {
             let mut guard = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut guard)
+            let result = f(&mut guard);
+            let now = crate::api::now_ms();
+            let last = last_sweep.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= SWEEP_EVERY_MS
+                && last_sweep
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+                && let Err(e) =
+                    sweep_idempotency(&guard, now.saturating_sub(retention), SWEEP_BATCH)
+            {
+                tracing::warn!(error = %e.error, "idempotency sweep failed");
+            }
+            result
         })
         .await
         .map_err(|e| ApiError::internal(format!("database task failed: {e}")))?
     }
+
+    /// Runs `f` with a read-only connection on a blocking thread: the first
+    /// idle reader, or (all busy) the next one in turn. Without readers (an
+    /// in-memory database) it uses the writer.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, ApiError> + Send + 'static,
+    {
+        if self.readers.is_empty() {
+            return self.write(move |conn| f(conn)).await;
+        }
+        let readers = Arc::clone(&self.readers);
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            let n = readers.len();
+            for i in 0..n {
+                if let Ok(guard) = readers[(start + i) % n].try_lock() {
+                    return f(&guard);
+                }
+            }
+            let guard = readers[start % n]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            f(&guard)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("database task failed: {e}")))?
+    }
+}
+
+/// Deletes at most `batch` idempotency records created before `before`
+/// (ms since the epoch); returns how many it deleted.
+pub(crate) fn sweep_idempotency(
+    conn: &Connection,
+    before: i64,
+    batch: usize,
+) -> Result<usize, ApiError> {
+    Ok(conn.execute(
+        "DELETE FROM idempotency WHERE rowid IN
+            (SELECT rowid FROM idempotency WHERE created_at < ?1 LIMIT ?2)",
+        params![before, i64::try_from(batch).unwrap_or(i64::MAX)],
+    )?)
 }
 
 impl From<rusqlite::Error> for ApiError {
@@ -144,29 +286,63 @@ pub(crate) fn decode_cursor(cursor: &str) -> Result<i64, ApiError> {
         .ok_or_else(|| ApiError::bad_request("invalid cursor", "invalid_cursor"))
 }
 
-/// Runs `create` at most once per `(user, endpoint, key)`: a repeat with the
-/// same fingerprint answers the stored response, a different fingerprint is
-/// a 409. Lookup, create and record happen in one transaction under the
-/// connection mutex, so concurrent repeats cannot both create.
+/// Where an idempotent create is recorded and when its records expire.
+pub(crate) struct IdemScope<'a> {
+    /// The tenant.
+    pub user_id: &'a str,
+    /// The endpoint (`tasks`, `messages`, ...): keys are per endpoint.
+    pub endpoint: &'a str,
+    /// The caller's key; without one the create is not recorded.
+    pub key: Option<&'a str>,
+    /// Hash of the payload without its key.
+    pub fingerprint: &'a str,
+    /// Now, in ms since the epoch (the record's `created_at`).
+    pub now: i64,
+    /// Records created before this (ms) have expired: a repeat then creates
+    /// anew, as if the key had never been used.
+    pub expired_before: i64,
+}
+
+/// Runs `create` at most once per `(user, endpoint, key)` within the
+/// retention window: a repeat with the same fingerprint answers the stored
+/// response, a different fingerprint is a 409. Lookup, create and record
+/// happen in one transaction on the single writer connection, so concurrent
+/// repeats cannot both create. An expired record is deleted on lookup, so
+/// expiry is exact even between sweeps.
 pub(crate) fn idempotent(
     conn: &mut Connection,
-    user_id: &str,
-    endpoint: &str,
-    key: Option<&str>,
-    fingerprint: &str,
-    now: i64,
+    scope: &IdemScope<'_>,
     create: impl FnOnce(&Transaction<'_>) -> Result<Value, ApiError>,
 ) -> Result<Value, ApiError> {
+    let IdemScope {
+        user_id,
+        endpoint,
+        key,
+        fingerprint,
+        now,
+        expired_before,
+    } = *scope;
     let tx = conn.transaction()?;
     if let Some(key) = key {
-        let stored: Option<(String, String)> = tx
-            .query_row(
-                "SELECT fingerprint, response FROM idempotency
+        let stored: Option<(String, String, i64)> = tx
+            .prepare_cached(
+                "SELECT fingerprint, response, created_at FROM idempotency
                  WHERE user_id = ?1 AND endpoint = ?2 AND key = ?3",
-                params![user_id, endpoint, key],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            )?
+            .query_row(params![user_id, endpoint, key], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .optional()?;
+        let stored = match stored {
+            Some((_, _, created_at)) if created_at < expired_before => {
+                tx.execute(
+                    "DELETE FROM idempotency WHERE user_id = ?1 AND endpoint = ?2 AND key = ?3",
+                    params![user_id, endpoint, key],
+                )?;
+                None
+            }
+            other => other.map(|(fp, response, _)| (fp, response)),
+        };
         if let Some((stored_fp, response)) = stored {
             if stored_fp != fingerprint {
                 return Err(ApiError::new(
@@ -181,11 +357,18 @@ pub(crate) fn idempotent(
     }
     let value = create(&tx)?;
     if let Some(key) = key {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO idempotency (user_id, endpoint, key, fingerprint, response, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![user_id, endpoint, key, fingerprint, value.to_string(), now],
-        )?;
+        )?
+        .execute(params![
+            user_id,
+            endpoint,
+            key,
+            fingerprint,
+            value.to_string(),
+            now
+        ])?;
     }
     tx.commit()?;
     Ok(value)
@@ -219,20 +402,22 @@ pub(crate) fn insert_task(
     now: i64,
 ) -> Result<Value, ApiError> {
     let id = new_id("task");
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO tasks (id, user_id, title, description, status, metadata, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
-            id,
-            user_id,
-            t.title,
-            t.description,
-            t.status,
-            t.metadata.as_ref().map(Value::to_string),
-            now
-        ],
-    )?;
-    Ok(tx.query_row("SELECT * FROM tasks WHERE id = ?1", [&id], task_json)?)
+    )?
+    .execute(params![
+        id,
+        user_id,
+        t.title,
+        t.description,
+        t.status,
+        t.metadata.as_ref().map(Value::to_string),
+        now
+    ])?;
+    Ok(tx
+        .prepare_cached("SELECT * FROM tasks WHERE id = ?1")?
+        .query_row([&id], task_json)?)
 }
 
 /// One page of rows after `after` (a sequence number), as `{items, next_cursor}`.
@@ -260,19 +445,32 @@ fn page(
     Ok(json!({ "items": items, "next_cursor": next }))
 }
 
+/// One page of the tenant's tasks; with `title`, only tasks with exactly
+/// that title (the contract's optional `task_title_filter`).
 pub(crate) fn list_tasks(
     conn: &Connection,
     user_id: &str,
+    title: Option<&str>,
     after: i64,
     limit: u32,
 ) -> Result<Value, ApiError> {
-    page(
-        conn,
-        "SELECT * FROM tasks WHERE user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-        &[&user_id, &after, &(i64::from(limit) + 1)],
-        limit,
-        task_json,
-    )
+    let rows = i64::from(limit) + 1;
+    match title {
+        None => page(
+            conn,
+            "SELECT * FROM tasks WHERE user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            &[&user_id, &after, &rows],
+            limit,
+            task_json,
+        ),
+        Some(title) => page(
+            conn,
+            "SELECT * FROM tasks WHERE user_id = ?1 AND title = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
+            &[&user_id, &title, &after, &rows],
+            limit,
+            task_json,
+        ),
+    }
 }
 
 /// Whether `task_id` belongs to `user_id` (another tenant's task is
@@ -321,10 +519,11 @@ pub(crate) fn insert_message(
         return Err(ApiError::not_found("task not found"));
     }
     let id = new_id("msg");
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO messages (id, user_id, task_id, content, actor_type, actor_id, agent_role, attachments, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
+    )?
+    .execute(params![
             id,
             user_id,
             m.task_id,
@@ -334,9 +533,10 @@ pub(crate) fn insert_message(
             m.agent_role,
             m.attachments.as_ref().map(Value::to_string),
             now
-        ],
-    )?;
-    Ok(tx.query_row("SELECT * FROM messages WHERE id = ?1", [&id], message_json)?)
+        ])?;
+    Ok(tx
+        .prepare_cached("SELECT * FROM messages WHERE id = ?1")?
+        .query_row([&id], message_json)?)
 }
 
 pub(crate) fn list_messages(
@@ -387,16 +587,16 @@ pub(crate) fn insert_document(
         return Err(ApiError::not_found("task not found"));
     }
     let id = new_id("doc");
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO documents (id, user_id, task_id, title, content, doc_type, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![id, user_id, d.task_id, d.title, d.content, d.doc_type, now],
-    )?;
-    Ok(tx.query_row(
-        "SELECT * FROM documents WHERE id = ?1",
-        [&id],
-        document_json,
-    )?)
+    )?
+    .execute(params![
+        id, user_id, d.task_id, d.title, d.content, d.doc_type, now
+    ])?;
+    Ok(tx
+        .prepare_cached("SELECT * FROM documents WHERE id = ?1")?
+        .query_row([&id], document_json)?)
 }
 
 pub(crate) fn list_documents(
@@ -418,60 +618,110 @@ pub(crate) fn list_documents(
     )
 }
 
+/// A notification to queue (already validated).
+pub(crate) struct NewNotificationRow {
+    pub session_key: String,
+    pub content: String,
+    /// Task the reply belongs on, passed through to the delivery.
+    pub task_id: Option<String>,
+    /// Object passed through to the delivery.
+    pub metadata: Option<Value>,
+}
+
 /// Queues a notification for dispatch.
 pub(crate) fn insert_notification(
     tx: &Transaction<'_>,
     user_id: &str,
-    session_key: &str,
-    content: &str,
+    n: &NewNotificationRow,
     now: i64,
 ) -> Result<Value, ApiError> {
     let id = new_id("ntf");
-    tx.execute(
-        "INSERT INTO notifications (id, user_id, session_key, content, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![id, user_id, session_key, content, now],
-    )?;
-    Ok(json!({
+    tx.prepare_cached(
+        "INSERT INTO notifications (id, user_id, session_key, content, task_id, metadata, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+            id,
+            user_id,
+            n.session_key,
+            n.content,
+            n.task_id,
+            n.metadata.as_ref().map(Value::to_string),
+            now
+        ])?;
+    let mut v = json!({
         "notification_id": id,
         "user_id": user_id,
-        "session_key": session_key,
-        "content": content,
+        "session_key": n.session_key,
+        "content": n.content,
         "created_at": rfc3339(now),
-    }))
+    });
+    add_optional(
+        &mut v,
+        n.task_id.clone().map(Value::String),
+        n.metadata.clone(),
+    );
+    Ok(v)
 }
 
-/// Pending deliveries, oldest first: at most `limit_users` distinct users and
-/// `limit_notifications` per user.
+/// Adds `task_id` and `metadata` to a delivery when present (absent keys
+/// rather than nulls, as the contract's optional fields).
+fn add_optional(v: &mut Value, task_id: Option<Value>, metadata: Option<Value>) {
+    if let Some(map) = v.as_object_mut() {
+        if let Some(t) = task_id {
+            map.insert("task_id".into(), t);
+        }
+        if let Some(m) = metadata {
+            map.insert("metadata".into(), m);
+        }
+    }
+}
+
+/// Pending deliveries, fair across tenants: the `limit_users` users whose
+/// oldest pending notification is oldest, then up to `limit_notifications`
+/// of each, oldest first. (The old single scan of the oldest 10,000 rows let
+/// one tenant with many stuck notifications hide every other tenant.) Both
+/// queries read the partial index of pending notifications only.
 pub(crate) fn undelivered(
     conn: &Connection,
     limit_users: usize,
     limit_notifications: usize,
 ) -> Result<Value, ApiError> {
+    let users: Vec<String> = {
+        let mut stmt = conn.prepare_cached(
+            "SELECT user_id FROM notifications WHERE delivered_at IS NULL
+             GROUP BY user_id ORDER BY MIN(seq) LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([i64::try_from(limit_users).unwrap_or(i64::MAX)], |r| {
+            r.get(0)
+        })?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
     let mut stmt = conn.prepare_cached(
-        "SELECT id, user_id, session_key, content FROM notifications
-         WHERE delivered_at IS NULL ORDER BY seq LIMIT 10000",
+        "SELECT id, user_id, session_key, content, task_id, metadata FROM notifications
+         WHERE user_id = ?1 AND delivered_at IS NULL ORDER BY seq LIMIT ?2",
     )?;
-    let mut rows = stmt.query([])?;
-    let mut per_user: BTreeMap<String, usize> = BTreeMap::new();
     let mut deliveries = Vec::new();
-    while let Some(r) = rows.next()? {
-        let user: String = r.get(1)?;
-        let known = per_user.contains_key(&user);
-        if !known && per_user.len() >= limit_users {
-            continue;
+    for user in &users {
+        let mut rows = stmt.query(params![
+            user,
+            i64::try_from(limit_notifications).unwrap_or(i64::MAX)
+        ])?;
+        while let Some(r) = rows.next()? {
+            let mut v = json!({
+                "notification_id": r.get::<_, String>(0)?,
+                "user_id": r.get::<_, String>(1)?,
+                "session_key": r.get::<_, String>(2)?,
+                "content": r.get::<_, String>(3)?,
+            });
+            let metadata: Option<String> = r.get(5)?;
+            add_optional(
+                &mut v,
+                r.get::<_, Option<String>>(4)?.map(Value::String),
+                metadata.and_then(|m| serde_json::from_str(&m).ok()),
+            );
+            deliveries.push(v);
         }
-        let count = per_user.entry(user.clone()).or_insert(0);
-        if *count >= limit_notifications {
-            continue;
-        }
-        *count += 1;
-        deliveries.push(json!({
-            "notification_id": r.get::<_, String>(0)?,
-            "user_id": user,
-            "session_key": r.get::<_, String>(2)?,
-            "content": r.get::<_, String>(3)?,
-        }));
     }
     Ok(json!({ "deliveries": deliveries }))
 }
@@ -587,10 +837,108 @@ mod tests {
         }
     }
 
+    fn open_file(dir: &std::path::Path) -> Store {
+        Store::open(&DbLocation::File(dir.join("t.db")), Duration::from_secs(60)).expect("opens")
+    }
+
+    /// Reads use their own connections: an open write transaction (the
+    /// writer's mutex held, a row inserted but not committed) neither blocks
+    /// them nor shows them the uncommitted row.
+    #[tokio::test]
+    #[expect(
+        clippy::await_holding_lock,
+        reason = "the test holds the writer on purpose while a read runs"
+    )]
+    async fn reads_do_not_wait_for_the_writer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open_file(dir.path());
+        let writer = Arc::clone(&store.writer);
+        let guard = writer.lock().expect("lock");
+        guard
+            .execute_batch(
+                "BEGIN IMMEDIATE; INSERT INTO tasks (id, user_id, title, status, created_at)
+                 VALUES ('t1', 'u1', 'pending', 'open', 0);",
+            )
+            .expect("insert");
+        let count = tokio::time::timeout(
+            Duration::from_secs(30),
+            store.read(|conn| {
+                Ok(conn.query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get::<_, i64>(0))?)
+            }),
+        )
+        .await
+        .expect("a read must not wait for the writer")
+        .expect("read");
+        assert_eq!(count, 0);
+        guard.execute_batch("COMMIT").expect("commit");
+        drop(guard);
+        let count = store
+            .read(|conn| {
+                Ok(conn.query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get::<_, i64>(0))?)
+            })
+            .await
+            .expect("read");
+        assert_eq!(count, 1);
+    }
+
+    #[test]
+    fn readers_cannot_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open_file(dir.path());
+        let reader = store.readers[0].lock().expect("lock");
+        assert!(reader.execute_batch("DELETE FROM tasks").is_err());
+    }
+
+    #[test]
+    fn sweep_deletes_a_bounded_batch_of_expired_records() {
+        let store = Store::open(&DbLocation::Memory, Duration::from_secs(60)).expect("opens");
+        let conn = store.writer.lock().expect("lock");
+        for i in 0..5 {
+            conn.execute(
+                "INSERT INTO idempotency (user_id, endpoint, key, fingerprint, response, created_at)
+                 VALUES ('u', 'tasks', ?1, 'fp', '{}', ?2)",
+                params![format!("k{i}"), i * 10],
+            )
+            .expect("insert");
+        }
+        // Records created before 25: k0, k1, k2; two per sweep.
+        assert_eq!(sweep_idempotency(&conn, 25, 2).expect("sweep"), 2);
+        assert_eq!(sweep_idempotency(&conn, 25, 2).expect("sweep"), 1);
+        assert_eq!(sweep_idempotency(&conn, 25, 2).expect("sweep"), 0);
+        let left: i64 = conn
+            .query_row("SELECT COUNT(*) FROM idempotency", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(left, 2);
+    }
+
+    #[test]
+    fn an_older_database_gains_the_new_columns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(
+                "CREATE TABLE notifications (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+                 user_id TEXT NOT NULL, session_key TEXT NOT NULL, content TEXT NOT NULL,
+                 created_at INTEGER NOT NULL, delivered_at INTEGER);",
+            )
+            .expect("old schema");
+        }
+        let store =
+            Store::open(&DbLocation::File(path), Duration::from_secs(60)).expect("migrates");
+        let conn = store.writer.lock().expect("lock");
+        conn.execute(
+            "INSERT INTO notifications (id, user_id, session_key, content, task_id, metadata, created_at)
+             VALUES ('n', 'u', 's', 'c', 't', '{}', 0)",
+            [],
+        )
+        .expect("new columns exist");
+    }
+
     #[test]
     fn idempotency_is_per_user_and_endpoint() {
-        let store = Store::open(&DbLocation::Memory).expect("opens");
-        let mut conn = store.conn.lock().expect("lock");
+        let store = Store::open(&DbLocation::Memory, Duration::from_secs(60)).expect("opens");
+        let mut conn = store.writer.lock().expect("lock");
         let row = NewTaskRow {
             title: "t".into(),
             description: None,
@@ -598,9 +946,15 @@ mod tests {
             metadata: None,
         };
         let mut create = |user: &str, endpoint: &str, fp: &str| {
-            idempotent(&mut conn, user, endpoint, Some("k"), fp, 1, |tx| {
-                insert_task(tx, user, &row, 1)
-            })
+            let scope = IdemScope {
+                user_id: user,
+                endpoint,
+                key: Some("k"),
+                fingerprint: fp,
+                now: 1,
+                expired_before: 0,
+            };
+            idempotent(&mut conn, &scope, |tx| insert_task(tx, user, &row, 1))
         };
         let a = create("u1", "tasks", "fp").expect("created");
         assert_eq!(create("u1", "tasks", "fp").expect("repeat")["id"], a["id"]);

@@ -21,16 +21,23 @@ use crate::support::*;
 #[derive(Default)]
 struct Lenient {
     check_auth: bool,
+    /// Advertise `task_title_filter` (and still ignore `?title=`).
+    title_filter: bool,
     tasks: Mutex<Vec<(String, String, Option<String>)>>,
 }
 
 async fn start_lenient(check_auth: bool) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let state = Arc::new(Lenient {
+    start_lenient_with(Lenient {
         check_auth,
         ..Lenient::default()
-    });
+    })
+    .await
+}
+
+async fn start_lenient_with(state: Lenient) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let state = Arc::new(state);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -75,7 +82,7 @@ async fn lenient(state: &Lenient, req: Request<hyper::body::Incoming>) -> Respon
     let body: Value = serde_json::from_slice(&body).unwrap_or(json!({}));
     let text = |v: &Value, k: &str| v[k].as_str().map(str::to_owned);
     match (method.as_str(), path.trim_start_matches("/api/mission-control/")) {
-        ("GET", "capabilities") => reply(200, json!({"contract_version": "v1", "features": {"tasks": true, "messages": true, "documents": true}}).to_string()),
+        ("GET", "capabilities") => reply(200, json!({"contract_version": "v1", "features": {"tasks": true, "messages": true, "documents": true, "task_title_filter": state.title_filter}}).to_string()),
         ("GET", "tasks") => {
             let items: Vec<Value> = state.tasks.lock().unwrap().iter().map(|(id, title, _)| json!({"id": id, "title": title, "status": "open"})).collect();
             reply(200, json!({"items": items}).to_string())
@@ -159,6 +166,25 @@ async fn ignoring_auth_tenancy_and_validation_fails_those_checks() {
     report.write(dir.path()).unwrap();
     let xml = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
     assert_eq!(xml.matches("<failure ").count(), 9, "{xml}");
+}
+
+#[tokio::test]
+async fn an_advertised_title_filter_that_filters_nothing_fails() {
+    let url = start_lenient_with(Lenient {
+        title_filter: true,
+        ..Lenient::default()
+    })
+    .await;
+    let report = wombat_conformance::run(&secret_config(&url)).await.unwrap();
+    assert_eq!(outcome(&report, "task_title_filter"), Outcome::Fail);
+    let text = message(&report, "task_title_filter");
+    assert!(text.contains("GET tasks?title="), "{text}");
+    // Not advertised (the other lenient backend): skipped, not failed.
+    let plain = start_lenient(false).await;
+    let report = wombat_conformance::run(&secret_config(&plain))
+        .await
+        .unwrap();
+    assert_eq!(outcome(&report, "task_title_filter"), Outcome::Skip);
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use wombat_controlplane::jwt;
 
 use crate::support::*;
 
-const ALL_CHECKS: [&str; 22] = [
+const ALL_CHECKS: [&str; 23] = [
     "capabilities",
     "create_task",
     "create_task_idempotent",
@@ -27,6 +27,7 @@ const ALL_CHECKS: [&str; 22] = [
     "notifications_dispatch",
     "events_sse",
     "tool_requests",
+    "task_title_filter",
     "error_bodies",
 ];
 
@@ -62,14 +63,14 @@ async fn every_check_passes_and_reports_are_written() {
             .unwrap();
     assert_eq!(json["success"], true);
     assert_eq!(json["summary"]["failed"], 0);
-    assert_eq!(json["summary"]["passed"], 20);
-    assert_eq!(json["checks"].as_array().unwrap().len(), 22);
+    assert_eq!(json["summary"]["passed"], 21);
+    assert_eq!(json["checks"].as_array().unwrap().len(), 23);
     assert_eq!(json["auth_mode"], "secret");
     let xml = std::fs::read_to_string(out.join("junit.xml")).unwrap();
     assert!(xml.starts_with("<?xml"));
-    assert_eq!(xml.matches("<testcase ").count(), 22);
+    assert_eq!(xml.matches("<testcase ").count(), 23);
     assert!(
-        xml.contains("tests=\"22\" failures=\"0\" skipped=\"2\""),
+        xml.contains("tests=\"23\" failures=\"0\" skipped=\"2\""),
         "{xml}"
     );
     assert!(!xml.contains(SECRET) && !json.to_string().contains(SECRET));

@@ -320,3 +320,86 @@ async fn find_or_create_sends_the_deterministic_key() {
     assert_eq!(posts[0].body["metadata"], json!({"k": 1}));
     assert_eq!(posts[0].body["status"], "in_progress");
 }
+
+/// GET `/tasks` calls the proxy saw, as their query strings.
+fn task_lists(proxy: &ProxyState) -> Vec<String> {
+    proxy
+        .seen("/api/mission-control/tasks")
+        .into_iter()
+        .filter(|s| s.method == "GET")
+        .map(|s| s.query)
+        .collect()
+}
+
+#[tokio::test]
+async fn titled_lookups_use_the_title_filter_and_then_the_cache() {
+    let server = start_memory().await;
+    let (addr, proxy) = proxy(server.url()).await;
+    let cp = client(&format!("http://{addr}"));
+    let agent = cp.agent("erin", "agent");
+    // 120 tasks: paging would take three list calls to reach the last one.
+    for i in 1..=120 {
+        agent.create_task(new_task(&format!("t{i}"))).await.unwrap();
+    }
+    let first = agent.find_or_create_task("t120", None, None).await.unwrap();
+    assert_eq!(first.title, "t120");
+    assert_eq!(task_lists(&proxy), ["limit=50&title=t120"]);
+    assert_eq!(proxy.seen("/api/mission-control/capabilities").len(), 1);
+
+    // The second titled lookup costs no backend call at all.
+    let again = agent.find_or_create_task("t120", None, None).await.unwrap();
+    assert_eq!(again.id, first.id);
+    assert_eq!(task_lists(&proxy).len(), 1, "no list call on a cache hit");
+    assert_eq!(proxy.seen("/api/mission-control/capabilities").len(), 1);
+    // Another tenant does not share the entry.
+    let other = cp.agent("frank", "agent");
+    let theirs = other.find_or_create_task("t120", None, None).await.unwrap();
+    assert_ne!(theirs.id, first.id);
+    // Capabilities were learned once per process, not per tenant.
+    assert_eq!(proxy.seen("/api/mission-control/capabilities").len(), 1);
+    assert_eq!(cp.cached_tasks(), 2);
+}
+
+#[tokio::test]
+async fn a_404_for_a_cached_task_drops_the_entry() {
+    let server = start_memory().await;
+    let (addr, proxy) = proxy(server.url()).await;
+    let cp = client(&format!("http://{addr}"));
+    let agent = cp.agent("gina", "agent");
+    let task = agent.find_or_create_task("Gone", None, None).await.unwrap();
+    agent.find_or_create_task("Gone", None, None).await.unwrap();
+    assert_eq!(task_lists(&proxy).len(), 1);
+    assert_eq!(cp.cached_tasks(), 1);
+
+    proxy.inject("/api/mission-control/messages", Fault::Reject404);
+    let err = agent
+        .post_message(message(&task.id, "to a deleted task"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Status { status: 404, .. }), "{err:?}");
+    assert_eq!(cp.cached_tasks(), 0);
+    // The next titled lookup asks the backend again.
+    agent.find_or_create_task("Gone", None, None).await.unwrap();
+    assert_eq!(task_lists(&proxy).len(), 2);
+}
+
+#[tokio::test]
+async fn without_the_filter_the_client_pages_and_checks_titles_itself() {
+    // A backend that does not advertise the filter: a proxy that strips
+    // `task_title_filter` from the capabilities is overkill; instead a
+    // capabilities failure makes the client fall back to paging.
+    let server = start_memory().await;
+    let (addr, proxy) = proxy(server.url()).await;
+    let agent = client(&format!("http://{addr}")).agent("hank", "agent");
+    for i in 1..=60 {
+        agent.create_task(new_task(&format!("p{i}"))).await.unwrap();
+    }
+    for _ in 0..3 {
+        proxy.inject("/api/mission-control/capabilities", Fault::Reject503);
+    }
+    let found = agent.find_task_by_title("p60").await.unwrap().unwrap();
+    assert_eq!(found.title, "p60");
+    let lists = task_lists(&proxy);
+    assert_eq!(lists.len(), 2, "{lists:?}");
+    assert!(lists.iter().all(|q| !q.contains("title=")), "{lists:?}");
+}

@@ -9,4 +9,5 @@ mod client;
 mod connections;
 mod docs;
 mod openapi;
+mod scale;
 mod support;

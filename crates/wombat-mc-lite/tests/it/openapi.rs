@@ -315,6 +315,22 @@ fn spec_is_well_formed_and_its_examples_match_its_schemas() {
             );
             gated_flags.insert(flag.clone());
         }
+        // An optional parameter of a required operation may be gated too
+        // (`title` of `GET tasks`, by `task_title_filter`).
+        for param in op.raw["parameters"].as_array().into_iter().flatten() {
+            let param = resolve(&spec, param);
+            if let Some(flag) = param["x-wombat-feature"].as_str() {
+                assert!(
+                    param["required"] != json!(true),
+                    "{label}: a gated parameter must be optional"
+                );
+                assert!(
+                    features["properties"][flag].is_object(),
+                    "{label}: unknown capabilities flag {flag}"
+                );
+                gated_flags.insert(flag.to_owned());
+            }
+        }
         if op.auth != Auth::None {
             assert!(
                 op.raw["responses"]["401"].is_object(),

@@ -123,6 +123,8 @@ pub enum Fault {
     Reject429,
     /// Answer 503 without forwarding.
     Reject503,
+    /// Answer 404 `task not found` without forwarding.
+    Reject404,
 }
 
 /// A request the proxy saw.
@@ -130,6 +132,8 @@ pub enum Fault {
 pub struct Seen {
     pub method: String,
     pub path: String,
+    /// The raw query string (empty when none).
+    pub query: String,
     pub body: Value,
     pub token: Option<String>,
 }
@@ -194,6 +198,7 @@ async fn forward(
 ) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let req_query = req.uri().query().unwrap_or_default().to_owned();
     let path_and_query = req
         .uri()
         .path_and_query()
@@ -207,6 +212,7 @@ async fn forward(
     st.seen.lock().unwrap().push(Seen {
         method: method.to_string(),
         path: path.clone(),
+        query: req_query,
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         token,
     });
@@ -225,6 +231,14 @@ async fn forward(
     };
     match fault {
         Some(Fault::Reject503) => return unavailable(),
+        Some(Fault::Reject404) => {
+            return Response::builder()
+                .status(404)
+                .body(Full::new(Bytes::from_static(
+                    br#"{"error":"task not found","code":"not_found"}"#,
+                )))
+                .unwrap();
+        }
         Some(Fault::Reject429) => {
             return Response::builder()
                 .status(429)
