@@ -242,9 +242,11 @@ mod tests {
             ("AGENT_JWT_SECRET", "s3cret"),
         ]))
         .expect("valid");
+        // The embedded backend of `wombat serve` (MC_LITE_PORT 9001), not
+        // 0.1.0's separate backend on 8000.
         assert_eq!(
             (c.backend_url.as_str(), c.role.as_str(), c.timezone.as_str()),
-            (DEFAULT_BACKEND_URL, "agent", "UTC")
+            ("http://localhost:9001", "agent", "UTC")
         );
         let e = HeartbeatConfig::from_settings(&settings(&[("AGENT_JWT_SECRET", "s")]))
             .expect_err("no user");

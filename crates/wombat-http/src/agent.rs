@@ -435,7 +435,7 @@ async fn persist(
     let agent = backend.client.agent(p.key.user_id(), p.key.role());
     // A dispatched notification's reply is keyed by the notification id, so
     // a redelivery (acknowledgement lost) cannot store a second message.
-    let derived = notification_id(p).map(wombat_controlplane::notification_message_key);
+    let derived = notification_id(p).map(|id| wombat_controlplane::notification_message_key(&id));
     let request_key = derived.as_deref().unwrap_or(request_key);
     let message = agent
         .post_message(NewMessage {

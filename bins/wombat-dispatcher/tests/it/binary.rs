@@ -150,3 +150,64 @@ async fn sigterm_stops_the_loop_cleanly() {
     assert_eq!(status.code(), Some(0), "{status:?}");
     backend.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_and_version_have_no_side_effects() {
+    // Valid settings pointing at fakes that record every request: none may
+    // arrive, and no file may appear in the working directory.
+    let backend = crate::support::fake_backend(Vec::new()).await;
+    let daemon = crate::support::Fake::start(|_| (200, serde_json::json!({}))).await;
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dispatcher-bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let before: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let (b, d) = (backend.url.clone(), daemon.url.clone());
+    let outputs = tokio::task::spawn_blocking(move || {
+        [
+            &["--help"][..],
+            &["-h"][..],
+            &["--version"][..],
+            &["-V"][..],
+        ]
+        .into_iter()
+        .map(|args| {
+            (
+                args,
+                run(
+                    args,
+                    &[
+                        ("BACKEND_URL", b.as_str()),
+                        ("INTERNAL_TOKEN", INTERNAL),
+                        ("AGENT_DAEMON_URL", d.as_str()),
+                    ],
+                ),
+            )
+        })
+        .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for (args, out) in outputs {
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        if args[0] == "--version" || args[0] == "-V" {
+            assert_eq!(
+                text.trim(),
+                format!("wombat-dispatcher {}", env!("CARGO_PKG_VERSION"))
+            );
+        } else {
+            assert!(text.contains("Usage"), "{args:?}: {text}");
+        }
+    }
+    let after: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(before, after, "no files created");
+    assert!(backend.seen("/").is_empty(), "no backend call");
+    assert!(daemon.seen("/").is_empty(), "no daemon call");
+}

@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
+use serde_json::{Value, json};
+
 use crate::support::{
-    Daemon, INTERNAL, dispatcher, enqueue, free_port, messages_of, settings, start_backend,
-    undelivered,
+    Daemon, INTERNAL, dispatcher, enqueue, free_port, messages_of, read_as, settings,
+    start_backend, undelivered,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,6 +211,104 @@ async fn the_loop_keeps_polling_until_shutdown() {
     let _ = stop.send(());
     let last = loop_task.await.unwrap().unwrap();
     assert!(last.is_some());
+    daemon.stop().await;
+    backend.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_without_a_default_task_gets_the_reply_on_the_right_task() {
+    let backend = start_backend().await;
+    let daemon = Daemon::start_without_default_task(&backend.url()).await;
+    // A task the backend wants the reply on.
+    let token = wombat_controlplane::jwt::mint(
+        &crate::support::jwt_config(),
+        "ivy",
+        "agent",
+        None,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let task: Value = reqwest::Client::new()
+        .post(format!("{}/api/mission-control/tasks", backend.url()))
+        .header("X-Agent-Token", token)
+        .json(&json!({"title": "Release 1.2"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let task_id = task["id"].as_str().unwrap();
+    wombat_mc_lite::enqueue_notification_with(
+        &backend.url(),
+        INTERNAL,
+        "ivy",
+        "user:ivy:agent",
+        "about the release",
+        Some(task_id),
+        Some(&json!({"source": "ci"})),
+    )
+    .await
+    .unwrap();
+    enqueue(&backend, "ivy", "a plain notification").await;
+
+    let d = dispatcher(&backend.url(), &daemon.url, &[]);
+    let report = d.tick().await.unwrap();
+    assert_eq!(
+        (report.deliveries, report.delivered, report.failed),
+        (2, 2, 0),
+        "first try, no WOMBAT_DEFAULT_TASK"
+    );
+    let on_task = read_as(&backend, "ivy", &format!("tasks/{task_id}/messages")).await;
+    let contents: Vec<&str> = on_task["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert!(
+        contents.len() == 1 && contents[0].contains("about the release"),
+        "{contents:?}"
+    );
+    let default = messages_of(&backend, "ivy", "Notifications").await;
+    assert!(
+        default.len() == 1 && default[0].contains("a plain notification"),
+        "{default:?}"
+    );
+    daemon.stop().await;
+    backend.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_notification_stores_one_reply() {
+    let backend = start_backend().await;
+    let daemon = Daemon::start(&backend.url()).await;
+    let id = enqueue(&backend, "jo", "answer me once").await;
+    let d = dispatcher(&backend.url(), &daemon.url, &[]);
+    assert_eq!(d.tick().await.unwrap().delivered, 1);
+    // The acknowledgement was lost and the dispatcher restarted: it sends
+    // the same delivery again, as it would.
+    let body = json!({
+        "user_id": "jo",
+        "session_key": "user:jo:agent",
+        "message": "answer me once",
+        "metadata": {"type": "mc.notification", "notification_id": id},
+        "task_title": "Notifications",
+    });
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/agents/send", daemon.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert!(status.is_success(), "{status} {text}");
+    let replies = messages_of(&backend, "jo", "Notifications").await;
+    assert_eq!(replies.len(), 1, "{replies:?}");
     daemon.stop().await;
     backend.shutdown().await;
 }

@@ -75,6 +75,7 @@ async fn sends_the_documented_request_and_acknowledges_after_acceptance() {
             "session_key": "user:u/1:agent",
             "message": "hello",
             "metadata": {"type": "mc.notification", "notification_id": "n 1"},
+            "task_title": "Notifications",
         })
     );
     assert_eq!(
@@ -98,7 +99,7 @@ async fn no_daemon_key_header_without_a_key() {
 }
 
 #[tokio::test]
-async fn malformed_deliveries_count_as_failed_and_are_skipped() {
+async fn malformed_deliveries_are_given_up_when_they_can_be_acknowledged() {
     let backend = fake_backend(vec![
         delivery("n1", "u1", "one"),
         json!({"notification_id": "bad-1", "user_id": "u1", "content": "no session"}),
@@ -112,8 +113,13 @@ async fn malformed_deliveries_count_as_failed_and_are_skipped() {
     let d = dispatcher(&backend.url, &daemon.url, &[]);
     let report = d.tick().await.unwrap();
     assert_eq!(
-        (report.deliveries, report.delivered, report.failed),
-        (6, 2, 4)
+        (
+            report.deliveries,
+            report.delivered,
+            report.failed,
+            report.given_up
+        ),
+        (6, 2, 4, 2)
     );
     let messages: Vec<Value> = daemon
         .seen("/api/agents/send")
@@ -121,18 +127,174 @@ async fn malformed_deliveries_count_as_failed_and_are_skipped() {
         .map(|s| s.body["message"].clone())
         .collect();
     assert_eq!(messages, [json!("one"), json!("two")]);
+    let mut acks = acked(&backend);
+    acks.sort();
+    // The two that name an id and a user are acknowledged (given up), so
+    // they stop taking a slot of u1's and u2's queues.
     assert_eq!(
-        acked(&backend),
+        acks,
         [
+            "/api/mission-control/dispatch/notifications/bad-1/deliver?user_id=u1",
+            "/api/mission-control/dispatch/notifications/bad-3/deliver?user_id=u2",
             "/api/mission-control/dispatch/notifications/n1/deliver?user_id=u1",
             "/api/mission-control/dispatch/notifications/n2/deliver?user_id=u1",
         ]
     );
 
-    // The malformed ones stay queued and fail again, never sent or acked.
+    // The two that cannot be acknowledged stay queued and fail again,
+    // never sent.
     let again = d.tick().await.unwrap();
-    assert_eq!((again.deliveries, again.delivered, again.failed), (4, 0, 4));
+    assert_eq!(
+        (
+            again.deliveries,
+            again.delivered,
+            again.failed,
+            again.given_up
+        ),
+        (2, 0, 2, 0)
+    );
     assert_eq!(daemon.seen("/api/agents/send").len(), 2);
+}
+
+#[tokio::test]
+async fn a_permanent_refusal_is_given_up_and_does_not_block_the_user() {
+    let backend = fake_backend(vec![
+        delivery("a1", "alice", "refused"),
+        delivery("a2", "alice", "fine"),
+    ])
+    .await;
+    let daemon = Fake::start(|req| {
+        if req.body["message"] == "refused" {
+            (400, json!({"error": "message must not be empty"}))
+        } else {
+            (200, json!({"status": "ok"}))
+        }
+    })
+    .await;
+    let d = dispatcher(&backend.url, &daemon.url, &[]);
+    let report = d.tick().await.unwrap();
+    assert_eq!(
+        (
+            report.deliveries,
+            report.delivered,
+            report.failed,
+            report.given_up
+        ),
+        (2, 1, 1, 1)
+    );
+    // Both are off the queue: a1 given up at once, a2 delivered after it.
+    assert_eq!(
+        acked(&backend),
+        [
+            "/api/mission-control/dispatch/notifications/a1/deliver?user_id=alice",
+            "/api/mission-control/dispatch/notifications/a2/deliver?user_id=alice",
+        ]
+    );
+    let line: Value = serde_json::from_str(&report.log_line()).unwrap();
+    assert_eq!(line["given_up"], 1);
+    // Nothing is left to retry.
+    let again = d.tick().await.unwrap();
+    assert_eq!(again.deliveries, 0);
+    assert_eq!(daemon.seen("/api/agents/send").len(), 2);
+}
+
+#[tokio::test]
+async fn a_delivery_that_keeps_failing_is_given_up_after_max_attempts() {
+    let backend = fake_backend(vec![delivery("n1", "u1", "boom")]).await;
+    let daemon = Fake::start(|_| (500, json!({"error": "llm exploded"}))).await;
+    let d = dispatcher(&backend.url, &daemon.url, &[("DISPATCH_MAX_ATTEMPTS", "3")]);
+    for attempt in 1..=2 {
+        let r = d.tick().await.unwrap();
+        assert_eq!((r.failed, r.given_up), (1, 0), "attempt {attempt}");
+        assert!(acked(&backend).is_empty());
+        assert_eq!(d.failures_of("n1"), attempt);
+    }
+    let third = d.tick().await.unwrap();
+    assert_eq!((third.failed, third.given_up), (1, 1));
+    assert_eq!(
+        acked(&backend),
+        ["/api/mission-control/dispatch/notifications/n1/deliver?user_id=u1"]
+    );
+    assert_eq!(d.failures_of("n1"), 0);
+    assert_eq!(d.tick().await.unwrap().deliveries, 0);
+}
+
+#[tokio::test]
+async fn refused_credentials_never_give_a_notification_up() {
+    let backend = fake_backend(vec![delivery("n1", "u1", "hi")]).await;
+    let daemon = Fake::start(|_| (401, json!({"error": "invalid daemon key"}))).await;
+    let d = dispatcher(&backend.url, &daemon.url, &[("DISPATCH_MAX_ATTEMPTS", "1")]);
+    for _ in 0..3 {
+        let r = d.tick().await.unwrap();
+        assert_eq!((r.failed, r.given_up), (1, 0));
+    }
+    assert!(acked(&backend).is_empty(), "a wrong key must not drop work");
+}
+
+#[tokio::test]
+async fn after_a_lost_acknowledgement_the_next_tick_only_acknowledges() {
+    let daemon = ok_daemon().await;
+    let acks = Arc::new(Mutex::new(0u32));
+    let seen_acks = Arc::clone(&acks);
+    let backend = Fake::start(move |req| {
+        if req.path_and_query.contains("/undelivered") {
+            return (200, json!({"deliveries": [delivery("n1", "u1", "hi")]}));
+        }
+        let mut n = seen_acks.lock().unwrap();
+        *n += 1;
+        if *n == 1 {
+            (404, json!({"error": "lost"}))
+        } else {
+            (200, json!({"status": "delivered"}))
+        }
+    })
+    .await;
+    let d = dispatcher(&backend.url, &daemon.url, &[]);
+    let first = d.tick().await.unwrap();
+    assert_eq!((first.delivered, first.failed), (0, 1));
+    let second = d.tick().await.unwrap();
+    assert_eq!((second.delivered, second.failed), (1, 0));
+    assert_eq!(*acks.lock().unwrap(), 2);
+    assert_eq!(
+        daemon.seen("/api/agents/send").len(),
+        1,
+        "the daemon already answered; it is not asked twice"
+    );
+}
+
+#[tokio::test]
+async fn task_id_and_metadata_of_a_delivery_are_forwarded() {
+    let mut with_task = delivery("n1", "u1", "on a task");
+    with_task["task_id"] = json!(42);
+    with_task["metadata"] = json!({"source": "ci", "type": "spoofed", "notification_id": "x"});
+    let backend = fake_backend(vec![with_task, delivery("n2", "u1", "plain")]).await;
+    let daemon = ok_daemon().await;
+    let d = dispatcher(
+        &backend.url,
+        &daemon.url,
+        &[("DISPATCH_TASK_TITLE", "Inbox")],
+    );
+    assert_eq!(d.tick().await.unwrap().delivered, 2);
+    let sends = daemon.seen("/api/agents/send");
+    assert_eq!(sends[0].body["task_id"], "42");
+    assert!(sends[0].body.get("task_title").is_none());
+    // Ours win: the daemon keys the reply by notification_id.
+    assert_eq!(
+        sends[0].body["metadata"],
+        json!({"source": "ci", "type": "mc.notification", "notification_id": "n1"})
+    );
+    assert_eq!(sends[1].body["task_title"], "Inbox");
+    assert!(sends[1].body.get("task_id").is_none());
+
+    // An empty DISPATCH_TASK_TITLE sends no title (the daemon's default applies).
+    let backend = fake_backend(vec![delivery("n3", "u1", "plain")]).await;
+    let daemon = ok_daemon().await;
+    dispatcher(&backend.url, &daemon.url, &[("DISPATCH_TASK_TITLE", "")])
+        .tick()
+        .await
+        .unwrap();
+    let body = &daemon.seen("/api/agents/send")[0].body;
+    assert!(body.get("task_title").is_none() && body.get("task_id").is_none());
 }
 
 #[tokio::test]

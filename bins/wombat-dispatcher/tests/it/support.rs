@@ -86,19 +86,30 @@ impl Daemon {
     /// Starts the daemon (echo provider) on `port` in front of `backend_url`;
     /// `None` when the port could not be bound.
     async fn try_start(backend_url: &str, port: u16) -> Option<Self> {
+        Self::try_start_with(backend_url, port, Some("Notifications")).await
+    }
+
+    /// Like `try_start`, with `WOMBAT_DEFAULT_TASK` set only when given.
+    async fn try_start_with(
+        backend_url: &str,
+        port: u16,
+        default_task: Option<&str>,
+    ) -> Option<Self> {
         let example = example_workspace();
         let workspace = example.path().display().to_string();
         let port_text = port.to_string();
-        let s = settings(&[
+        let mut s = settings(&[
             ("WOMBAT_HOST", "127.0.0.1"),
             ("WOMBAT_PORT", &port_text),
             ("BACKEND_URL", backend_url),
             ("AGENT_JWT_SECRET", SECRET),
             ("LLM_PROVIDER", "echo"),
             ("WOMBAT_WORKSPACE", &workspace),
-            ("WOMBAT_DEFAULT_TASK", "Notifications"),
             ("WOMBAT_INCLUDE_TIME_CONTEXT", "false"),
         ]);
+        if let Some(task) = default_task {
+            s.insert("WOMBAT_DEFAULT_TASK".into(), task.into());
+        }
         let (stop, stopped) = oneshot::channel::<()>();
         let mut task = tokio::spawn(async move {
             wombat_server::run(s, async {
@@ -146,6 +157,16 @@ impl Daemon {
     pub async fn start(backend_url: &str) -> Self {
         for _ in 0..10 {
             if let Some(d) = Self::try_start(backend_url, free_port()).await {
+                return d;
+            }
+        }
+        panic!("no free port for the daemon");
+    }
+
+    /// A daemon without `WOMBAT_DEFAULT_TASK`, as after a first install.
+    pub async fn start_without_default_task(backend_url: &str) -> Self {
+        for _ in 0..10 {
+            if let Some(d) = Self::try_start_with(backend_url, free_port(), None).await {
                 return d;
             }
         }

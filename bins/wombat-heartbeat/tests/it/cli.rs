@@ -201,3 +201,78 @@ async fn help_lists_the_modes_and_environment() {
         assert!(help.contains(word), "{word} missing:\n{help}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_backend_is_named_without_credentials() {
+    // A port with nobody listening.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://ops:hunter2@127.0.0.1:{port}/mc?key=k1");
+    let out = run(
+        &[],
+        &[
+            ("BACKEND_URL", url.as_str()),
+            ("AGENT_JWT_SECRET", SECRET),
+            ("USER_ID", "u1"),
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("http://127.0.0.1:{port}/mc")),
+        "the error must name the URL: {err}"
+    );
+    assert!(!err.contains("hunter2") && !err.contains("k1"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_and_version_have_no_side_effects() {
+    // A backend that counts connections: none may be made.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&connections);
+    tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("heartbeat-bin");
+    let before: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    let env = [
+        ("BACKEND_URL", url.as_str()),
+        ("AGENT_JWT_SECRET", SECRET),
+        ("USER_ID", "u1"),
+    ];
+    for args in [
+        &["--help"][..],
+        &["-h"][..],
+        &["--version"][..],
+        &["-V"][..],
+        &["standup", "--help"][..],
+    ] {
+        let out = run(args, &env).await;
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        let text = stdout(&out);
+        if args[0].contains('V') || args[0] == "--version" {
+            assert!(
+                text.starts_with("wombat-heartbeat ") && text.contains(env!("CARGO_PKG_VERSION")),
+                "{args:?}: {text}"
+            );
+        } else {
+            assert!(text.contains("Usage"), "{args:?}: {text}");
+        }
+        assert!(!text.contains("heartbeat_ok") && !text.contains("standup_ok"));
+    }
+    let after: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert_eq!(before, after, "no files created");
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
