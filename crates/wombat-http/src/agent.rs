@@ -433,10 +433,6 @@ async fn persist(
 ) -> Result<(String, Option<String>), ApiError> {
     let backend = backend(app)?;
     let agent = backend.client.agent(p.key.user_id(), p.key.role());
-    // A dispatched notification's reply is keyed by the notification id, so
-    // a redelivery (acknowledgement lost) cannot store a second message.
-    let derived = notification_id(p).map(|id| wombat_controlplane::notification_message_key(&id));
-    let request_key = derived.as_deref().unwrap_or(request_key);
     let message = agent
         .post_message(NewMessage {
             task_id: task_id.to_owned(),
@@ -474,6 +470,17 @@ async fn persist(
         None
     };
     Ok((message.id, document_id))
+}
+
+/// The key a request's writes are derived from: random per request, except
+/// for a dispatched notification (`metadata.notification_id`), whose reply
+/// is keyed by the notification id so that a redelivery (acknowledgement
+/// lost) cannot store a second message.
+fn request_key(p: &Prepared) -> String {
+    notification_id(p).map_or_else(
+        || uuid::Uuid::new_v4().simple().to_string(),
+        |id| wombat_controlplane::notification_message_key(&id),
+    )
 }
 
 /// `metadata.notification_id` (a string or a number), which the dispatcher
@@ -751,7 +758,7 @@ async fn send_inner(
     };
     // From here on the reply is paid for: nothing may drop it.
     record(app, p.key.user_id(), &answer);
-    let request_key = uuid::Uuid::new_v4().simple().to_string();
+    let request_key = request_key(p);
     let warning = context_warning(app, &answer.model, answer.usage.prompt_tokens);
     match persist_within(app, p, &task_id, &answer, &request_key, deadline).await {
         Ok((message_id, document_id)) => {
@@ -1092,7 +1099,7 @@ async fn finish_stream(
     record(app, p.key.user_id(), &answer);
     let (message_id, persist_error) = match task_id {
         Some(task_id) => {
-            let key = uuid::Uuid::new_v4().simple().to_string();
+            let key = request_key(p);
             match persist_within(app, p, task_id, &answer, &key, deadline).await {
                 Ok((id, _)) => (Some(id), None),
                 Err(failure) => {
