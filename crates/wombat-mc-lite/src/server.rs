@@ -127,7 +127,7 @@ struct ConnState {
     opened: Instant,
     in_flight: AtomicUsize,
     /// Milliseconds after `opened` when the last request ended; `u64::MAX`
-    /// before the first one started.
+    /// until the first one has ended.
     idle_since_ms: AtomicU64,
 }
 
@@ -165,10 +165,12 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let ms = u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
-            self.0.idle_since_ms.store(ms, Ordering::Release);
-        }
+        // The end time is stored before the count drops, so a watchdog that
+        // sees no request in flight also sees a fresh idle start (and waits
+        // a full idle period) rather than a stale one.
+        let ms = u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.0.idle_since_ms.store(ms, Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
