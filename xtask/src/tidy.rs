@@ -18,6 +18,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("wombat-workspace", &["wombat-core"]),
     ("wombat-llm", &["wombat-core"]),
     ("wombat-controlplane", &["wombat-core"]),
+    ("wombat-governance", &["wombat-core"]),
     (
         "wombat-http",
         &[
@@ -25,6 +26,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "wombat-workspace",
             "wombat-llm",
             "wombat-controlplane",
+            "wombat-governance",
         ],
     ),
     // The reference backend and the conformance checks speak the contract

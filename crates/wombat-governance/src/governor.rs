@@ -1,0 +1,458 @@
+//! [`Governor`]: what the daemon calls around each LLM call.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+use crate::limits::{Limits, PeriodKind, Periods, RateKind};
+use crate::memory::MemoryStore;
+use crate::redis_store::RedisStore;
+use crate::store::{
+    Admission, AdmitRequest, Refusal, SettleRequest, Store, StoreError, UsageRecord, UsageSnapshot,
+};
+
+/// What to do when the store cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailMode {
+    /// Let the request through (logged, counted). The default: an outage of
+    /// the store should not take the product down.
+    #[default]
+    Open,
+    /// Refuse the request (503 `limits_unavailable`).
+    Closed,
+}
+
+/// Settings of a [`Governor`].
+#[derive(Debug, Clone)]
+pub struct GovernorConfig {
+    /// Limits of every user, unless a request brings its own.
+    pub defaults: Limits,
+    /// The zone of day and month boundaries.
+    pub timezone: TimeZone,
+    /// What a store failure means.
+    pub on_store_error: FailMode,
+    /// Bound of each store call.
+    pub store_timeout: Duration,
+    /// How long an unsettled reservation holds (the request deadline plus a
+    /// margin): a replica that dies mid-request frees its reservations then.
+    pub lease_ttl: Duration,
+}
+
+/// The estimate reserved before an LLM call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Estimate {
+    /// Cost, micro-dollars: prompt tokens × input price + output cap ×
+    /// output price.
+    pub cost_micros: u64,
+    /// Prompt tokens, charged to the tokens-per-minute limit now.
+    pub prompt_tokens: u64,
+}
+
+impl Estimate {
+    /// The estimate of a call to `model` with `prompt_tokens` in and at most
+    /// `output_cap` out, from the one pricing table (an unpriced model
+    /// reserves nothing: it costs nothing either).
+    pub fn of_call(
+        pricing: &wombat_core::PricingTable,
+        model: &str,
+        prompt_tokens: u64,
+        output_cap: u64,
+    ) -> Self {
+        let cost = pricing.cost(model, &wombat_core::Usage::new(prompt_tokens, output_cap));
+        Self {
+            cost_micros: cost.total_micros(),
+            prompt_tokens,
+        }
+    }
+}
+
+/// A soft-limit warning carried by the response, webhook and metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetWarning {
+    /// The period whose budget is nearly used.
+    pub period: PeriodKind,
+    /// Its limit, micro-dollars.
+    pub limit_micros: u64,
+    /// Settled spend plus reservations in flight (this one included).
+    pub spent_micros: u64,
+    /// The threshold crossed, percent.
+    pub soft_percent: f64,
+    /// When the period ends.
+    pub resets_at: Timestamp,
+}
+
+/// Why a request may not call the LLM.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refused {
+    /// A hard budget is used up.
+    Budget {
+        /// Day or month.
+        period: PeriodKind,
+        /// The limit, micro-dollars.
+        limit_micros: u64,
+        /// Settled spend, micro-dollars.
+        spent_micros: u64,
+        /// Reservations in flight, micro-dollars.
+        reserved_micros: u64,
+        /// When the period ends.
+        resets_at: Timestamp,
+    },
+    /// Over a rate; retry after the given time.
+    Rate {
+        /// Which rate.
+        kind: RateKind,
+        /// When to retry.
+        retry_after: Duration,
+    },
+    /// Too many requests of this user in flight.
+    Concurrency {
+        /// The limit.
+        limit: u32,
+    },
+    /// The store is unreachable and the policy is fail-closed.
+    Unavailable,
+}
+
+/// An admitted request: the reservation to settle after the LLM call.
+#[derive(Debug)]
+#[must_use = "settle the reservation after the LLM call"]
+pub struct Admitted {
+    lease: Option<Lease>,
+    /// The soft-limit warning, when a threshold is crossed.
+    pub warning: Option<BudgetWarning>,
+}
+
+#[derive(Debug)]
+struct Lease {
+    id: String,
+    user: String,
+    prompt_tokens: u64,
+    reserved_micros: u64,
+    tpm: Option<u64>,
+}
+
+/// Counters for `/metrics` (per replica).
+#[derive(Debug, Default)]
+pub struct GovernorMetrics {
+    /// Requests admitted (including those let through by fail-open).
+    pub admitted: AtomicU64,
+    /// Refused: budget used up.
+    pub rejected_budget: AtomicU64,
+    /// Refused: requests per minute.
+    pub rejected_rpm: AtomicU64,
+    /// Refused: tokens per minute.
+    pub rejected_tpm: AtomicU64,
+    /// Refused: per-user concurrency.
+    pub rejected_concurrency: AtomicU64,
+    /// Refused: store unreachable, fail-closed.
+    pub rejected_unavailable: AtomicU64,
+    /// Store calls that failed or timed out.
+    pub store_errors: AtomicU64,
+    /// Requests let through while the store was unreachable.
+    pub fail_open: AtomicU64,
+    /// Responses that carried a budget warning.
+    pub warnings: AtomicU64,
+    /// Sum of the estimates reserved, micro-dollars.
+    pub reserved_micros: AtomicU64,
+    /// Sum of the real costs settled, micro-dollars.
+    pub settled_micros: AtomicU64,
+}
+
+/// Budgets, rates and concurrency per user, and the shared usage ledger.
+pub struct Governor {
+    store: Arc<dyn Store>,
+    shared: bool,
+    config: GovernorConfig,
+    metrics: GovernorMetrics,
+    /// Seconds (Unix) of the last store-error log line.
+    last_error_log: AtomicU64,
+}
+
+/// At most one store-error log line per this many seconds.
+const ERROR_LOG_EVERY_SECS: u64 = 10;
+
+impl Governor {
+    /// A governor over `store`; `shared` says whether the store is shared
+    /// by replicas (then `/usage` should come from it).
+    pub fn new(store: Arc<dyn Store>, shared: bool, config: GovernorConfig) -> Self {
+        Self {
+            store,
+            shared,
+            config,
+            metrics: GovernorMetrics::default(),
+            last_error_log: AtomicU64::new(0),
+        }
+    }
+
+    /// In this process only.
+    pub fn memory(config: GovernorConfig) -> Self {
+        Self::new(Arc::new(MemoryStore::new()), false, config)
+    }
+
+    /// On the Redis server at `url` (connected lazily).
+    pub fn redis(url: &str, config: GovernorConfig) -> Result<Self, StoreError> {
+        Ok(Self::new(Arc::new(RedisStore::new(url)?), true, config))
+    }
+
+    /// The configured defaults.
+    pub fn defaults(&self) -> &Limits {
+        &self.config.defaults
+    }
+
+    /// Whether the store is shared by replicas.
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &GovernorMetrics {
+        &self.metrics
+    }
+
+    /// The current periods.
+    pub fn periods(&self) -> Periods {
+        Periods::at(Timestamp::now(), &self.config.timezone)
+    }
+
+    async fn call<T>(
+        &self,
+        what: &str,
+        f: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let result = match tokio::time::timeout(self.config.store_timeout, f).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout(self.config.store_timeout)),
+        };
+        if let Err(e) = &result {
+            self.metrics.store_errors.fetch_add(1, Relaxed);
+            let now = Timestamp::now().as_second().unsigned_abs();
+            let last = self.last_error_log.load(Relaxed);
+            if now >= last + ERROR_LOG_EVERY_SECS
+                && self
+                    .last_error_log
+                    .compare_exchange(last, now, Relaxed, Relaxed)
+                    .is_ok()
+            {
+                tracing::error!(error = %e, "governance store failed while {what} (logged at most every {ERROR_LOG_EVERY_SECS}s)");
+            }
+        }
+        result
+    }
+
+    /// Checks `limits` for `user` and reserves `estimate`. Refusals reserve
+    /// nothing. With the store unreachable: admitted without a reservation
+    /// (fail-open) or [`Refused::Unavailable`] (fail-closed).
+    pub async fn admit(
+        &self,
+        user: &str,
+        limits: &Limits,
+        estimate: Estimate,
+    ) -> Result<Admitted, Refused> {
+        let now = Timestamp::now();
+        let periods = Periods::at(now, &self.config.timezone);
+        let lease = uuid_like();
+        let req = AdmitRequest {
+            user,
+            lease: &lease,
+            lease_ttl: self.config.lease_ttl,
+            reserve_micros: estimate.cost_micros,
+            tokens: estimate.prompt_tokens,
+            limits,
+            periods: &periods,
+            day_ttl_secs: periods.ttl_secs(PeriodKind::Day, now),
+            month_ttl_secs: periods.ttl_secs(PeriodKind::Month, now),
+        };
+        let m = &self.metrics;
+        match self
+            .call("admitting a request", self.store.admit(&req))
+            .await
+        {
+            Ok(Admission::Admitted {
+                day_spent_micros,
+                month_spent_micros,
+                reserved_micros,
+            }) => {
+                m.admitted.fetch_add(1, Relaxed);
+                m.reserved_micros.fetch_add(estimate.cost_micros, Relaxed);
+                let warning = limits.soft_percent.and_then(|pct| {
+                    [
+                        (
+                            PeriodKind::Day,
+                            limits.budget_day_micros,
+                            day_spent_micros,
+                            periods.day_resets_at,
+                        ),
+                        (
+                            PeriodKind::Month,
+                            limits.budget_month_micros,
+                            month_spent_micros,
+                            periods.month_resets_at,
+                        ),
+                    ]
+                    .into_iter()
+                    .find_map(|(period, limit, spent, resets_at)| {
+                        let limit = limit?;
+                        let spent = spent.saturating_add(reserved_micros);
+                        (spent as f64 * 100.0 >= pct * limit as f64).then_some(BudgetWarning {
+                            period,
+                            limit_micros: limit,
+                            spent_micros: spent,
+                            soft_percent: pct,
+                            resets_at,
+                        })
+                    })
+                });
+                if warning.is_some() {
+                    m.warnings.fetch_add(1, Relaxed);
+                }
+                Ok(Admitted {
+                    lease: Some(Lease {
+                        id: lease,
+                        user: user.to_owned(),
+                        prompt_tokens: estimate.prompt_tokens,
+                        reserved_micros: estimate.cost_micros,
+                        tpm: limits.tpm,
+                    }),
+                    warning,
+                })
+            }
+            Ok(Admission::Refused(r)) => Err(match r {
+                Refusal::Concurrency { limit } => {
+                    m.rejected_concurrency.fetch_add(1, Relaxed);
+                    Refused::Concurrency { limit }
+                }
+                Refusal::Budget {
+                    period,
+                    limit_micros,
+                    spent_micros,
+                    reserved_micros,
+                } => {
+                    m.rejected_budget.fetch_add(1, Relaxed);
+                    Refused::Budget {
+                        period,
+                        limit_micros,
+                        spent_micros,
+                        reserved_micros,
+                        resets_at: match period {
+                            PeriodKind::Day => periods.day_resets_at,
+                            PeriodKind::Month => periods.month_resets_at,
+                        },
+                    }
+                }
+                Refusal::Rate { kind, retry_after } => {
+                    match kind {
+                        RateKind::Requests => &m.rejected_rpm,
+                        RateKind::Tokens => &m.rejected_tpm,
+                    }
+                    .fetch_add(1, Relaxed);
+                    Refused::Rate { kind, retry_after }
+                }
+            }),
+            Err(_) => match self.config.on_store_error {
+                FailMode::Open => {
+                    m.admitted.fetch_add(1, Relaxed);
+                    m.fail_open.fetch_add(1, Relaxed);
+                    Ok(Admitted {
+                        lease: None,
+                        warning: None,
+                    })
+                }
+                FailMode::Closed => {
+                    m.rejected_unavailable.fetch_add(1, Relaxed);
+                    Err(Refused::Unavailable)
+                }
+            },
+        }
+    }
+
+    /// Settles an admitted request: adds `cost_micros` (what the call really
+    /// cost; 0 when it failed before consuming anything) to the budgets,
+    /// corrects the token charge by `tokens_used`, and releases the
+    /// reservation. A store failure is logged and counted; the reservation
+    /// then expires with its lease.
+    pub async fn settle(&self, admitted: Admitted, cost_micros: u64, tokens_used: u64) {
+        let Some(lease) = admitted.lease else {
+            return;
+        };
+        let now = Timestamp::now();
+        let periods = Periods::at(now, &self.config.timezone);
+        let delta = i64::try_from(tokens_used)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(i64::try_from(lease.prompt_tokens).unwrap_or(i64::MAX));
+        let req = SettleRequest {
+            user: &lease.user,
+            lease: &lease.id,
+            cost_micros,
+            token_delta: delta,
+            tpm: lease.tpm,
+            periods: &periods,
+            day_ttl_secs: periods.ttl_secs(PeriodKind::Day, now),
+            month_ttl_secs: periods.ttl_secs(PeriodKind::Month, now),
+        };
+        self.metrics.settled_micros.fetch_add(cost_micros, Relaxed);
+        let _ = lease.reserved_micros;
+        let _ = self
+            .call("settling a request", self.store.settle(&req))
+            .await;
+    }
+
+    /// Adds one LLM call to the store's usage ledger (logged and counted on
+    /// failure; `/metrics` still has it).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one flat record, called from one place per path"
+    )]
+    pub async fn record_usage(
+        &self,
+        user: &str,
+        model: &str,
+        input: u64,
+        output: u64,
+        total: u64,
+        cost_micros: u64,
+        estimated: bool,
+    ) {
+        let day = self.periods().day;
+        let rec = UsageRecord {
+            user,
+            model,
+            input,
+            output,
+            total,
+            cost_micros,
+            estimated,
+            day: &day,
+        };
+        let _ = self.call("recording usage", self.store.record(&rec)).await;
+    }
+
+    /// The ledger with the series of the last `days` days (budget time zone).
+    pub async fn usage(&self, user: Option<&str>, days: u16) -> Result<UsageSnapshot, StoreError> {
+        let today = Timestamp::now()
+            .to_zoned_datetime(self.config.timezone.clone())
+            .date();
+        let mut series = Vec::with_capacity(usize::from(days));
+        let mut d = today;
+        for _ in 0..days {
+            series.push(d.strftime("%Y-%m-%d").to_string());
+            match d.yesterday() {
+                Ok(y) => d = y,
+                Err(_) => break,
+            }
+        }
+        series.reverse();
+        self.call("reading usage", self.store.usage(user, &series))
+            .await
+    }
+}
+
+/// A unique lease id: time, process and a counter (no RNG dependency).
+fn uuid_like() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Relaxed);
+    let t = Timestamp::now().as_nanosecond();
+    format!("{:x}-{:x}-{n:x}", std::process::id(), t)
+}

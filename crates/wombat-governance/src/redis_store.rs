@@ -1,0 +1,378 @@
+//! [`RedisStore`]: governance state shared by every replica, in any
+//! Redis-protocol server (Redis 7, Valkey, managed services).
+//!
+//! Every check-and-update is one Lua script (`EVALSHA`, loaded on first
+//! use), so concurrent requests on any number of replicas never race; the
+//! rate limits read the server's clock (`TIME`), so replicas' clocks need
+//! not agree. Every key expires: reservations with their lease, budget
+//! counters a day after their period, rate state after a minute idle, the
+//! usage ledger 400 days after its last write.
+//!
+//! Key layout (prefix `wombat:`; the user id is always the last part, so no
+//! user id can name another key): `l:<user>` (zset of leases by expiry),
+//! `lv:<user>` (hash lease → reserved micro-dollars), `bd:<day>:<user>` and
+//! `bm:<month>:<user>` (hash `spent`), `rpm:<user>` / `tpm:<user>` (GCRA
+//! arrival times), `u:all` (totals and `<field>:<model>`), `u:models`,
+//! `u:users` (sets, bounded), `u:user:<user>`, `u:day:<day>`,
+//! `u:uday:<day>:<user>`. Scripts build the usage keys from their
+//! arguments, so this store targets a single Redis (or a primary with
+//! replicas), not Redis Cluster.
+
+use std::collections::BTreeMap;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Script};
+use tokio::sync::OnceCell;
+
+use crate::limits::{PeriodKind, RateKind};
+use crate::store::{
+    Admission, AdmitRequest, MAX_MODELS, MAX_USERS, Refusal, SettleRequest, Store, StoreError,
+    UsageRecord, UsageSnapshot, UsageTotals,
+};
+
+const PREFIX: &str = "wombat:";
+
+/// Seconds the usage ledger keeps a key after its last write.
+const USAGE_TTL_SECS: u64 = 400 * 86_400;
+
+const ADMIT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _, l in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+  redis.call('ZREM', KEYS[1], l)
+  redis.call('HDEL', KEYS[2], l)
+end
+local conc = tonumber(ARGV[9])
+if conc > 0 and redis.call('ZCARD', KEYS[1]) >= conc then
+  return {1, conc, 0, 0}
+end
+local reserved = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[2])) do reserved = reserved + tonumber(v) end
+local day = tonumber(redis.call('HGET', KEYS[3], 'spent') or '0')
+local month = tonumber(redis.call('HGET', KEYS[4], 'spent') or '0')
+local day_limit = tonumber(ARGV[5])
+if day_limit >= 0 and day + reserved >= day_limit then return {2, day_limit, day, reserved} end
+local month_limit = tonumber(ARGV[6])
+if month_limit >= 0 and month + reserved >= month_limit then return {3, month_limit, month, reserved} end
+local window = 60000
+local rpm = tonumber(ARGV[7])
+local rpm_tat = 0
+if rpm > 0 then
+  rpm_tat = math.max(tonumber(redis.call('GET', KEYS[5]) or '0'), now) + window / rpm
+  if rpm_tat - now > window then return {4, math.ceil(rpm_tat - now - window), 0, 0} end
+end
+local tpm = tonumber(ARGV[8])
+local tpm_tat = 0
+if tpm > 0 then
+  tpm_tat = math.max(tonumber(redis.call('GET', KEYS[6]) or '0'), now)
+  if tpm_tat - now >= window then return {5, math.ceil(tpm_tat - now - window + window / tpm), 0, 0} end
+  tpm_tat = tpm_tat + tonumber(ARGV[4]) * window / tpm
+end
+if rpm > 0 then redis.call('SET', KEYS[5], string.format('%.3f', rpm_tat), 'PX', math.ceil(rpm_tat - now) + 1) end
+if tpm > 0 and tpm_tat > now then redis.call('SET', KEYS[6], string.format('%.3f', tpm_tat), 'PX', math.ceil(tpm_tat - now) + 1) end
+local ttl = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+return {0, day, month, reserved + tonumber(ARGV[3])}
+";
+
+const SETTLE: &str = r"
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+local cost = tonumber(ARGV[2])
+if cost > 0 then
+  redis.call('HINCRBY', KEYS[3], 'spent', cost)
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+  redis.call('HINCRBY', KEYS[4], 'spent', cost)
+  redis.call('EXPIRE', KEYS[4], ARGV[6])
+end
+local tpm = tonumber(ARGV[4])
+local delta = tonumber(ARGV[3])
+if tpm > 0 and delta ~= 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local tat = math.max(tonumber(redis.call('GET', KEYS[5]) or '0'), now) + delta * 60000 / tpm
+  if tat > now then
+    redis.call('SET', KEYS[5], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1)
+  else
+    redis.call('DEL', KEYS[5])
+  end
+end
+return 1
+";
+
+const RECORD: &str = r"
+local p = ARGV[1]
+local user, model = ARGV[2], ARGV[3]
+local ttl, estimated = ARGV[12], ARGV[4] == '1'
+local function bound(set, name, max)
+  if redis.call('SISMEMBER', set, name) == 1 then return name end
+  if redis.call('SCARD', set) >= max then
+    redis.call('SADD', set, '_other')
+    return '_other'
+  end
+  redis.call('SADD', set, name)
+  return name
+end
+model = bound(p .. 'u:models', model, tonumber(ARGV[10]))
+user = bound(p .. 'u:users', user, tonumber(ARGV[11]))
+local function add(key, suffix)
+  redis.call('HINCRBY', key, 'r' .. suffix, 1)
+  if estimated then redis.call('HINCRBY', key, 'e' .. suffix, 1) end
+  redis.call('HINCRBY', key, 'i' .. suffix, ARGV[5])
+  redis.call('HINCRBY', key, 'o' .. suffix, ARGV[6])
+  redis.call('HINCRBY', key, 't' .. suffix, ARGV[7])
+  redis.call('HINCRBY', key, 'c' .. suffix, ARGV[8])
+  redis.call('EXPIRE', key, ttl)
+end
+add(p .. 'u:all', '')
+add(p .. 'u:all', ':' .. model)
+add(p .. 'u:user:' .. user, '')
+add(p .. 'u:user:' .. user, ':' .. model)
+add(p .. 'u:day:' .. ARGV[9], '')
+add(p .. 'u:uday:' .. ARGV[9] .. ':' .. user, '')
+redis.call('EXPIRE', p .. 'u:models', ttl)
+redis.call('EXPIRE', p .. 'u:users', ttl)
+return 1
+";
+
+/// Governance state in Redis.
+pub struct RedisStore {
+    client: Client,
+    conn: OnceCell<ConnectionManager>,
+    admit: Script,
+    settle: Script,
+    record: Script,
+}
+
+impl RedisStore {
+    /// A store for `url` (`redis://[:password@]host:port[/db]`, or
+    /// `rediss://` for TLS when built with it). Connects lazily, on first
+    /// use, so a daemon starts (and fails open) while Redis is down.
+    pub fn new(url: &str) -> Result<Self, StoreError> {
+        Ok(Self {
+            client: Client::open(url)?,
+            conn: OnceCell::new(),
+            admit: Script::new(ADMIT),
+            settle: Script::new(SETTLE),
+            record: Script::new(RECORD),
+        })
+    }
+
+    /// The shared connection; the manager reconnects by itself after a
+    /// failure (the failing call errors, later ones use the new connection).
+    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        let conn = self
+            .conn
+            .get_or_try_init(|| async {
+                // One attempt per call: the governor bounds each call with
+                // its own timeout and decides what a failure means.
+                let config = ConnectionManagerConfig::new().set_number_of_retries(1);
+                ConnectionManager::new_with_config(self.client.clone(), config).await
+            })
+            .await?;
+        Ok(conn.clone())
+    }
+}
+
+fn limit_arg(v: Option<u64>) -> i64 {
+    v.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn totals(fields: &BTreeMap<String, i64>, suffix: &str) -> UsageTotals {
+    let get = |f: &str| to_u64(fields.get(&format!("{f}{suffix}")).copied().unwrap_or(0));
+    UsageTotals {
+        requests: get("r"),
+        estimated: get("e"),
+        input: get("i"),
+        output: get("o"),
+        total: get("t"),
+        cost_micros: get("c"),
+    }
+}
+
+/// Totals and the per-model breakdown of a hash with `<field>[:<model>]`.
+fn split(fields: &BTreeMap<String, i64>) -> (UsageTotals, BTreeMap<String, UsageTotals>) {
+    let models: std::collections::BTreeSet<&str> = fields
+        .keys()
+        .filter_map(|k| k.split_once(':').map(|(_, m)| m))
+        .collect();
+    let by_model = models
+        .into_iter()
+        .map(|m| (m.to_owned(), totals(fields, &format!(":{m}"))))
+        .collect();
+    (totals(fields, ""), by_model)
+}
+
+#[async_trait::async_trait]
+impl Store for RedisStore {
+    async fn admit(&self, req: &AdmitRequest<'_>) -> Result<Admission, StoreError> {
+        let mut conn = self.conn().await?;
+        let u = req.user;
+        let l = req.limits;
+        let reply: Vec<i64> = self
+            .admit
+            .key(format!("{PREFIX}l:{u}"))
+            .key(format!("{PREFIX}lv:{u}"))
+            .key(format!("{PREFIX}bd:{}:{u}", req.periods.day))
+            .key(format!("{PREFIX}bm:{}:{u}", req.periods.month))
+            .key(format!("{PREFIX}rpm:{u}"))
+            .key(format!("{PREFIX}tpm:{u}"))
+            .arg(req.lease)
+            .arg(
+                u64::try_from(req.lease_ttl.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            )
+            .arg(req.reserve_micros)
+            .arg(req.tokens)
+            .arg(limit_arg(l.budget_day_micros))
+            .arg(limit_arg(l.budget_month_micros))
+            .arg(l.rpm.unwrap_or(0))
+            .arg(l.tpm.unwrap_or(0))
+            .arg(l.concurrency.unwrap_or(0))
+            .invoke_async(&mut conn)
+            .await?;
+        let [code, a, b, c] = reply[..] else {
+            return Err(StoreError::Protocol(format!("admit returned {reply:?}")));
+        };
+        let budget = |period| {
+            Admission::Refused(Refusal::Budget {
+                period,
+                limit_micros: to_u64(a),
+                spent_micros: to_u64(b),
+                reserved_micros: to_u64(c),
+            })
+        };
+        let rate = |kind| {
+            Admission::Refused(Refusal::Rate {
+                kind,
+                retry_after: std::time::Duration::from_millis(to_u64(a).max(1)),
+            })
+        };
+        Ok(match code {
+            0 => Admission::Admitted {
+                day_spent_micros: to_u64(a),
+                month_spent_micros: to_u64(b),
+                reserved_micros: to_u64(c),
+            },
+            1 => Admission::Refused(Refusal::Concurrency {
+                limit: u32::try_from(a).unwrap_or(u32::MAX),
+            }),
+            2 => budget(PeriodKind::Day),
+            3 => budget(PeriodKind::Month),
+            4 => rate(RateKind::Requests),
+            5 => rate(RateKind::Tokens),
+            other => return Err(StoreError::Protocol(format!("admit code {other}"))),
+        })
+    }
+
+    async fn settle(&self, req: &SettleRequest<'_>) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let u = req.user;
+        let _: i64 = self
+            .settle
+            .key(format!("{PREFIX}l:{u}"))
+            .key(format!("{PREFIX}lv:{u}"))
+            .key(format!("{PREFIX}bd:{}:{u}", req.periods.day))
+            .key(format!("{PREFIX}bm:{}:{u}", req.periods.month))
+            .key(format!("{PREFIX}tpm:{u}"))
+            .arg(req.lease)
+            .arg(req.cost_micros)
+            .arg(req.token_delta)
+            .arg(req.tpm.unwrap_or(0))
+            .arg(req.day_ttl_secs)
+            .arg(req.month_ttl_secs)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn record(&self, rec: &UsageRecord<'_>) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let _: i64 = self
+            .record
+            .arg(PREFIX)
+            .arg(rec.user)
+            .arg(rec.model)
+            .arg(u8::from(rec.estimated))
+            .arg(rec.input)
+            .arg(rec.output)
+            .arg(rec.total)
+            .arg(rec.cost_micros)
+            .arg(rec.day)
+            .arg(MAX_MODELS)
+            .arg(MAX_USERS)
+            .arg(USAGE_TTL_SECS)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn usage(
+        &self,
+        user: Option<&str>,
+        days: &[String],
+    ) -> Result<UsageSnapshot, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut pipe = redis::pipe();
+        let main = match user {
+            Some(u) => format!("{PREFIX}u:user:{u}"),
+            None => format!("{PREFIX}u:all"),
+        };
+        pipe.hgetall(&main);
+        for d in days {
+            match user {
+                Some(u) => pipe.hgetall(format!("{PREFIX}u:uday:{d}:{u}")),
+                None => pipe.hgetall(format!("{PREFIX}u:day:{d}")),
+            };
+        }
+        let mut hashes: Vec<BTreeMap<String, i64>> = pipe.query_async(&mut conn).await?;
+        if hashes.len() != days.len() + 1 {
+            return Err(StoreError::Protocol("short pipeline reply".into()));
+        }
+        let day_hashes = hashes.split_off(1);
+        let (totals_all, by_model) = split(&hashes[0]);
+        let by_day = days
+            .iter()
+            .zip(day_hashes)
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(d, h)| (d.clone(), totals(&h, "")))
+            .collect();
+        let by_user = if user.is_none() {
+            let users: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(format!("{PREFIX}u:users"))
+                .query_async(&mut conn)
+                .await?;
+            let mut out = BTreeMap::new();
+            // Chunked, so that a large ledger never blocks the server long.
+            for chunk in users.chunks(1000) {
+                let mut pipe = redis::pipe();
+                for u in chunk {
+                    pipe.hgetall(format!("{PREFIX}u:user:{u}"));
+                }
+                let hashes: Vec<BTreeMap<String, i64>> = pipe.query_async(&mut conn).await?;
+                for (u, h) in chunk.iter().zip(hashes) {
+                    if !h.is_empty() {
+                        out.insert(u.clone(), totals(&h, ""));
+                    }
+                }
+            }
+            Some(out)
+        } else {
+            None
+        };
+        Ok(UsageSnapshot {
+            totals: totals_all,
+            by_model,
+            by_user,
+            by_day,
+        })
+    }
+}

@@ -1,0 +1,299 @@
+//! One suite, two stores: every test runs against [`MemoryStore`] and a
+//! [`RedisStore`] on a real `redis-server`.
+
+use std::time::Duration;
+
+use wombat_governance::{
+    Admission, AdmitRequest, Limits, MemoryStore, PeriodKind, Periods, RateKind, RedisStore,
+    Refusal, SettleRequest, Store, UsageRecord,
+};
+
+use crate::redis_server::RedisServer;
+
+fn periods(day: &str) -> Periods {
+    let ts: jiff::Timestamp = format!("{day}T12:00:00Z").parse().expect("ts");
+    Periods::at(ts, &jiff::tz::TimeZone::UTC)
+}
+
+struct Call<'a> {
+    user: &'a str,
+    lease: &'a str,
+    reserve: u64,
+    tokens: u64,
+    limits: Limits,
+    periods: Periods,
+    ttl: Duration,
+}
+
+fn call<'a>(user: &'a str, lease: &'a str, limits: Limits) -> Call<'a> {
+    Call {
+        user,
+        lease,
+        reserve: 0,
+        tokens: 0,
+        limits,
+        periods: periods("2026-12-01"),
+        ttl: Duration::from_secs(60),
+    }
+}
+
+async fn admit(store: &dyn Store, c: &Call<'_>) -> Admission {
+    store
+        .admit(&AdmitRequest {
+            user: c.user,
+            lease: c.lease,
+            lease_ttl: c.ttl,
+            reserve_micros: c.reserve,
+            tokens: c.tokens,
+            limits: &c.limits,
+            periods: &c.periods,
+            day_ttl_secs: 90_000,
+            month_ttl_secs: 3_000_000,
+        })
+        .await
+        .expect("store answers")
+}
+
+async fn settle(store: &dyn Store, c: &Call<'_>, cost: u64, delta: i64) {
+    store
+        .settle(&SettleRequest {
+            user: c.user,
+            lease: c.lease,
+            cost_micros: cost,
+            token_delta: delta,
+            tpm: c.limits.tpm,
+            periods: &c.periods,
+            day_ttl_secs: 90_000,
+            month_ttl_secs: 3_000_000,
+        })
+        .await
+        .expect("store answers");
+}
+
+fn admitted(a: &Admission) -> bool {
+    matches!(a, Admission::Admitted { .. })
+}
+
+/// A fresh store of each kind; the Redis server lives as long as the guard.
+fn stores() -> Vec<(Box<dyn Store>, Option<RedisServer>)> {
+    let redis = RedisServer::start();
+    let store = RedisStore::new(&redis.url()).expect("url");
+    vec![
+        (Box::new(MemoryStore::new()), None),
+        (Box::new(store), Some(redis)),
+    ]
+}
+
+#[tokio::test]
+async fn budget_admits_while_spend_plus_reservations_is_below_the_limit() {
+    for (store, _redis) in stores() {
+        let store = &*store;
+        let limits = Limits {
+            budget_day_micros: Some(1000),
+            ..Limits::default()
+        };
+        let mut calls: Vec<Call<'_>> = ["a", "b", "c", "d"]
+            .into_iter()
+            .map(|l| Call {
+                reserve: 400,
+                ..call("alice", l, limits)
+            })
+            .collect();
+        // 0, 400, 800 reserved: admitted; 1200: refused.
+        for c in &calls[..3] {
+            assert!(admitted(&admit(store, c).await));
+        }
+        assert_eq!(
+            admit(store, &calls[3]).await,
+            Admission::Refused(Refusal::Budget {
+                period: PeriodKind::Day,
+                limit_micros: 1000,
+                spent_micros: 0,
+                reserved_micros: 1200,
+            })
+        );
+        // Another user is not affected.
+        assert!(admitted(&admit(store, &call("bob", "x", limits)).await));
+        for c in &calls[..3] {
+            settle(store, c, 300, 0).await;
+        }
+        // 900 spent, nothing reserved: one more.
+        assert_eq!(
+            admit(store, &calls[3]).await,
+            Admission::Admitted {
+                day_spent_micros: 900,
+                month_spent_micros: 900,
+                reserved_micros: 400,
+            }
+        );
+        settle(store, &calls[3], 300, 0).await;
+        calls[0].lease = "e";
+        let Admission::Refused(Refusal::Budget { spent_micros, .. }) =
+            admit(store, &calls[0]).await
+        else {
+            panic!("over budget")
+        };
+        assert_eq!(spent_micros, 1200);
+        // The next day starts from zero; the month does not.
+        let tomorrow = Call {
+            periods: periods("2026-12-02"),
+            ..call("alice", "f", limits)
+        };
+        assert!(admitted(&admit(store, &tomorrow).await));
+        let monthly = Call {
+            periods: periods("2026-12-02"),
+            ..call(
+                "alice",
+                "g",
+                Limits {
+                    budget_month_micros: Some(1200),
+                    ..Limits::default()
+                },
+            )
+        };
+        assert!(matches!(
+            admit(store, &monthly).await,
+            Admission::Refused(Refusal::Budget {
+                period: PeriodKind::Month,
+                ..
+            })
+        ));
+    }
+}
+
+#[tokio::test]
+async fn requests_per_minute() {
+    for (store, _redis) in stores() {
+        let store = &*store;
+        let limits = Limits {
+            rpm: Some(3),
+            ..Limits::default()
+        };
+        for lease in ["1", "2", "3"] {
+            assert!(admitted(&admit(store, &call("alice", lease, limits)).await));
+        }
+        let Admission::Refused(Refusal::Rate { kind, retry_after }) =
+            admit(store, &call("alice", "4", limits)).await
+        else {
+            panic!("over rate")
+        };
+        assert_eq!(kind, RateKind::Requests);
+        assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(21));
+        assert!(admitted(&admit(store, &call("bob", "5", limits)).await));
+    }
+}
+
+#[tokio::test]
+async fn tokens_per_minute_are_charged_and_corrected() {
+    for (store, _redis) in stores() {
+        let store = &*store;
+        let limits = Limits {
+            tpm: Some(1000),
+            ..Limits::default()
+        };
+        let first = Call {
+            tokens: 600,
+            ..call("alice", "1", limits)
+        };
+        assert!(admitted(&admit(store, &first).await));
+        let second = Call {
+            tokens: 600,
+            ..call("alice", "2", limits)
+        };
+        assert!(admitted(&admit(store, &second).await));
+        let third = Call {
+            tokens: 10,
+            ..call("alice", "3", limits)
+        };
+        let Admission::Refused(Refusal::Rate { kind, .. }) = admit(store, &third).await else {
+            panic!("over tokens")
+        };
+        assert_eq!(kind, RateKind::Tokens);
+        // The calls used fewer tokens than charged: capacity comes back.
+        settle(store, &first, 0, -500).await;
+        settle(store, &second, 0, -500).await;
+        assert!(admitted(&admit(store, &third).await));
+    }
+}
+
+#[tokio::test]
+async fn concurrency_and_lease_expiry() {
+    for (store, _redis) in stores() {
+        let store = &*store;
+        let limits = Limits {
+            concurrency: Some(2),
+            ..Limits::default()
+        };
+        let a = call("alice", "a", limits);
+        assert!(admitted(&admit(store, &a).await));
+        assert!(admitted(&admit(store, &call("alice", "b", limits)).await));
+        assert_eq!(
+            admit(store, &call("alice", "c", limits)).await,
+            Admission::Refused(Refusal::Concurrency { limit: 2 })
+        );
+        settle(store, &a, 0, 0).await;
+        assert!(admitted(&admit(store, &call("alice", "c", limits)).await));
+        // A lease nobody settles (a replica died) frees itself.
+        let one = Limits {
+            concurrency: Some(1),
+            ..Limits::default()
+        };
+        let lost = Call {
+            ttl: Duration::from_millis(100),
+            ..call("carol", "lost", one)
+        };
+        assert!(admitted(&admit(store, &lost).await));
+        assert!(!admitted(&admit(store, &call("carol", "next", one)).await));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(admitted(&admit(store, &call("carol", "next", one)).await));
+    }
+}
+
+#[tokio::test]
+async fn usage_ledger() {
+    for (store, _redis) in stores() {
+        let store = &*store;
+        let rec =
+            |user: &'static str, model: &'static str, day: &'static str, estimated| UsageRecord {
+                user,
+                model,
+                input: 100,
+                output: 10,
+                total: 110,
+                cost_micros: 7,
+                estimated,
+                day,
+            };
+        for r in [
+            rec("alice", "gpt-4o", "2026-11-30", false),
+            rec("alice", "gpt-4o-mini", "2026-12-01", false),
+            rec("bob", "gpt-4o", "2026-12-01", true),
+        ] {
+            store.record(&r).await.expect("recorded");
+        }
+        let days: Vec<String> = ["2026-11-29", "2026-11-30", "2026-12-01"]
+            .map(String::from)
+            .to_vec();
+        let all = store.usage(None, &days).await.expect("usage");
+        assert_eq!(all.totals.requests, 3);
+        assert_eq!(all.totals.estimated, 1);
+        assert_eq!((all.totals.input, all.totals.cost_micros), (300, 21));
+        assert_eq!(all.by_model["gpt-4o"].requests, 2);
+        assert_eq!(all.by_model["gpt-4o-mini"].total, 110);
+        let by_user = all.by_user.expect("by user");
+        assert_eq!((by_user["alice"].requests, by_user["bob"].requests), (2, 1));
+        let series: Vec<(&str, u64)> = all
+            .by_day
+            .iter()
+            .map(|(d, t)| (d.as_str(), t.requests))
+            .collect();
+        assert_eq!(series, [("2026-11-30", 1), ("2026-12-01", 2)]);
+        let alice = store.usage(Some("alice"), &days).await.expect("usage");
+        assert_eq!(alice.totals.requests, 2);
+        assert!(alice.by_user.is_none());
+        assert_eq!(alice.by_model.len(), 2);
+        assert_eq!(alice.by_day.len(), 2);
+        let nobody = store.usage(Some("nobody"), &days).await.expect("usage");
+        assert_eq!(nobody.totals.requests, 0);
+    }
+}
