@@ -23,9 +23,30 @@ struct UserState {
     leases: HashMap<String, (f64, u64)>,
     day: (String, u64),
     month: (String, u64),
-    /// GCRA theoretical arrival times, ms since start.
-    rpm_tat: f64,
-    tpm_tat: f64,
+    /// Leaky buckets (requests, tokens): level and when it was measured.
+    rpm: Bucket,
+    tpm: Bucket,
+}
+
+/// A level that drains at `limit` per minute. The level is kept, not the
+/// rate, so a tenant whose plan changes is judged by what it really used.
+#[derive(Default, Clone, Copy)]
+struct Bucket {
+    level: f64,
+    at: f64,
+}
+
+impl Bucket {
+    fn level(&self, now: f64, limit: f64) -> f64 {
+        (self.level - (now - self.at).max(0.0) * limit / WINDOW_MS).max(0.0)
+    }
+
+    /// Whether the bucket may be forgotten by the sweep: empty, or idle for
+    /// ten minutes (at any realistic limit it has drained by then; at an
+    /// absurdly low one, forgetting it only forgives a little).
+    fn empty(&self, now: f64) -> bool {
+        self.level <= 0.0 || now - self.at > 10.0 * WINDOW_MS
+    }
 }
 
 impl UserState {
@@ -42,7 +63,7 @@ impl UserState {
     }
 
     fn idle(&self, now: f64) -> bool {
-        self.leases.is_empty() && self.rpm_tat <= now && self.tpm_tat <= now
+        self.leases.is_empty() && self.rpm.empty(now) && self.tpm.empty(now)
     }
 }
 
@@ -144,30 +165,36 @@ impl Store for MemoryStore {
                 }
             }
         }
-        let mut rpm_tat = user.rpm_tat;
-        if let Some(rpm) = limits.rpm.filter(|r| *r > 0) {
-            rpm_tat = user.rpm_tat.max(now) + WINDOW_MS / f64::from(rpm);
-            if rpm_tat - now > WINDOW_MS {
+        let mut rpm = user.rpm;
+        if let Some(limit) = limits.rpm.filter(|r| *r > 0).map(f64::from) {
+            let level = user.rpm.level(now, limit);
+            if level + 1.0 > limit {
                 return Ok(Admission::Refused(Refusal::Rate {
                     kind: RateKind::Requests,
-                    retry_after: retry(rpm_tat - now - WINDOW_MS),
+                    retry_after: retry((level + 1.0 - limit) * WINDOW_MS / limit),
                 }));
             }
+            rpm = Bucket {
+                level: level + 1.0,
+                at: now,
+            };
         }
-        let mut tpm_tat = user.tpm_tat;
-        if let Some(tpm) = limits.tpm.filter(|t| *t > 0) {
-            let per_token = WINDOW_MS / tpm as f64;
-            tpm_tat = user.tpm_tat.max(now);
-            if tpm_tat - now >= WINDOW_MS {
+        let mut tpm = user.tpm;
+        if let Some(limit) = limits.tpm.filter(|t| *t > 0).map(|t| t as f64) {
+            let level = user.tpm.level(now, limit);
+            if level >= limit {
                 return Ok(Admission::Refused(Refusal::Rate {
                     kind: RateKind::Tokens,
-                    retry_after: retry(tpm_tat - now - WINDOW_MS + per_token),
+                    retry_after: retry((level - limit + 1.0) * WINDOW_MS / limit),
                 }));
             }
-            tpm_tat += req.tokens as f64 * per_token;
+            tpm = Bucket {
+                level: level + req.tokens as f64,
+                at: now,
+            };
         }
-        user.rpm_tat = rpm_tat;
-        user.tpm_tat = tpm_tat;
+        user.rpm = rpm;
+        user.tpm = tpm;
         let ttl_ms = req.lease_ttl.as_secs_f64() * 1000.0;
         user.leases
             .insert(req.lease.to_owned(), (now + ttl_ms, req.reserve_micros));
@@ -192,9 +219,12 @@ impl Store for MemoryStore {
             }
             slot.1 = slot.1.saturating_add(req.cost_micros);
         }
-        if let Some(tpm) = req.tpm.filter(|t| *t > 0) {
-            let tat = user.tpm_tat.max(now) + req.token_delta as f64 * WINDOW_MS / tpm as f64;
-            user.tpm_tat = tat.max(now);
+        if let Some(limit) = req.tpm.filter(|t| *t > 0) {
+            let level = user.tpm.level(now, limit as f64) + req.token_delta as f64;
+            user.tpm = Bucket {
+                level: level.max(0.0),
+                at: now,
+            };
         }
         Ok(())
     }

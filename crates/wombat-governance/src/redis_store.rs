@@ -11,8 +11,8 @@
 //! Key layout (prefix `wombat:`; the user id is always the last part, so no
 //! user id can name another key): `l:<user>` (zset of leases by expiry),
 //! `lv:<user>` (hash lease → reserved micro-dollars), `bd:<day>:<user>` and
-//! `bm:<month>:<user>` (hash `spent`), `rpm:<user>` / `tpm:<user>` (GCRA
-//! arrival times), `u:all` (totals and `<field>:<model>`), `u:models`,
+//! `bm:<month>:<user>` (hash `spent`), `rpm:<user>` / `tpm:<user>` (leaky
+//! buckets: level and time), `u:all` (totals and `<field>:<model>`), `u:models`,
 //! `u:users` (sets, bounded), `u:user:<user>`, `u:day:<day>`,
 //! `u:uday:<day>:<user>`. Scripts build the usage keys from their
 //! arguments, so this store targets a single Redis (or a primary with
@@ -55,21 +55,33 @@ if day_limit >= 0 and day + reserved >= day_limit then return {2, day_limit, day
 local month_limit = tonumber(ARGV[6])
 if month_limit >= 0 and month + reserved >= month_limit then return {3, month_limit, month, reserved} end
 local window = 60000
+-- Leaky buckets: a level (requests or tokens) that drains at the limit per
+-- minute. The level is kept, not the rate, so a tenant whose plan changes
+-- is judged by what it really used.
+local function level(key, limit)
+  local h = redis.call('HMGET', key, 'l', 't')
+  local l, at = tonumber(h[1] or '0'), tonumber(h[2] or tostring(now))
+  return math.max(0, l - math.max(0, now - at) * limit / window)
+end
+local function keep(key, l, limit)
+  if l <= 0 then redis.call('DEL', key) return end
+  redis.call('HSET', key, 'l', string.format('%.6f', l), 't', now)
+  redis.call('PEXPIRE', key, math.ceil(l * window / limit) + 1)
+end
 local rpm = tonumber(ARGV[7])
-local rpm_tat = 0
+local rpm_level = 0
 if rpm > 0 then
-  rpm_tat = math.max(tonumber(redis.call('GET', KEYS[5]) or '0'), now) + window / rpm
-  if rpm_tat - now > window then return {4, math.ceil(rpm_tat - now - window), 0, 0} end
+  rpm_level = level(KEYS[5], rpm)
+  if rpm_level + 1 > rpm then return {4, math.ceil((rpm_level + 1 - rpm) * window / rpm), 0, 0} end
 end
 local tpm = tonumber(ARGV[8])
-local tpm_tat = 0
+local tpm_level = 0
 if tpm > 0 then
-  tpm_tat = math.max(tonumber(redis.call('GET', KEYS[6]) or '0'), now)
-  if tpm_tat - now >= window then return {5, math.ceil(tpm_tat - now - window + window / tpm), 0, 0} end
-  tpm_tat = tpm_tat + tonumber(ARGV[4]) * window / tpm
+  tpm_level = level(KEYS[6], tpm)
+  if tpm_level >= tpm then return {5, math.ceil((tpm_level - tpm + 1) * window / tpm), 0, 0} end
 end
-if rpm > 0 then redis.call('SET', KEYS[5], string.format('%.3f', rpm_tat), 'PX', math.ceil(rpm_tat - now) + 1) end
-if tpm > 0 and tpm_tat > now then redis.call('SET', KEYS[6], string.format('%.3f', tpm_tat), 'PX', math.ceil(tpm_tat - now) + 1) end
+if rpm > 0 then keep(KEYS[5], rpm_level + 1, rpm) end
+if tpm > 0 then keep(KEYS[6], tpm_level + tonumber(ARGV[4]), tpm) end
 local ttl = tonumber(ARGV[2])
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
@@ -93,9 +105,12 @@ local delta = tonumber(ARGV[3])
 if tpm > 0 and delta ~= 0 then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local tat = math.max(tonumber(redis.call('GET', KEYS[5]) or '0'), now) + delta * 60000 / tpm
-  if tat > now then
-    redis.call('SET', KEYS[5], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1)
+  local h = redis.call('HMGET', KEYS[5], 'l', 't')
+  local l, at = tonumber(h[1] or '0'), tonumber(h[2] or tostring(now))
+  l = math.max(0, l - math.max(0, now - at) * tpm / 60000) + delta
+  if l > 0 then
+    redis.call('HSET', KEYS[5], 'l', string.format('%.6f', l), 't', now)
+    redis.call('PEXPIRE', KEYS[5], math.ceil(l * 60000 / tpm) + 1)
   else
     redis.call('DEL', KEYS[5])
   end

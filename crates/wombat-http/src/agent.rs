@@ -28,6 +28,7 @@ use wombat_workspace::{PromptMode, PromptRequest};
 
 use crate::app::App;
 use crate::error::ApiError;
+use crate::governance;
 use crate::request::{Body, Field, Kind, json_response, read_payload};
 use crate::sse;
 use crate::webhook::{Target, WebhookSpec};
@@ -101,6 +102,8 @@ struct Options {
     model: ModelChoice,
     /// `metadata.temperature`; `None` means `WOMBAT_TEMPERATURE`.
     temperature: Option<f32>,
+    /// `metadata.limits`: the tenant's plan limits, from the trusted caller.
+    limits: Option<wombat_governance::Limits>,
 }
 
 fn options(metadata: Option<&Map<String, Value>>) -> Result<Options, ApiError> {
@@ -113,6 +116,7 @@ fn options(metadata: Option<&Map<String, Value>>) -> Result<Options, ApiError> {
         mode: PromptMode::Full,
         model: ModelChoice::Tier(Tier::Default),
         temperature: None,
+        limits: None,
     };
     let Some(m) = metadata else {
         return Ok(o);
@@ -178,6 +182,7 @@ fn options(metadata: Option<&Map<String, Value>>) -> Result<Options, ApiError> {
             ));
         }
     };
+    o.limits = governance::parse_limits(m)?;
     Ok(o)
 }
 
@@ -403,6 +408,31 @@ struct Answer {
     model: String,
     attempts: u32,
     failovers: u32,
+    /// The soft-limit warning of the admission, for the response and webhook
+    /// (boxed: rare, and `Answer` lives in the stream task's state).
+    budget_warning: Option<Box<Value>>,
+}
+
+/// Admission of the request's LLM call (see [`governance::admit`]) and its
+/// soft-limit warning.
+async fn admit(
+    app: &App,
+    p: &Prepared,
+    route: &RouteRequest,
+) -> Result<(Option<wombat_governance::Admitted>, Option<Box<Value>>), ApiError> {
+    let admitted = governance::admit(
+        app,
+        p.key.user_id(),
+        p.opts.limits.as_ref(),
+        route,
+        &p.primary.model,
+    )
+    .await?;
+    let warning = admitted
+        .as_ref()
+        .and_then(|a| a.warning.as_ref())
+        .map(|w| Box::new(governance::warning_json(w)));
+    Ok((admitted, warning))
 }
 
 fn record(app: &App, user_id: &str, a: &Answer) {
@@ -514,6 +544,9 @@ fn webhook_event(
         event["response"] = json!(a.text);
         event["usage"] = json!(a.usage);
         event["cost"] = json!(a.cost);
+        if let Some(w) = &a.budget_warning {
+            event["budget_warning"] = (**w).clone();
+        }
     }
     if let Some(error) = error {
         event["error"] = json!(error);
@@ -548,6 +581,8 @@ struct SendResponse<'a> {
     message_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     document_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget_warning: Option<&'a Value>,
 }
 
 async fn read_send_request(
@@ -735,18 +770,27 @@ async fn send_inner(
         .await?
         .ok_or_else(|| ApiError::bad_request(NO_TASK))?;
     let permit = llm_permit(app)?;
+    let (admitted, budget_warning) = admit(app, p, &route).await?;
     let routed = deadline
         .bound(async { Ok(app.llm.complete(route).await) })
-        .await?;
+        .await;
     drop(permit);
     let routed = match routed {
-        Ok(r) => r,
-        Err(e) => {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            governance::settle(app, admitted, None).await;
             let err = llm_error(app, &e);
             fire_webhook(app, p, Some(&task_id), None, Some(&err.message));
             return Err(err);
         }
+        Err(e) => {
+            // The deadline cut the call: what it consumed is unknown (no
+            // usage without a reply), so the reservation is released.
+            governance::settle(app, admitted, None).await;
+            return Err(e);
+        }
     };
+    governance::settle(app, admitted, Some(&routed.cost)).await;
     let answer = Answer {
         text: routed.completion.text,
         usage: routed.completion.usage,
@@ -755,9 +799,11 @@ async fn send_inner(
         model: routed.model,
         attempts: routed.attempts,
         failovers: routed.failovers,
+        budget_warning,
     };
     // From here on the reply is paid for: nothing may drop it.
     record(app, p.key.user_id(), &answer);
+    governance::record_shared(app, p.key.user_id(), &answer.usage, &answer.cost, false).await;
     let request_key = request_key(p);
     let warning = context_warning(app, &answer.model, answer.usage.prompt_tokens);
     match persist_within(app, p, &task_id, &answer, &request_key, deadline).await {
@@ -776,6 +822,7 @@ async fn send_inner(
                     provider: answer.provider,
                     message_id: &message_id,
                     document_id: document_id.as_deref(),
+                    budget_warning: answer.budget_warning.as_deref(),
                 },
             ))
         }
@@ -845,6 +892,8 @@ struct Done<'a> {
     persist_error: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     context_warning: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget_warning: Option<&'a Value>,
 }
 
 /// What a stream has consumed so far. It lives outside the LLM future so
@@ -918,6 +967,7 @@ async fn start_stream(app: &Arc<App>, body: SendRequest) -> Result<http::Respons
         resolved?
     };
     let permit = llm_permit(app)?;
+    let (admitted, budget_warning) = admit(app, &p, &route).await?;
     let (resp, tx) = sse::response(&app.stream_cut);
     let app = app.clone();
     let work = async move {
@@ -943,13 +993,27 @@ async fn start_stream(app: &Arc<App>, body: SendRequest) -> Result<http::Respons
             },
         };
         drop(permit);
+        match &outcome {
+            Outcome::Answered(answer) => {
+                governance::settle(&app, admitted, Some(&answer.cost)).await;
+            }
+            Outcome::Abandoned if consumed.opened => {
+                let cost = record_abandoned(&app, &p, &consumed);
+                governance::settle(&app, admitted, Some(&cost)).await;
+                governance::record_shared(&app, p.key.user_id(), &consumed.estimate(), &cost, true)
+                    .await;
+            }
+            // Nothing paid for that the provider reported; released.
+            Outcome::Abandoned | Outcome::Failed => governance::settle(&app, admitted, None).await,
+        }
         match outcome {
             // Boxed, like the provider call and the error paths in
             // `stream_llm`: the task's size is that of its largest await
             // point for the stream's whole life, and these states never
             // coexist with the long phase of relaying deltas. Together they
             // make the task ~800 B smaller (3,640 -> 2,848 B).
-            Outcome::Answered(answer) => {
+            Outcome::Answered(mut answer) => {
+                answer.budget_warning = budget_warning;
                 Box::pin(finish_stream(
                     &app,
                     &p,
@@ -960,7 +1024,6 @@ async fn start_stream(app: &Arc<App>, body: SendRequest) -> Result<http::Respons
                 ))
                 .await;
             }
-            Outcome::Abandoned if consumed.opened => record_abandoned(&app, &p, &consumed),
             Outcome::Abandoned | Outcome::Failed => {}
         }
         app.metrics.streams_open.fetch_sub(1, Relaxed);
@@ -972,8 +1035,8 @@ async fn start_stream(app: &Arc<App>, body: SendRequest) -> Result<http::Respons
 /// Records the usage of a stream cut before the provider reported it: the
 /// provider bills what it generated, so the ledger and metrics must show it,
 /// marked as an estimate. Priced on the model asked for first (a failover
-/// model is only known from the final event).
-fn record_abandoned(app: &App, p: &Prepared, consumed: &Consumed) {
+/// model is only known from the final event). Returns that cost.
+fn record_abandoned(app: &App, p: &Prepared, consumed: &Consumed) -> Cost {
     let usage = consumed.estimate();
     let cost = app.llm.pricing().cost(&p.primary.model, &usage);
     app.usage.record_estimate(p.key.user_id(), &usage, &cost);
@@ -991,6 +1054,7 @@ fn record_abandoned(app: &App, p: &Prepared, consumed: &Consumed) {
         completion_tokens = usage.completion_tokens,
         "abandoned stream: estimated usage recorded"
     );
+    cost
 }
 
 /// Sends `error` to the client and the webhook.
@@ -1065,6 +1129,7 @@ async fn stream_llm(
                     model,
                     attempts,
                     failovers,
+                    budget_warning: None,
                 });
             }
             Err(e) => {
@@ -1097,6 +1162,7 @@ async fn finish_stream(
     deadline: &mut Deadline<'_>,
 ) {
     record(app, p.key.user_id(), &answer);
+    governance::record_shared(app, p.key.user_id(), &answer.usage, &answer.cost, false).await;
     let (message_id, persist_error) = match task_id {
         Some(task_id) => {
             let key = request_key(p);
@@ -1125,6 +1191,7 @@ async fn finish_stream(
             message_id: message_id.as_deref(),
             persist_error: persist_error.as_deref(),
             context_warning: context_warning(app, &answer.model, answer.usage.prompt_tokens),
+            budget_warning: answer.budget_warning.as_deref(),
         },
     )
     .await;

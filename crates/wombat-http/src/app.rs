@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body::Body as _;
@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 use wombat_controlplane::ControlPlane;
+use wombat_governance::{Governor, GovernorConfig};
 use wombat_llm::{LlmSummary, Router};
 use wombat_workspace::Workspace;
 
@@ -48,6 +49,33 @@ pub(crate) struct App {
     /// Turns `true` when the drain deadline passes: open SSE streams then
     /// end with an `error` event.
     pub(crate) stream_cut: watch::Receiver<bool>,
+    /// Per-user limits and, with `WOMBAT_REDIS_URL`, the shared ledger.
+    pub(crate) governor: Governor,
+}
+
+/// How long a governance store call may take before it counts as a failure
+/// (then `WOMBAT_LIMITS_ON_STORE_ERROR` decides). A healthy Redis answers in
+/// well under a millisecond; this only bounds an outage.
+const STORE_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// How long a reservation outlives the request deadline when it is never
+/// settled (a replica that died mid-request).
+const LEASE_MARGIN: Duration = Duration::from_secs(60);
+
+fn governor(config: &DaemonConfig) -> Result<Governor, crate::Error> {
+    let gc = GovernorConfig {
+        defaults: config.limits,
+        timezone: config.budget_timezone.clone(),
+        on_store_error: config.limits_on_store_error,
+        store_timeout: STORE_TIMEOUT,
+        lease_ttl: config.request_timeout + LEASE_MARGIN,
+    };
+    match &config.redis_url {
+        None => Ok(Governor::memory(gc)),
+        Some(url) => {
+            Governor::redis(url.expose(), gc).map_err(|e| crate::Error::Governance(e.to_string()))
+        }
+    }
 }
 
 /// A configured daemon, ready to serve.
@@ -61,7 +89,9 @@ impl Daemon {
     /// `backend` is `None` when no backend is configured: agent endpoints
     /// then answer 503, everything else works.
     ///
-    /// Fails only if the webhook HTTP client cannot be built (TLS setup).
+    /// Fails if the webhook HTTP client cannot be built (TLS setup) or the
+    /// Redis URL is not usable. Redis itself is reached lazily: a daemon
+    /// starts while it is down (and follows `WOMBAT_LIMITS_ON_STORE_ERROR`).
     pub fn new(
         config: DaemonConfig,
         workspace: Workspace,
@@ -77,8 +107,10 @@ impl Daemon {
         )
         .map_err(|e| crate::Error::HttpClient(e.to_string()))?;
         let (stream_cut, cut_rx) = watch::channel(false);
+        let governor = governor(&config)?;
         let app = App {
             stream_cut: cut_rx,
+            governor,
             llm_summary: llm.summary(),
             llm_permits: Arc::new(Semaphore::new(config.max_concurrent_llm)),
             config,
@@ -258,7 +290,7 @@ async fn dispatch(
             let deep = param("deep").is_some_and(|v| v == "true" || v == "1");
             Ok(info::health(app, deep).await)
         }
-        (Method::GET, "/usage") => Ok(info::usage(app, param("user_id").as_deref())),
+        (Method::GET, "/usage") => info::usage(app, param("user_id").as_deref()).await,
         (Method::GET, "/context") => info::context(app, param("role").as_deref()),
         (Method::GET, "/skills") => Ok(info::skills(app)),
         (Method::GET, "/boot") => Ok(info::boot(app)),

@@ -139,6 +139,67 @@ pub struct DaemonConfig {
     /// `WOMBAT_COMPACT_TEMPERATURE` (0.3, 0.1.0's value): sampling
     /// temperature of `/compact`, in 0..=2.
     pub compact_temperature: f32,
+    /// `WOMBAT_REDIS_URL` (`redis://[:password@]host:port[/db]`): budgets,
+    /// rate limits and `/usage` shared by every replica. Unset: in memory,
+    /// per process. A secret: it may carry a password.
+    pub redis_url: Option<Secret>,
+    /// Limits of every user (`WOMBAT_BUDGET_USD_DAY`,
+    /// `WOMBAT_BUDGET_USD_MONTH`, `WOMBAT_BUDGET_SOFT_PERCENT`,
+    /// `WOMBAT_RATE_RPM`, `WOMBAT_RATE_TPM`, `WOMBAT_USER_CONCURRENCY`);
+    /// unset means no limit. `metadata.limits` overrides them per request.
+    pub limits: wombat_governance::Limits,
+    /// `WOMBAT_BUDGET_TIMEZONE` (UTC): where budget days and months begin.
+    pub budget_timezone: jiff::tz::TimeZone,
+    /// `WOMBAT_LIMITS_ON_STORE_ERROR` (`open`): let requests through when
+    /// the store is unreachable (`open`) or answer 503 (`closed`).
+    pub limits_on_store_error: wombat_governance::FailMode,
+}
+
+/// A budget in USD: a finite, non-negative number, kept as micro-dollars.
+pub fn usd_micros(v: &str) -> Result<u64, String> {
+    match v.parse::<f64>() {
+        Ok(n) if n.is_finite() && (0.0..=1e9).contains(&n) => Ok((n * 1e6).round() as u64),
+        _ => Err(format!("{v:?} is not an amount of USD between 0 and 1e9")),
+    }
+}
+
+/// A percentage in (0, 100].
+pub fn percent(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(n) if n > 0.0 && n <= 100.0 => Ok(n),
+        _ => Err(format!("{v:?} is not a percentage in (0, 100]")),
+    }
+}
+
+fn redis_url(v: &str) -> Result<Option<Secret>, String> {
+    // Never echo the value: it may carry a password.
+    if (v.starts_with("redis://") || v.starts_with("valkey://")) && v.len() > "redis://".len() {
+        Ok(Some(Secret::new(v)))
+    } else {
+        Err("is not a redis:// URL".to_owned())
+    }
+}
+
+fn limits(s: &Settings) -> Result<wombat_governance::Limits, ConfigError> {
+    let some = |f: fn(&str) -> Result<u64, String>| move |v: &str| f(v).map(Some);
+    let count = |v: &str| match v.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{v:?} is not a positive integer")),
+    };
+    let small = |v: &str| match v.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(Some(n)),
+        _ => Err(format!("{v:?} is not a positive integer below 2^32")),
+    };
+    Ok(wombat_governance::Limits {
+        budget_day_micros: parse(s, "WOMBAT_BUDGET_USD_DAY", None, some(usd_micros))?,
+        budget_month_micros: parse(s, "WOMBAT_BUDGET_USD_MONTH", None, some(usd_micros))?,
+        soft_percent: parse(s, "WOMBAT_BUDGET_SOFT_PERCENT", None, |v| {
+            percent(v).map(Some)
+        })?,
+        rpm: parse(s, "WOMBAT_RATE_RPM", None, small)?,
+        tpm: parse(s, "WOMBAT_RATE_TPM", None, some(count))?,
+        concurrency: parse(s, "WOMBAT_USER_CONCURRENCY", None, small)?,
+    })
 }
 
 /// Every `WOMBAT_*` setting the daemon reads, in one place: the binary
@@ -436,6 +497,22 @@ impl DaemonConfig {
             pricing_file: get(s, "WOMBAT_PRICING_FILE").map(PathBuf::from),
             temperature: parse(s, "WOMBAT_TEMPERATURE", 0.4, temperature)?,
             compact_temperature: parse(s, "WOMBAT_COMPACT_TEMPERATURE", 0.3, temperature)?,
+            redis_url: parse(s, "WOMBAT_REDIS_URL", None, redis_url)?,
+            limits: limits(s)?,
+            budget_timezone: parse(s, "WOMBAT_BUDGET_TIMEZONE", jiff::tz::TimeZone::UTC, |v| {
+                jiff::tz::TimeZone::get(v)
+                    .map_err(|_| format!("{v:?} is not a known IANA time zone"))
+            })?,
+            limits_on_store_error: parse(
+                s,
+                "WOMBAT_LIMITS_ON_STORE_ERROR",
+                wombat_governance::FailMode::Open,
+                |v| match v {
+                    "open" => Ok(wombat_governance::FailMode::Open),
+                    "closed" => Ok(wombat_governance::FailMode::Closed),
+                    _ => Err(format!("{v:?} is not \"open\" or \"closed\"")),
+                },
+            )?,
         })
     }
 }
@@ -532,15 +609,53 @@ mod tests {
     }
 
     #[test]
+    fn governance_settings() {
+        let c = DaemonConfig::from_settings(&settings(&[
+            ("WOMBAT_BUDGET_USD_DAY", "2.5"),
+            ("WOMBAT_BUDGET_SOFT_PERCENT", "80"),
+            ("WOMBAT_RATE_RPM", "60"),
+            ("WOMBAT_USER_CONCURRENCY", "2"),
+            ("WOMBAT_BUDGET_TIMEZONE", "Europe/Paris"),
+            ("WOMBAT_LIMITS_ON_STORE_ERROR", "closed"),
+        ]))
+        .expect("valid");
+        assert_eq!(c.limits.budget_day_micros, Some(2_500_000));
+        assert_eq!((c.limits.rpm, c.limits.concurrency), (Some(60), Some(2)));
+        assert_eq!(c.limits.tpm, None);
+        assert_eq!(c.limits_on_store_error, wombat_governance::FailMode::Closed);
+        let d = DaemonConfig::from_settings(&Settings::new()).expect("valid");
+        assert!(d.limits.is_empty() && d.redis_url.is_none());
+        assert_eq!(
+            err(&[("WOMBAT_BUDGET_USD_MONTH", "-1")]),
+            r#"invalid WOMBAT_BUDGET_USD_MONTH: "-1" is not an amount of USD between 0 and 1e9"#
+        );
+        assert!(err(&[("WOMBAT_RATE_TPM", "0")]).starts_with("invalid WOMBAT_RATE_TPM"));
+        assert!(
+            err(&[("WOMBAT_BUDGET_TIMEZONE", "Mars/Olympus")])
+                .starts_with("invalid WOMBAT_BUDGET_TIMEZONE")
+        );
+        assert!(
+            err(&[("WOMBAT_LIMITS_ON_STORE_ERROR", "maybe")])
+                .starts_with("invalid WOMBAT_LIMITS_ON_STORE_ERROR")
+        );
+        let e = err(&[("WOMBAT_REDIS_URL", "http://:hunter2@x")]);
+        assert!(
+            e.starts_with("invalid WOMBAT_REDIS_URL") && !e.contains("hunter2"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn secrets_never_print() {
         let c = DaemonConfig::from_settings(&settings(&[
+            ("WOMBAT_REDIS_URL", "redis://:rp-789@localhost:6379"),
             ("AGENT_DAEMON_API_KEY", "dk-123"),
             ("AGENT_JWT_SECRET", "jwt-456"),
         ]))
         .expect("valid");
         let debug = format!("{c:?}");
         assert!(
-            !debug.contains("dk-123") && !debug.contains("jwt-456"),
+            !debug.contains("dk-123") && !debug.contains("jwt-456") && !debug.contains("rp-789"),
             "{debug}"
         );
     }

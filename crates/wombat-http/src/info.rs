@@ -168,9 +168,34 @@ fn missing_keys_hint(
     parts.join("; ")
 }
 
-/// `GET /usage[?user_id=]`.
-pub(crate) fn usage(app: &App, user_id: Option<&str>) -> http::Response<Body> {
-    json_response(StatusCode::OK, &app.usage.report(user_id))
+/// Days of the `byDay` series of a shared `/usage`.
+const USAGE_SERIES_DAYS: u16 = 31;
+
+/// `GET /usage[?user_id=]`: from the shared store when one is configured
+/// (the sum over every replica, with a per-day series), else this process's
+/// ledger (0.1.0's shape).
+pub(crate) async fn usage(
+    app: &App,
+    user_id: Option<&str>,
+) -> Result<http::Response<Body>, ApiError> {
+    if !app.governor.is_shared() {
+        return Ok(json_response(StatusCode::OK, &app.usage.report(user_id)));
+    }
+    let snapshot = app
+        .governor
+        .usage(user_id, USAGE_SERIES_DAYS)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "usage_unavailable",
+                format!("the shared usage store is unreachable: {e}"),
+            )
+        })?;
+    Ok(json_response(
+        StatusCode::OK,
+        &crate::usage::UsageResponse::from_snapshot(&snapshot, user_id),
+    ))
 }
 
 /// `GET /context?role=`.
@@ -239,7 +264,9 @@ pub(crate) async fn boot_complete(app: &App) -> Result<http::Response<Body>, Api
 
 /// `GET /metrics` in the Prometheus text format.
 pub(crate) fn metrics(app: &App) -> http::Response<Body> {
-    let mut resp = http::Response::new(full(app.metrics.render()));
+    let mut text = app.metrics.render();
+    crate::governance::render_metrics(app, &mut text);
+    let mut resp = http::Response::new(full(text));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

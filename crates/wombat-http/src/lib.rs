@@ -10,6 +10,7 @@ mod agent;
 mod app;
 pub mod config;
 mod error;
+mod governance;
 mod info;
 mod metrics;
 mod request;
@@ -27,5 +28,9 @@ pub enum Error {
     /// An outbound HTTP client could not be created.
     #[error("cannot build an HTTP client: {0}")]
     HttpClient(String),
+    /// The governance store could not be set up (e.g. a malformed
+    /// `WOMBAT_REDIS_URL`).
+    #[error("cannot set up the limits store: {0}")]
+    Governance(String),
 }
 pub use server::ServerLimits;

@@ -380,6 +380,8 @@ async fn call(
             );
             app.metrics.observe_route(r.attempts, r.failovers);
             app.usage.record(ledger_user, &r.completion.usage, &r.cost);
+            crate::governance::record_shared(app, ledger_user, &r.completion.usage, &r.cost, false)
+                .await;
             Ok(r)
         }
         Ok(Err(e)) => Err(llm_error(app, &e)),

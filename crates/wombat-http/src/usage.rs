@@ -5,7 +5,8 @@
 //! The per-user map is bounded ([`MAX_TRACKED_USERS`]); usage of users beyond
 //! the bound is still counted in the totals and per model, and in one
 //! `_other` bucket, so a flood of tenants cannot grow memory without limit.
-//! Across replicas, aggregate with `/metrics` instead.
+//! With `WOMBAT_REDIS_URL`, `/usage` comes from the shared store instead
+//! (see [`UsageResponse::from_snapshot`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -94,6 +95,63 @@ pub(crate) struct UsageResponse {
     by_model: std::collections::BTreeMap<String, UsageReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     by_user: Option<std::collections::BTreeMap<String, UsageReport>>,
+    /// Per day (budget time zone), oldest first; only from a shared store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    by_day: Option<Vec<DayReport>>,
+}
+
+/// One day of the `byDay` series.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DayReport {
+    date: String,
+    #[serde(flatten)]
+    totals: UsageReport,
+}
+
+impl From<&wombat_governance::UsageTotals> for Totals {
+    fn from(t: &wombat_governance::UsageTotals) -> Self {
+        Self {
+            requests: t.requests,
+            estimated: t.estimated,
+            input: t.input,
+            output: t.output,
+            total: t.total,
+            cost_micros: t.cost_micros,
+        }
+    }
+}
+
+impl UsageResponse {
+    /// The wire shape of the shared store's ledger.
+    pub(crate) fn from_snapshot(
+        s: &wombat_governance::UsageSnapshot,
+        user_id: Option<&str>,
+    ) -> Self {
+        let report = |t: &wombat_governance::UsageTotals| Totals::from(t).report();
+        Self {
+            totals: report(&s.totals),
+            user_id: user_id.map(str::to_owned),
+            by_model: s
+                .by_model
+                .iter()
+                .map(|(k, t)| (k.clone(), report(t)))
+                .collect(),
+            by_user: s
+                .by_user
+                .as_ref()
+                .map(|m| m.iter().map(|(k, t)| (k.clone(), report(t))).collect()),
+            by_day: Some(
+                s.by_day
+                    .iter()
+                    .map(|(d, t)| DayReport {
+                        date: d.clone(),
+                        totals: report(t),
+                    })
+                    .collect(),
+            ),
+        }
+    }
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -165,6 +223,7 @@ impl UsageTracker {
                     user_id: Some(user.to_owned()),
                     by_model: models,
                     by_user: None,
+                    by_day: None,
                 }
             }
             None => UsageResponse {
@@ -177,6 +236,7 @@ impl UsageTracker {
                         .map(|(k, (t, _))| (k.clone(), t.report()))
                         .collect(),
                 ),
+                by_day: None,
             },
         }
     }

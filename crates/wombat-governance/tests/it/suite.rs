@@ -178,8 +178,14 @@ async fn requests_per_minute() {
             panic!("over rate")
         };
         assert_eq!(kind, RateKind::Requests);
-        assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(21));
+        assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(20));
         assert!(admitted(&admit(store, &call("bob", "5", limits)).await));
+        // A bigger plan: judged by the 3 requests really made, not the old rate.
+        let bigger = Limits {
+            rpm: Some(1000),
+            ..Limits::default()
+        };
+        assert!(admitted(&admit(store, &call("alice", "6", bigger)).await));
     }
 }
 

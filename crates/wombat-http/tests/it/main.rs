@@ -10,6 +10,8 @@ mod deadlines;
 mod docs;
 mod endpoints;
 mod errors;
+mod governance;
 mod hardening;
 mod llm_limits;
+mod redis_server;
 mod support;

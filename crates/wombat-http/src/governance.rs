@@ -1,0 +1,312 @@
+//! Per-user limits around each LLM call, and the shared usage ledger (see
+//! `wombat-governance` and GOVERNANCE.md).
+//!
+//! Admission runs right before the LLM call (after validation and task
+//! resolution, after the global LLM slot was taken), settlement right after
+//! it, on every path: answered, failed, abandoned. With no limit configured
+//! and none in the request, admission is one branch on data already in
+//! hand: no store call, no allocation, no lock.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use http::StatusCode;
+use serde_json::{Map, Value, json};
+use wombat_core::{Cost, Usage};
+use wombat_governance::{Admitted, BudgetWarning, Estimate, Limits, Refused};
+use wombat_llm::RouteRequest;
+
+use crate::app::App;
+use crate::error::ApiError;
+
+/// Output tokens reserved for a call that sets no `max_tokens`: enough for
+/// a long reply. A reply longer than this is still settled at its real cost;
+/// only the reservation (and so the possible overshoot) is bounded by it.
+pub(crate) const DEFAULT_OUTPUT_RESERVE: u64 = 4096;
+
+/// `metadata.limits`, validated: every key optional, unknown keys refused
+/// (a typo must not silently lift a tenant's limit).
+pub(crate) fn parse_limits(m: &Map<String, Value>) -> Result<Option<Limits>, ApiError> {
+    let obj = match m.get("limits") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(o)) => o,
+        Some(_) => return Err(ApiError::bad_request("metadata.limits must be an object")),
+    };
+    let mut l = Limits::default();
+    for (key, value) in obj {
+        let bad = |what: &str| {
+            ApiError::bad_request(format!("metadata.limits.{key} must be {what}, got {value}"))
+        };
+        if value.is_null() {
+            continue;
+        }
+        match key.as_str() {
+            "budget_usd_day" | "budget_usd_month" => {
+                let usd = value
+                    .as_f64()
+                    .filter(|n| n.is_finite() && (0.0..=1e9).contains(n))
+                    .ok_or_else(|| bad("a number of USD between 0 and 1e9"))?;
+                let micros = Some((usd * 1e6).round() as u64);
+                if key == "budget_usd_day" {
+                    l.budget_day_micros = micros;
+                } else {
+                    l.budget_month_micros = micros;
+                }
+            }
+            "soft_percent" => {
+                l.soft_percent = Some(
+                    value
+                        .as_f64()
+                        .filter(|n| *n > 0.0 && *n <= 100.0)
+                        .ok_or_else(|| bad("a percentage in (0, 100]"))?,
+                );
+            }
+            "rpm" | "concurrency" => {
+                let n = value
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| bad("a positive integer below 2^32"))?;
+                if key == "rpm" {
+                    l.rpm = Some(n);
+                } else {
+                    l.concurrency = Some(n);
+                }
+            }
+            "tpm" => {
+                l.tpm = Some(
+                    value
+                        .as_u64()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| bad("a positive integer"))?,
+                );
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "metadata.limits.{other} is not a known limit (budget_usd_day, budget_usd_month, soft_percent, rpm, tpm, concurrency)"
+                )));
+            }
+        }
+    }
+    Ok(Some(l))
+}
+
+/// Prompt tokens of a route, estimated as 0.1.0 did (`ceil(chars / 4)`).
+pub(crate) fn prompt_tokens(route: &RouteRequest) -> u64 {
+    let chars = route.system.as_deref().map_or(0, str::len)
+        + route
+            .messages
+            .iter()
+            .map(|m| m.content.len())
+            .sum::<usize>();
+    chars.div_ceil(4) as u64
+}
+
+/// Checks `user`'s limits before an LLM call to `model` and reserves its
+/// estimate. `Ok(None)`: no limit applies (nothing to settle).
+pub(crate) async fn admit(
+    app: &App,
+    user: &str,
+    requested: Option<&Limits>,
+    route: &RouteRequest,
+    model: &str,
+) -> Result<Option<Admitted>, ApiError> {
+    let defaults = app.governor.defaults();
+    let limits = match requested {
+        Some(l) => l.or(defaults),
+        None if defaults.is_empty() => return Ok(None),
+        None => *defaults,
+    };
+    if limits.is_empty() {
+        return Ok(None);
+    }
+    let output_cap = route.max_tokens.map_or(DEFAULT_OUTPUT_RESERVE, u64::from);
+    let estimate = Estimate::of_call(app.llm.pricing(), model, prompt_tokens(route), output_cap);
+    // Boxed: the request's future (a stream's task lives as long as the
+    // stream) stays as small as without limits; only a limited request pays.
+    Box::pin(app.governor.admit(user, &limits, estimate))
+        .await
+        .map(Some)
+        .map_err(refusal)
+}
+
+/// Settles an admission: the real cost and tokens (0 when nothing was
+/// consumed), releasing the reservation.
+pub(crate) async fn settle(app: &App, admitted: Option<Admitted>, cost: Option<&Cost>) {
+    if let Some(a) = admitted {
+        let (micros, tokens) = cost.map_or((0, 0), |c| {
+            (
+                c.total_micros(),
+                c.input_tokens.saturating_add(c.output_tokens),
+            )
+        });
+        Box::pin(app.governor.settle(a, micros, tokens)).await;
+    }
+}
+
+/// Adds a call to the shared ledger, when there is one (the per-process
+/// ledger is written by the caller either way).
+pub(crate) async fn record_shared(
+    app: &App,
+    user: &str,
+    usage: &Usage,
+    cost: &Cost,
+    estimated: bool,
+) {
+    if app.governor.is_shared() {
+        Box::pin(app.governor.record_usage(
+            user,
+            &cost.model,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.total_tokens,
+            cost.total_micros(),
+            estimated,
+        ))
+        .await;
+    }
+}
+
+fn usd(micros: u64) -> f64 {
+    micros as f64 / 1e6
+}
+
+/// The `budget_warning` of responses, `done` events and webhooks.
+pub(crate) fn warning_json(w: &BudgetWarning) -> Value {
+    json!({
+        "period": w.period.as_str(),
+        "limit": usd(w.limit_micros),
+        "spent": usd(w.spent_micros),
+        "soft_percent": w.soft_percent,
+        "resets_at": w.resets_at.to_string(),
+    })
+}
+
+fn refusal(r: Refused) -> ApiError {
+    match r {
+        Refused::Budget {
+            period,
+            limit_micros,
+            spent_micros,
+            reserved_micros,
+            resets_at,
+        } => {
+            let secs = resets_at
+                .as_second()
+                .saturating_sub(jiff::Timestamp::now().as_second())
+                .max(1);
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "budget_exceeded",
+                format!(
+                    "the {} budget of {} USD is used up ({} USD spent, {} USD reserved by requests in flight)",
+                    match period {
+                        wombat_governance::PeriodKind::Day => "daily",
+                        wombat_governance::PeriodKind::Month => "monthly",
+                    },
+                    usd(limit_micros),
+                    usd(spent_micros),
+                    usd(reserved_micros),
+                ),
+            )
+            .with_details(json!({
+                "period": period.as_str(),
+                "limit": usd(limit_micros),
+                "spent": usd(spent_micros),
+                "reserved": usd(reserved_micros),
+                "resets_at": resets_at.to_string(),
+            }))
+            .with_retry_after(secs.unsigned_abs())
+        }
+        Refused::Rate { kind, retry_after } => {
+            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "over the {} limit of this user; retry in {secs}s",
+                    match kind {
+                        wombat_governance::RateKind::Requests => "requests-per-minute",
+                        wombat_governance::RateKind::Tokens => "tokens-per-minute",
+                    }
+                ),
+            )
+            .with_details(json!({"limit": kind.as_str(), "retry_after": secs}))
+            .with_retry_after(secs)
+        }
+        Refused::Concurrency { limit } => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "concurrency_limited",
+            format!("this user already has {limit} requests in flight"),
+        )
+        .with_details(json!({"limit": "concurrency", "concurrency": limit}))
+        .with_retry_after(1),
+        Refused::Unavailable => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "limits_unavailable",
+            "the limits store is unreachable and WOMBAT_LIMITS_ON_STORE_ERROR=closed",
+        )
+        .with_retry_after(1),
+    }
+}
+
+/// The governance series of `/metrics`.
+pub(crate) fn render_metrics(app: &App, out: &mut String) {
+    use std::fmt::Write as _;
+    let m = app.governor.metrics();
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+    let _ = writeln!(
+        out,
+        "# HELP wombat_limits_admitted_total LLM calls admitted by the per-user limits (fail-open included).\n# TYPE wombat_limits_admitted_total counter\nwombat_limits_admitted_total {}",
+        get(&m.admitted)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP wombat_limits_rejected_total Requests refused by the per-user limits, by reason.\n# TYPE wombat_limits_rejected_total counter"
+    );
+    for (reason, n) in [
+        ("budget", &m.rejected_budget),
+        ("rpm", &m.rejected_rpm),
+        ("tpm", &m.rejected_tpm),
+        ("concurrency", &m.rejected_concurrency),
+        ("store_unavailable", &m.rejected_unavailable),
+    ] {
+        let _ = writeln!(
+            out,
+            "wombat_limits_rejected_total{{reason=\"{reason}\"}} {}",
+            get(n)
+        );
+    }
+    for (name, help, n) in [
+        (
+            "wombat_limits_store_errors_total",
+            "Governance store calls that failed or timed out.",
+            &m.store_errors,
+        ),
+        (
+            "wombat_limits_fail_open_total",
+            "Requests let through while the store was unreachable.",
+            &m.fail_open,
+        ),
+        (
+            "wombat_budget_warnings_total",
+            "Responses that carried a budget_warning.",
+            &m.warnings,
+        ),
+        (
+            "wombat_budget_reserved_usd_micros_total",
+            "Estimates reserved before LLM calls, micro-dollars.",
+            &m.reserved_micros,
+        ),
+        (
+            "wombat_budget_settled_usd_micros_total",
+            "Real costs settled after LLM calls, micro-dollars.",
+            &m.settled_micros,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            get(n)
+        );
+    }
+}
