@@ -236,7 +236,11 @@ impl Governor {
                     .compare_exchange(last, now, Relaxed, Relaxed)
                     .is_ok()
             {
-                tracing::error!(error = %e, "governance store failed while {what} (logged at most every {ERROR_LOG_EVERY_SECS}s)");
+                tracing::error!(
+                    error = %e,
+                    during = what,
+                    "governance store failed; requests follow WOMBAT_LIMITS_ON_STORE_ERROR (logged at most every 10 s)"
+                );
             }
         }
         result
