@@ -37,12 +37,12 @@ const TEST_INTERNAL: &str = "doc-commands-internal";
 
 /// One `cargo ...` command line of a doc.
 #[derive(Debug)]
-struct DocCommand {
-    at: String,
-    env: Vec<(String, String)>,
-    words: Vec<String>,
+pub(crate) struct DocCommand {
+    pub(crate) at: String,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) words: Vec<String>,
     /// `# ...` comment lines right after it (documented output).
-    output: Vec<String>,
+    pub(crate) output: Vec<String>,
 }
 
 fn is_assignment(word: &str) -> Option<(&str, &str)> {
@@ -70,7 +70,7 @@ fn strip_comment(line: &str) -> &str {
     line
 }
 
-fn doc_commands(file: &str, text: &str) -> Vec<DocCommand> {
+pub(crate) fn doc_commands(file: &str, text: &str) -> Vec<DocCommand> {
     let mut out: Vec<DocCommand> = Vec::new();
     let mut lines = text.lines().enumerate();
     while let Some((_, line)) = lines.next() {
@@ -208,7 +208,7 @@ fn secrets(env: &[(String, String)]) -> (String, String) {
     )
 }
 
-fn wombat(cwd: &Path, args: &[String], env: &BTreeMap<String, String>) -> Command {
+pub(crate) fn wombat(cwd: &Path, args: &[String], env: &BTreeMap<String, String>) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wombat"));
     cmd.args(args).current_dir(cwd).env_clear().envs(env);
     if let Ok(path) = std::env::var("PATH") {
@@ -217,13 +217,13 @@ fn wombat(cwd: &Path, args: &[String], env: &BTreeMap<String, String>) -> Comman
     cmd
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
 
 /// Runs `wombat ARGS` to its end (off the async threads); it must succeed.
-async fn run_to_success(
+pub(crate) async fn run_to_success(
     cwd: &Path,
     args: &[String],
     env: &BTreeMap<String, String>,
@@ -243,7 +243,7 @@ async fn run_to_success(
 }
 
 /// Kills the child when the test ends, passing or not.
-struct Running(Child);
+pub(crate) struct Running(pub(crate) Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -254,7 +254,11 @@ impl Drop for Running {
 
 /// `GET url` until it answers 2xx: the JSON body, or the child's stderr
 /// when it exits first.
-async fn wait_healthy(child: &mut Running, url: &str, at: &str) -> Result<Value, String> {
+pub(crate) async fn wait_healthy(
+    child: &mut Running,
+    url: &str,
+    at: &str,
+) -> Result<Value, String> {
     let http = reqwest::Client::new();
     for _ in 0..1500 {
         if let Some(status) = child.0.try_wait().unwrap() {
@@ -652,6 +656,17 @@ async fn doc_command_lines_run_as_written() {
             (_, Some("wombat-mc-lite-bin")) => {
                 run_mc_lite(&cmd, &args).await;
                 "mc-lite"
+            }
+            // The local loop of docs/QUICKSTART.md needs the server and
+            // backend of the block's first command: `local_loop.rs` runs the
+            // whole block in order.
+            (_, Some("wombat-dispatcher" | "wombat-heartbeat")) => {
+                assert!(
+                    cmd.at.starts_with("docs/QUICKSTART.md:"),
+                    "{}: only the QUICKSTART's local loop is run",
+                    cmd.at
+                );
+                "local loop (local_loop.rs)"
             }
             (["cargo", "xtask", "conformance"], _) => {
                 run_conformance(&cmd).await;
