@@ -193,6 +193,16 @@ impl Server {
     /// Spawns the server and waits for its first `200` on `/health`;
     /// returns it with the time from spawn to that answer.
     async fn start(cfg: &Config, fakes: &Fakes, log: &Path) -> Result<(Self, Duration)> {
+        Self::start_with(cfg, fakes, log, &[]).await
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    async fn start_with(
+        cfg: &Config,
+        fakes: &Fakes,
+        log: &Path,
+        extra: &[(&str, String)],
+    ) -> Result<(Self, Duration)> {
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let stderr = std::fs::OpenOptions::new()
@@ -226,6 +236,7 @@ impl Server {
             .env("WOMBAT_MAX_CONCURRENT_LLM", "20000")
             .env("RUST_LOG", "warn")
             .env("WOMBAT_SHUTDOWN_TIMEOUT_SECS", "2")
+            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
@@ -493,7 +504,7 @@ async fn bench(cfg: &Config) -> Result<Value> {
             );
         }
     }
-    // XTASK_BENCH_ONLY=send[:<concurrency>]|hold runs just that part (for a profiler
+    // XTASK_BENCH_ONLY=send[:<concurrency>]|hold|limits runs just that part (for a profiler
     // wrapped around the server with XTASK_BENCH_WRAPPER).
     let only = std::env::var("XTASK_BENCH_ONLY").ok();
     match only
@@ -511,7 +522,14 @@ async fn bench(cfg: &Config) -> Result<Value> {
             let held = hold_streams(cfg, &fakes, &server, &agent_body).await?;
             return Ok(json!({"only": "hold", "open_streams": held}));
         }
-        Some(_) => bail!("XTASK_BENCH_ONLY must be send[:<concurrency>] or hold, not {only:?}"),
+        Some(("limits", _)) => {
+            drop(server);
+            let limits = limit_runs(cfg, &fakes, &log, &agent_body, hz).await?;
+            return Ok(json!({"only": "limits", "limits": limits}));
+        }
+        Some(_) => {
+            bail!("XTASK_BENCH_ONLY must be send[:<concurrency>], hold or limits, not {only:?}")
+        }
         None => {}
     }
     let captured = fakes.state.captured();
@@ -605,6 +623,7 @@ async fn bench(cfg: &Config) -> Result<Value> {
     check_run("fresh warm-up", &run_json(&mut w, hz, false))?;
     let held_fresh = hold_streams(cfg, &fakes, &fresh, &agent_body).await?;
     drop(fresh);
+    let limits = limit_runs(cfg, &fakes, &log, &agent_body, hz).await?;
     Ok(json!({
         "machine": machine,
         "loadavg_after": stats::loadavg(),
@@ -622,6 +641,134 @@ async fn bench(cfg: &Config) -> Result<Value> {
         "health": health,
         "open_streams": held,
         "open_streams_fresh": held_fresh,
+        "limits": limits,
+    }))
+}
+
+/// A `redis-server` for the limits run; killed when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    async fn start(dir: &Path) -> Result<Self> {
+        let port = free_port()?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-server (apt-get install redis-server)")?;
+        let redis = Self { child, port };
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            if started.elapsed() > STARTUP_TIMEOUT {
+                bail!("redis-server did not listen within {STARTUP_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(redis)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `send` at c=1 with per-user limits in force (a requests-per-minute limit
+/// no run reaches, so every send is admitted, settled and, with Redis,
+/// recorded in the shared ledger): once with the in-memory store, once with
+/// a local `redis-server`. Reports what Redis adds per send: the daemon's
+/// CPU, the p50 latency, and the Redis server's own CPU.
+async fn limit_runs(
+    cfg: &Config,
+    fakes: &Fakes,
+    log: &Path,
+    agent_body: &Bytes,
+    hz: u64,
+) -> Result<Value> {
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("bench: redis-server not installed; limits runs skipped");
+        return Ok(json!({"skipped": "redis-server not installed"}));
+    }
+    let redis = Redis::start(&cfg.out_dir).await?;
+    let limits = [("WOMBAT_RATE_RPM", "1000000000".to_owned())];
+    let url = format!("redis://127.0.0.1:{}/", redis.port);
+    let mut runs = serde_json::Map::new();
+    for (name, with_redis) in [("memory", false), ("redis", true)] {
+        let mut env = limits.to_vec();
+        if with_redis {
+            env.push(("WOMBAT_REDIS_URL", url.clone()));
+        }
+        let (server, _) = Server::start_with(cfg, fakes, log, &env).await?;
+        let targets = Arc::new(Targets {
+            server: server.addr,
+            llm: fakes.llm,
+            backend: fakes.backend,
+            agent_body: agent_body.clone(),
+            chat_body: Bytes::new(),
+            stream_body: Bytes::new(),
+            message_body: Bytes::new(),
+        });
+        let mut w = measure(
+            Scenario::Send,
+            &targets,
+            4,
+            Duration::from_millis(400),
+            server.pid(),
+        )
+        .await?;
+        check_run(
+            &format!("limits {name} warm-up"),
+            &run_json(&mut w, hz, false),
+        )?;
+        let r0 = stats::cpu_ticks(redis.child.id());
+        let mut m = measure(Scenario::Send, &targets, 1, cfg.duration(), server.pid()).await?;
+        let r1 = stats::cpu_ticks(redis.child.id());
+        let mut v = run_json(&mut m, hz, true);
+        check_run(&format!("limits {name} c=1"), &v)?;
+        if m.run.errors > 0 {
+            bail!(
+                "limits {name}: {} error(s), first: {}",
+                m.run.errors,
+                m.run.first_error.unwrap_or_default()
+            );
+        }
+        if with_redis {
+            let ticks = r1.zip(r0).map_or(0, |(b, a)| b.since(a).total());
+            v["redis_cpu_us_per_request"] = json!(stats::cpu_per_request_us(ticks, hz, m.run.ok));
+        }
+        println!(
+            "bench: limits ({name} store) send c=1: {:.0} req/s, p50 {:.3} ms, {:.1} µs server CPU/send",
+            f(&v["rps"]),
+            f(&v["latency_us"]["p50"]) / 1e3,
+            f(&v["server_cpu_us_per_request"]),
+        );
+        runs.insert(name.to_owned(), v);
+    }
+    let d = |k: &dyn Fn(&Value) -> f64| k(&runs["redis"]) - k(&runs["memory"]);
+    let added_cpu = d(&|v| f(&v["server_cpu_us_per_request"]));
+    let added_p50 = d(&|v| f(&v["latency_us"]["p50"]));
+    Ok(json!({
+        "concurrency": 1,
+        "memory": runs["memory"],
+        "redis": runs["redis"],
+        "redis_added_server_cpu_us_per_send": added_cpu,
+        "redis_added_p50_us": added_p50,
     }))
 }
 
@@ -860,6 +1007,16 @@ fn print_report(r: &Value) {
         st["all"]
     );
 
+    let l = &r["limits"];
+    if l.get("redis").is_some() {
+        println!(
+            "\nper-user limits, send c=1: Redis store vs in-memory store adds {:.1} µs of daemon CPU per send \
+             (target < 20) and {:.3} ms p50 (target < 0.2); redis-server itself used {:.1} µs per send",
+            f(&l["redis_added_server_cpu_us_per_send"]),
+            f(&l["redis_added_p50_us"]) / 1e3,
+            f(&l["redis"]["redis_cpu_us_per_request"]),
+        );
+    }
     println!(
         "\n| {:<44} | {:>30} | {:<6} |",
         "target", "measured", "result"
