@@ -130,7 +130,6 @@ struct Lease {
     id: String,
     user: String,
     prompt_tokens: u64,
-    reserved_micros: u64,
     tpm: Option<u64>,
 }
 
@@ -257,7 +256,7 @@ impl Governor {
     ) -> Result<Admitted, Refused> {
         let now = Timestamp::now();
         let periods = Periods::at(now, &self.config.timezone);
-        let lease = uuid_like();
+        let lease = lease_id();
         let req = AdmitRequest {
             user,
             lease: &lease,
@@ -317,7 +316,6 @@ impl Governor {
                         id: lease,
                         user: user.to_owned(),
                         prompt_tokens: estimate.prompt_tokens,
-                        reserved_micros: estimate.cost_micros,
                         tpm: limits.tpm,
                     }),
                     warning,
@@ -397,7 +395,6 @@ impl Governor {
             month_ttl_secs: periods.ttl_secs(PeriodKind::Month, now),
         };
         self.metrics.settled_micros.fetch_add(cost_micros, Relaxed);
-        let _ = lease.reserved_micros;
         let _ = self
             .call("settling a request", self.store.settle(&req))
             .await;
@@ -454,7 +451,7 @@ impl Governor {
 }
 
 /// A unique lease id: time, process and a counter (no RNG dependency).
-fn uuid_like() -> String {
+fn lease_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Relaxed);
     let t = Timestamp::now().as_nanosecond();

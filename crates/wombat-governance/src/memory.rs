@@ -80,6 +80,8 @@ struct Ledger {
 struct State {
     users: HashMap<String, UserState>,
     ledger: Ledger,
+    /// When idle users were last swept (ms since start).
+    last_sweep: f64,
 }
 
 /// Governance state in this process only.
@@ -132,7 +134,13 @@ impl Store for MemoryStore {
     async fn admit(&self, req: &AdmitRequest<'_>) -> Result<Admission, StoreError> {
         let now = self.now_ms();
         let mut state = self.lock();
-        if state.users.len() >= SWEEP_AT && !state.users.contains_key(req.user) {
+        // At most once a minute: with many active users a sweep per new
+        // user would make every admission O(users).
+        if state.users.len() >= SWEEP_AT
+            && now - state.last_sweep > WINDOW_MS
+            && !state.users.contains_key(req.user)
+        {
+            state.last_sweep = now;
             let (day, month) = (&req.periods.day, &req.periods.month);
             state.users.retain(|_, u| {
                 u.purge(now);

@@ -234,6 +234,7 @@ pub const KNOWN_WOMBAT_VARS: &[&str] = &[
     "WOMBAT_RATE_RPM",
     "WOMBAT_RATE_TPM",
     "WOMBAT_REDIS_URL",
+    "WOMBAT_REDIS_URL_FILE",
     "WOMBAT_REQUEST_TIMEOUT_SECS",
     "WOMBAT_RETRY_ATTEMPTS",
     "WOMBAT_RETRY_DELAY_MS",
@@ -261,7 +262,13 @@ pub fn unknown_wombat_vars(s: &Settings) -> Vec<&str> {
 /// Secrets that may instead be given as a file (`<NAME>_FILE`, for Docker
 /// and Kubernetes secrets): the daemon's own, and every provider key.
 pub fn secret_vars() -> Vec<&'static str> {
-    let mut vars = vec!["AGENT_DAEMON_API_KEY", "AGENT_JWT_SECRET", "INTERNAL_TOKEN"];
+    // WOMBAT_REDIS_URL may carry the Redis password.
+    let mut vars = vec![
+        "AGENT_DAEMON_API_KEY",
+        "AGENT_JWT_SECRET",
+        "INTERNAL_TOKEN",
+        "WOMBAT_REDIS_URL",
+    ];
     for p in wombat_core::Provider::ALL {
         for v in p.api_key_envs() {
             if !vars.contains(v) {
@@ -647,6 +654,18 @@ mod tests {
             err(&[("WOMBAT_LIMITS_ON_STORE_ERROR", "maybe")])
                 .starts_with("invalid WOMBAT_LIMITS_ON_STORE_ERROR")
         );
+        let mut from_file = settings(&[("WOMBAT_REDIS_URL_FILE", "/run/secrets/redis")]);
+        resolve_secret_files(
+            &mut from_file,
+            |_| Ok("redis://:pw@redis:6379\n".to_owned()),
+        )
+        .expect("read");
+        let c = DaemonConfig::from_settings(&from_file).expect("valid");
+        assert_eq!(
+            c.redis_url.as_ref().map(Secret::expose),
+            Some("redis://:pw@redis:6379")
+        );
+        assert!(unknown_wombat_vars(&from_file).is_empty());
         let e = err(&[("WOMBAT_REDIS_URL", "http://:hunter2@x")]);
         assert!(
             e.starts_with("invalid WOMBAT_REDIS_URL") && !e.contains("hunter2"),
