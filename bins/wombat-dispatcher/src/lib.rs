@@ -202,12 +202,17 @@ pub fn main_entry(program: &str, args: &Args) -> ExitCode {
                 .enable_all()
                 .build()
                 .map_err(Error::Runtime)?;
-            runtime.block_on(run(
-                &settings,
-                args.once,
-                wombat_server::shutdown_signal(),
-                &mut std::io::stdout(),
-            ))
+            // The signal handlers are installed inside the runtime, before
+            // the first tick.
+            runtime.block_on(async {
+                run(
+                    &settings,
+                    args.once,
+                    wombat_server::shutdown_signal(),
+                    &mut std::io::stdout(),
+                )
+                .await
+            })
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -120,6 +120,9 @@ pub fn run(cli: Cli) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: escape codes in a
+        // container's or journald's log are noise.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -239,34 +242,50 @@ fn parse_object(text: &str) -> std::result::Result<serde_json::Value, String> {
 }
 
 async fn serve(config: McLiteConfig, addr: SocketAddr) -> Result<()> {
+    // Handlers first: a script that sees the banner may signal at once.
+    let shutdown = shutdown_signal();
     let server = McLite::start(config, addr)
         .await
         .context("cannot start mc-lite (MC_LITE_HOST/MC_LITE_PORT)")?;
     // The first stdout line is the address, for scripts and `cargo xtask`.
     println!("mc-lite listening on {}", server.url());
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Installs the SIGINT/SIGTERM handlers now (inside the runtime) and
+/// resolves when either arrives. Eager, so that a signal sent right after
+/// the banner is never met by the default action (process killed).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (interrupt, terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+    async move {
+        #[cfg(unix)]
+        {
+            async fn recv(s: Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                () = recv(interrupt) => {}
+                () = recv(terminate) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -99,10 +99,9 @@ fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(wombat_server::run(
-        settings,
-        wombat_server::shutdown_signal(),
-    )) {
+    match runtime
+        .block_on(async { wombat_server::run(settings, wombat_server::shutdown_signal()).await })
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("wombat serve: {e}");

@@ -133,3 +133,27 @@ fn a_taken_port_is_named_once_and_nothing_is_created() {
     let created: Vec<_> = std::fs::read_dir(&dir).expect("read_dir").collect();
     assert!(created.is_empty(), "created {created:?}");
 }
+
+#[test]
+fn logs_piped_to_a_file_have_no_colour_codes() {
+    let dir = scratch("no-colour");
+    let mut child = mc_lite(&dir, &[("AGENT_JWT_SECRET", "s"), ("RUST_LOG", "info")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("first line");
+    // SIGTERM: a clean shutdown logs at info level before exiting.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("shutting down"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}
