@@ -474,8 +474,20 @@ impl Dispatcher {
             return Ok(());
         }
         let text = resp.text().await.unwrap_or_default();
-        let error = serde_json::from_str::<Value>(&text)
-            .ok()
+        let body = serde_json::from_str::<Value>(&text).ok();
+        // A reply to this notification is already stored (an earlier send
+        // whose acknowledgement was lost): it was delivered.
+        if status == reqwest::StatusCode::CONFLICT
+            && body
+                .as_ref()
+                .and_then(|v| v.get("code"))
+                .and_then(Value::as_str)
+                == Some("notification_already_answered")
+        {
+            return Ok(());
+        }
+        let error = body
+            .as_ref()
             .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
             .unwrap_or_else(|| text.chars().take(300).collect());
         let message = format!("daemon answered {status}: {error}");

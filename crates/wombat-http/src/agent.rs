@@ -479,7 +479,22 @@ async fn persist(
             idempotency_key: Some(message_key(request_key)),
         })
         .await
-        .map_err(|e| backend_error(app, "posting the message", &e))?;
+        .map_err(|e| match (&e, notification_id(p)) {
+            // The reply key of a notification is derived from its id, so a
+            // 409 means a reply to it is already stored: a redelivery after
+            // a lost acknowledgement, answered differently by a
+            // non-deterministic model. Not a backend failure: the dispatcher
+            // takes it as delivered instead of retrying (and paying) again.
+            (wombat_controlplane::Error::Status { status: 409, .. }, Some(id)) => ApiError::new(
+                StatusCode::CONFLICT,
+                NOTIFICATION_ALREADY_ANSWERED,
+                format!(
+                    "a reply to notification {} is already stored; this one was not",
+                    json!(id)
+                ),
+            ),
+            _ => backend_error(app, "posting the message", &e),
+        })?;
     let document_id = if p.opts.kickoff_plan {
         let doc = agent
             .post_document(NewDocument {
@@ -501,6 +516,9 @@ async fn persist(
     };
     Ok((message.id, document_id))
 }
+
+/// The code of a send whose notification already has a stored reply.
+pub(crate) const NOTIFICATION_ALREADY_ANSWERED: &str = "notification_already_answered";
 
 /// The key a request's writes are derived from: random per request, except
 /// for a dispatched notification (`metadata.notification_id`), whose reply
@@ -833,24 +851,30 @@ async fn send_inner(
             // write used, so a caller that stores the reply itself can send
             // the same key and never end up with two messages.
             let message = failure.message();
-            tracing::error!(error = %message, "reply could not be persisted; returned in the 502 body");
+            let (status, code) = match &failure {
+                WriteFailure::Failed(e) if e.code == NOTIFICATION_ALREADY_ANSWERED => {
+                    tracing::warn!(error = %message, "redelivered notification already answered");
+                    (StatusCode::CONFLICT, NOTIFICATION_ALREADY_ANSWERED)
+                }
+                _ => {
+                    tracing::error!(error = %message, "reply could not be persisted; returned in the 502 body");
+                    (StatusCode::BAD_GATEWAY, "backend_write_failed")
+                }
+            };
             fire_webhook(app, p, Some(&task_id), Some(&answer), Some(&message));
-            Err(
-                ApiError::new(StatusCode::BAD_GATEWAY, "backend_write_failed", message)
-                    .with_details(json!({
-                        "task_id": task_id,
-                        "response": answer.text,
-                        "usage": answer.usage,
-                        "cost": answer.cost,
-                        "model": answer.model,
-                        "provider": answer.provider,
-                        "write": match failure {
-                            WriteFailure::Failed(_) => "failed",
-                            WriteFailure::TimedOut => "timed_out",
-                        },
-                        "idempotency_key": message_key(&request_key),
-                    })),
-            )
+            Err(ApiError::new(status, code, message).with_details(json!({
+                "task_id": task_id,
+                "response": answer.text,
+                "usage": answer.usage,
+                "cost": answer.cost,
+                "model": answer.model,
+                "provider": answer.provider,
+                "write": match failure {
+                    WriteFailure::Failed(_) => "failed",
+                    WriteFailure::TimedOut => "timed_out",
+                },
+                "idempotency_key": message_key(&request_key),
+            })))
         }
     }
 }

@@ -309,6 +309,27 @@ async fn a_redelivered_notification_stores_one_reply() {
     assert!(status.is_success(), "{status} {text}");
     let replies = messages_of(&backend, "jo", "Notifications").await;
     assert_eq!(replies.len(), 1, "{replies:?}");
+    // A model that answers differently the second time (most do): the
+    // backend refuses the second reply under the same key, and the daemon
+    // says the notification is already answered (not a 502 that the
+    // dispatcher would retry, paying for the LLM again), reply included.
+    let mut different = body.clone();
+    different["message"] = json!("answer me once, differently");
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/agents/send", daemon.url))
+        .json(&different)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409);
+    let answer: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(answer["code"], "notification_already_answered", "{answer}");
+    assert_eq!(
+        answer["details"]["response"],
+        "echo: answer me once, differently"
+    );
+    let replies = messages_of(&backend, "jo", "Notifications").await;
+    assert_eq!(replies.len(), 1, "{replies:?}");
     daemon.stop().await;
     backend.shutdown().await;
 }

@@ -157,6 +157,30 @@ async fn malformed_deliveries_are_given_up_when_they_can_be_acknowledged() {
 }
 
 #[tokio::test]
+async fn an_already_answered_notification_counts_as_delivered() {
+    let backend = fake_backend(vec![delivery("b1", "bob", "again")]).await;
+    // What the daemon answers to a redelivery whose reply is already stored.
+    let daemon = Fake::start(|_| {
+        (
+            409,
+            json!({"error": "a reply to notification \"b1\" is already stored; this one was not",
+                   "code": "notification_already_answered"}),
+        )
+    })
+    .await;
+    let d = dispatcher(&backend.url, &daemon.url, &[]);
+    let report = d.tick().await.unwrap();
+    assert_eq!(
+        (report.delivered, report.failed, report.given_up),
+        (1, 0, 0)
+    );
+    assert_eq!(
+        acked(&backend),
+        ["/api/mission-control/dispatch/notifications/b1/deliver?user_id=bob"]
+    );
+}
+
+#[tokio::test]
 async fn a_permanent_refusal_is_given_up_and_does_not_block_the_user() {
     let backend = fake_backend(vec![
         delivery("a1", "alice", "refused"),
