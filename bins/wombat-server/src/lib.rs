@@ -52,6 +52,8 @@ Environment (also read from .env and wombat.toml; the environment wins):
   WOMBAT_WEBHOOK_ALLOWED_HOSTS, WOMBAT_WEBHOOK_ALLOW_PRIVATE [false],
   WOMBAT_WEBHOOK_MAX_IN_FLIGHT [1024], WOMBAT_PRICING_FILE
   WOMBAT_LOG_FORMAT [text|json], RUST_LOG [info]  (logs go to stderr)
+  OTEL_EXPORTER_OTLP_ENDPOINT export traces over OTLP/HTTP (unset = off; OTEL_* as usual),
+  WOMBAT_OTEL_CAPTURE_CONTENT [false] record prompts and replies on spans
 See docs/CONFIGURATION.md for every variable.";
 
 /// `wombat-server`'s command line: only `--help` and `--version`;
@@ -127,9 +129,79 @@ pub fn load_settings() -> Result<Settings, RunError> {
 /// banner): human-readable by default, coloured only when stderr is a
 /// terminal; JSON with `WOMBAT_LOG_FORMAT=json`; level from `RUST_LOG`
 /// (default `info`).
-pub fn init_tracing(settings: &Settings) {
+///
+/// With an OTLP endpoint in the environment (`OTEL_EXPORTER_OTLP_ENDPOINT`
+/// or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), spans are also exported over
+/// OTLP/HTTP (see [`Telemetry`]); without one, nothing of OpenTelemetry is
+/// installed. Call [`Telemetry::shutdown`] on the way out to flush.
+pub fn init_tracing(settings: &Settings) -> Telemetry {
     use std::io::IsTerminal as _;
     let json = get(settings, "WOMBAT_LOG_FORMAT") == Some("json");
+    let telemetry = match otlp_tracer(settings) {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            init_logs_only(json);
+            return Telemetry { provider: None };
+        }
+        Err(e) => {
+            // Traces are an aid, not a dependency: a bad exporter setting
+            // must not keep the daemon from serving. Said once, loudly.
+            init_logs_only(json);
+            tracing::warn!(error = %e, "OpenTelemetry traces disabled");
+            return Telemetry { provider: None };
+        }
+    };
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let (provider, tracer, capture) = telemetry;
+    // Its own level: `RUST_LOG=warn` quietens the logs, not the traces.
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+    let registry = tracing_subscriber::registry().with(otel);
+    let result = if json {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_target(false)
+                    .with_writer(std::io::stderr)
+                    .json()
+                    .with_filter(env_filter()),
+            )
+            .try_init()
+    } else {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_target(false)
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr)
+                    .fmt_fields(escaped_fields())
+                    .with_filter(env_filter()),
+            )
+            .try_init()
+    };
+    if result.is_err() {
+        // Another subscriber was installed first (tests, an embedding
+        // program): our spans would never reach the exporter.
+        let _ = provider.shutdown();
+        return Telemetry { provider: None };
+    }
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    wombat_core::otel::enable(capture);
+    Telemetry {
+        provider: Some(provider),
+    }
+}
+
+/// The log subscriber alone: exactly what runs when traces are off.
+fn init_logs_only(json: bool) {
+    use std::io::IsTerminal as _;
     let result = if json {
         tracing_subscriber::fmt()
             .with_env_filter(env_filter())
@@ -147,6 +219,75 @@ pub fn init_tracing(settings: &Settings) {
     let _ = result;
 }
 
+/// The OpenTelemetry exporter, while the daemon runs.
+pub struct Telemetry {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Whether spans are exported.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Exports the spans still queued and stops the exporter (bounded by
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT`). Blocks: call it once, on the way out.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            if let Err(e) = provider.shutdown() {
+                tracing::warn!(error = %e, "OpenTelemetry exporter did not flush cleanly");
+            }
+        }
+    }
+}
+
+/// Whether an OTLP traces endpoint is configured, and not switched off
+/// with `OTEL_SDK_DISABLED=true`. Read from the process environment (which
+/// `.env` feeds) like every OpenTelemetry SDK, not from `wombat.toml`.
+fn otlp_configured() -> bool {
+    let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    !disabled && (set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") || set("OTEL_EXPORTER_OTLP_ENDPOINT"))
+}
+
+type OtelParts = (
+    opentelemetry_sdk::trace::SdkTracerProvider,
+    opentelemetry_sdk::trace::Tracer,
+    bool,
+);
+
+/// The provider and tracer when an endpoint is configured. The exporter
+/// reads the standard variables itself: endpoint, `OTEL_EXPORTER_OTLP_HEADERS`,
+/// `OTEL_EXPORTER_OTLP_TIMEOUT` (and their `_TRACES_` forms); the batch
+/// processor reads `OTEL_BSP_*` (queue bound 2048 spans by default: when
+/// full, new spans are dropped rather than memory growing).
+fn otlp_tracer(settings: &Settings) -> Result<Option<OtelParts>, String> {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig as _;
+    if !otlp_configured() {
+        return Ok(None);
+    }
+    let capture = match get(settings, "WOMBAT_OTEL_CAPTURE_CONTENT") {
+        Some(v) => parse_bool(v).map_err(|e| format!("WOMBAT_OTEL_CAPTURE_CONTENT: {e}"))?,
+        None => false,
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .build()
+        .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("wombat");
+    }
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build();
+    let tracer = provider.tracer("wombat");
+    Ok(Some((provider, tracer, capture)))
+}
+
 fn env_filter() -> tracing_subscriber::EnvFilter {
     tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
@@ -161,15 +302,7 @@ fn human_subscriber<W>(ansi: bool, writer: W) -> impl tracing::Subscriber + Send
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    use std::fmt::Write as _;
-    use tracing_subscriber::field::MakeExt as _;
-    let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
-        if field.name() != "message" {
-            write!(w, "{field}=")?;
-        }
-        write!(EscapeControls(w), "{value:?}")
-    })
-    .delimited(" ");
+    let fields = escaped_fields();
     tracing_subscriber::fmt()
         .with_env_filter(env_filter())
         .with_target(false)
@@ -177,6 +310,20 @@ where
         .with_writer(writer)
         .fmt_fields(fields)
         .finish()
+}
+
+/// Field formatting of the human log format: control characters escaped.
+fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static
+{
+    use std::fmt::Write as _;
+    use tracing_subscriber::field::MakeExt as _;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        if field.name() != "message" {
+            write!(w, "{field}=")?;
+        }
+        write!(EscapeControls(w), "{value:?}")
+    })
+    .delimited(" ")
 }
 
 /// Writes through to `W`, escaping control characters (and the bidi

@@ -29,12 +29,16 @@ async fn main() -> ExitCode {
             return ExitCode::from(e.exit_code());
         }
     };
-    wombat_server::init_tracing(&settings);
-    match wombat_server::run(settings, wombat_server::shutdown_signal()).await {
+    let telemetry = wombat_server::init_tracing(&settings);
+    let code = match wombat_server::run(settings, wombat_server::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("wombat-server: {e}");
             ExitCode::from(e.exit_code())
         }
-    }
+    };
+    // Blocking is fine here: the server has stopped; this exports the
+    // spans still queued (bounded by the exporter's timeout).
+    tokio::task::block_in_place(|| telemetry.shutdown());
+    code
 }

@@ -88,7 +88,7 @@ fn serve() -> ExitCode {
             return ExitCode::from(e.exit_code());
         }
     };
-    wombat_server::init_tracing(&settings);
+    let telemetry = wombat_server::init_tracing(&settings);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -99,7 +99,7 @@ fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime
+    let code = match runtime
         .block_on(async { wombat_server::run(settings, wombat_server::shutdown_signal()).await })
     {
         Ok(()) => ExitCode::SUCCESS,
@@ -107,5 +107,8 @@ fn serve() -> ExitCode {
             eprintln!("wombat serve: {e}");
             ExitCode::from(e.exit_code())
         }
-    }
+    };
+    // Outside the runtime: exports the spans still queued.
+    telemetry.shutdown();
+    code
 }

@@ -21,6 +21,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER}
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tracing::Instrument as _;
 use wombat_core::controlplane::{
     Capabilities, Document, ErrorBody, HeartbeatRequest, Message, NewDocument, NewMessage, NewTask,
     StandupRequest, Task, TaskPage, Undelivered,
@@ -408,6 +409,33 @@ impl ControlPlane {
         body: Option<Bytes>,
         op: &'static str,
     ) -> Result<Bytes> {
+        // One client span per logical call (retries are its events); only
+        // when traces are exported.
+        let span = wombat_core::otel_span!(
+            "backend",
+            otel.name = %format_args!("backend {op}"),
+            otel.kind = "client",
+            http.request.method = %method,
+            otel.status_code = tracing::field::Empty,
+        );
+        let result = self
+            .send_with_retries(method, url, auth, body, op)
+            .instrument(span.clone())
+            .await;
+        if result.is_err() {
+            span.record("otel.status_code", "error");
+        }
+        result
+    }
+
+    async fn send_with_retries(
+        &self,
+        method: Method,
+        url: Url,
+        auth: Auth<'_>,
+        body: Option<Bytes>,
+        op: &'static str,
+    ) -> Result<Bytes> {
         let policy = self.inner.retry;
         let mut attempt: u32 = 1;
         loop {
@@ -451,6 +479,9 @@ impl ControlPlane {
         }
         if let Some(body) = body {
             req = req.header(CONTENT_TYPE, "application/json").body(body);
+        }
+        if let Some(trace) = wombat_core::otel::outgoing_headers() {
+            req = req.headers(trace);
         }
         let resp = match req.send().await {
             Ok(resp) => resp,

@@ -198,7 +198,18 @@ async fn handle(
         %method,
         path = req.uri().path(),
         %peer,
+        otel.kind = tracing::field::Empty,
+        otel.name = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
     );
+    if wombat_core::otel::enabled() {
+        // The server span of the trace; it joins the caller's trace when
+        // the request carries a W3C `traceparent`.
+        span.record("otel.kind", "server");
+        span.record("otel.name", format!("{method} {route}"));
+        wombat_core::otel::set_remote_parent(&span, req.headers());
+    }
     if head {
         *req.method_mut() = Method::GET;
     }
@@ -223,6 +234,15 @@ async fn handle(
     app.metrics
         .observe_request(route, resp.status().as_u16(), elapsed);
     let _enter = span.enter();
+    if wombat_core::otel::enabled() {
+        span.record(
+            "http.response.status_code",
+            i64::from(resp.status().as_u16()),
+        );
+        if resp.status().is_server_error() {
+            span.record("otel.status_code", "error");
+        }
+    }
     tracing::info!(
         status = resp.status().as_u16(),
         micros = elapsed.as_micros() as u64,

@@ -317,7 +317,14 @@ impl Webhooks {
             counter.fetch_add(1, Relaxed);
             drop(permit);
         };
-        tokio::spawn(delivery.instrument(tracing::Span::current()));
+        // With traces on, the delivery is a client span of the request's
+        // trace (it may end after the request's own span).
+        let span = if wombat_core::otel::enabled() {
+            tracing::info_span!("webhook", otel.kind = "client", otel.name = "webhook POST")
+        } else {
+            tracing::Span::current()
+        };
+        tokio::spawn(delivery.instrument(span));
     }
 }
 
@@ -380,7 +387,10 @@ async fn deliver(client: &reqwest::Client, target: &Target, event: &Value) -> bo
     };
     let delivery_id = uuid::Uuid::new_v4().to_string();
     let timestamp = jiff::Timestamp::now().as_second().to_string();
-    let headers = delivery_headers(target, &delivery_id, &timestamp, &body);
+    let mut headers = delivery_headers(target, &delivery_id, &timestamp, &body);
+    if let Some(trace) = wombat_core::otel::outgoing_headers() {
+        headers.extend(trace);
+    }
     let mut backoff = FIRST_BACKOFF;
     for attempt in 1..=MAX_ATTEMPTS {
         let req = client

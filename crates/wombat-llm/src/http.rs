@@ -328,6 +328,12 @@ pub(crate) async fn send(
     ctx: &CallCtx,
     classify: fn(&CallCtx, &ErrorResponse) -> Error,
 ) -> Result<Response> {
+    // The provider joins the caller's trace (W3C `traceparent`) when
+    // traces are exported; otherwise nothing is added.
+    let req = match wombat_core::otel::outgoing_headers() {
+        Some(trace) => req.headers(trace),
+        None => req,
+    };
     let resp = req.send().await.map_err(|e| ctx.transport(&e))?;
     let status = resp.status();
     if status.is_success() {

@@ -21,6 +21,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
+use tracing::Instrument as _;
 use wombat_core::{ChatMessage, Cost, ModelRef, PricingTable, Provider, Usage};
 
 use crate::anthropic::AnthropicAdapter;
@@ -382,14 +383,31 @@ impl Router {
     pub async fn complete(&self, req: RouteRequest) -> Result<Routed> {
         let deadline = self.inner.config.deadline;
         let deadline_at = Instant::now() + deadline;
+        let span = self.chat_span(&req);
         let routed = tokio::time::timeout_at(
             deadline_at,
             self.run(&req, deadline_at, |_, provider, chat| async move {
                 provider.complete(&chat).await
             }),
         )
+        .instrument(span.clone())
         .await
-        .map_err(|_| Error::DeadlineExceeded { deadline })??;
+        .map_err(|_| Error::DeadlineExceeded { deadline })
+        .and_then(|r| r);
+        let routed = match routed {
+            Ok(r) => r,
+            Err(e) => {
+                span.record("otel.status_code", "error");
+                return Err(e);
+            }
+        };
+        if !span.is_none() {
+            let c = &routed.value;
+            record_answer(&span, &routed.model, &c.usage, c.finish_reason.as_ref());
+            if wombat_core::otel::capture_content() {
+                span.record("gen_ai.output.messages", c.text.as_str());
+            }
+        }
         let cost = self.cost(&routed.model, &routed.value.usage);
         Ok(Routed {
             cost,
@@ -407,6 +425,67 @@ impl Router {
     /// answer with a proper status). After that an error ends the stream.
     /// The total deadline covers the whole stream.
     pub async fn stream(&self, req: RouteRequest) -> Result<RoutedStream> {
+        let span = self.chat_span(&req);
+        let result = self.open_stream(req).instrument(span.clone()).await;
+        match result {
+            Ok(mut stream) => {
+                stream.span = span;
+                Ok(stream)
+            }
+            Err(e) => {
+                span.record("otel.status_code", "error");
+                Err(e)
+            }
+        }
+    }
+
+    /// The `chat <model>` client span of one routed call (GenAI semantic
+    /// conventions), or a disabled span when traces are off. Retries and
+    /// failover are logged inside it and so become its events.
+    fn chat_span(&self, req: &RouteRequest) -> tracing::Span {
+        let span = wombat_core::otel_span!(
+            "chat",
+            otel.name = tracing::field::Empty,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            gen_ai.operation.name = "chat",
+            gen_ai.provider.name = tracing::field::Empty,
+            gen_ai.request.model = tracing::field::Empty,
+            gen_ai.response.model = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            gen_ai.response.finish_reasons = tracing::field::Empty,
+            gen_ai.system_instructions = tracing::field::Empty,
+            gen_ai.input.messages = tracing::field::Empty,
+            gen_ai.output.messages = tracing::field::Empty,
+        );
+        if span.is_none() {
+            return span;
+        }
+        if let Ok(model) = self.resolve(&req.model) {
+            span.record("otel.name", format!("chat {}", model.model));
+            span.record("gen_ai.provider.name", genai_provider(model.provider));
+            span.record("gen_ai.request.model", model.model.as_str());
+        }
+        if let Some(t) = req.max_tokens {
+            wombat_core::otel::set_attribute(&span, "gen_ai.request.max_tokens", i64::from(t));
+        }
+        if let Some(t) = req.temperature {
+            wombat_core::otel::set_attribute(&span, "gen_ai.request.temperature", f64::from(t));
+        }
+        // Prompt text only when the operator asked for it: it is user data.
+        if wombat_core::otel::capture_content() {
+            if let Some(system) = &req.system {
+                span.record("gen_ai.system_instructions", system.as_str());
+            }
+            if let Ok(json) = serde_json::to_string(&req.messages) {
+                span.record("gen_ai.input.messages", json);
+            }
+        }
+        span
+    }
+
+    async fn open_stream(&self, req: RouteRequest) -> Result<RoutedStream> {
         let deadline = self.inner.config.deadline;
         let deadline_at = Instant::now() + deadline;
         let open = self.run(&req, deadline_at, |model, provider, chat| async move {
@@ -433,6 +512,7 @@ impl Router {
             attempts: answer.attempts,
             failovers: answer.failovers,
             finished: false,
+            span: tracing::Span::none(),
         })
     }
 
@@ -559,6 +639,38 @@ impl Router {
     }
 }
 
+/// The answering model, usage and finish reason on a `chat` span.
+fn record_answer(
+    span: &tracing::Span,
+    model: &ModelRef,
+    usage: &Usage,
+    finish: Option<&crate::FinishReason>,
+) {
+    span.record("gen_ai.response.model", model.model.as_str());
+    // As i64: the OTel layer exports a u64 field as a string.
+    let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    span.record("gen_ai.usage.input_tokens", int(usage.prompt_tokens));
+    span.record("gen_ai.usage.output_tokens", int(usage.completion_tokens));
+    if let Some(reason) = finish {
+        wombat_core::otel::set_string_array(
+            span,
+            "gen_ai.response.finish_reasons",
+            &[reason.as_str()],
+        );
+    }
+}
+
+/// `gen_ai.provider.name`: the semantic conventions' well-known values
+/// where one exists, else our own provider name.
+fn genai_provider(p: Provider) -> &'static str {
+    match p {
+        Provider::Google => "gcp.gemini",
+        Provider::Xai => "x_ai",
+        Provider::Mistral => "mistral_ai",
+        other => other.as_str(),
+    }
+}
+
 /// Whether a retry wait of `delay` fits the share of the time left before
 /// `deadline_at` that belongs to the current model, `models_left` models
 /// (the current one included) still sharing it.
@@ -595,6 +707,8 @@ pub struct RoutedStream {
     attempts: u32,
     failovers: u32,
     finished: bool,
+    /// The `chat` span, closed (exported) when the stream is dropped.
+    span: tracing::Span,
 }
 
 impl fmt::Debug for RoutedStream {
@@ -631,6 +745,9 @@ impl RoutedStream {
                 finish_reason,
             } => {
                 self.finished = true;
+                if !self.span.is_none() {
+                    record_answer(&self.span, &self.model, &usage, finish_reason.as_ref());
+                }
                 RoutedEvent::Done {
                     cost: self.router.cost(&self.model, &usage),
                     usage,
