@@ -2,3 +2,4 @@
 
 mod first_hour;
 mod quickstart;
+mod traces;
