@@ -32,7 +32,7 @@ type Log = Arc<Mutex<Vec<(String, http::HeaderMap, Bytes)>>>;
 
 /// A loopback HTTP/1 server answering every request with `answer(path)`
 /// and logging path, headers and body.
-async fn serve(answer: fn(&str) -> (&'static str, Vec<u8>)) -> (SocketAddr, Log) {
+async fn serve(answer: fn(&str, &[u8]) -> (&'static str, Vec<u8>)) -> (SocketAddr, Log) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let log: Log = Arc::default();
@@ -55,7 +55,7 @@ async fn serve(answer: fn(&str) -> (&'static str, Vec<u8>)) -> (SocketAddr, Log)
                             .await
                             .map(|b| b.to_bytes())
                             .unwrap_or_default();
-                        let (content_type, out) = answer(&path);
+                        let (content_type, out) = answer(&path, &body);
                         seen.lock().expect("log").push((path, headers, body));
                         Ok::<_, Infallible>(
                             Response::builder()
@@ -75,14 +75,29 @@ async fn serve(answer: fn(&str) -> (&'static str, Vec<u8>)) -> (SocketAddr, Log)
     (addr, log)
 }
 
-fn otlp_answer(_: &str) -> (&'static str, Vec<u8>) {
+fn otlp_answer(_: &str, _: &[u8]) -> (&'static str, Vec<u8>) {
     (
         "application/x-protobuf",
         ExportTraceServiceResponse::default().encode_to_vec(),
     )
 }
 
-fn openai_answer(_: &str) -> (&'static str, Vec<u8>) {
+/// OpenAI Chat Completions: JSON, or SSE when the request asks to stream
+/// (deltas, a finish chunk, the usage tail, `[DONE]`).
+fn openai_answer(_: &str, request: &[u8]) -> (&'static str, Vec<u8>) {
+    let request: serde_json::Value = serde_json::from_slice(request).unwrap_or_default();
+    if request["stream"] == true {
+        let chunk = |v: serde_json::Value| format!("data: {v}\n\n");
+        let body = [
+            chunk(serde_json::json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi from "}}]})),
+            chunk(serde_json::json!({"choices": [{"index": 0, "delta": {"content": "the fake."}}]})),
+            chunk(serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})),
+            chunk(serde_json::json!({"choices": [], "usage": {"prompt_tokens": 40, "completion_tokens": 5, "total_tokens": 45}})),
+            "data: [DONE]\n\n".to_owned(),
+        ]
+        .concat();
+        return ("text/event-stream", body.into_bytes());
+    }
     let body = serde_json::json!({
         "id": "chatcmpl-1",
         "object": "chat.completion",
@@ -169,8 +184,13 @@ async fn stop(mut child: Child) {
 }
 
 async fn send(port: u16, traceparent: &str) -> serde_json::Value {
+    let text = post(port, "send", traceparent).await;
+    serde_json::from_str(&text).expect("json")
+}
+
+async fn post(port: u16, route: &str, traceparent: &str) -> String {
     let resp = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/api/agents/send"))
+        .post(format!("http://127.0.0.1:{port}/api/agents/{route}"))
         .header("traceparent", traceparent)
         .json(&serde_json::json!({
             "user_id": "demo",
@@ -183,7 +203,7 @@ async fn send(port: u16, traceparent: &str) -> serde_json::Value {
         .await
         .expect("send");
     assert!(resp.status().is_success(), "{}", resp.status());
-    resp.json().await.expect("json")
+    resp.text().await.expect("body")
 }
 
 fn spans(log: &Log) -> Vec<Span> {
@@ -414,4 +434,67 @@ async fn without_an_endpoint_nothing_is_exported_or_propagated() {
         "no propagation when traces are off"
     );
     assert!(exported.lock().expect("log").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_reply_has_its_chat_span_with_usage() {
+    let (otlp, exported) = serve(otlp_answer).await;
+    let (llm, llm_log) = serve(openai_answer).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (child, port) = start(
+        dir.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}")),
+            ("LLM_PROVIDER", "openai".into()),
+            ("OPENAI_API_KEY", "sk-test-not-a-key".into()),
+            ("OPENAI_BASE_URL", format!("http://{llm}/v1")),
+        ],
+    )
+    .await;
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let body = post(
+        port,
+        "stream",
+        &format!("00-{trace_id}-b7ad6b7169203331-01"),
+    )
+    .await;
+    assert!(body.contains("event: done"), "{body}");
+    stop(child).await;
+
+    let calls = llm_log.lock().expect("log").clone();
+    let tp = calls[0]
+        .1
+        .get("traceparent")
+        .expect("traceparent")
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let spans = spans(&exported);
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let server = spans
+        .iter()
+        .find(|s| s.name == "POST /api/agents/stream")
+        .expect("server span");
+    assert_eq!(hex(&server.trace_id), trace_id);
+    let chat = spans
+        .iter()
+        .find(|s| s.name == "chat gpt-4o-mini")
+        .expect("chat span");
+    assert_eq!(hex(&chat.trace_id), trace_id);
+    assert_eq!(tp, format!("00-{trace_id}-{}-01", hex(&chat.span_id)));
+    let a = attrs(chat);
+    assert_eq!(int(a.get("gen_ai.usage.input_tokens")), Some(40));
+    assert_eq!(int(a.get("gen_ai.usage.output_tokens")), Some(5));
+    assert_eq!(text(a.get("gen_ai.response.model")), Some("gpt-4o-mini"));
+    match a.get("gen_ai.response.finish_reasons") {
+        Some(AnyValue::ArrayValue(arr)) => {
+            let v: Vec<_> = arr
+                .values
+                .iter()
+                .filter_map(|v| text(v.value.as_ref()))
+                .collect();
+            assert_eq!(v, ["length"]);
+        }
+        other => panic!("finish_reasons: {other:?}"),
+    }
 }
