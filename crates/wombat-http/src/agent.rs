@@ -1011,7 +1011,9 @@ async fn start_stream(app: &Arc<App>, body: SendRequest) -> Result<http::Respons
                 Ok(outcome) => outcome,
                 Err(e) => {
                     fire_webhook(&app, &p, task_id.as_deref(), None, Some(&e.message));
-                    tx.send("error", &StreamError { r#type: "error", error: &e.message, code: Some(e.code) }).await;
+                    // Bounded: a client that stopped reading must not keep
+                    // the permit below for as long as it holds the connection.
+                    tx.send_last("error", &StreamError { r#type: "error", error: &e.message, code: Some(e.code) }).await;
                     Outcome::Abandoned
                 }
             },
@@ -1202,7 +1204,7 @@ async fn finish_stream(
         None => (None, None),
     };
     fire_webhook(app, p, task_id, Some(&answer), persist_error.as_deref());
-    tx.send(
+    tx.send_last(
         "done",
         &Done {
             r#type: "done",

@@ -11,6 +11,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, header};
@@ -24,6 +25,14 @@ use crate::request::Body;
 /// Events buffered between the producer and the socket. Small on purpose:
 /// a slow client slows the producer down instead of growing memory.
 const CHANNEL_CAPACITY: usize = 16;
+
+/// How long a stream's last event (`done`, or the deadline's `error`) may
+/// wait for room in the channel. A client that has not taken a single event
+/// for this long has stopped reading (a full TCP or HTTP/2 window); waiting
+/// for it without limit would keep the stream's task, and with the
+/// deadline's event its LLM permit and admission, for as long as the client
+/// keeps the connection open.
+const LAST_EVENT_WAIT: Duration = Duration::from_secs(5);
 
 /// The event a stream cut at the drain deadline ends with.
 const SHUTDOWN_EVENT: &[u8] =
@@ -69,6 +78,14 @@ impl SseSender {
     /// Sends one event; `false` when the client has gone away.
     pub(crate) async fn send<T: Serialize>(&self, event: &str, data: &T) -> bool {
         self.tx.send(frame(event, data)).await.is_ok()
+    }
+
+    /// Sends the stream's last event, waiting at most [`LAST_EVENT_WAIT`]
+    /// for room; `false` when the client has gone away or stopped reading.
+    pub(crate) async fn send_last<T: Serialize>(&self, event: &str, data: &T) -> bool {
+        tokio::time::timeout(LAST_EVENT_WAIT, self.send(event, data))
+            .await
+            .unwrap_or(false)
     }
 
     /// Resolves when the client has gone away.

@@ -239,3 +239,63 @@ async fn a_finished_stream_records_the_providers_usage_not_an_estimate() {
     assert_eq!(usage["totalOutputTokens"], 150, "{usage}");
     assert!(usage.get("estimatedRequestCount").is_none(), "{usage}");
 }
+
+/// A stream client that stops reading (a full TCP window) must not keep the
+/// LLM permit once the request deadline has passed: the deadline's `error`
+/// event cannot be delivered to it, and waiting for that forever would hold
+/// the permit (and the user's admission) for good.
+#[tokio::test]
+async fn a_stream_client_that_stops_reading_releases_the_llm_permit_at_the_deadline() {
+    use tokio::io::AsyncWriteExt;
+    let h = setup()
+        .env("WOMBAT_REQUEST_TIMEOUT_SECS", "1")
+        .env("WOMBAT_MAX_CONCURRENT_LLM", "1")
+        .start()
+        .await;
+    // Far more than every buffer between the daemon and the client holds.
+    let big = "x".repeat(32 * 1024);
+    h.llm.script([Reply::Text {
+        chunks: vec![big; 400],
+        prompt_tokens: 10,
+        completion_tokens: 10,
+        hold: None,
+    }]);
+    let addr = h.url.trim_start_matches("http://").to_owned();
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let mut stalled = socket
+        .connect(addr.parse().expect("addr"))
+        .await
+        .expect("connect");
+    let body = send_body("alice", json!({})).to_string();
+    let key = h
+        .daemon_key
+        .as_ref()
+        .map(|k| format!("x-agent-daemon-key: {k}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "POST /api/agents/stream HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n{key}content-length: {}\r\n\r\n",
+        body.len()
+    );
+    stalled
+        .write_all(format!("{head}{body}").as_bytes())
+        .await
+        .expect("write");
+    h.llm.wait_requests(1).await;
+    // Never read `stalled`. Once the deadline has passed, the permit is free
+    // again: a second request is answered, not refused with 429.
+    patiently("the permit to come back", async {
+        loop {
+            let r = h
+                .post("/api/agents/stream", &send_body("bob", json!({})))
+                .await;
+            if r.status == 200 {
+                return;
+            }
+            assert_eq!(r.status, 429, "{}", r.text);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    drop(stalled);
+}
