@@ -339,7 +339,20 @@ impl RouterConfig {
     /// Whether any configured model is served by the echo provider
     /// (`LLM_PROVIDER=echo`, or a tier or the fallback on `echo/`).
     pub fn uses_echo(&self) -> bool {
-        self.default_provider == Provider::Echo
+        self.uses_provider(Provider::Echo)
+    }
+
+    /// Whether the configuration uses Ollama: `LLM_PROVIDER=ollama`, a tier
+    /// or the fallback on `ollama/`, or `OLLAMA_BASE_URL` set. Ollama needs
+    /// no key, so this is what makes it "configured".
+    pub fn uses_ollama(&self) -> bool {
+        self.uses_provider(Provider::Ollama) || self.base_urls.contains_key(&Provider::Ollama)
+    }
+
+    /// Whether `provider` is the default provider or serves a tier or the
+    /// fallback model.
+    fn uses_provider(&self, provider: Provider) -> bool {
+        self.default_provider == provider
             || [
                 Some(self.default_model.as_str()),
                 self.cheap_model.as_deref(),
@@ -349,8 +362,7 @@ impl RouterConfig {
             .into_iter()
             .flatten()
             .any(|m| {
-                ModelRef::parse(m, self.default_provider)
-                    .is_ok_and(|m| m.provider == Provider::Echo)
+                ModelRef::parse(m, self.default_provider).is_ok_and(|m| m.provider == provider)
             })
     }
 

@@ -188,11 +188,13 @@ pub enum Error {
     /// A model string that is empty or names an unknown provider.
     #[error(transparent)]
     InvalidModel(#[from] wombat_core::Error),
-    /// A request named a model this router does not serve to requests: the
-    /// offline echo provider when the configuration does not use it.
+    /// A request named a model this router does not serve to requests: a
+    /// keyless provider (the offline echo provider, Ollama) that the
+    /// configuration does not use.
     #[error(
-        "model {model:?} is not available: the echo provider only answers when it is configured \
-         (LLM_PROVIDER=echo, or an LLM_MODEL_* variable naming echo/...)"
+        "model {model:?} is not available: the echo and ollama providers only answer when the \
+         configuration uses them (LLM_PROVIDER=echo or LLM_PROVIDER=ollama, an LLM_MODEL_* \
+         variable naming echo/... or ollama/..., or for ollama OLLAMA_BASE_URL)"
     )]
     ModelNotAllowed {
         /// The model string as the request gave it.

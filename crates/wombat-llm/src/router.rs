@@ -275,9 +275,11 @@ impl RouterBuilder {
             providers.insert(provider, adapter);
         }
         let echo_configured = config.uses_echo();
+        let ollama_configured = config.uses_ollama();
         Ok(Router {
             inner: Arc::new(Inner {
                 echo_configured,
+                ollama_configured,
                 config,
                 providers,
                 sleeper,
@@ -292,6 +294,10 @@ struct Inner {
     /// Whether the configuration itself uses the echo provider; only then
     /// may a request name an `echo/...` model (see [`Router::resolve`]).
     echo_configured: bool,
+    /// Likewise for Ollama, which needs no key: without this a request
+    /// naming `ollama/...` would make the daemon connect to Ollama's default
+    /// address (`localhost:11434`) on a host that does not run it for us.
+    ollama_configured: bool,
     providers: HashMap<Provider, Arc<dyn ChatProvider>>,
     sleeper: Arc<dyn Sleeper>,
     observer: Option<Arc<dyn RouterObserver>>,
@@ -362,8 +368,9 @@ impl Router {
     /// echo provider only when the configuration uses it (`LLM_PROVIDER=echo`
     /// or a tier or fallback model on `echo/`): echo is a wiring check, and a
     /// caller must not be able to turn a production daemon into one (nor
-    /// make it build large schema samples); otherwise
-    /// [`Error::ModelNotAllowed`].
+    /// make it build large schema samples). The same holds for Ollama, which
+    /// needs no key: only when the configuration uses it (see
+    /// [`RouterConfig::uses_ollama`]). Otherwise [`Error::ModelNotAllowed`].
     pub fn resolve(&self, choice: &ModelChoice) -> Result<ModelRef> {
         let config = &self.inner.config;
         let s = match choice {
@@ -371,7 +378,12 @@ impl Router {
             ModelChoice::Explicit(s) => s.as_str(),
         };
         let model = ModelRef::parse(s, config.default_provider)?;
-        if model.provider == Provider::Echo && !self.inner.echo_configured {
+        let allowed = match model.provider {
+            Provider::Echo => self.inner.echo_configured,
+            Provider::Ollama => self.inner.ollama_configured,
+            _ => true,
+        };
+        if !allowed {
             return Err(Error::ModelNotAllowed {
                 model: s.to_owned(),
             });

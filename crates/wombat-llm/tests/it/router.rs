@@ -484,7 +484,7 @@ async fn tiers_resolve_and_context_windows_come_from_pricing() {
     assert_eq!(
         router.context_window(
             &router
-                .resolve(&ModelChoice::Explicit("ollama/x".into()))
+                .resolve(&ModelChoice::Explicit("groq/x".into()))
                 .expect("resolves")
         ),
         128_000
@@ -762,4 +762,37 @@ async fn rejected_keys_are_reported_in_our_words_for_every_wire_format() {
         assert_eq!(server.request_count(), 1, "not retried");
         assert!(sleeper.waits().is_empty());
     }
+}
+
+/// Ollama needs no key, so "configured" cannot mean "has a key": a request
+/// naming `ollama/...` on a daemon that does not use Ollama would otherwise
+/// make it connect to `http://localhost:11434` on the daemon's host.
+#[tokio::test]
+async fn a_request_cannot_select_ollama_when_it_is_not_configured() {
+    let (router, _) = crate::router(RouterConfig::default());
+    let err = router
+        .resolve(&ModelChoice::Explicit("ollama/llama3".into()))
+        .expect_err("ollama is not configured");
+    assert_eq!(err.code(), "model_not_allowed");
+    assert!(err.to_string().contains("OLLAMA_BASE_URL"), "{err}");
+    // Configured by its base URL, or by a tier naming it: selectable.
+    let mut cfg = RouterConfig::default();
+    cfg.base_urls
+        .insert(Provider::Ollama, "http://127.0.0.1:9/v1".into());
+    let (router, _) = crate::router(cfg);
+    assert!(
+        router
+            .resolve(&ModelChoice::Explicit("ollama/llama3".into()))
+            .is_ok()
+    );
+    let cfg = RouterConfig {
+        cheap_model: Some("ollama/small".into()),
+        ..RouterConfig::default()
+    };
+    let (router, _) = crate::router(cfg);
+    assert!(
+        router
+            .resolve(&ModelChoice::Explicit("ollama/llama3".into()))
+            .is_ok()
+    );
 }
