@@ -193,7 +193,7 @@ pub fn init_tracing(settings: &Settings) -> Telemetry {
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
-    wombat_core::otel::enable(capture);
+    wombat_telemetry::enable(capture);
     Telemetry {
         provider: Some(provider),
     }

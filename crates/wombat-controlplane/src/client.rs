@@ -411,7 +411,7 @@ impl ControlPlane {
     ) -> Result<Bytes> {
         // One client span per logical call (retries are its events); only
         // when traces are exported.
-        let span = wombat_core::otel_span!(
+        let span = wombat_telemetry::otel_span!(
             "backend",
             otel.name = %format_args!("backend {op}"),
             otel.kind = "client",
@@ -480,7 +480,7 @@ impl ControlPlane {
         if let Some(body) = body {
             req = req.header(CONTENT_TYPE, "application/json").body(body);
         }
-        if let Some(trace) = wombat_core::otel::outgoing_headers() {
+        if let Some(trace) = wombat_telemetry::outgoing_headers() {
             req = req.headers(trace);
         }
         let resp = match req.send().await {

@@ -10,7 +10,6 @@ pub mod controlplane;
 mod error;
 mod message;
 mod model;
-pub mod otel;
 mod pricing;
 mod session;
 mod usage;

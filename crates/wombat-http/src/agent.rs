@@ -251,7 +251,7 @@ fn prepare(app: &App, req: SendRequest) -> Result<(Prepared, RouteRequest), ApiE
     if let Some(sp) = &opts.system_prompt {
         prompt = prompt.system_prompt(sp);
     }
-    let system = wombat_core::otel_span!("build_prompt")
+    let system = wombat_telemetry::otel_span!("build_prompt")
         .in_scope(|| app.workspace.system_prompt(&prompt))
         .map_err(workspace_error)?;
     let user_message = if opts.kickoff_plan {
@@ -310,7 +310,7 @@ async fn resolve_task(app: &App, p: &Prepared) -> Result<Option<String>, ApiErro
             p.req.task_description.as_deref(),
             p.req.task_metadata.clone(),
         )
-        .instrument(wombat_core::otel_span!("resolve_task"))
+        .instrument(wombat_telemetry::otel_span!("resolve_task"))
         .await
         .map_err(|e| backend_error(app, "resolving the task", &e))?;
     Ok(Some(task.id))

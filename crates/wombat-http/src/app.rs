@@ -203,12 +203,12 @@ async fn handle(
         http.response.status_code = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
     );
-    if wombat_core::otel::enabled() {
+    if wombat_telemetry::enabled() {
         // The server span of the trace; it joins the caller's trace when
         // the request carries a W3C `traceparent`.
         span.record("otel.kind", "server");
         span.record("otel.name", format!("{method} {route}"));
-        wombat_core::otel::set_remote_parent(&span, req.headers());
+        wombat_telemetry::set_remote_parent(&span, req.headers());
     }
     if head {
         *req.method_mut() = Method::GET;
@@ -234,7 +234,7 @@ async fn handle(
     app.metrics
         .observe_request(route, resp.status().as_u16(), elapsed);
     let _enter = span.enter();
-    if wombat_core::otel::enabled() {
+    if wombat_telemetry::enabled() {
         span.record(
             "http.response.status_code",
             i64::from(resp.status().as_u16()),

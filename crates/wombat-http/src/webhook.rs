@@ -319,7 +319,7 @@ impl Webhooks {
         };
         // With traces on, the delivery is a client span of the request's
         // trace (it may end after the request's own span).
-        let span = if wombat_core::otel::enabled() {
+        let span = if wombat_telemetry::enabled() {
             tracing::info_span!("webhook", otel.kind = "client", otel.name = "webhook POST")
         } else {
             tracing::Span::current()
@@ -388,7 +388,7 @@ async fn deliver(client: &reqwest::Client, target: &Target, event: &Value) -> bo
     let delivery_id = uuid::Uuid::new_v4().to_string();
     let timestamp = jiff::Timestamp::now().as_second().to_string();
     let mut headers = delivery_headers(target, &delivery_id, &timestamp, &body);
-    if let Some(trace) = wombat_core::otel::outgoing_headers() {
+    if let Some(trace) = wombat_telemetry::outgoing_headers() {
         headers.extend(trace);
     }
     let mut backoff = FIRST_BACKOFF;

@@ -330,7 +330,7 @@ pub(crate) async fn send(
 ) -> Result<Response> {
     // The provider joins the caller's trace (W3C `traceparent`) when
     // traces are exported; otherwise nothing is added.
-    let req = match wombat_core::otel::outgoing_headers() {
+    let req = match wombat_telemetry::outgoing_headers() {
         Some(trace) => req.headers(trace),
         None => req,
     };

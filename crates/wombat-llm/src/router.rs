@@ -416,7 +416,7 @@ impl Router {
         if !span.is_none() {
             let c = &routed.value;
             record_answer(&span, &routed.model, &c.usage, c.finish_reason.as_ref());
-            if wombat_core::otel::capture_content() {
+            if wombat_telemetry::capture_content() {
                 span.record("gen_ai.output.messages", c.text.as_str());
             }
         }
@@ -455,7 +455,7 @@ impl Router {
     /// conventions), or a disabled span when traces are off. Retries and
     /// failover are logged inside it and so become its events.
     fn chat_span(&self, req: &RouteRequest) -> tracing::Span {
-        let span = wombat_core::otel_span!(
+        let span = wombat_telemetry::otel_span!(
             "chat",
             otel.name = tracing::field::Empty,
             otel.kind = "client",
@@ -480,13 +480,13 @@ impl Router {
             span.record("gen_ai.request.model", model.model.as_str());
         }
         if let Some(t) = req.max_tokens {
-            wombat_core::otel::set_attribute(&span, "gen_ai.request.max_tokens", i64::from(t));
+            wombat_telemetry::set_attribute(&span, "gen_ai.request.max_tokens", i64::from(t));
         }
         if let Some(t) = req.temperature {
-            wombat_core::otel::set_attribute(&span, "gen_ai.request.temperature", f64::from(t));
+            wombat_telemetry::set_attribute(&span, "gen_ai.request.temperature", f64::from(t));
         }
         // Prompt text only when the operator asked for it: it is user data.
-        if wombat_core::otel::capture_content() {
+        if wombat_telemetry::capture_content() {
             if let Some(system) = &req.system {
                 span.record("gen_ai.system_instructions", system.as_str());
             }
@@ -664,7 +664,7 @@ fn record_answer(
     span.record("gen_ai.usage.input_tokens", int(usage.prompt_tokens));
     span.record("gen_ai.usage.output_tokens", int(usage.completion_tokens));
     if let Some(reason) = finish {
-        wombat_core::otel::set_string_array(
+        wombat_telemetry::set_string_array(
             span,
             "gen_ai.response.finish_reasons",
             &[reason.as_str()],

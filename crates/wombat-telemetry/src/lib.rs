@@ -1,5 +1,7 @@
-//! OpenTelemetry glue shared by every crate: whether traces are on, the
-//! extra spans that exist only then, and W3C `traceparent` in and out.
+//! OpenTelemetry glue shared by the crates that make outgoing calls or
+//! serve requests: whether traces are on, the extra spans that exist only
+//! then, and W3C `traceparent` in and out. It sits at the bottom of the
+//! layering beside `wombat-core`, which stays pure data and logic.
 //!
 //! The binary installs the exporter and flips [`enable`] once at start-up.
 //! Until then (and for good when no OTLP endpoint is configured) every
@@ -41,7 +43,7 @@ pub fn capture_content() -> bool {
 #[macro_export]
 macro_rules! otel_span {
     ($($arg:tt)*) => {
-        if $crate::otel::enabled() {
+        if $crate::enabled() {
             ::tracing::info_span!($($arg)*)
         } else {
             ::tracing::Span::none()
