@@ -150,6 +150,17 @@ struct WireRequest<'a> {
     stream_options: Option<Value>,
 }
 
+/// OpenAI's reasoning models, which take no `temperature`: the o-series
+/// (`o1`, `o3-mini`, `o4-mini`, ...) and `gpt-5` (but not the non-reasoning
+/// `gpt-5-chat-*`).
+fn is_reasoning_model(model: &str) -> bool {
+    let m = model.to_ascii_lowercase();
+    let o_series = m
+        .strip_prefix('o')
+        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+    o_series || (m.starts_with("gpt-5") && !m.contains("-chat"))
+}
+
 #[derive(Serialize)]
 struct WireMessage<'a> {
     role: &'static str,
@@ -186,10 +197,16 @@ impl<'a> WireRequest<'a> {
         // without `stream_options`, so it is not sent there.
         let stream_options =
             (stream && provider != Provider::Mistral).then(|| json!({"include_usage": true}));
+        // OpenAI's reasoning models refuse any temperature but their
+        // default (400 "Unsupported value"), and the daemon sends one on
+        // every request (0.1.0's 0.4): leave it out for them.
+        let temperature = req
+            .temperature
+            .filter(|_| !(provider == Provider::OpenAi && is_reasoning_model(&req.model)));
         Self {
             model: &req.model,
             messages,
-            temperature: req.temperature,
+            temperature,
             max_tokens,
             max_completion_tokens,
             response_format,

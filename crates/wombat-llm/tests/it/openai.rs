@@ -349,3 +349,32 @@ async fn a_base_url_override_needs_no_key_and_sends_no_authorization() {
     let err = router.complete(hello()).await.expect_err("no key");
     assert!(matches!(err, Error::MissingApiKey { .. }), "{err:?}");
 }
+
+/// OpenAI's reasoning models (o-series, gpt-5) answer 400 "Unsupported value:
+/// 'temperature'" to any temperature but their default; since the daemon
+/// sends 0.1.0's temperature (0.4) on every send, that would break every
+/// request to them. The adapter leaves it out for those models.
+#[tokio::test]
+async fn reasoning_models_are_sent_no_temperature() {
+    for model in ["gpt-5-mini", "o3", "o4-mini", "o1-preview", "gpt-4o-mini"] {
+        let server = FakeServer::start(vec![Reply::json(
+            200,
+            json!({
+                "id": "chatcmpl-1", "object": "chat.completion", "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+            }),
+        )])
+        .await;
+        let (router, _) = router(config(Provider::OpenAi, model, &server.url("/v1")));
+        let mut req = hello();
+        req.temperature = Some(0.4);
+        router.complete(req).await.expect("completes");
+        let sent = server.requests()[0].json();
+        if model == "gpt-4o-mini" {
+            assert_eq!(sent["temperature"], 0.4, "{model}: {sent}");
+        } else {
+            assert!(sent.get("temperature").is_none(), "{model}: {sent}");
+        }
+    }
+}
