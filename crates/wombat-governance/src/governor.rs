@@ -381,53 +381,51 @@ impl Governor {
         };
         let now = Timestamp::now();
         let periods = Periods::at(now, &self.config.timezone);
-        let delta = i64::try_from(tokens_used)
-            .unwrap_or(i64::MAX)
-            .saturating_sub(i64::try_from(lease.prompt_tokens).unwrap_or(i64::MAX));
-        let req = SettleRequest {
-            user: &lease.user,
-            lease: &lease.id,
-            cost_micros,
-            token_delta: delta,
-            tpm: lease.tpm,
-            periods: &periods,
-            day_ttl_secs: periods.ttl_secs(PeriodKind::Day, now),
-            month_ttl_secs: periods.ttl_secs(PeriodKind::Month, now),
-        };
+        let req = settle_request(&lease, cost_micros, tokens_used, &periods, now);
         self.metrics.settled_micros.fetch_add(cost_micros, Relaxed);
         let _ = self
             .call("settling a request", self.store.settle(&req))
             .await;
     }
 
-    /// Adds one LLM call to the store's usage ledger (logged and counted on
-    /// failure; `/metrics` still has it).
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one flat record, called from one place per path"
-    )]
-    pub async fn record_usage(
-        &self,
-        user: &str,
-        model: &str,
-        input: u64,
-        output: u64,
-        total: u64,
-        cost_micros: u64,
-        estimated: bool,
-    ) {
-        let day = self.periods().day;
+    /// Settles `admitted` (when given) with the real figures of `call` and,
+    /// with a shared store, adds the call to its usage ledger, in one store
+    /// step (one round trip to Redis). Failures are logged and counted.
+    pub async fn settle_and_record(&self, admitted: Option<Admitted>, call: &Call<'_>) {
+        let tokens = call.input.saturating_add(call.output);
+        if !self.shared {
+            if let Some(a) = admitted {
+                self.settle(a, call.cost_micros, tokens).await;
+            }
+            return;
+        }
+        let now = Timestamp::now();
+        let periods = Periods::at(now, &self.config.timezone);
+        let lease = admitted.and_then(|a| a.lease);
+        let settle = lease
+            .as_ref()
+            .map(|l| settle_request(l, call.cost_micros, tokens, &periods, now));
+        if settle.is_some() {
+            self.metrics
+                .settled_micros
+                .fetch_add(call.cost_micros, Relaxed);
+        }
         let rec = UsageRecord {
-            user,
-            model,
-            input,
-            output,
-            total,
-            cost_micros,
-            estimated,
-            day: &day,
+            user: call.user,
+            model: call.model,
+            input: call.input,
+            output: call.output,
+            total: call.total,
+            cost_micros: call.cost_micros,
+            estimated: call.estimated,
+            day: &periods.day,
         };
-        let _ = self.call("recording usage", self.store.record(&rec)).await;
+        let _ = self
+            .call(
+                "settling and recording a call",
+                self.store.settle_and_record(settle.as_ref(), &rec),
+            )
+            .await;
     }
 
     /// The ledger with the series of the last `days` days (budget time zone).
@@ -448,6 +446,48 @@ impl Governor {
         self.call("reading usage", self.store.usage(user, &series))
             .await
     }
+}
+
+/// The settlement of `lease` at `now`.
+fn settle_request<'a>(
+    lease: &'a Lease,
+    cost_micros: u64,
+    tokens_used: u64,
+    periods: &'a Periods,
+    now: Timestamp,
+) -> SettleRequest<'a> {
+    let delta = i64::try_from(tokens_used)
+        .unwrap_or(i64::MAX)
+        .saturating_sub(i64::try_from(lease.prompt_tokens).unwrap_or(i64::MAX));
+    SettleRequest {
+        user: &lease.user,
+        lease: &lease.id,
+        cost_micros,
+        token_delta: delta,
+        tpm: lease.tpm,
+        periods,
+        day_ttl_secs: periods.ttl_secs(PeriodKind::Day, now),
+        month_ttl_secs: periods.ttl_secs(PeriodKind::Month, now),
+    }
+}
+
+/// One finished LLM call: what it used and cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    /// The user.
+    pub user: &'a str,
+    /// The model that answered.
+    pub model: &'a str,
+    /// Prompt tokens.
+    pub input: u64,
+    /// Completion tokens.
+    pub output: u64,
+    /// Total tokens.
+    pub total: u64,
+    /// Cost, micro-dollars.
+    pub cost_micros: u64,
+    /// Whether the tokens are an estimate (an abandoned stream).
+    pub estimated: bool,
 }
 
 /// A unique lease id: time, process and a counter (no RNG dependency).

@@ -26,7 +26,8 @@ mod redis_store;
 mod store;
 
 pub use governor::{
-    Admitted, BudgetWarning, Estimate, FailMode, Governor, GovernorConfig, GovernorMetrics, Refused,
+    Admitted, BudgetWarning, Call, Estimate, FailMode, Governor, GovernorConfig, GovernorMetrics,
+    Refused,
 };
 pub use limits::{Limits, PeriodKind, Periods, RateKind};
 pub use memory::MemoryStore;

@@ -160,6 +160,19 @@ pub struct RedisStore {
     admit: Script,
     settle: Script,
     record: Script,
+    /// SETTLE and RECORD in one script: one round trip after a call.
+    settle_record: Script,
+}
+
+/// The body of the combined script: SETTLE on its keys and first six
+/// arguments (skipped when no keys are given), RECORD on the rest.
+fn settle_record_source() -> String {
+    format!(
+        "local function settle(KEYS, ARGV)\n{SETTLE}\nend\n\
+         local function record(ARGV)\n{RECORD}\nend\n\
+         if #KEYS > 0 then settle(KEYS, {{ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]}}) end\n\
+         record({{unpack(ARGV, 7)}})\nreturn 1\n"
+    )
 }
 
 impl RedisStore {
@@ -173,6 +186,7 @@ impl RedisStore {
             admit: Script::new(ADMIT),
             settle: Script::new(SETTLE),
             record: Script::new(RECORD),
+            settle_record: Script::new(&settle_record_source()),
         })
     }
 
@@ -223,6 +237,38 @@ fn split(fields: &BTreeMap<String, i64>) -> (UsageTotals, BTreeMap<String, Usage
         .map(|m| (m.to_owned(), totals(fields, &format!(":{m}"))))
         .collect();
     (totals(fields, ""), by_model)
+}
+
+/// SETTLE's keys and its six arguments.
+fn settle_args(inv: &mut redis::ScriptInvocation<'_>, req: &SettleRequest<'_>) {
+    let u = req.user;
+    inv.key(format!("{PREFIX}l:{u}"))
+        .key(format!("{PREFIX}lv:{u}"))
+        .key(format!("{PREFIX}bd:{}:{u}", req.periods.day))
+        .key(format!("{PREFIX}bm:{}:{u}", req.periods.month))
+        .key(format!("{PREFIX}tpm:{u}"))
+        .arg(req.lease)
+        .arg(req.cost_micros)
+        .arg(req.token_delta)
+        .arg(req.tpm.unwrap_or(0))
+        .arg(req.day_ttl_secs)
+        .arg(req.month_ttl_secs);
+}
+
+/// RECORD's twelve arguments.
+fn record_args(inv: &mut redis::ScriptInvocation<'_>, rec: &UsageRecord<'_>) {
+    inv.arg(PREFIX)
+        .arg(rec.user)
+        .arg(rec.model)
+        .arg(u8::from(rec.estimated))
+        .arg(rec.input)
+        .arg(rec.output)
+        .arg(rec.total)
+        .arg(rec.cost_micros)
+        .arg(rec.day)
+        .arg(MAX_MODELS)
+        .arg(MAX_USERS)
+        .arg(USAGE_TTL_SECS);
 }
 
 #[async_trait::async_trait]
@@ -290,43 +336,37 @@ impl Store for RedisStore {
 
     async fn settle(&self, req: &SettleRequest<'_>) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let u = req.user;
-        let _: i64 = self
-            .settle
-            .key(format!("{PREFIX}l:{u}"))
-            .key(format!("{PREFIX}lv:{u}"))
-            .key(format!("{PREFIX}bd:{}:{u}", req.periods.day))
-            .key(format!("{PREFIX}bm:{}:{u}", req.periods.month))
-            .key(format!("{PREFIX}tpm:{u}"))
-            .arg(req.lease)
-            .arg(req.cost_micros)
-            .arg(req.token_delta)
-            .arg(req.tpm.unwrap_or(0))
-            .arg(req.day_ttl_secs)
-            .arg(req.month_ttl_secs)
-            .invoke_async(&mut conn)
-            .await?;
+        let mut inv = self.settle.prepare_invoke();
+        settle_args(&mut inv, req);
+        let _: i64 = inv.invoke_async(&mut conn).await?;
         Ok(())
     }
 
     async fn record(&self, rec: &UsageRecord<'_>) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let _: i64 = self
-            .record
-            .arg(PREFIX)
-            .arg(rec.user)
-            .arg(rec.model)
-            .arg(u8::from(rec.estimated))
-            .arg(rec.input)
-            .arg(rec.output)
-            .arg(rec.total)
-            .arg(rec.cost_micros)
-            .arg(rec.day)
-            .arg(MAX_MODELS)
-            .arg(MAX_USERS)
-            .arg(USAGE_TTL_SECS)
-            .invoke_async(&mut conn)
-            .await?;
+        let mut inv = self.record.prepare_invoke();
+        record_args(&mut inv, rec);
+        let _: i64 = inv.invoke_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn settle_and_record(
+        &self,
+        settle: Option<&SettleRequest<'_>>,
+        rec: &UsageRecord<'_>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let mut inv = self.settle_record.prepare_invoke();
+        match settle {
+            Some(req) => settle_args(&mut inv, req),
+            None => {
+                for _ in 0..6 {
+                    inv.arg(0);
+                }
+            }
+        }
+        record_args(&mut inv, rec);
+        let _: i64 = inv.invoke_async(&mut conn).await?;
         Ok(())
     }
 

@@ -193,6 +193,18 @@ pub trait Store: Send + Sync + 'static {
     async fn settle(&self, req: &SettleRequest<'_>) -> Result<(), StoreError>;
     /// Adds one call to the usage ledger.
     async fn record(&self, rec: &UsageRecord<'_>) -> Result<(), StoreError>;
+    /// [`Store::settle`] (when given) and [`Store::record`] of one finished
+    /// call, in one step where the store can (one round trip to Redis).
+    async fn settle_and_record(
+        &self,
+        settle: Option<&SettleRequest<'_>>,
+        rec: &UsageRecord<'_>,
+    ) -> Result<(), StoreError> {
+        if let Some(s) = settle {
+            self.settle(s).await?;
+        }
+        self.record(rec).await
+    }
     /// The ledger (one user's share when `user` is given), with the series
     /// of `days`.
     async fn usage(&self, user: Option<&str>, days: &[String])

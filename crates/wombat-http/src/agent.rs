@@ -796,7 +796,7 @@ async fn send_inner(
     let routed = match routed {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            governance::settle(app, admitted, None).await;
+            governance::release(app, admitted).await;
             let err = llm_error(app, &e);
             fire_webhook(app, p, Some(&task_id), None, Some(&err.message));
             return Err(err);
@@ -804,11 +804,10 @@ async fn send_inner(
         Err(e) => {
             // The deadline cut the call: what it consumed is unknown (no
             // usage without a reply), so the reservation is released.
-            governance::settle(app, admitted, None).await;
+            governance::release(app, admitted).await;
             return Err(e);
         }
     };
-    governance::settle(app, admitted, Some(&routed.cost)).await;
     let answer = Answer {
         text: routed.completion.text,
         usage: routed.completion.usage,
@@ -821,7 +820,15 @@ async fn send_inner(
     };
     // From here on the reply is paid for: nothing may drop it.
     record(app, p.key.user_id(), &answer);
-    governance::record_shared(app, p.key.user_id(), &answer.usage, &answer.cost, false).await;
+    governance::account(
+        app,
+        admitted,
+        p.key.user_id(),
+        &answer.usage,
+        &answer.cost,
+        false,
+    )
+    .await;
     let request_key = request_key(p);
     let warning = context_warning(app, &answer.model, answer.usage.prompt_tokens);
     match persist_within(app, p, &task_id, &answer, &request_key, deadline).await {
@@ -1021,16 +1028,16 @@ async fn start_stream(app: &Arc<App>, body: SendRequest) -> Result<http::Respons
         drop(permit);
         match &outcome {
             Outcome::Answered(answer) => {
-                governance::settle(&app, admitted, Some(&answer.cost)).await;
+                let (usage, cost) = (&answer.usage, &answer.cost);
+                governance::account(&app, admitted, p.key.user_id(), usage, cost, false).await;
             }
             Outcome::Abandoned if consumed.opened => {
                 let cost = record_abandoned(&app, &p, &consumed);
-                governance::settle(&app, admitted, Some(&cost)).await;
-                governance::record_shared(&app, p.key.user_id(), &consumed.estimate(), &cost, true)
-                    .await;
+                let usage = consumed.estimate();
+                governance::account(&app, admitted, p.key.user_id(), &usage, &cost, true).await;
             }
             // Nothing paid for that the provider reported; released.
-            Outcome::Abandoned | Outcome::Failed => governance::settle(&app, admitted, None).await,
+            Outcome::Abandoned | Outcome::Failed => governance::release(&app, admitted).await,
         }
         match outcome {
             // Boxed, like the provider call and the error paths in
@@ -1188,7 +1195,6 @@ async fn finish_stream(
     deadline: &mut Deadline<'_>,
 ) {
     record(app, p.key.user_id(), &answer);
-    governance::record_shared(app, p.key.user_id(), &answer.usage, &answer.cost, false).await;
     let (message_id, persist_error) = match task_id {
         Some(task_id) => {
             let key = request_key(p);

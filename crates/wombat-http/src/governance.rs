@@ -129,22 +129,43 @@ pub(crate) async fn admit(
         .map_err(refusal)
 }
 
-/// Settles an admission: the real cost and tokens (0 when nothing was
-/// consumed), releasing the reservation.
-pub(crate) async fn settle(app: &App, admitted: Option<Admitted>, cost: Option<&Cost>) {
+/// Releases an admission whose call consumed nothing known (it failed, or
+/// the deadline cut it before any usage was reported).
+pub(crate) async fn release(app: &App, admitted: Option<Admitted>) {
     if let Some(a) = admitted {
-        let (micros, tokens) = cost.map_or((0, 0), |c| {
-            (
-                c.total_micros(),
-                c.input_tokens.saturating_add(c.output_tokens),
-            )
-        });
-        Box::pin(app.governor.settle(a, micros, tokens)).await;
+        Box::pin(app.governor.settle(a, 0, 0)).await;
     }
 }
 
-/// Adds a call to the shared ledger, when there is one (the per-process
-/// ledger is written by the caller either way).
+/// Settles `admitted` with the real usage of a finished call and, with a
+/// shared store, adds the call to its ledger: one store step (one round
+/// trip to Redis). The per-process ledger is written by the caller either
+/// way.
+pub(crate) async fn account(
+    app: &App,
+    admitted: Option<Admitted>,
+    user: &str,
+    usage: &Usage,
+    cost: &Cost,
+    estimated: bool,
+) {
+    if admitted.is_none() && !app.governor.is_shared() {
+        return;
+    }
+    let call = wombat_governance::Call {
+        user,
+        model: &cost.model,
+        input: usage.prompt_tokens,
+        output: usage.completion_tokens,
+        total: usage.total_tokens,
+        cost_micros: cost.total_micros(),
+        estimated,
+    };
+    Box::pin(app.governor.settle_and_record(admitted, &call)).await;
+}
+
+/// Adds a call that was admitted by no limit to the shared ledger, when
+/// there is one.
 pub(crate) async fn record_shared(
     app: &App,
     user: &str,
@@ -152,18 +173,7 @@ pub(crate) async fn record_shared(
     cost: &Cost,
     estimated: bool,
 ) {
-    if app.governor.is_shared() {
-        Box::pin(app.governor.record_usage(
-            user,
-            &cost.model,
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            usage.total_tokens,
-            cost.total_micros(),
-            estimated,
-        ))
-        .await;
-    }
+    account(app, None, user, usage, cost, estimated).await;
 }
 
 fn usd(micros: u64) -> f64 {

@@ -303,3 +303,58 @@ async fn usage_ledger() {
         assert_eq!(nobody.totals.requests, 0);
     }
 }
+
+#[tokio::test]
+async fn settle_and_record_in_one_step() {
+    for (store, _redis) in stores() {
+        let store = &*store;
+        let limits = Limits {
+            budget_day_micros: Some(100),
+            concurrency: Some(1),
+            ..Limits::default()
+        };
+        let c = Call {
+            reserve: 10,
+            ..call("alice", "a", limits)
+        };
+        assert!(admitted(&admit(store, &c).await));
+        let rec = UsageRecord {
+            user: "alice",
+            model: "gpt-4o",
+            input: 5,
+            output: 5,
+            total: 10,
+            cost_micros: 100,
+            estimated: false,
+            day: "2026-12-01",
+        };
+        let settle = SettleRequest {
+            user: "alice",
+            lease: "a",
+            cost_micros: 100,
+            token_delta: 0,
+            tpm: None,
+            periods: &c.periods,
+            day_ttl_secs: 90_000,
+            month_ttl_secs: 3_000_000,
+        };
+        store
+            .settle_and_record(Some(&settle), &rec)
+            .await
+            .expect("store answers");
+        // Settled (the lease is free, the budget spent) and recorded.
+        let Admission::Refused(Refusal::Budget { spent_micros, .. }) =
+            admit(store, &call("alice", "b", limits)).await
+        else {
+            panic!("over budget")
+        };
+        assert_eq!(spent_micros, 100);
+        store
+            .settle_and_record(None, &UsageRecord { user: "bob", ..rec })
+            .await
+            .expect("store answers");
+        let all = store.usage(None, &[]).await.expect("usage");
+        assert_eq!(all.totals.requests, 2);
+        assert_eq!(all.by_user.expect("by user").len(), 2);
+    }
+}
