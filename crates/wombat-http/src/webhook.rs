@@ -57,8 +57,9 @@ impl std::fmt::Debug for WebhookSpec {
 ///
 /// IPv6 forms that carry an IPv4 address are judged by that address, since
 /// the packet ends up there: IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible
-/// (`::a.b.c.d`), NAT64 (`64:ff9b::/96` and the local-use `64:ff9b:1::/48`)
-/// and 6to4 (`2002:AABB:CCDD::/48`). Teredo (`2001::/32`) hides its IPv4
+/// (`::a.b.c.d`), NAT64 (`64:ff9b::/96`) and 6to4 (`2002:AABB:CCDD::/48`).
+/// The local-use NAT64 prefix `64:ff9b:1::/48` is never public (its IPv4
+/// address sits wherever the local network's prefix length puts it). Teredo (`2001::/32`) hides its IPv4
 /// target and is refused outright, as are the deprecated site-local
 /// (`fec0::/10`) and discard-only (`100::/64`) ranges.
 pub(crate) fn is_public(ip: IpAddr) -> bool {
@@ -82,7 +83,12 @@ pub(crate) fn is_public(ip: IpAddr) -> bool {
                 return is_public(IpAddr::V4(v4));
             }
             let s = v6.segments();
-            !(v6.is_loopback()
+            // The local-use NAT64 prefix (RFC 8215) may be used with any
+            // prefix length, so where its IPv4 address sits is the local
+            // network's choice: never public.
+            let nat64_local = s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 0x0001;
+            !(nat64_local
+                || v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00
@@ -108,8 +114,9 @@ fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
     if s[..6].iter().all(|&x| x == 0) && !(s[6] == 0 && s[7] <= 1) {
         return Some(low(s[6], s[7]));
     }
-    // NAT64, well-known prefix (RFC 6052) and local-use prefix (RFC 8215).
-    if s[0] == 0x0064 && s[1] == 0xff9b && (s[2..6].iter().all(|&x| x == 0) || s[2] == 0x0001) {
+    // NAT64, well-known prefix (RFC 6052, always a /96). The local-use
+    // prefix is refused outright in `is_public`.
+    if s[0] == 0x0064 && s[1] == 0xff9b && s[2..6].iter().all(|&x| x == 0) {
         return Some(low(s[6], s[7]));
     }
     // 6to4 (RFC 3056): 2002:AABB:CCDD::/48.
@@ -520,6 +527,12 @@ mod tests {
                 "{ip} must not be public"
             );
         }
+        // The local-use NAT64 prefix may be used with any prefix length
+        // (RFC 8215), so where the IPv4 address sits is the network's
+        // choice: with a /48 this is 127.0.0.1 (its low bits are ignored).
+        assert!(!is_public(
+            "64:ff9b:1:7f00:0:100:808:808".parse().expect("ip")
+        ));
         let public = [
             "::ffff:8.8.8.8",
             "::8.8.8.8",
