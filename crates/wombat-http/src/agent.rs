@@ -759,8 +759,12 @@ pub(crate) async fn send(
     let (p, route) = prepare(app, body)?;
     let app = app.clone();
     let work = async move {
-        let timer = std::pin::pin!(tokio::time::sleep_until(deadline_at(&app)));
+        let at = deadline_at(&app);
+        let timer = std::pin::pin!(tokio::time::sleep_until(at));
         let mut deadline = Deadline::new(&app, timer);
+        // Retry waits are weighed against what this request has left.
+        let mut route = route;
+        route.deadline = Some(at);
         let result = send_inner(&app, &p, route, &mut deadline).await;
         if deadline.exceeded {
             fire_webhook(&app, &p, None, None, Some("request deadline exceeded"));
@@ -986,8 +990,10 @@ enum Outcome {
 /// finished, the reply is persisted and announced even if nobody is left to
 /// read the `done` event.
 async fn start_stream(app: &Arc<App>, body: SendRequest) -> Result<http::Response<Body>, ApiError> {
-    let (p, route) = prepare(app, body)?;
+    let (p, mut route) = prepare(app, body)?;
     let at = deadline_at(app);
+    // Retry waits are weighed against what this request has left.
+    route.deadline = Some(at);
     let task_id = {
         let timer = std::pin::pin!(tokio::time::sleep_until(at));
         let mut deadline = Deadline::new(app, timer);

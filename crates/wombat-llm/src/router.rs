@@ -97,6 +97,11 @@ pub struct RouteRequest {
     pub max_tokens: Option<u32>,
     /// Structured output.
     pub response_format: Option<ResponseFormat>,
+    /// When the caller's own deadline passes (a daemon request that has
+    /// already spent time elsewhere). Retry waits are weighed against the
+    /// earlier of this and the router's deadline, so a `Retry-After` that
+    /// does not fit the time the request has left fails over at once.
+    pub deadline: Option<Instant>,
 }
 
 impl RouteRequest {
@@ -109,6 +114,7 @@ impl RouteRequest {
             temperature: None,
             max_tokens: None,
             response_format: None,
+            deadline: None,
         }
     }
 
@@ -395,10 +401,11 @@ impl Router {
     pub async fn complete(&self, req: RouteRequest) -> Result<Routed> {
         let deadline = self.inner.config.deadline;
         let deadline_at = Instant::now() + deadline;
+        let budget_at = budget(&req, deadline_at);
         let span = self.chat_span(&req);
         let routed = tokio::time::timeout_at(
             deadline_at,
-            self.run(&req, deadline_at, |_, provider, chat| async move {
+            self.run(&req, budget_at, |_, provider, chat| async move {
                 provider.complete(&chat).await
             }),
         )
@@ -500,7 +507,8 @@ impl Router {
     async fn open_stream(&self, req: RouteRequest) -> Result<RoutedStream> {
         let deadline = self.inner.config.deadline;
         let deadline_at = Instant::now() + deadline;
-        let open = self.run(&req, deadline_at, |model, provider, chat| async move {
+        let budget_at = budget(&req, deadline_at);
+        let open = self.run(&req, budget_at, |model, provider, chat| async move {
             let mut stream = provider.stream(&chat).await?;
             match stream.next().await {
                 Some(Ok(first)) => Ok((first, stream)),
@@ -681,6 +689,12 @@ fn genai_provider(p: Provider) -> &'static str {
         Provider::Mistral => "mistral_ai",
         other => other.as_str(),
     }
+}
+
+/// The instant retry waits are weighed against: the router's deadline, or
+/// the request's own when that comes first.
+fn budget(req: &RouteRequest, deadline_at: Instant) -> Instant {
+    req.deadline.map_or(deadline_at, |d| d.min(deadline_at))
 }
 
 /// Whether a retry wait of `delay` fits the share of the time left before

@@ -299,3 +299,41 @@ async fn a_stream_client_that_stops_reading_releases_the_llm_permit_at_the_deadl
     .await;
     drop(stalled);
 }
+
+/// A provider's `Retry-After` is weighed against the time the *request* has
+/// left, not against a fresh LLM budget: here task resolution already used
+/// 3 of the 4 seconds, so a 1.5 s wait does not fit and the fallback is
+/// tried at once (the router alone would have counted 4 s from its own
+/// start and retried the primary model after the wait).
+#[tokio::test]
+async fn a_retry_wait_counts_the_time_the_request_already_used() {
+    let faults = Faults {
+        slow: vec![("GET", "/tasks", Duration::from_secs(3))],
+        ..Faults::default()
+    };
+    let h = setup()
+        .env("WOMBAT_REQUEST_TIMEOUT_SECS", "4")
+        .llm_deadline(Duration::from_secs(4))
+        .fallback("gpt-4o")
+        .backend(BackendKind::Faulty(faults))
+        .start()
+        .await;
+    h.llm
+        .script([Reply::status(429, "slow down").header("retry-after", "1.5")]);
+    let r = patiently(
+        "the send",
+        h.post(
+            "/api/agents/send",
+            &send_body("alice", json!({"task_title": "Slow lookup"})),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let models: Vec<Value> = h
+        .llm
+        .requests()
+        .iter()
+        .map(|r| r.json()["model"].clone())
+        .collect();
+    assert_eq!(models, ["gpt-4o-mini", "gpt-4o"], "failed over at once");
+}
