@@ -31,7 +31,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use tokio::sync::watch;
-use wombat_http::config::{Settings, get};
+use wombat_http::config::Settings;
 
 pub use config::{
     DEFAULT_CONCURRENCY, DEFAULT_DAEMON_URL, DEFAULT_LIMIT, DEFAULT_MAX_ATTEMPTS,
@@ -76,22 +76,12 @@ pub struct Args {
 }
 
 /// Installs the tracing subscriber on stderr (stdout is reserved for the
-/// tick lines): human-readable, or JSON with `WOMBAT_LOG_FORMAT=json`; level
-/// from `RUST_LOG` (default `info`). Keeps a subscriber already installed.
+/// tick lines), the daemon's way: human-readable with control characters
+/// escaped (the daemon's error text lands in these lines) and colour only on
+/// a terminal, or JSON with `WOMBAT_LOG_FORMAT=json`; level from `RUST_LOG`
+/// (default `info`). Keeps a subscriber already installed.
 pub fn init_tracing(settings: &Settings) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr);
-    let result = if get(settings, "WOMBAT_LOG_FORMAT") == Some("json") {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-    // Another subscriber (a test harness) wins; that is fine.
-    let _ = result;
+    wombat_server::init_logs(settings);
 }
 
 /// Validates `settings` and runs the loop until `shutdown` resolves (or one

@@ -200,6 +200,14 @@ pub fn init_tracing(settings: &Settings) -> Telemetry {
 }
 
 /// The log subscriber alone: exactly what runs when traces are off.
+/// Installs only the log subscriber, as [`init_tracing`] does without an
+/// OTLP endpoint: stderr, control characters escaped in the human format,
+/// colour only on a terminal, JSON with `WOMBAT_LOG_FORMAT=json`. For the
+/// other binaries (the dispatcher), which export no traces.
+pub fn init_logs(settings: &Settings) {
+    init_logs_only(get(settings, "WOMBAT_LOG_FORMAT") == Some("json"));
+}
+
 fn init_logs_only(json: bool) {
     use std::io::IsTerminal as _;
     let result = if json {

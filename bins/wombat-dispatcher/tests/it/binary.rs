@@ -211,3 +211,39 @@ async fn help_and_version_have_no_side_effects() {
     assert!(backend.seen("/").is_empty(), "no backend call");
     assert!(daemon.seen("/").is_empty(), "no daemon call");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_text_in_logs_cannot_forge_lines_or_reach_the_terminal() {
+    let backend = start_backend().await;
+    enqueue(&backend, "mallory", "hi").await;
+    // The daemon's error text ends up in the dispatcher's log line.
+    let daemon = crate::support::Fake::start(|_| {
+        (
+            400,
+            serde_json::json!({"error": "refused\nFORGED log line \u{1b}[31mred"}),
+        )
+    })
+    .await;
+    let url = backend.url();
+    let out = tokio::task::spawn_blocking({
+        let daemon_url = daemon.url.clone();
+        move || {
+            run(
+                &["--once"],
+                &[
+                    ("BACKEND_URL", &url),
+                    ("INTERNAL_TOKEN", INTERNAL),
+                    ("AGENT_DAEMON_URL", &daemon_url),
+                    ("RUST_LOG", "info"),
+                ],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("FORGED"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+    assert!(!stderr.lines().any(|l| l.starts_with("FORGED")), "{stderr}");
+    backend.shutdown().await;
+}
