@@ -1117,6 +1117,10 @@ async fn stream_failed(
     .await;
 }
 
+/// The longest streamed reply kept (and relayed): the cap on a non-streamed
+/// provider body.
+const MAX_STREAMED_REPLY_BYTES: usize = wombat_llm::MAX_SUCCESS_BODY;
+
 /// The LLM phase: `start`, then a `chunk` per delta, the text accumulating
 /// in `consumed`.
 async fn stream_llm(
@@ -1142,6 +1146,26 @@ async fn stream_llm(
     while let Some(event) = events.next().await {
         match event {
             Ok(RoutedEvent::Delta(delta)) => {
+                // The same bound as a non-streamed reply's body: a provider
+                // that never stops must not grow this without limit (the
+                // deadline bounds time, not bytes). The tokens so far are
+                // billed, so it counts as abandoned: usage is estimated.
+                if consumed.text.len() + delta.len() > MAX_STREAMED_REPLY_BYTES {
+                    let message = format!(
+                        "LLM reply exceeded {} MiB; stream stopped",
+                        MAX_STREAMED_REPLY_BYTES / (1024 * 1024)
+                    );
+                    Box::pin(stream_failed(
+                        app,
+                        p,
+                        task_id,
+                        tx,
+                        &message,
+                        "llm_reply_too_large",
+                    ))
+                    .await;
+                    return Outcome::Abandoned;
+                }
                 consumed.text.push_str(&delta);
                 let chunk = Chunk {
                     r#type: "chunk",

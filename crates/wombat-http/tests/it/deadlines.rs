@@ -337,3 +337,38 @@ async fn a_retry_wait_counts_the_time_the_request_already_used() {
         .collect();
     assert_eq!(models, ["gpt-4o-mini", "gpt-4o"], "failed over at once");
 }
+
+#[tokio::test]
+async fn an_endless_streamed_reply_is_cut_at_the_cap_and_its_usage_estimated() {
+    let h = setup().start().await;
+    // 34 chunks of 512 KiB: 17 MiB, past the 16 MiB cap of a reply.
+    let piece = "x".repeat(512 * 1024);
+    let pieces: Vec<&str> = (0..34).map(|_| piece.as_str()).collect();
+    h.llm.script([Reply::chunks(&pieces)]);
+    let mut sse = h
+        .sse("/api/agents/stream", &send_body("alice", json!({})))
+        .await;
+    let mut relayed = 0usize;
+    let error = loop {
+        let (name, data) = sse.next().await.expect("an event");
+        match name.as_str() {
+            "start" => {}
+            "chunk" => relayed += data["data"].as_str().expect("data").len(),
+            "error" => break data,
+            other => panic!("unexpected {other}: {data}"),
+        }
+    };
+    assert_eq!(error["code"], "llm_reply_too_large", "{error}");
+    assert!(relayed <= 16 * 1024 * 1024, "{relayed}");
+    let usage = patiently("the cut stream's usage", async {
+        loop {
+            let v = h.get("/usage?user_id=alice").await.json();
+            if v["requestCount"] == 1 {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(usage["estimatedRequestCount"], 1, "{usage}");
+}
