@@ -954,7 +954,7 @@ impl Consumed {
             + route
                 .messages
                 .iter()
-                .map(|m| m.content.len())
+                .map(ChatMessage::text_len)
                 .sum::<usize>();
         Self {
             prompt_chars,
@@ -1205,6 +1205,10 @@ async fn stream_llm(
                     budget_warning: None,
                 });
             }
+            // The daemon declares no tools to the model yet, so a provider
+            // cannot send tool-call events here; should one anyway, it is not
+            // text for the client.
+            Ok(_) => {}
             Err(e) => {
                 let err = llm_error(app, &e);
                 Box::pin(stream_failed(app, p, task_id, tx, &err.message, err.code)).await;

@@ -96,7 +96,7 @@ pub(crate) fn prompt_tokens(route: &RouteRequest) -> u64 {
         + route
             .messages
             .iter()
-            .map(|m| m.content.len())
+            .map(wombat_core::ChatMessage::text_len)
             .sum::<usize>();
     chars.div_ceil(4) as u64
 }

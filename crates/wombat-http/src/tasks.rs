@@ -98,7 +98,17 @@ pub(crate) async fn compact(
     for m in older {
         transcript.push_str(m.role.as_str());
         transcript.push_str(": ");
-        transcript.push_str(&m.content);
+        transcript.push_str(&m.text());
+        for call in m.tool_calls() {
+            transcript.push_str(&format!(
+                "[called {}({})]",
+                call.name,
+                serde_json::Value::Object(call.arguments.clone())
+            ));
+        }
+        for result in m.tool_results() {
+            transcript.push_str(&result.content.to_text());
+        }
         transcript.push_str("\n\n");
     }
     let mut system = COMPACT_SYSTEM.to_owned();

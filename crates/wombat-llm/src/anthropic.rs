@@ -104,6 +104,8 @@ impl ChatProvider for AnthropicAdapter {
             text = json;
         }
         Ok(Completion {
+            tool_calls: Vec::new(),
+            invalid_tool_calls: Vec::new(),
             text,
             usage: wire.usage.map(WireUsage::into_usage).unwrap_or_default(),
             finish_reason: wire
@@ -162,7 +164,7 @@ impl<'a> WireRequest<'a> {
             req.messages
                 .iter()
                 .filter(|m| m.role != Role::System)
-                .map(|m| (m.role, m.content.clone())),
+                .map(|m| (m.role, m.text().into_owned())),
         )
         .into_iter()
         .map(|(role, content)| WireMessage {

@@ -35,22 +35,22 @@ impl EchoProvider {
             .iter()
             .rev()
             .find(|m| m.role == Role::User)
-            .map_or("", |m| m.content.as_str());
+            .map_or(
+                std::borrow::Cow::Borrowed(""),
+                wombat_core::ChatMessage::text,
+            );
         let text = match &req.response_format {
             None => format!("echo: {last_user}"),
             Some(ResponseFormat::Json) => serde_json::json!({ "echo": last_user }).to_string(),
             Some(ResponseFormat::JsonSchema { schema, .. }) => {
-                crate::schema::sample_instance(schema, last_user).to_string()
+                crate::schema::sample_instance(schema, &last_user).to_string()
             }
         };
         let words = |s: &str| s.split_whitespace().count() as u64;
         let prompt = req.system.as_deref().map_or(0, words)
-            + req.messages.iter().map(|m| words(&m.content)).sum::<u64>();
-        Completion {
-            usage: Usage::new(prompt, words(&text)),
-            text,
-            finish_reason: Some(FinishReason::Stop),
-        }
+            + req.messages.iter().map(|m| words(&m.text())).sum::<u64>();
+        let usage = Usage::new(prompt, words(&text));
+        Completion::text(text, usage, Some(FinishReason::Stop))
     }
 }
 
@@ -130,7 +130,7 @@ mod tests {
             .iter()
             .filter_map(|e| match e {
                 StreamEvent::Delta(d) => Some(d.as_str()),
-                StreamEvent::Done { .. } => None,
+                _ => None,
             })
             .collect();
         assert_eq!(deltas, ["echo: ", "a ", "b  ", "c"]);

@@ -100,6 +100,8 @@ impl ChatProvider for GeminiAdapter {
             return Err(ctx.malformed("response has no candidates"));
         };
         Ok(Completion {
+            tool_calls: Vec::new(),
+            invalid_tool_calls: Vec::new(),
             text,
             usage: wire.usage_metadata.map(Usage::from).unwrap_or_default(),
             finish_reason: finish,
@@ -148,7 +150,7 @@ impl WireRequest {
             req.messages
                 .iter()
                 .filter(|m| m.role != Role::System)
-                .map(|m| (m.role, m.content.clone())),
+                .map(|m| (m.role, m.text().into_owned())),
         )
         .into_iter()
         .map(|(role, text)| WireContent {

@@ -599,15 +599,15 @@ pub(crate) fn merge_same_role<R: PartialEq + Copy>(
 /// The system prompt for providers without a system role: `system` followed
 /// by any `System` messages of the conversation, blank-line separated.
 pub(crate) fn collect_system(req: &crate::ChatRequest) -> Option<String> {
-    let parts: Vec<&str> = req
+    let parts: Vec<std::borrow::Cow<'_, str>> = req
         .system
         .iter()
-        .map(String::as_str)
+        .map(|s| std::borrow::Cow::Borrowed(s.as_str()))
         .chain(
             req.messages
                 .iter()
                 .filter(|m| m.role == wombat_core::Role::System)
-                .map(|m| m.content.as_str()),
+                .map(wombat_core::ChatMessage::text),
         )
         .filter(|s| !s.is_empty())
         .collect();

@@ -49,6 +49,12 @@ pub use router::{
 };
 pub use schema::{MAX_SCHEMA_DEPTH, MAX_SCHEMA_VALUES, SchemaTooLarge, check_schema_size};
 pub use types::{
-    ApiKey, ChatProvider, ChatRequest, Completion, EventStream, FinishReason, ResponseFormat,
-    StreamEvent,
+    ApiKey, ChatProvider, ChatRequest, Completion, EventStream, FinishReason, InvalidToolCall,
+    ResponseFormat, StreamEvent, ToolChoice, ToolSpec,
+};
+/// The `wombat-core` types this crate's API uses, so an embedder needs only
+/// `wombat-llm`.
+pub use wombat_core::{
+    ChatMessage, Cost, ModelRef, Part, Provider, Role, TextPart, ToolCall, ToolContent, ToolResult,
+    Usage,
 };

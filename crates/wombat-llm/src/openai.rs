@@ -115,6 +115,8 @@ impl ChatProvider for OpenAiAdapter {
             .next()
             .ok_or_else(|| ctx.malformed("response has no choices"))?;
         Ok(Completion {
+            tool_calls: Vec::new(),
+            invalid_tool_calls: Vec::new(),
             text: choice.message.content.unwrap_or_default(),
             usage: wire.usage.map(Usage::from).unwrap_or_default(),
             finish_reason: choice.finish_reason.as_deref().map(finish_reason),
@@ -164,7 +166,7 @@ fn is_reasoning_model(model: &str) -> bool {
 #[derive(Serialize)]
 struct WireMessage<'a> {
     role: &'static str,
-    content: &'a str,
+    content: std::borrow::Cow<'a, str>,
 }
 
 impl<'a> WireRequest<'a> {
@@ -174,11 +176,11 @@ impl<'a> WireRequest<'a> {
             .iter()
             .map(|s| WireMessage {
                 role: "system",
-                content: s,
+                content: std::borrow::Cow::Borrowed(s.as_str()),
             })
             .chain(req.messages.iter().map(|m| WireMessage {
                 role: m.role.as_str(),
-                content: &m.content,
+                content: m.text(),
             }))
             .collect();
         let (max_tokens, max_completion_tokens) = if provider == Provider::OpenAi {

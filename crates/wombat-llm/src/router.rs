@@ -22,7 +22,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
 use tracing::Instrument as _;
-use wombat_core::{ChatMessage, Cost, ModelRef, PricingTable, Provider, Usage};
+use wombat_core::{ChatMessage, Cost, ModelRef, PricingTable, Provider, ToolCall, Usage};
 
 use crate::anthropic::AnthropicAdapter;
 use crate::config::{LlmSummary, RouterConfig};
@@ -30,7 +30,8 @@ use crate::echo::EchoProvider;
 use crate::gemini::GeminiAdapter;
 use crate::openai::OpenAiAdapter;
 use crate::types::{
-    ChatProvider, ChatRequest, Completion, EventStream, FinishReason, ResponseFormat, StreamEvent,
+    ChatProvider, ChatRequest, Completion, EventStream, FinishReason, InvalidToolCall,
+    ResponseFormat, StreamEvent, ToolChoice, ToolSpec,
 };
 use crate::{Error, Failure, Result};
 
@@ -97,6 +98,12 @@ pub struct RouteRequest {
     pub max_tokens: Option<u32>,
     /// Structured output.
     pub response_format: Option<ResponseFormat>,
+    /// Tools the model may call (see [`ChatRequest::tools`]).
+    pub tools: Vec<ToolSpec>,
+    /// Whether and which tool the model must call.
+    pub tool_choice: Option<ToolChoice>,
+    /// Whether several calls per turn are allowed.
+    pub parallel_tool_calls: Option<bool>,
     /// When the caller's own deadline passes (a daemon request that has
     /// already spent time elsewhere). Retry waits are weighed against the
     /// earlier of this and the router's deadline, so a `Retry-After` that
@@ -114,6 +121,9 @@ impl RouteRequest {
             temperature: None,
             max_tokens: None,
             response_format: None,
+            tools: Vec::new(),
+            tool_choice: None,
+            parallel_tool_calls: None,
             deadline: None,
         }
     }
@@ -126,6 +136,9 @@ impl RouteRequest {
             temperature: self.temperature,
             max_tokens: self.max_tokens,
             response_format: self.response_format.clone(),
+            tools: self.tools.clone(),
+            tool_choice: self.tool_choice.clone(),
+            parallel_tool_calls: self.parallel_tool_calls,
         }
     }
 }
@@ -147,11 +160,38 @@ pub struct Routed {
     pub cost: Cost,
 }
 
-/// An item of a [`RoutedStream`].
+/// An item of a [`RoutedStream`]: the provider's [`StreamEvent`]s, with
+/// `Done` carrying what the router adds.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum RoutedEvent {
     /// The next piece of text.
     Delta(String),
+    /// The model started a tool call ([`StreamEvent::ToolCallStart`]).
+    ToolCallStart {
+        /// Position among this turn's calls.
+        index: usize,
+        /// The call's id.
+        id: String,
+        /// The tool's name.
+        name: String,
+    },
+    /// A fragment of a call's arguments ([`StreamEvent::ToolCallDelta`]).
+    ToolCallDelta {
+        /// Position among this turn's calls.
+        index: usize,
+        /// The next piece of the arguments text.
+        fragment: String,
+    },
+    /// A complete call ([`StreamEvent::ToolCall`]).
+    ToolCall {
+        /// Position among this turn's calls.
+        index: usize,
+        /// The call.
+        call: ToolCall,
+    },
+    /// A complete call with arguments that are not a JSON object.
+    ToolCallInvalid(InvalidToolCall),
     /// The stream finished well.
     Done {
         /// Usage as the provider reported it.
@@ -766,6 +806,14 @@ impl RoutedStream {
     fn convert(&mut self, ev: StreamEvent) -> RoutedEvent {
         match ev {
             StreamEvent::Delta(d) => RoutedEvent::Delta(d),
+            StreamEvent::ToolCallStart { index, id, name } => {
+                RoutedEvent::ToolCallStart { index, id, name }
+            }
+            StreamEvent::ToolCallDelta { index, fragment } => {
+                RoutedEvent::ToolCallDelta { index, fragment }
+            }
+            StreamEvent::ToolCall { index, call } => RoutedEvent::ToolCall { index, call },
+            StreamEvent::ToolCallInvalid(bad) => RoutedEvent::ToolCallInvalid(bad),
             StreamEvent::Done {
                 usage,
                 finish_reason,

@@ -6,12 +6,14 @@
 use std::fmt;
 
 use futures::stream::BoxStream;
-use wombat_core::{ChatMessage, Usage};
+use serde_json::Value;
+use wombat_core::{ChatMessage, Part, Role, ToolCall, Usage};
 
 use crate::Result;
 
 /// One chat call to one provider and model.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ChatRequest {
     /// The provider's model id, without a `provider/` prefix.
     pub model: String,
@@ -28,6 +30,15 @@ pub struct ChatRequest {
     pub max_tokens: Option<u32>,
     /// Ask for JSON output, optionally conforming to a schema.
     pub response_format: Option<ResponseFormat>,
+    /// Tools the model may call. Empty: none are declared.
+    pub tools: Vec<ToolSpec>,
+    /// Whether and which tool the model must call; `None` leaves it to the
+    /// provider's default (auto when tools are declared).
+    pub tool_choice: Option<ToolChoice>,
+    /// Whether the model may call several tools in one turn (OpenAI's
+    /// `parallel_tool_calls`; Anthropic's `disable_parallel_tool_use`
+    /// inverted). `None` leaves the provider's default (allowed).
+    pub parallel_tool_calls: Option<bool>,
 }
 
 impl ChatRequest {
@@ -40,7 +51,81 @@ impl ChatRequest {
             temperature: None,
             max_tokens: None,
             response_format: None,
+            tools: Vec::new(),
+            tool_choice: None,
+            parallel_tool_calls: None,
         }
+    }
+}
+
+/// A tool declared to the model.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ToolSpec {
+    /// The name the model calls it by (`[A-Za-z0-9_-]`, at most 64 chars,
+    /// the strictest providers' rule).
+    pub name: String,
+    /// What it does, for the model.
+    pub description: Option<String>,
+    /// The JSON Schema of its arguments (an `object` schema).
+    pub parameters: Value,
+}
+
+impl ToolSpec {
+    /// A tool named `name` taking arguments described by `parameters`.
+    pub fn new(name: impl Into<String>, parameters: Value) -> Self {
+        Self {
+            name: name.into(),
+            description: None,
+            parameters,
+        }
+    }
+
+    /// The same tool with a description.
+    #[must_use]
+    pub fn with_description(mut self, description: impl Into<String>) -> Self {
+        self.description = Some(description.into());
+        self
+    }
+}
+
+/// Whether the model must call a tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ToolChoice {
+    /// The model decides.
+    Auto,
+    /// The model must not call tools.
+    None,
+    /// The model must call at least one tool.
+    Required,
+    /// The model must call this tool.
+    Tool(String),
+}
+
+/// A tool call whose arguments the model got wrong (not JSON, or not an
+/// object). Reported instead of a [`ToolCall`]; a run loop answers it with
+/// an error result so the model can try again.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct InvalidToolCall {
+    /// Position among this turn's tool calls.
+    pub index: usize,
+    /// The call's id (made up by the adapter when the provider sent none).
+    pub id: String,
+    /// The tool the model named.
+    pub name: String,
+    /// The arguments text as received (bounded by the provider's reply size).
+    pub raw_arguments: String,
+    /// What is wrong with it.
+    pub error: String,
+}
+
+impl InvalidToolCall {
+    /// The call as it goes into the conversation history: the name and id
+    /// the model used, with empty arguments (the raw text was not an object).
+    pub fn to_call(&self) -> ToolCall {
+        ToolCall::new(self.id.clone(), self.name.clone(), serde_json::Map::new())
     }
 }
 
@@ -92,22 +177,99 @@ impl FinishReason {
 }
 
 /// A finished non-streaming call.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
 pub struct Completion {
-    /// The generated text (for structured output: the JSON text).
+    /// The generated text (for structured output: the JSON text); the text
+    /// parts of the turn joined, empty when the model only called tools.
     pub text: String,
+    /// The tool calls of this turn, in order.
+    pub tool_calls: Vec<ToolCall>,
+    /// Calls whose arguments were not a JSON object.
+    pub invalid_tool_calls: Vec<InvalidToolCall>,
     /// Token usage as the provider reported it; zero where it reported none.
     pub usage: Usage,
     /// Why the model stopped, if the provider said.
     pub finish_reason: Option<FinishReason>,
 }
 
+impl Completion {
+    /// A text-only completion.
+    pub fn text(
+        text: impl Into<String>,
+        usage: Usage,
+        finish_reason: Option<FinishReason>,
+    ) -> Self {
+        Self {
+            text: text.into(),
+            usage,
+            finish_reason,
+            ..Self::default()
+        }
+    }
+
+    /// Whether the model asked for any tool call (valid or not).
+    pub fn has_tool_calls(&self) -> bool {
+        !self.tool_calls.is_empty() || !self.invalid_tool_calls.is_empty()
+    }
+
+    /// The turn as an assistant message for the conversation history: the
+    /// text (if any), the valid calls in order, then the invalid ones with
+    /// empty arguments (each still needs an answer from the caller).
+    pub fn to_message(&self) -> ChatMessage {
+        let mut parts =
+            Vec::with_capacity(1 + self.tool_calls.len() + self.invalid_tool_calls.len());
+        if !self.text.is_empty() {
+            parts.push(Part::text(self.text.clone()));
+        }
+        parts.extend(self.tool_calls.iter().cloned().map(Part::ToolCall));
+        parts.extend(
+            self.invalid_tool_calls
+                .iter()
+                .map(|c| Part::ToolCall(c.to_call())),
+        );
+        ChatMessage::with_parts(Role::Assistant, parts)
+    }
+}
+
 /// One item of a provider stream. Every successful stream is zero or more
-/// non-empty `Delta`s followed by exactly one `Done`.
+/// non-empty `Delta`s and tool-call events followed by exactly one `Done`.
+///
+/// For each tool call: one `ToolCallStart`, zero or more `ToolCallDelta`
+/// fragments (a provider that delivers calls whole, such as Gemini, sends
+/// none), then exactly one of `ToolCall` or `ToolCallInvalid`. `index` is the
+/// call's position among this turn's calls (0, 1, …), whatever numbering the
+/// provider uses; calls may interleave.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum StreamEvent {
     /// The next piece of text.
     Delta(String),
+    /// The model started a tool call.
+    ToolCallStart {
+        /// Position among this turn's calls.
+        index: usize,
+        /// The call's id.
+        id: String,
+        /// The tool's name.
+        name: String,
+    },
+    /// A fragment of a call's JSON arguments (not parseable on its own).
+    ToolCallDelta {
+        /// Position among this turn's calls.
+        index: usize,
+        /// The next piece of the arguments text.
+        fragment: String,
+    },
+    /// A call is complete; its arguments were parsed once, at the end.
+    ToolCall {
+        /// Position among this turn's calls.
+        index: usize,
+        /// The call.
+        call: ToolCall,
+    },
+    /// A call is complete but its arguments are not a JSON object.
+    ToolCallInvalid(InvalidToolCall),
     /// The stream ended with the provider's end marker.
     Done {
         /// Final usage as the provider reported it.

@@ -113,6 +113,7 @@ pub async fn collect(router: &Router, req: RouteRequest) -> wombat_llm::Result<C
                 out.deltas += 1;
             }
             Ok(done @ RoutedEvent::Done { .. }) => out.done = Some(done),
+            Ok(other) => panic!("unexpected event in a text-only test: {other:?}"),
             Err(e) => out.error = Some(e),
         }
     }

@@ -519,11 +519,11 @@ impl wombat_llm::ChatProvider for Flaky {
                 retry_after: None,
             });
         }
-        Ok(wombat_llm::Completion {
-            text: format!("{} says hi", req.model),
-            usage: Usage::new(1_000_000, 0),
-            finish_reason: None,
-        })
+        Ok(wombat_llm::Completion::text(
+            format!("{} says hi", req.model),
+            Usage::new(1_000_000, 0),
+            None,
+        ))
     }
 
     async fn stream(
