@@ -324,11 +324,20 @@ struct WireFunction {
 /// Why a wire message was refused. The text names the field and the value's
 /// problem, never the value.
 #[derive(Debug)]
-struct WireError(&'static str, String);
+enum WireError {
+    /// A required field is absent (reported as serde's `missing field`, which
+    /// the daemon answers with 0.1.0's `"Required"`).
+    Missing(&'static str),
+    /// A field is present but wrong.
+    Invalid(&'static str, String),
+}
 
 impl fmt::Display for WireError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.0, self.1)
+        match self {
+            WireError::Missing(field) => write!(f, "missing field `{field}`"),
+            WireError::Invalid(field, why) => write!(f, "{field}: {why}"),
+        }
     }
 }
 
@@ -376,10 +385,13 @@ impl TryFrom<WireMessage> for ChatMessage {
                     match (p.kind.as_str(), p.text) {
                         ("text", Some(t)) => joined.push_str(&t),
                         ("text", None) => {
-                            return Err(WireError("content", "a text part needs `text`".into()));
+                            return Err(WireError::Invalid(
+                                "content",
+                                "a text part needs `text`".into(),
+                            ));
                         }
                         _ => {
-                            return Err(WireError(
+                            return Err(WireError::Invalid(
                                 "content",
                                 "only parts of type \"text\" are supported".into(),
                             ));
@@ -390,9 +402,7 @@ impl TryFrom<WireMessage> for ChatMessage {
             }
         };
         if w.role == Role::Tool {
-            let call_id = w.tool_call_id.ok_or_else(|| {
-                WireError("tool_call_id", "a tool message needs `tool_call_id`".into())
-            })?;
+            let call_id = w.tool_call_id.ok_or(WireError::Missing("tool_call_id"))?;
             parts.push(Part::ToolResult(ToolResult {
                 call_id,
                 content: ToolContent::Text(text.unwrap_or_default()),
@@ -402,7 +412,7 @@ impl TryFrom<WireMessage> for ChatMessage {
         }
         let calls = w.tool_calls.unwrap_or_default();
         if !calls.is_empty() && w.role != Role::Assistant {
-            return Err(WireError(
+            return Err(WireError::Invalid(
                 "tool_calls",
                 "only assistant messages carry tool calls".into(),
             ));
@@ -412,19 +422,19 @@ impl TryFrom<WireMessage> for ChatMessage {
             Some(t) if !t.is_empty() || calls.is_empty() => parts.push(Part::text(t)),
             Some(_) => {}
             None if calls.is_empty() => {
-                return Err(WireError("content", "a message needs `content`".into()));
+                return Err(WireError::Missing("content"));
             }
             None => {}
         }
         for c in calls {
             if c.kind != "function" {
-                return Err(WireError(
+                return Err(WireError::Invalid(
                     "tool_calls",
                     "only calls of type \"function\" are supported".into(),
                 ));
             }
             let arguments = parse_tool_arguments(&c.function.arguments)
-                .map_err(|e| WireError("tool_calls", e))?;
+                .map_err(|e| WireError::Invalid("tool_calls", e))?;
             parts.push(Part::ToolCall(ToolCall {
                 id: c.id,
                 name: c.function.name,
@@ -438,7 +448,10 @@ impl TryFrom<WireMessage> for ChatMessage {
 impl<'de> Deserialize<'de> for ChatMessage {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let wire = WireMessage::deserialize(d)?;
-        ChatMessage::try_from(wire).map_err(D::Error::custom)
+        ChatMessage::try_from(wire).map_err(|e| match e {
+            WireError::Missing(field) => D::Error::missing_field(field),
+            invalid @ WireError::Invalid(..) => D::Error::custom(invalid),
+        })
     }
 }
 

@@ -36,7 +36,7 @@ async fn schema_failures_answer_with_0_1_0s_invalid_payload_shape() {
             "/api/agents/stream",
             json!({"user_id": "a", "session_key": "user:a:agent", "message": "hi",
                    "messages": [{"role": "bot", "content": "x"}]}),
-            json!({"messages": ["Invalid enum value. Expected 'system' | 'user' | 'assistant', received 'bot'"]}),
+            json!({"messages": ["Invalid enum value. Expected 'system' | 'user' | 'assistant' | 'tool', received 'bot'"]}),
         ),
         (
             "/api/agents/send",
