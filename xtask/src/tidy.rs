@@ -21,9 +21,22 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("wombat-llm", &["wombat-core", "wombat-telemetry"]),
     ("wombat-controlplane", &["wombat-core", "wombat-telemetry"]),
     ("wombat-governance", &["wombat-core"]),
+    // The run loop: composes the middle crates; the daemon frames its events.
+    (
+        "wombat-agent",
+        &[
+            "wombat-core",
+            "wombat-telemetry",
+            "wombat-workspace",
+            "wombat-llm",
+            "wombat-controlplane",
+            "wombat-governance",
+        ],
+    ),
     (
         "wombat-http",
         &[
+            "wombat-agent",
             "wombat-core",
             "wombat-telemetry",
             "wombat-workspace",
