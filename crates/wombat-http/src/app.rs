@@ -17,7 +17,7 @@ use wombat_llm::{LlmSummary, Router};
 use wombat_workspace::Workspace;
 
 use crate::config::DaemonConfig;
-use crate::error::ApiError;
+use crate::error::{ApiError, HttpError};
 use crate::metrics::Metrics;
 use crate::request::{Body, REQUEST_ID, constant_time_eq, full, request_id};
 use crate::server::{RequestBody as Incoming, ServerLimits, serve};
@@ -51,6 +51,8 @@ pub(crate) struct App {
     pub(crate) stream_cut: watch::Receiver<bool>,
     /// Per-user limits and, with `WOMBAT_REDIS_URL`, the shared ledger.
     pub(crate) governor: Governor,
+    /// The run loop's settings (from `config`).
+    pub(crate) agent: wombat_agent::Settings,
 }
 
 /// How long a governance store call may take before it counts as a failure
@@ -108,7 +110,14 @@ impl Daemon {
         .map_err(|e| crate::Error::HttpClient(e.to_string()))?;
         let (stream_cut, cut_rx) = watch::channel(false);
         let governor = governor(&config)?;
+        let agent = wombat_agent::Settings {
+            request_timeout: config.request_timeout,
+            temperature: config.temperature,
+            default_task: config.default_task.clone(),
+            context_warning_threshold: config.context_warning_threshold,
+        };
         let app = App {
+            agent,
             stream_cut: cut_rx,
             governor,
             llm_summary: llm.summary(),

@@ -1,7 +1,8 @@
 //! The daemon's one API error type: every failure a handler can meet maps to
 //! a status code and a JSON body `{"error", "code", "details"?}`, with
 //! `error` first as in 0.1.0. Building the response has no side effects;
-//! logging 5xx happens once, centrally, in the access log.
+//! logging 5xx happens once, centrally, in the access log. The type itself
+//! is `wombat-agent`'s (a run reports its failures with it).
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
@@ -10,16 +11,7 @@ use serde_json::Value;
 
 use crate::request::{Body, full};
 
-/// A failed request, ready to be turned into a response.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ApiError {
-    pub(crate) status: StatusCode,
-    pub(crate) code: &'static str,
-    pub(crate) message: String,
-    pub(crate) details: Option<Value>,
-    /// Seconds for a `Retry-After` header (429 and some 503s).
-    pub(crate) retry_after: Option<u64>,
-}
+pub(crate) use wombat_agent::ApiError;
 
 #[derive(Serialize)]
 struct WireError<'a> {
@@ -29,32 +21,19 @@ struct WireError<'a> {
     details: Option<&'a Value>,
 }
 
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            details: None,
-            retry_after: None,
-        }
-    }
+/// The errors only the HTTP layer produces, and the response of any error.
+pub(crate) trait HttpError: Sized {
+    fn not_found(path: &str) -> Self;
+    fn method_not_allowed(method: &http::Method, path: &str) -> Self;
+    fn invalid_daemon_key() -> Self;
+    fn payload_too_large(limit: usize) -> Self;
+    fn unsupported_media_type(got: Option<&str>) -> Self;
+    /// The response for this error.
+    fn into_response(self) -> http::Response<Body>;
+}
 
-    pub(crate) fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
-        self
-    }
-
-    pub(crate) fn with_retry_after(mut self, seconds: u64) -> Self {
-        self.retry_after = Some(seconds);
-        self
-    }
-
-    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
-    }
-
-    pub(crate) fn not_found(path: &str) -> Self {
+impl HttpError for ApiError {
+    fn not_found(path: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -62,7 +41,7 @@ impl ApiError {
         )
     }
 
-    pub(crate) fn method_not_allowed(method: &http::Method, path: &str) -> Self {
+    fn method_not_allowed(method: &http::Method, path: &str) -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -70,7 +49,7 @@ impl ApiError {
         )
     }
 
-    pub(crate) fn invalid_daemon_key() -> Self {
+    fn invalid_daemon_key() -> Self {
         // The exact 0.1.0 message; backends may match on it.
         Self::new(
             StatusCode::FORBIDDEN,
@@ -79,7 +58,7 @@ impl ApiError {
         )
     }
 
-    pub(crate) fn payload_too_large(limit: usize) -> Self {
+    fn payload_too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
@@ -87,7 +66,7 @@ impl ApiError {
         )
     }
 
-    pub(crate) fn unsupported_media_type(got: Option<&str>) -> Self {
+    fn unsupported_media_type(got: Option<&str>) -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
@@ -99,7 +78,7 @@ impl ApiError {
     }
 
     /// The response for this error.
-    pub(crate) fn into_response(self) -> http::Response<Body> {
+    fn into_response(self) -> http::Response<Body> {
         let body = serde_json::to_vec(&WireError {
             error: &self.message,
             code: self.code,

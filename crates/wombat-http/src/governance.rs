@@ -10,9 +10,9 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use http::StatusCode;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 use wombat_core::{Cost, Usage};
-use wombat_governance::{Admitted, BudgetWarning, Estimate, Limits, Refused};
+use wombat_governance::{Admitted, Estimate, Limits, Refused};
 use wombat_llm::RouteRequest;
 
 use crate::app::App;
@@ -22,73 +22,6 @@ use crate::error::ApiError;
 /// a long reply. A reply longer than this is still settled at its real cost;
 /// only the reservation (and so the possible overshoot) is bounded by it.
 pub(crate) const DEFAULT_OUTPUT_RESERVE: u64 = 4096;
-
-/// `metadata.limits`, validated: every key optional, unknown keys refused
-/// (a typo must not silently lift a tenant's limit).
-pub(crate) fn parse_limits(m: &Map<String, Value>) -> Result<Option<Limits>, ApiError> {
-    let obj = match m.get("limits") {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Object(o)) => o,
-        Some(_) => return Err(ApiError::bad_request("metadata.limits must be an object")),
-    };
-    let mut l = Limits::default();
-    for (key, value) in obj {
-        let bad = |what: &str| {
-            ApiError::bad_request(format!("metadata.limits.{key} must be {what}, got {value}"))
-        };
-        if value.is_null() {
-            continue;
-        }
-        match key.as_str() {
-            "budget_usd_day" | "budget_usd_month" => {
-                let usd = value
-                    .as_f64()
-                    .filter(|n| n.is_finite() && (0.0..=1e9).contains(n))
-                    .ok_or_else(|| bad("a number of USD between 0 and 1e9"))?;
-                let micros = Some((usd * 1e6).round() as u64);
-                if key == "budget_usd_day" {
-                    l.budget_day_micros = micros;
-                } else {
-                    l.budget_month_micros = micros;
-                }
-            }
-            "soft_percent" => {
-                l.soft_percent = Some(
-                    value
-                        .as_f64()
-                        .filter(|n| *n > 0.0 && *n <= 100.0)
-                        .ok_or_else(|| bad("a percentage in (0, 100]"))?,
-                );
-            }
-            "rpm" | "concurrency" => {
-                let n = value
-                    .as_u64()
-                    .and_then(|n| u32::try_from(n).ok())
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| bad("a positive integer below 2^32"))?;
-                if key == "rpm" {
-                    l.rpm = Some(n);
-                } else {
-                    l.concurrency = Some(n);
-                }
-            }
-            "tpm" => {
-                l.tpm = Some(
-                    value
-                        .as_u64()
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| bad("a positive integer"))?,
-                );
-            }
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "metadata.limits.{other} is not a known limit (budget_usd_day, budget_usd_month, soft_percent, rpm, tpm, concurrency)"
-                )));
-            }
-        }
-    }
-    Ok(Some(l))
-}
 
 /// Prompt tokens of a route, estimated as 0.1.0 did (`ceil(chars / 4)`).
 pub(crate) fn prompt_tokens(route: &RouteRequest) -> u64 {
@@ -178,17 +111,6 @@ pub(crate) async fn record_shared(
 
 fn usd(micros: u64) -> f64 {
     micros as f64 / 1e6
-}
-
-/// The `budget_warning` of responses, `done` events and webhooks.
-pub(crate) fn warning_json(w: &BudgetWarning) -> Value {
-    json!({
-        "period": w.period.as_str(),
-        "limit": usd(w.limit_micros),
-        "spent": usd(w.spent_micros),
-        "soft_percent": w.soft_percent,
-        "resets_at": w.resets_at.to_string(),
-    })
 }
 
 fn refusal(r: Refused) -> ApiError {

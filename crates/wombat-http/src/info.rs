@@ -204,7 +204,7 @@ pub(crate) fn context(app: &App, role: Option<&str>) -> Result<http::Response<Bo
     let stats = app
         .workspace
         .context_stats(&PromptRequest::new(role, jiff::Timestamp::now()))
-        .map_err(crate::agent::workspace_error)?;
+        .map_err(wombat_agent::workspace_error)?;
     Ok(json_response(StatusCode::OK, &stats))
 }
 

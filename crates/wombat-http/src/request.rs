@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, HttpError};
 
 /// The body of every response: a full buffer or an SSE stream.
 pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;

@@ -10,10 +10,11 @@ use serde_json::{Value, json};
 use wombat_core::{ChatMessage, Cost, Role, Usage};
 use wombat_llm::{ModelChoice, ResponseFormat, RouteRequest, Tier};
 
-use crate::agent::{llm_error, llm_permit};
+use crate::agent::llm_permit;
 use crate::app::App;
 use crate::error::ApiError;
 use crate::request::{Body, Field, Kind, json_response, read_payload};
+use wombat_agent::llm_error;
 
 const SUMMARY_PREFIX: &str = "[Previous conversation summary]\n";
 

@@ -18,8 +18,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use ring::hmac;
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -33,24 +32,7 @@ const MAX_ATTEMPTS: u32 = 3;
 /// Backoff before the second attempt; doubles after each failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
-/// The `webhook` object of a request.
-#[derive(Clone, Deserialize)]
-pub(crate) struct WebhookSpec {
-    pub(crate) url: String,
-    #[serde(default)]
-    pub(crate) secret: Option<String>,
-    #[serde(default)]
-    pub(crate) headers: Option<Map<String, Value>>,
-}
-
-impl std::fmt::Debug for WebhookSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookSpec")
-            .field("url", &self.url)
-            .field("secret", &self.secret.as_ref().map(|_| "***"))
-            .finish_non_exhaustive()
-    }
-}
+pub(crate) use wombat_agent::WebhookSpec;
 
 /// Whether `ip` is a public unicast address (not loopback, private,
 /// link-local, shared, documentation, multicast or unspecified).
