@@ -4,19 +4,39 @@
 //!
 //! Its wire types are private to this module. It does no retries; the
 //! router does.
+//!
+//! Tools: declarations go out as `tools: [{type: "function", function:
+//! {name, description, parameters}}]` with `tool_choice` and
+//! `parallel_tool_calls` (both only when tools are declared: OpenAI refuses
+//! them otherwise). History maps onto OpenAI's chat shape: an assistant turn
+//! carries `tool_calls` (arguments as a JSON string, `content: null` when it
+//! has no text) and every result is its own `role: "tool"` message naming its
+//! `tool_call_id`. The chat format has no error flag for a result, so a
+//! failed call's content is sent as `Error: <content>`; JSON content is sent
+//! serialised as a string. In a stream the first delta of a call carries its
+//! `index`, `id` and name, later ones argument fragments; the fragments are
+//! forwarded as they come and the arguments parsed once, when the turn
+//! finishes (`finish_reason` or `[DONE]`). A call's arguments are capped at
+//! 1 MiB (an over-long call is reported invalid, its text dropped) and a
+//! turn at 64 calls (more is a malformed response). A compatible server
+//! that sends a call without an id gets one made up (`call_…`), and a turn
+//! with calls finishes with [`FinishReason::ToolCalls`] even where the
+//! server said `stop`.
 
 use std::collections::VecDeque;
+
+use std::borrow::Cow;
 
 use reqwest::Client;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use wombat_core::{Provider, Usage};
+use wombat_core::{ChatMessage, Provider, Role, ToolCall, ToolResult, Usage};
 
 use crate::http::{self, CallCtx, Endpoint, ErrorResponse, SseParser, Step};
 use crate::sse::SseEvent;
 use crate::types::{
-    ApiKey, ChatProvider, ChatRequest, Completion, EventStream, FinishReason, ResponseFormat,
-    StreamEvent,
+    ApiKey, ChatProvider, ChatRequest, Completion, EventStream, FinishReason, InvalidToolCall,
+    ResponseFormat, StreamEvent, ToolChoice, ToolSpec,
 };
 use crate::{Error, Result};
 
@@ -114,12 +134,19 @@ impl ChatProvider for OpenAiAdapter {
             .into_iter()
             .next()
             .ok_or_else(|| ctx.malformed("response has no choices"))?;
+        let mut calls = ToolCalls::default();
+        for call in choice.message.tool_calls.into_iter().flatten() {
+            calls.add_whole(call, &ctx)?;
+        }
+        let (tool_calls, invalid_tool_calls) = calls.finish();
+        let finish = choice.finish_reason.as_deref().map(finish_reason);
+        let has_calls = !tool_calls.is_empty() || !invalid_tool_calls.is_empty();
         Ok(Completion {
-            tool_calls: Vec::new(),
-            invalid_tool_calls: Vec::new(),
+            tool_calls,
+            invalid_tool_calls,
             text: choice.message.content.unwrap_or_default(),
             usage: wire.usage.map(Usage::from).unwrap_or_default(),
-            finish_reason: choice.finish_reason.as_deref().map(finish_reason),
+            finish_reason: with_calls(finish, has_calls),
         })
     }
 
@@ -150,6 +177,51 @@ struct WireRequest<'a> {
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<WireTool<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
+}
+
+/// `{type: "function", function: {name, description, parameters}}`.
+#[derive(Serialize)]
+struct WireTool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireFunctionDecl<'a>,
+}
+
+#[derive(Serialize)]
+struct WireFunctionDecl<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    parameters: &'a Value,
+}
+
+impl<'a> From<&'a ToolSpec> for WireTool<'a> {
+    fn from(t: &'a ToolSpec) -> Self {
+        Self {
+            kind: "function",
+            function: WireFunctionDecl {
+                name: &t.name,
+                description: t.description.as_deref(),
+                parameters: &t.parameters,
+            },
+        }
+    }
+}
+
+fn tool_choice(choice: &ToolChoice) -> Value {
+    match choice {
+        ToolChoice::Auto => json!("auto"),
+        ToolChoice::None => json!("none"),
+        ToolChoice::Required => json!("required"),
+        ToolChoice::Tool(name) => json!({"type": "function", "function": {"name": name}}),
+    }
 }
 
 /// OpenAI's reasoning models, which take no `temperature`: the o-series
@@ -166,23 +238,108 @@ fn is_reasoning_model(model: &str) -> bool {
 #[derive(Serialize)]
 struct WireMessage<'a> {
     role: &'static str,
-    content: std::borrow::Cow<'a, str>,
+    /// `null` only for an assistant turn that calls tools and says nothing.
+    content: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<WireCallOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+}
+
+impl<'a> WireMessage<'a> {
+    fn text(role: &'static str, content: Cow<'a, str>) -> Self {
+        Self {
+            role,
+            content: Some(content),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+}
+
+/// A call in an assistant turn of the history.
+#[derive(Serialize)]
+struct WireCallOut<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireFunctionOut<'a>,
+}
+
+#[derive(Serialize)]
+struct WireFunctionOut<'a> {
+    name: &'a str,
+    /// The arguments object as a JSON string (OpenAI's convention).
+    arguments: String,
+}
+
+/// Appends `m` in OpenAI's shape: each tool result as its own `tool`
+/// message (first, so results placed in a user message, Anthropic's
+/// convention, still directly follow the calls they answer), then the text
+/// and calls, if any.
+fn push_message<'a>(out: &mut Vec<WireMessage<'a>>, m: &'a ChatMessage) {
+    let mut results = 0;
+    for r in m.tool_results() {
+        results += 1;
+        out.push(WireMessage {
+            tool_call_id: Some(&r.call_id),
+            ..WireMessage::text("tool", tool_result_content(r))
+        });
+    }
+    if m.role == Role::Tool {
+        return;
+    }
+    let tool_calls: Vec<WireCallOut<'a>> = m
+        .tool_calls()
+        .map(|c| WireCallOut {
+            id: &c.id,
+            kind: "function",
+            function: WireFunctionOut {
+                name: &c.name,
+                arguments: serde_json::to_string(&c.arguments).unwrap_or_else(|_| "{}".into()),
+            },
+        })
+        .collect();
+    let text = m.text();
+    if tool_calls.is_empty() {
+        // A message that only carried results has nothing more to say.
+        if results == 0 || !text.is_empty() {
+            out.push(WireMessage::text(m.role.as_str(), text));
+        }
+    } else {
+        out.push(WireMessage {
+            role: m.role.as_str(),
+            content: (!text.is_empty()).then_some(text),
+            tool_calls,
+            tool_call_id: None,
+        });
+    }
+}
+
+/// A result's content as text; a failed call's gets an `Error: ` prefix, the
+/// chat format having no flag for it.
+fn tool_result_content(r: &ToolResult) -> Cow<'_, str> {
+    let content = r.content.to_text();
+    if r.is_error {
+        Cow::Owned(format!("Error: {content}"))
+    } else {
+        content
+    }
 }
 
 impl<'a> WireRequest<'a> {
     fn new(provider: Provider, req: &'a ChatRequest, stream: bool) -> Self {
-        let messages = req
-            .system
-            .iter()
-            .map(|s| WireMessage {
-                role: "system",
-                content: std::borrow::Cow::Borrowed(s.as_str()),
-            })
-            .chain(req.messages.iter().map(|m| WireMessage {
-                role: m.role.as_str(),
-                content: m.text(),
-            }))
-            .collect();
+        let mut messages = Vec::with_capacity(req.messages.len() + 1);
+        if let Some(s) = &req.system {
+            messages.push(WireMessage::text("system", Cow::Borrowed(s.as_str())));
+        }
+        for m in &req.messages {
+            push_message(&mut messages, m);
+        }
+        // `tool_choice` and `parallel_tool_calls` without tools are refused
+        // by OpenAI ("only allowed when 'tools' are specified"): they are
+        // sent only with tools.
+        let has_tools = !req.tools.is_empty();
         let (max_tokens, max_completion_tokens) = if provider == Provider::OpenAi {
             (None, req.max_tokens)
         } else {
@@ -214,6 +371,13 @@ impl<'a> WireRequest<'a> {
             response_format,
             stream,
             stream_options,
+            tools: req.tools.iter().map(WireTool::from).collect(),
+            tool_choice: req
+                .tool_choice
+                .as_ref()
+                .filter(|_| has_tools)
+                .map(tool_choice),
+            parallel_tool_calls: req.parallel_tool_calls.filter(|_| has_tools),
         }
     }
 }
@@ -236,6 +400,48 @@ struct WireChoice {
 #[derive(Deserialize)]
 struct WireResponseMessage {
     content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<WireCallIn>>,
+}
+
+/// A tool call in a reply, or a piece of one in a stream delta (where only
+/// the first piece carries `id` and the name).
+#[derive(Deserialize)]
+struct WireCallIn {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<WireFunctionIn>,
+}
+
+#[derive(Deserialize)]
+struct WireFunctionIn {
+    #[serde(default)]
+    name: Option<String>,
+    /// A JSON string (fragment) per OpenAI; some compatible servers send
+    /// the arguments as an object, accepted too.
+    #[serde(default)]
+    arguments: Option<Value>,
+}
+
+impl WireCallIn {
+    fn name(&mut self) -> Option<String> {
+        self.function
+            .as_mut()
+            .and_then(|f| f.name.take())
+            .filter(|n| !n.is_empty())
+    }
+
+    /// The arguments text this piece adds.
+    fn arguments(&mut self) -> Option<String> {
+        match self.function.as_mut().and_then(|f| f.arguments.take()) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s),
+            Some(other) => Some(other.to_string()),
+        }
+    }
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -254,6 +460,15 @@ impl From<WireUsage> for Usage {
             usage.total_tokens = total;
         }
         usage
+    }
+}
+
+/// A turn with tool calls finished because of them, whatever the server
+/// said (some compatible servers answer `stop`).
+fn with_calls(reason: Option<FinishReason>, has_calls: bool) -> Option<FinishReason> {
+    match reason {
+        Some(FinishReason::Stop) | None if has_calls => Some(FinishReason::ToolCalls),
+        other => other,
     }
 }
 
@@ -295,12 +510,207 @@ struct WireChunkChoice {
 #[derive(Deserialize)]
 struct WireDelta {
     content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<WireCallIn>>,
+}
+
+/// Most bytes of one call's arguments kept (and forwarded); a longer call is
+/// reported as an [`InvalidToolCall`] without its text.
+pub(crate) const MAX_TOOL_ARGUMENT_BYTES: usize = 1024 * 1024;
+
+/// Most tool calls in one turn; a reply with more is a malformed response.
+pub(crate) const MAX_TOOL_CALLS: usize = 64;
+
+/// One call being assembled.
+struct CallAcc {
+    id: String,
+    name: String,
+    arguments: String,
+    /// The arguments passed [`MAX_TOOL_ARGUMENT_BYTES`] and were dropped.
+    too_long: bool,
+    /// `ToolCall`/`ToolCallInvalid` was emitted.
+    complete: bool,
+}
+
+impl CallAcc {
+    /// Adds an arguments fragment; false when it was dropped (too long).
+    fn push(&mut self, fragment: &str) -> bool {
+        if self.too_long {
+            return false;
+        }
+        if self.arguments.len() + fragment.len() > MAX_TOOL_ARGUMENT_BYTES {
+            self.too_long = true;
+            self.arguments = String::new();
+            return false;
+        }
+        self.arguments.push_str(fragment);
+        true
+    }
+
+    /// The finished call: parsed once, here.
+    fn finish(&mut self, index: usize) -> Result<ToolCall, InvalidToolCall> {
+        self.complete = true;
+        let arguments = std::mem::take(&mut self.arguments);
+        let invalid = |raw_arguments: String, error: String| InvalidToolCall {
+            index,
+            id: self.id.clone(),
+            name: self.name.clone(),
+            raw_arguments,
+            error,
+        };
+        if self.too_long {
+            return Err(invalid(
+                String::new(),
+                format!("tool call arguments exceed the {MAX_TOOL_ARGUMENT_BYTES}-byte limit"),
+            ));
+        }
+        if self.name.is_empty() {
+            return Err(invalid(arguments, "the tool call names no tool".into()));
+        }
+        match wombat_core::parse_tool_arguments(&arguments) {
+            Ok(map) => Ok(ToolCall::new(self.id.clone(), self.name.clone(), map)),
+            Err(error) => Err(invalid(arguments, error)),
+        }
+    }
+}
+
+/// The tool calls of one turn, in per-turn order.
+#[derive(Default)]
+struct ToolCalls {
+    calls: Vec<CallAcc>,
+    /// The provider's `index` of each call → its position in `calls`.
+    by_index: Vec<(u64, usize)>,
+    /// The turn finished; no call may start any more.
+    finished: bool,
+}
+
+impl ToolCalls {
+    fn start(&mut self, id: Option<String>, name: Option<String>, ctx: &CallCtx) -> Result<usize> {
+        if self.finished {
+            return Err(ctx.malformed("a tool call started after the turn finished"));
+        }
+        if self.calls.len() >= MAX_TOOL_CALLS {
+            return Err(ctx.malformed(format!("more than {MAX_TOOL_CALLS} tool calls in one turn")));
+        }
+        self.calls.push(CallAcc {
+            id: id.filter(|i| !i.is_empty()).unwrap_or_else(made_up_call_id),
+            name: name.unwrap_or_default(),
+            arguments: String::new(),
+            too_long: false,
+            complete: false,
+        });
+        Ok(self.calls.len() - 1)
+    }
+
+    /// A whole call of a non-streaming reply.
+    fn add_whole(&mut self, mut call: WireCallIn, ctx: &CallCtx) -> Result<()> {
+        let name = call.name();
+        let position = self.start(call.id.take(), name, ctx)?;
+        if let (Some(args), Some(acc)) = (call.arguments(), self.calls.get_mut(position)) {
+            acc.push(&args);
+        }
+        Ok(())
+    }
+
+    /// A stream delta's piece of a call: starts the call (its first piece)
+    /// and/or adds an arguments fragment.
+    fn on_delta(
+        &mut self,
+        mut piece: WireCallIn,
+        ctx: &CallCtx,
+        out: &mut VecDeque<StreamEvent>,
+    ) -> Result<()> {
+        let known = match piece.index {
+            Some(i) => self.by_index.iter().find(|(k, _)| *k == i).map(|&(_, p)| p),
+            // Servers that omit `index` send a call whole or id-first: a
+            // new id starts a call, a piece without one continues the last.
+            None => match piece.id.as_deref().filter(|i| !i.is_empty()) {
+                Some(id) if self.calls.last().is_none_or(|c| c.id != id) => None,
+                _ => self.calls.len().checked_sub(1),
+            },
+        };
+        let position = match known {
+            Some(p) => p,
+            None => {
+                let name = piece.name();
+                let p = self.start(piece.id.take(), name, ctx)?;
+                if let Some(i) = piece.index {
+                    self.by_index.push((i, p));
+                }
+                if let Some(acc) = self.calls.get(p) {
+                    out.push_back(StreamEvent::ToolCallStart {
+                        index: p,
+                        id: acc.id.clone(),
+                        name: acc.name.clone(),
+                    });
+                }
+                p
+            }
+        };
+        let Some(acc) = self.calls.get_mut(position) else {
+            return Ok(());
+        };
+        let Some(fragment) = piece.arguments().filter(|f| !f.is_empty()) else {
+            return Ok(());
+        };
+        if acc.complete {
+            return Err(ctx.malformed("tool call arguments arrived after the call finished"));
+        }
+        if acc.push(&fragment) {
+            out.push_back(StreamEvent::ToolCallDelta {
+                index: position,
+                fragment,
+            });
+        }
+        Ok(())
+    }
+
+    /// Emits every call not yet complete, in order.
+    fn finish_stream(&mut self, out: &mut VecDeque<StreamEvent>) {
+        self.finished = true;
+        for (index, acc) in self.calls.iter_mut().enumerate() {
+            if acc.complete {
+                continue;
+            }
+            out.push_back(match acc.finish(index) {
+                Ok(call) => StreamEvent::ToolCall { index, call },
+                Err(bad) => StreamEvent::ToolCallInvalid(bad),
+            });
+        }
+    }
+
+    /// The valid and the invalid calls of a non-streaming reply.
+    fn finish(mut self) -> (Vec<ToolCall>, Vec<InvalidToolCall>) {
+        let mut valid = Vec::with_capacity(self.calls.len());
+        let mut invalid = Vec::new();
+        for (index, acc) in self.calls.iter_mut().enumerate() {
+            match acc.finish(index) {
+                Ok(call) => valid.push(call),
+                Err(bad) => invalid.push(bad),
+            }
+        }
+        (valid, invalid)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+}
+
+/// An id for a call a compatible server sent without one: `call_` and 24
+/// random alphanumerics, unlikely to collide within a conversation.
+fn made_up_call_id() -> String {
+    let mut id = String::with_capacity(29);
+    id.push_str("call_");
+    id.extend(std::iter::repeat_with(fastrand::alphanumeric).take(24));
+    id
 }
 
 #[derive(Default)]
 struct Parser {
     usage: Option<Usage>,
     finish_reason: Option<FinishReason>,
+    calls: ToolCalls,
 }
 
 impl SseParser for Parser {
@@ -312,9 +722,10 @@ impl SseParser for Parser {
     ) -> Result<Step> {
         let data = ev.data.trim();
         if data == "[DONE]" {
+            self.calls.finish_stream(out);
             out.push_back(StreamEvent::Done {
                 usage: self.usage.unwrap_or_default(),
-                finish_reason: self.finish_reason.take(),
+                finish_reason: with_calls(self.finish_reason.take(), !self.calls.is_empty()),
             });
             return Ok(Step::Finished);
         }
@@ -327,13 +738,19 @@ impl SseParser for Parser {
             return Err(classify_body_error(ctx, None, err));
         }
         for choice in chunk.choices {
-            if let Some(text) = choice.delta.and_then(|d| d.content) {
-                if !text.is_empty() {
+            if let Some(delta) = choice.delta {
+                if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
                     out.push_back(StreamEvent::Delta(text));
+                }
+                for piece in delta.tool_calls.into_iter().flatten() {
+                    self.calls.on_delta(piece, ctx, out)?;
                 }
             }
             if let Some(reason) = choice.finish_reason {
                 self.finish_reason = Some(finish_reason(&reason));
+                // The turn is over: complete the calls now rather than
+                // after the usage tail.
+                self.calls.finish_stream(out);
             }
         }
         if let Some(u) = chunk.usage.or(chunk.x_groq.and_then(|g| g.usage)) {
