@@ -919,4 +919,135 @@ mod tests {
             .expect("serialises");
         assert!(plain.get("stream").is_none() && plain.get("stream_options").is_none());
     }
+
+    /// Two parallel calls whose arguments arrive in fragments, text first,
+    /// a multi-byte character inside the arguments and the usage tail.
+    const CALLS: &str = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"On it\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_a\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"city\\\": \\\"Tromsø\"}}]},\"finish_reason\":null}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"call_b\",\"type\":\"function\",\"function\":{\"name\":\"now\",\"arguments\":\"{\"}}]},\"finish_reason\":null}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\"}\"}}]},\"finish_reason\":null}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"function\":{\"arguments\":\"}\"}}]},\"finish_reason\":null}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":5,\"total_tokens\":12}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    /// Runs the SSE decoder and the parser over `chunks` as the HTTP layer
+    /// would, returning every event.
+    fn parse_chunks(chunks: &[&[u8]]) -> Vec<StreamEvent> {
+        let mut decoder = crate::sse::SseDecoder::new();
+        let mut parser = Parser::default();
+        let mut sse = Vec::new();
+        let mut out = VecDeque::new();
+        for chunk in chunks {
+            decoder.feed(chunk, &mut sse).expect("events are small");
+            for ev in sse.drain(..) {
+                parser.on_event(ev, &ctx(), &mut out).expect("parses");
+            }
+        }
+        out.into()
+    }
+
+    /// The calls and text the events add up to, fragments joined.
+    fn summary(events: &[StreamEvent]) -> (String, Vec<String>, Vec<String>) {
+        let mut text = String::new();
+        let mut fragments = vec![String::new(); 2];
+        let mut calls = Vec::new();
+        for e in events {
+            match e {
+                StreamEvent::Delta(d) => text.push_str(d),
+                StreamEvent::ToolCallDelta { index, fragment } => {
+                    fragments[*index].push_str(fragment);
+                }
+                StreamEvent::ToolCall { index, call } => calls.push(format!(
+                    "{index} {} {} {}",
+                    call.id,
+                    call.name,
+                    Value::Object(call.arguments.clone())
+                )),
+                StreamEvent::Done {
+                    usage,
+                    finish_reason,
+                } => calls.push(format!("done {usage:?} {finish_reason:?}")),
+                StreamEvent::ToolCallStart { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        (text, fragments, calls)
+    }
+
+    #[test]
+    fn every_split_point_of_the_stream_gives_the_same_calls() {
+        let bytes = CALLS.as_bytes();
+        let whole = parse_chunks(&[bytes]);
+        let (text, fragments, calls) = summary(&whole);
+        assert_eq!(text, "On it");
+        assert_eq!(fragments, ["{\"city\": \"Tromsø\"}", "{}"]);
+        assert_eq!(
+            calls,
+            [
+                "0 call_a get_weather {\"city\":\"Tromsø\"}",
+                "1 call_b now {}",
+                "done Usage { prompt_tokens: 7, completion_tokens: 5, total_tokens: 12 } Some(ToolCalls)",
+            ]
+        );
+        for cut in 0..=bytes.len() {
+            let (a, b) = bytes.split_at(cut);
+            assert_eq!(parse_chunks(&[a, b]), whole, "split at byte {cut}");
+        }
+        let single: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(parse_chunks(&single), whole);
+        // Random splits into many pieces.
+        let mut rng = fastrand::Rng::with_seed(14);
+        for _ in 0..200 {
+            let mut pieces = Vec::new();
+            let mut rest = bytes;
+            while !rest.is_empty() {
+                let (a, b) = rest.split_at(rng.usize(1..=rest.len().min(40)));
+                pieces.push(a);
+                rest = b;
+            }
+            assert_eq!(parse_chunks(&pieces), whole);
+        }
+    }
+
+    #[test]
+    fn history_messages_map_onto_the_chat_shape() {
+        use wombat_core::{Part, ToolContent};
+        let call = ToolCall::new("c1", "now", serde_json::Map::new());
+        let mut req = ChatRequest::new(
+            "m",
+            vec![
+                ChatMessage::with_parts(Role::Assistant, vec![Part::ToolCall(call)]),
+                // A result placed in a user message (Anthropic's way) still
+                // becomes a tool message, ahead of the user's text.
+                ChatMessage::with_parts(
+                    Role::User,
+                    vec![
+                        Part::ToolResult(ToolResult::new("c1", ToolContent::Text("noon".into()))),
+                        Part::text("thanks"),
+                    ],
+                ),
+            ],
+        );
+        req.tools = vec![ToolSpec::new("now", Value::Null)];
+        let body = serde_json::to_value(WireRequest::new(Provider::Groq, &req, false))
+            .expect("serialises");
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "now", "arguments": "{}"}}]},
+                {"role": "tool", "content": "noon", "tool_call_id": "c1"},
+                {"role": "user", "content": "thanks"}
+            ])
+        );
+        // A null schema is left out rather than sent as `null`.
+        assert_eq!(
+            body["tools"],
+            json!([{"type": "function", "function": {"name": "now"}}])
+        );
+    }
 }

@@ -478,11 +478,15 @@ impl Router {
         })
     }
 
-    /// Starts a streaming call. Retries and failover happen only until the
-    /// first event arrives from a provider, so this resolves once the first
-    /// delta is in hand (or every model failed, which the caller can still
-    /// answer with a proper status). After that an error ends the stream.
-    /// The total deadline covers the whole stream.
+    /// Starts a streaming call (one step of a conversation). Retries and
+    /// failover happen only until the step has produced output for the
+    /// caller: its first event, a text delta or any tool-call event (a
+    /// call's start counts like text), or `Done` for an empty answer. So
+    /// this resolves once that first event is in hand (or every model
+    /// failed, which the caller can still answer with a proper status).
+    /// After that an error ends the stream: the caller may already have
+    /// shown the text or acted on the call. The total deadline covers the
+    /// whole stream.
     pub async fn stream(&self, req: RouteRequest) -> Result<RoutedStream> {
         let span = self.chat_span(&req);
         let result = self.open_stream(req).instrument(span.clone()).await;
@@ -550,6 +554,9 @@ impl Router {
         let budget_at = budget(&req, deadline_at);
         let open = self.run(&req, budget_at, |model, provider, chat| async move {
             let mut stream = provider.stream(&chat).await?;
+            // The commit point: every event is output for the caller (a
+            // `StreamEvent` stream has no empty deltas), so the first one
+            // ends the retry/failover window of this step.
             match stream.next().await {
                 Some(Ok(first)) => Ok((first, stream)),
                 Some(Err(e)) => Err(e),
@@ -760,9 +767,10 @@ fn finish(attempts: u32, mut errors: Vec<Error>) -> Error {
     Error::Exhausted { attempts, errors }
 }
 
-/// A routed stream: text deltas, then one [`RoutedEvent::Done`], or an `Err`
-/// item that ends it (a provider error after the first delta, a truncated
-/// stream, or the deadline). Dropping it cancels the provider request.
+/// A routed stream: text deltas and tool-call events, then one
+/// [`RoutedEvent::Done`], or an `Err` item that ends it (a provider error
+/// after the first output, a truncated stream, or the deadline). Dropping it
+/// cancels the provider request.
 pub struct RoutedStream {
     router: Router,
     first: Option<StreamEvent>,
