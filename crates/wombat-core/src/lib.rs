@@ -11,6 +11,7 @@ mod error;
 mod message;
 mod model;
 mod pricing;
+pub mod schema;
 mod session;
 mod usage;
 

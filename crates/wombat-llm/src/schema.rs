@@ -6,6 +6,12 @@
 
 use serde_json::{Map, Value};
 
+// The size limits moved to wombat-core (wombat-mcp checks MCP tool schemas
+// with them too); re-exported here so `wombat_llm::check_schema_size` stays.
+pub use wombat_core::schema::{
+    MAX_SCHEMA_DEPTH, MAX_SCHEMA_VALUES, SchemaTooLarge, check_schema_size,
+};
+
 /// `name` reduced to `[A-Za-z0-9_-]{1,64}`, the charset OpenAI schema names
 /// and Anthropic tool names accept; empty becomes `response`.
 pub(crate) fn tool_name(name: &str) -> String {
@@ -114,61 +120,6 @@ pub(crate) fn gemini_schema(schema: &Value) -> Value {
         }
     }
     Value::Object(out)
-}
-
-/// Deepest JSON nesting (objects and arrays) a structured-output schema may
-/// have: 32 levels. Real schemas have a handful (OpenAI accepts at most 10
-/// levels of objects); deeper ones only make every consumer (validator,
-/// adapters, the echo sample) do more work.
-pub const MAX_SCHEMA_DEPTH: usize = 32;
-
-/// Most JSON values a structured-output schema may contain: 10,000.
-pub const MAX_SCHEMA_VALUES: usize = 10_000;
-
-/// A structured-output schema over [`MAX_SCHEMA_DEPTH`] or
-/// [`MAX_SCHEMA_VALUES`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SchemaTooLarge {
-    /// Nested deeper than the limit.
-    #[error("schema nests deeper than {limit} levels")]
-    TooDeep {
-        /// The depth limit.
-        limit: usize,
-    },
-    /// More values than the limit.
-    #[error("schema has more than {limit} values")]
-    TooManyValues {
-        /// The value limit.
-        limit: usize,
-    },
-}
-
-/// Checks that `schema` is within [`MAX_SCHEMA_DEPTH`] and
-/// [`MAX_SCHEMA_VALUES`], without recursion (so any input is safe to
-/// check) and stopping at the first excess.
-pub fn check_schema_size(schema: &Value) -> Result<(), SchemaTooLarge> {
-    let mut stack: Vec<(&Value, usize)> = vec![(schema, 1)];
-    let mut values = 0usize;
-    while let Some((v, depth)) = stack.pop() {
-        values += 1;
-        if values > MAX_SCHEMA_VALUES {
-            return Err(SchemaTooLarge::TooManyValues {
-                limit: MAX_SCHEMA_VALUES,
-            });
-        }
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Array(items) => Box::new(items.iter()),
-            Value::Object(map) => Box::new(map.values()),
-            _ => continue,
-        };
-        if depth > MAX_SCHEMA_DEPTH {
-            return Err(SchemaTooLarge::TooDeep {
-                limit: MAX_SCHEMA_DEPTH,
-            });
-        }
-        stack.extend(children.map(|c| (c, depth + 1)));
-    }
-    Ok(())
 }
 
 /// Deepest schema nesting [`sample_instance`] follows; deeper parts are
