@@ -30,6 +30,7 @@ pub(crate) struct State {
     pub jwt: JwtConfig,
     pub internal_token: Option<Vec<u8>>,
     pub max_body_bytes: usize,
+    pub mcp: crate::mcp::McpEndpoint,
 }
 
 /// A failed request: status plus the contract's `{"error","code"}` body.
@@ -66,7 +67,7 @@ impl ApiError {
         Self::new(500, detail, "internal_error")
     }
 
-    fn into_response(self) -> Response<Full<Bytes>> {
+    pub(crate) fn into_response(self) -> Response<Full<Bytes>> {
         let message = if self.status >= 500 {
             // Logged once, here; the client sees a generic text.
             tracing::error!(status = self.status, detail = %self.error, "request failed");
@@ -245,6 +246,9 @@ where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
+    if req.uri().path() == "/mcp" {
+        return crate::mcp::handle(state, req).await;
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let result = dispatch(&state, req).await;
@@ -532,7 +536,7 @@ where
 }
 
 /// The tenant of a request, from a verified `X-Agent-Token`.
-fn agent_user<B>(state: &State, req: &Request<B>) -> Result<String, ApiError> {
+pub(crate) fn agent_user<B>(state: &State, req: &Request<B>) -> Result<String, ApiError> {
     let token = req
         .headers()
         .get("x-agent-token")

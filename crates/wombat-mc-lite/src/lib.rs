@@ -35,6 +35,7 @@ mod api;
 mod config;
 mod enqueue;
 mod error;
+mod mcp;
 mod server;
 mod store;
 

@@ -65,6 +65,7 @@ impl McLite {
             jwt: config.jwt,
             internal_token,
             max_body_bytes: config.max_body_bytes,
+            mcp: crate::mcp::McpEndpoint::new(),
         });
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel();

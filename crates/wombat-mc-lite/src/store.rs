@@ -375,7 +375,7 @@ pub(crate) fn idempotent(
 }
 
 /// A task row as JSON.
-fn task_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
+pub(crate) fn task_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
     let metadata: Option<String> = r.get("metadata")?;
     Ok(json!({
         "id": r.get::<_, String>("id")?,
@@ -558,7 +558,7 @@ pub(crate) fn list_messages(
     )
 }
 
-fn document_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
+pub(crate) fn document_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
     Ok(json!({
         "id": r.get::<_, String>("id")?,
         "task_id": r.get::<_, String>("task_id")?,

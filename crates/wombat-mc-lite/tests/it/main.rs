@@ -8,6 +8,7 @@ mod backend;
 mod client;
 mod connections;
 mod docs;
+mod mcp;
 mod openapi;
 mod scale;
 mod support;
