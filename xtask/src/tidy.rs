@@ -21,6 +21,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("wombat-llm", &["wombat-core", "wombat-telemetry"]),
     ("wombat-controlplane", &["wombat-core", "wombat-telemetry"]),
     ("wombat-governance", &["wombat-core"]),
+    // MCP client: a middle crate like llm and controlplane (outbound HTTP
+    // to the operator's MCP servers); the run loop above it wires it in.
+    ("wombat-mcp", &["wombat-core"]),
     // The run loop: composes the middle crates; the daemon frames its events.
     (
         "wombat-agent",
@@ -31,6 +34,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "wombat-llm",
             "wombat-controlplane",
             "wombat-governance",
+            "wombat-mcp",
         ],
     ),
     (
@@ -43,6 +47,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "wombat-llm",
             "wombat-controlplane",
             "wombat-governance",
+            "wombat-mcp",
         ],
     ),
     // The reference backend and the conformance checks speak the contract
