@@ -10,6 +10,8 @@
 //! per call costs nothing measurable, and a request without tools never
 //! reaches a source.
 
+pub mod mcp;
+
 use std::fmt;
 
 use futures::future::BoxFuture;

@@ -20,6 +20,7 @@ use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Map, Value};
+pub use wombat_core::ToolContent;
 
 use crate::config::{McpConfig, McpServerConfig};
 
@@ -131,15 +132,6 @@ pub struct ToolInfo {
     /// A call needs a person's approval: the server's `approval`
     /// configuration, else `destructive`.
     pub requires_approval: bool,
-}
-
-/// What a tool returned.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ToolContent {
-    /// Text (the tool's text blocks joined by newlines, or an error).
-    Text(String),
-    /// The tool's structured result.
-    Json(Value),
 }
 
 /// The result of [`McpTools::call`]: a result or an error to show the model.

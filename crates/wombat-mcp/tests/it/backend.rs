@@ -14,7 +14,7 @@ fn json_of(outcome: &ToolOutcome) -> Value {
     assert!(!outcome.is_error, "{outcome:?}");
     match &outcome.content {
         ToolContent::Json(v) => v.clone(),
-        ToolContent::Text(t) => panic!("expected JSON, got text {t:?}"),
+        other => panic!("expected JSON, got {other:?}"),
     }
 }
 

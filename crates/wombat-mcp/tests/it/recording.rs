@@ -11,7 +11,7 @@ use crate::support::{bounded, start_recording, token, tools};
 fn text(outcome: &wombat_mcp::ToolOutcome) -> &str {
     match &outcome.content {
         ToolContent::Text(t) => t,
-        ToolContent::Json(v) => panic!("expected text, got {v}"),
+        other => panic!("expected text, got {other:?}"),
     }
 }
 
