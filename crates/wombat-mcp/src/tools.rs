@@ -59,6 +59,10 @@ pub struct McpOptions {
     /// character boundary and end with a [`TRUNCATION_MARKER`] line
     /// (default 16 KiB).
     pub max_result_bytes: usize,
+    /// How long a failed list (unreachable server, rejected token, timeout)
+    /// is remembered for a tenant before it is tried again (default 5 s);
+    /// meanwhile that server's tools are left out without a request.
+    pub failure_ttl: Duration,
 }
 
 impl Default for McpOptions {
@@ -67,6 +71,7 @@ impl Default for McpOptions {
             cache_ttl: Duration::from_secs(60),
             cache_capacity: 1024,
             max_result_bytes: 16 * 1024,
+            failure_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -170,7 +175,9 @@ struct CachedTool {
 
 struct CacheEntry {
     fetched: Instant,
-    tools: Arc<[CachedTool]>,
+    /// The list, or why it could not be fetched (kept for the shorter
+    /// [`McpOptions::failure_ttl`]).
+    tools: Result<Arc<[CachedTool]>, String>,
 }
 
 /// Tool lists by (server index, user_id).
@@ -326,10 +333,13 @@ impl McpTools {
         tenant: &McpTenant,
     ) -> Result<Arc<[CachedTool]>, String> {
         let key = (index, tenant.user_id.clone());
-        if let Some(entry) = self.lock_cache().get(&key)
-            && entry.fetched.elapsed() < self.inner.options.cache_ttl
-        {
-            return Ok(Arc::clone(&entry.tools));
+        if let Some(entry) = self.lock_cache().get(&key) {
+            let age = entry.fetched.elapsed();
+            match &entry.tools {
+                Ok(tools) if age < self.inner.options.cache_ttl => return Ok(Arc::clone(tools)),
+                Err(e) if age < self.inner.options.failure_ttl => return Err(e.clone()),
+                _ => {}
+            }
         }
         let Some(server) = self.inner.config.servers().get(index) else {
             return Err("no such server".to_owned());
@@ -349,7 +359,7 @@ impl McpTools {
                     tracing::info!(server = server.name(), "mcp server reachable again");
                 }
                 let tools: Arc<[CachedTool]> = tools.into();
-                self.insert(key, Arc::clone(&tools));
+                self.insert(key, Ok(Arc::clone(&tools)));
                 Ok(tools)
             }
             Err(e) => {
@@ -361,6 +371,12 @@ impl McpTools {
                         error = ?e,
                         "mcp server unavailable: its tools are left out"
                     );
+                }
+                // Remembered briefly, so a server that is down (or a
+                // black hole that only times out) does not cost every
+                // request of this tenant a connection attempt.
+                if !self.inner.options.failure_ttl.is_zero() {
+                    self.insert(key, Err(e.clone()));
                 }
                 Err(e)
             }
@@ -376,12 +392,16 @@ impl McpTools {
 
     /// Caches a list, evicting expired entries and then the oldest ones
     /// beyond the capacity.
-    fn insert(&self, key: (usize, String), tools: Arc<[CachedTool]>) {
+    fn insert(&self, key: (usize, String), tools: Result<Arc<[CachedTool]>, String>) {
         let capacity = self.inner.options.cache_capacity;
         if capacity == 0 {
             return;
         }
-        let ttl = self.inner.options.cache_ttl;
+        let ttl = self
+            .inner
+            .options
+            .cache_ttl
+            .max(self.inner.options.failure_ttl);
         let mut cache = self.lock_cache();
         if cache.len() >= capacity && !cache.contains_key(&key) {
             cache.retain(|_, e| e.fetched.elapsed() < ttl);

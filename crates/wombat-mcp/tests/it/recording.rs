@@ -278,3 +278,50 @@ async fn an_unreachable_server_only_loses_its_own_tools() {
     let ok = bounded(tools.call(&tenant, "rec__echo", json!({"text": "still here"}))).await;
     assert_eq!(text(&ok), "still here");
 }
+
+#[tokio::test]
+async fn a_failed_list_is_remembered_for_the_failure_ttl() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Accepts connections and drops them at once: every attempt fails,
+    // and each one is counted.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&attempts);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let tenant = McpTenant::new("u", token("u"));
+    let remembered = tools(json!({"flaky": {"url": url}}), McpOptions::default());
+    assert!(bounded(remembered.list(&tenant)).await.is_empty());
+    let after_first = attempts.load(Ordering::SeqCst);
+    assert!(after_first >= 1);
+    assert!(bounded(remembered.list(&tenant)).await.is_empty());
+    let outcome = bounded(remembered.call(&tenant, "flaky__x", json!({}))).await;
+    assert!(outcome.is_error);
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        after_first,
+        "no new attempt within the failure TTL"
+    );
+
+    let retried = tools(
+        json!({"flaky": {"url": url}}),
+        McpOptions {
+            failure_ttl: Duration::from_millis(1),
+            ..McpOptions::default()
+        },
+    );
+    bounded(retried.list(&tenant)).await;
+    let before = attempts.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    bounded(retried.list(&tenant)).await;
+    assert!(
+        attempts.load(Ordering::SeqCst) > before,
+        "tried again after the failure TTL"
+    );
+}
