@@ -102,6 +102,12 @@ pub struct ToolCall {
     pub name: String,
     /// The arguments, parsed once from the model's JSON.
     pub arguments: Map<String, Value>,
+    /// A provider-opaque token that must go back with the call when the
+    /// conversation is replayed to the same provider (Gemini's
+    /// `thoughtSignature`, which Gemini 3 requires on every function call of
+    /// the current turn). Adapters of other providers ignore it; the
+    /// OpenAI-shape wire format does not carry it.
+    pub signature: Option<String>,
 }
 
 impl ToolCall {
@@ -115,7 +121,16 @@ impl ToolCall {
             id: id.into(),
             name: name.into(),
             arguments,
+            signature: None,
         }
+    }
+
+    /// The same call carrying a provider signature (see
+    /// [`ToolCall::signature`]).
+    #[must_use]
+    pub fn with_signature(mut self, signature: impl Into<String>) -> Self {
+        self.signature = Some(signature.into());
+        self
     }
 }
 
@@ -435,11 +450,11 @@ impl TryFrom<WireMessage> for ChatMessage {
             }
             let arguments = parse_tool_arguments(&c.function.arguments)
                 .map_err(|e| WireError::Invalid("tool_calls", e))?;
-            parts.push(Part::ToolCall(ToolCall {
-                id: c.id,
-                name: c.function.name,
+            parts.push(Part::ToolCall(ToolCall::new(
+                c.id,
+                c.function.name,
                 arguments,
-            }));
+            )));
         }
         Ok(ChatMessage::with_parts(w.role, parts))
     }

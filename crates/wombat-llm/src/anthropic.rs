@@ -6,19 +6,34 @@
 //! with an object schema uses a forced tool whose input is the answer; other
 //! JSON requests are made by instruction. Wire types are private here; no
 //! retries happen in this module.
+//!
+//! Tools: the caller's tools are `tools: [{name, description, input_schema}]`
+//! with `tool_choice` auto / none / any / tool, and
+//! `disable_parallel_tool_use` when parallel calls are turned off. When tools
+//! are declared, structured output is asked for by instruction instead of the
+//! forced answer tool (forcing it would forbid the caller's tools, and no
+//! name can clash). History: an assistant turn is `text` + `tool_use` blocks;
+//! tool results are `tool_result` blocks at the start of the next user
+//! message (consecutive tool messages and a following user text share that
+//! message). A message that is one text block is still sent as a plain
+//! string, so requests without tools are unchanged. A streamed `tool_use`
+//! block becomes a tool-call start, its `partial_json` fragments deltas, and
+//! its `content_block_stop` the call, parsed once (at most 64 calls per turn
+//! and 1 MiB of arguments per call).
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use reqwest::Client;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
-use wombat_core::{Provider, Role, Usage};
+use serde_json::{Map, Value, json};
+use wombat_core::{Part, Provider, Role, ToolCall, Usage, parse_tool_arguments};
 
 use crate::http::{self, CallCtx, Endpoint, ErrorResponse, SseParser, Step};
 use crate::sse::SseEvent;
 use crate::types::{
-    ApiKey, ChatProvider, ChatRequest, Completion, EventStream, FinishReason, ResponseFormat,
-    StreamEvent,
+    ApiKey, ChatProvider, ChatRequest, Completion, EventStream, FinishReason, InvalidToolCall,
+    ResponseFormat, StreamEvent, ToolChoice,
 };
 use crate::{Error, Result};
 
@@ -67,7 +82,7 @@ impl AnthropicAdapter {
             key: Some(key.clone()),
         };
         let body = WireRequest::new(req, stream);
-        let forced_tool = body.tool_choice.is_some();
+        let forced_tool = body.answer_tool;
         let builder = self
             .endpoint
             .post(&self.client)
@@ -86,16 +101,33 @@ impl ChatProvider for AnthropicAdapter {
         let wire: WireResponse = http::read_json(resp, &ctx).await?;
         let mut text = String::new();
         let mut tool_json = None;
+        let mut tool_calls = Vec::new();
+        let mut invalid_tool_calls = Vec::new();
         for block in wire.content {
             match block {
                 WireBlock::Text { text: t } => text.push_str(&t),
-                WireBlock::ToolUse { input } if forced_tool => {
+                WireBlock::ToolUse { input, .. } if forced_tool => {
                     tool_json = Some(
                         serde_json::to_string(&input)
                             .map_err(|e| ctx.malformed(format!("tool input: {e}")))?,
                     );
                 }
-                WireBlock::ToolUse { .. } | WireBlock::Other => {}
+                WireBlock::ToolUse { id, name, input } => {
+                    let index = tool_calls.len() + invalid_tool_calls.len();
+                    match input {
+                        Value::Object(arguments) => {
+                            tool_calls.push(ToolCall::new(id, name, arguments));
+                        }
+                        other => invalid_tool_calls.push(InvalidToolCall {
+                            index,
+                            id,
+                            name,
+                            raw_arguments: other.to_string(),
+                            error: "tool arguments must be a JSON object".to_owned(),
+                        }),
+                    }
+                }
+                WireBlock::Other => {}
             }
         }
         // With a forced tool the answer is the tool input; any text beside
@@ -104,8 +136,8 @@ impl ChatProvider for AnthropicAdapter {
             text = json;
         }
         Ok(Completion {
-            tool_calls: Vec::new(),
-            invalid_tool_calls: Vec::new(),
+            tool_calls,
+            invalid_tool_calls,
             text,
             usage: wire.usage.map(WireUsage::into_usage).unwrap_or_default(),
             finish_reason: wire
@@ -137,59 +169,203 @@ struct WireRequest<'a> {
     max_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     system: Option<String>,
-    messages: Vec<WireMessage>,
+    messages: Vec<WireMessage<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tools: Option<Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<WireTool<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_choice: Option<Value>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     stream: bool,
+    /// The only tool is the structured-output one, forced: its input is the
+    /// answer (not a tool call for the caller).
+    #[serde(skip)]
+    answer_tool: bool,
 }
 
 #[derive(Serialize)]
-struct WireMessage {
+struct WireTool<'a> {
+    name: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    input_schema: &'a Value,
+}
+
+#[derive(Serialize)]
+struct WireMessage<'a> {
     role: &'static str,
-    content: String,
+    content: WireContent<'a>,
+}
+
+/// A message's content: a plain string when it is one text block (the shape
+/// requests without tools always had), content blocks otherwise.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum WireContent<'a> {
+    Text(String),
+    Blocks(Vec<OutBlock<'a>>),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum OutBlock<'a> {
+    Text {
+        text: String,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: &'a Map<String, Value>,
+    },
+    ToolResult {
+        tool_use_id: &'a str,
+        content: Cow<'a, str>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        is_error: bool,
+    },
 }
 
 const JSON_INSTRUCTION: &str =
     "Respond with only a valid JSON value: no prose, no Markdown code fences.";
 
+/// Appends `text` to the blocks, joining it to a trailing text block with a
+/// blank line (how consecutive same-role messages were always merged).
+fn push_text(blocks: &mut Vec<OutBlock<'_>>, text: &str) {
+    if let Some(OutBlock::Text { text: acc }) = blocks.last_mut() {
+        acc.push_str("\n\n");
+        acc.push_str(text);
+    } else {
+        blocks.push(OutBlock::Text {
+            text: text.to_owned(),
+        });
+    }
+}
+
+/// The conversation as Anthropic wants it: roles alternate (consecutive
+/// same-role messages merge; tool results are `user` content), assistant
+/// tool calls are `tool_use` blocks, and every `tool_result` block comes
+/// before any other content of its user message, as Anthropic requires.
+fn wire_messages(req: &ChatRequest) -> Vec<WireMessage<'_>> {
+    let mut out: Vec<(&'static str, Vec<OutBlock<'_>>)> = Vec::new();
+    for m in req.messages.iter().filter(|m| m.role != Role::System) {
+        let role = if m.role == Role::Assistant {
+            "assistant"
+        } else {
+            "user"
+        };
+        let blocks = match out.last_mut() {
+            Some((last, blocks)) if *last == role => blocks,
+            _ => {
+                out.push((role, Vec::new()));
+                match out.last_mut() {
+                    Some((_, blocks)) => blocks,
+                    None => continue,
+                }
+            }
+        };
+        let text_only = m.parts.iter().all(|p| matches!(p, Part::Text(_)));
+        let text = m.text();
+        // Anthropic rejects empty text blocks beside other content; a text
+        // message is kept as it always was, even when empty.
+        if text_only || !text.is_empty() {
+            push_text(blocks, &text);
+        }
+        for part in &m.parts {
+            match part {
+                Part::ToolCall(c) => blocks.push(OutBlock::ToolUse {
+                    id: &c.id,
+                    name: &c.name,
+                    input: &c.arguments,
+                }),
+                Part::ToolResult(r) => {
+                    let at = blocks
+                        .iter()
+                        .take_while(|b| matches!(b, OutBlock::ToolResult { .. }))
+                        .count();
+                    blocks.insert(
+                        at,
+                        OutBlock::ToolResult {
+                            tool_use_id: &r.call_id,
+                            content: r.content.to_text(),
+                            is_error: r.is_error,
+                        },
+                    );
+                }
+                // Text was handled above; kinds added later are not sent.
+                _ => {}
+            }
+        }
+    }
+    out.into_iter()
+        .map(|(role, mut blocks)| {
+            let content = match (blocks.len(), blocks.pop()) {
+                (1, Some(OutBlock::Text { text })) => WireContent::Text(text),
+                (_, Some(last)) => {
+                    blocks.push(last);
+                    WireContent::Blocks(blocks)
+                }
+                (_, None) => WireContent::Text(String::new()),
+            };
+            WireMessage { role, content }
+        })
+        .collect()
+}
+
+/// Anthropic's `tool_choice` for the caller's tools. `disable_parallel_tool_use`
+/// rides on it (on an `auto` choice when none was asked for); a `none`
+/// choice takes no options.
+fn wire_tool_choice(choice: Option<&ToolChoice>, parallel: Option<bool>) -> Option<Value> {
+    let disable_parallel = parallel == Some(false);
+    let mut value = match choice {
+        None if !disable_parallel => return None,
+        None | Some(ToolChoice::Auto) => json!({"type": "auto"}),
+        Some(ToolChoice::None) => return Some(json!({"type": "none"})),
+        Some(ToolChoice::Required) => json!({"type": "any"}),
+        Some(ToolChoice::Tool(name)) => json!({"type": "tool", "name": name}),
+    };
+    if disable_parallel {
+        value["disable_parallel_tool_use"] = Value::Bool(true);
+    }
+    Some(value)
+}
+
 impl<'a> WireRequest<'a> {
     fn new(req: &'a ChatRequest, stream: bool) -> Self {
         let mut system = http::collect_system(req);
-        let messages = http::merge_same_role(
-            req.messages
-                .iter()
-                .filter(|m| m.role != Role::System)
-                .map(|m| (m.role, m.text().into_owned())),
-        )
-        .into_iter()
-        .map(|(role, content)| WireMessage {
-            role: if role == Role::Assistant {
-                "assistant"
-            } else {
-                "user"
-            },
-            content,
-        })
-        .collect();
-        let mut tools = None;
-        let mut tool_choice = None;
+        let messages = wire_messages(req);
+        let mut tools: Vec<WireTool<'a>> = req
+            .tools
+            .iter()
+            .map(|t| WireTool {
+                name: Cow::Borrowed(&t.name),
+                description: t.description.as_deref(),
+                input_schema: &t.parameters,
+            })
+            .collect();
+        let mut tool_choice = if tools.is_empty() {
+            None
+        } else {
+            wire_tool_choice(req.tool_choice.as_ref(), req.parallel_tool_calls)
+        };
+        let mut answer_tool = false;
         let mut instruction = None;
         match &req.response_format {
+            // A forced answer tool would keep the model from calling the
+            // caller's tools, so with tools declared a schema is asked for by
+            // instruction instead, and there is no name to clash.
             Some(ResponseFormat::JsonSchema { name, schema })
-                if schema.get("type").and_then(Value::as_str) == Some("object") =>
+                if tools.is_empty()
+                    && schema.get("type").and_then(Value::as_str) == Some("object") =>
             {
                 let name = crate::schema::tool_name(name);
-                tools = Some(json!([{
-                    "name": name,
-                    "description": "Record the answer. Its input is the complete response.",
-                    "input_schema": schema,
-                }]));
                 tool_choice = Some(json!({"type": "tool", "name": name}));
+                tools.push(WireTool {
+                    name: Cow::Owned(name),
+                    description: Some("Record the answer. Its input is the complete response."),
+                    input_schema: schema,
+                });
+                answer_tool = true;
             }
             Some(ResponseFormat::JsonSchema { schema, .. }) => {
                 instruction = Some(format!(
@@ -216,6 +392,7 @@ impl<'a> WireRequest<'a> {
             tools,
             tool_choice,
             stream,
+            answer_tool,
         }
     }
 }
@@ -237,6 +414,11 @@ enum WireBlock {
         text: String,
     },
     ToolUse {
+        #[serde(default)]
+        id: String,
+        #[serde(default)]
+        name: String,
+        #[serde(default)]
         input: Value,
     },
     #[serde(other)]
@@ -286,14 +468,30 @@ fn stop_reason(s: &str, forced_tool: bool) -> FinishReason {
 
 // ---- streaming ----
 
+/// Most tool calls accepted in one streamed turn.
+const MAX_STREAM_CALLS: usize = 64;
+/// Most argument bytes accumulated for one streamed tool call.
+const MAX_CALL_ARGUMENT_BYTES: usize = 1024 * 1024;
+
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum WireEvent {
     MessageStart {
         message: WireStartMessage,
     },
+    ContentBlockStart {
+        #[serde(default)]
+        index: usize,
+        content_block: WireStartBlock,
+    },
     ContentBlockDelta {
+        #[serde(default)]
+        index: usize,
         delta: WireDelta,
+    },
+    ContentBlockStop {
+        #[serde(default)]
+        index: usize,
     },
     MessageDelta {
         delta: WireMessageDelta,
@@ -303,8 +501,7 @@ enum WireEvent {
     Error {
         error: Value,
     },
-    /// `ping`, `content_block_start`, `content_block_stop` and event types
-    /// added later carry nothing we need.
+    /// `ping` and event types added later carry nothing we need.
     #[serde(other)]
     Other,
 }
@@ -312,6 +509,22 @@ enum WireEvent {
 #[derive(Deserialize)]
 struct WireStartMessage {
     usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireStartBlock {
+    ToolUse {
+        #[serde(default)]
+        id: String,
+        #[serde(default)]
+        name: String,
+        #[serde(default)]
+        input: Option<Map<String, Value>>,
+    },
+    /// Text, thinking and server-side tool blocks: their deltas say enough.
+    #[serde(other)]
+    Other,
 }
 
 #[derive(Deserialize)]
@@ -332,12 +545,119 @@ struct WireMessageDelta {
     stop_reason: Option<String>,
 }
 
+/// A `tool_use` block being streamed.
+struct OpenCall {
+    /// Anthropic's content block index.
+    block: usize,
+    /// Our per-turn call index.
+    index: usize,
+    id: String,
+    name: String,
+    /// The `partial_json` fragments so far.
+    arguments: String,
+    /// The input the start event carried, used when no fragment follows.
+    start_input: Option<Map<String, Value>>,
+}
+
+impl OpenCall {
+    /// The complete call, its arguments parsed once (no text is `{}`).
+    fn finish(self) -> StreamEvent {
+        if self.arguments.is_empty() {
+            let arguments = self.start_input.unwrap_or_default();
+            return StreamEvent::ToolCall {
+                index: self.index,
+                call: ToolCall::new(self.id, self.name, arguments),
+            };
+        }
+        match parse_tool_arguments(&self.arguments) {
+            Ok(arguments) => StreamEvent::ToolCall {
+                index: self.index,
+                call: ToolCall::new(self.id, self.name, arguments),
+            },
+            Err(error) => StreamEvent::ToolCallInvalid(InvalidToolCall {
+                index: self.index,
+                id: self.id,
+                name: self.name,
+                raw_arguments: self.arguments,
+                error,
+            }),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Parser {
     forced_tool: bool,
     prompt_tokens: u64,
     completion_tokens: u64,
     finish_reason: Option<FinishReason>,
+    /// Tool calls started this turn.
+    calls: usize,
+    /// Calls whose block has not stopped yet, in start order.
+    open: Vec<OpenCall>,
+}
+
+impl Parser {
+    fn start_call(
+        &mut self,
+        block: usize,
+        id: String,
+        name: String,
+        start_input: Option<Map<String, Value>>,
+        ctx: &CallCtx,
+        out: &mut VecDeque<StreamEvent>,
+    ) -> Result<()> {
+        if self.calls >= MAX_STREAM_CALLS {
+            return Err(ctx.malformed(format!(
+                "more than {MAX_STREAM_CALLS} tool calls in one turn"
+            )));
+        }
+        let index = self.calls;
+        self.calls += 1;
+        out.push_back(StreamEvent::ToolCallStart {
+            index,
+            id: id.clone(),
+            name: name.clone(),
+        });
+        self.open.push(OpenCall {
+            block,
+            index,
+            id,
+            name,
+            arguments: String::new(),
+            start_input: start_input.filter(|m| !m.is_empty()),
+        });
+        Ok(())
+    }
+
+    fn call_fragment(
+        &mut self,
+        block: usize,
+        fragment: String,
+        ctx: &CallCtx,
+        out: &mut VecDeque<StreamEvent>,
+    ) -> Result<()> {
+        // Fragments of blocks we do not track (server-side tools) are not
+        // the caller's calls.
+        let Some(call) = self.open.iter_mut().find(|c| c.block == block) else {
+            return Ok(());
+        };
+        if fragment.is_empty() {
+            return Ok(());
+        }
+        if call.arguments.len() + fragment.len() > MAX_CALL_ARGUMENT_BYTES {
+            return Err(ctx.malformed(format!(
+                "tool call {:?} has more than {MAX_CALL_ARGUMENT_BYTES} bytes of arguments",
+                call.name
+            )));
+        }
+        call.arguments.push_str(&fragment);
+        out.push_back(StreamEvent::ToolCallDelta {
+            index: call.index,
+            fragment,
+        });
+        Ok(())
+    }
 }
 
 impl SseParser for Parser {
@@ -356,17 +676,29 @@ impl SseParser for Parser {
                     self.completion_tokens = u.output_tokens.unwrap_or(0);
                 }
             }
-            WireEvent::ContentBlockDelta { delta } => {
-                let text = match delta {
-                    // With a forced tool only its JSON input is the answer.
-                    WireDelta::TextDelta { text } if !self.forced_tool => text,
-                    WireDelta::InputJsonDelta { partial_json } if self.forced_tool => partial_json,
-                    WireDelta::TextDelta { .. }
-                    | WireDelta::InputJsonDelta { .. }
-                    | WireDelta::Other => String::new(),
-                };
-                if !text.is_empty() {
+            WireEvent::ContentBlockStart {
+                index,
+                content_block: WireStartBlock::ToolUse { id, name, input },
+            } if !self.forced_tool => self.start_call(index, id, name, input, ctx, out)?,
+            WireEvent::ContentBlockStart { .. } => {}
+            WireEvent::ContentBlockDelta { index, delta } => match delta {
+                // With a forced tool only its JSON input is the answer.
+                WireDelta::TextDelta { text } if !self.forced_tool && !text.is_empty() => {
                     out.push_back(StreamEvent::Delta(text));
+                }
+                WireDelta::InputJsonDelta { partial_json } if self.forced_tool => {
+                    if !partial_json.is_empty() {
+                        out.push_back(StreamEvent::Delta(partial_json));
+                    }
+                }
+                WireDelta::InputJsonDelta { partial_json } => {
+                    self.call_fragment(index, partial_json, ctx, out)?;
+                }
+                WireDelta::TextDelta { .. } | WireDelta::Other => {}
+            },
+            WireEvent::ContentBlockStop { index } => {
+                if let Some(at) = self.open.iter().position(|c| c.block == index) {
+                    out.push_back(self.open.remove(at).finish());
                 }
             }
             WireEvent::MessageDelta { delta, usage } => {
@@ -384,6 +716,11 @@ impl SseParser for Parser {
                 }
             }
             WireEvent::MessageStop => {
+                // A block the provider never stopped is complete at the end
+                // of the message.
+                for call in self.open.drain(..) {
+                    out.push_back(call.finish());
+                }
                 out.push_back(StreamEvent::Done {
                     usage: Usage::new(self.prompt_tokens, self.completion_tokens),
                     finish_reason: self.finish_reason.take(),

@@ -6,19 +6,31 @@
 //! `responseSchema` dialect. Streams have no end marker: one counts as
 //! complete when a candidate carried a `finishReason` before the body ended.
 //! Wire types are private here; no retries happen in this module.
+//!
+//! Tools: `tools: [{functionDeclarations: [{name, description, parameters}]}]`
+//! with parameters in the same OpenAPI-subset dialect, and
+//! `toolConfig.functionCallingConfig` (`AUTO`, `NONE`, `ANY`, or `ANY` with
+//! `allowedFunctionNames` for a named tool). History: an assistant turn's
+//! calls are `functionCall {name, args}` parts carrying their
+//! `thoughtSignature`; results are `functionResponse {name, response}` parts
+//! of a user turn, the name looked up from the call they answer and the
+//! response `{"output": …}` or `{"error": …}`. Replies: each `functionCall`
+//! part is a tool call (Gemini's id when it sent one, else a random
+//! `call_…`), delivered whole in a stream, and a turn with calls finishes
+//! with [`FinishReason::ToolCalls`] although Gemini says `STOP`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use reqwest::Client;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
-use wombat_core::{Provider, Role, Usage};
+use serde_json::{Map, Value, json};
+use wombat_core::{Part, Provider, Role, ToolCall, ToolContent, ToolResult, Usage};
 
 use crate::http::{self, CallCtx, ErrorResponse, SseParser, Step};
 use crate::sse::SseEvent;
 use crate::types::{
-    ApiKey, ChatProvider, ChatRequest, Completion, EventStream, FinishReason, ResponseFormat,
-    StreamEvent,
+    ApiKey, ChatProvider, ChatRequest, Completion, EventStream, FinishReason, InvalidToolCall,
+    ResponseFormat, StreamEvent, ToolChoice, ToolSpec,
 };
 use crate::{Error, Result};
 
@@ -72,11 +84,12 @@ impl GeminiAdapter {
             self.base_url,
             http::path_segment(model)
         );
+        let body = WireRequest::new(req).map_err(|message| invalid_request(&ctx, message))?;
         let builder = self
             .client
             .post(url)
             .header("x-goog-api-key", key.expose())
-            .json(&WireRequest::new(req));
+            .json(&body);
         Ok((builder, ctx))
     }
 }
@@ -88,9 +101,18 @@ impl ChatProvider for GeminiAdapter {
         let resp = http::send(builder, &ctx, classify).await?;
         let wire: WireResponse = http::read_json(resp, &ctx).await?;
         let mut text = String::new();
+        let mut turn = TurnCalls::default();
         let finish = if let Some(candidate) = wire.candidates.into_iter().next() {
             candidate.append_text(&mut text);
-            candidate.finish_reason.as_deref().map(finish_reason)
+            for part in candidate.content.into_iter().flat_map(|c| c.parts) {
+                if let Some(call) = part.function_call {
+                    turn.add(call, part.thought_signature);
+                }
+            }
+            candidate
+                .finish_reason
+                .as_deref()
+                .map(|r| turn.finish_reason(finish_reason(r)))
         } else if let Some(reason) = wire.prompt_feedback.and_then(|f| f.block_reason) {
             // A blocked prompt yields no candidates: an empty answer stopped
             // by the content filter.
@@ -100,8 +122,8 @@ impl ChatProvider for GeminiAdapter {
             return Err(ctx.malformed("response has no candidates"));
         };
         Ok(Completion {
-            tool_calls: Vec::new(),
-            invalid_tool_calls: Vec::new(),
+            tool_calls: turn.calls,
+            invalid_tool_calls: turn.invalid,
             text,
             usage: wire.usage_metadata.map(Usage::from).unwrap_or_default(),
             finish_reason: finish,
@@ -123,6 +145,10 @@ struct WireRequest {
     contents: Vec<WireContent>,
     #[serde(skip_serializing_if = "Option::is_none")]
     system_instruction: Option<WireContent>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_config: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     generation_config: Option<Value>,
 }
@@ -135,46 +161,203 @@ struct WireContent {
     parts: Vec<WirePart>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
 struct WirePart {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     text: Option<String>,
     /// Thought summaries of thinking models are not part of the answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     thought: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    function_call: Option<WireFunctionCall>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    function_response: Option<WireFunctionResponse>,
+    /// Opaque; on a `functionCall` part it must be sent back with the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    thought_signature: Option<String>,
+}
+
+impl WirePart {
+    fn text(text: String) -> Self {
+        Self {
+            text: Some(text),
+            ..Self::default()
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireFunctionCall {
+    /// Sent by some Gemini deployments; never sent back (see
+    /// [`WireRequest::new`]).
+    #[serde(default, skip_serializing)]
+    id: Option<String>,
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    args: Option<Value>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireFunctionResponse {
+    name: String,
+    response: Value,
+}
+
+/// The signature sent on a replayed function call that has none (the call
+/// came from another provider, or through a wire format that drops it).
+/// Gemini documents this value for exactly that case; without it Gemini 3
+/// answers 400 for a function call missing its `thought_signature`.
+const SKIP_SIGNATURE: &str = "skip_thought_signature_validator";
+
+/// Appends `text` to the parts, joining it to a trailing plain text part with
+/// a blank line (how consecutive same-role messages were always merged).
+fn push_text(parts: &mut Vec<WirePart>, text: &str) {
+    match parts.last_mut() {
+        Some(WirePart {
+            text: Some(acc),
+            thought: None,
+            function_call: None,
+            function_response: None,
+            thought_signature: None,
+        }) => {
+            acc.push_str("\n\n");
+            acc.push_str(text);
+        }
+        _ => parts.push(WirePart::text(text.to_owned())),
+    }
+}
+
+/// A tool result as a `functionResponse.response`, which must be an object:
+/// `{"output": …}` on success and `{"error": …}` on failure, the keys
+/// Gemini's API reference names for the two cases.
+fn function_response(result: &ToolResult) -> Value {
+    let value = match &result.content {
+        ToolContent::Text(t) => Value::String(t.clone()),
+        ToolContent::Json(v) => v.clone(),
+        other => Value::String(other.to_text().into_owned()),
+    };
+    let key = if result.is_error { "error" } else { "output" };
+    let mut map = Map::with_capacity(1);
+    map.insert(key.to_owned(), value);
+    Value::Object(map)
+}
+
+/// `toolConfig.functionCallingConfig` for a tool choice.
+fn tool_config(choice: &ToolChoice) -> Value {
+    let config = match choice {
+        ToolChoice::Auto => json!({"mode": "AUTO"}),
+        ToolChoice::None => json!({"mode": "NONE"}),
+        ToolChoice::Required => json!({"mode": "ANY"}),
+        ToolChoice::Tool(name) => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
+    };
+    json!({ "functionCallingConfig": config })
+}
+
+/// A function declaration. Parameters use the `parameters` field in the
+/// OpenAPI-subset dialect (the same conversion as `responseSchema`), which
+/// every Gemini model and Vertex accept, rather than the newer
+/// `parametersJsonSchema`. A schema without properties is left out: Gemini
+/// refuses an `OBJECT` whose `properties` are empty.
+fn function_declaration(tool: &ToolSpec) -> Value {
+    let mut decl = Map::new();
+    decl.insert("name".to_owned(), Value::String(tool.name.clone()));
+    if let Some(d) = &tool.description {
+        decl.insert("description".to_owned(), Value::String(d.clone()));
+    }
+    let parameters = crate::schema::gemini_schema(&tool.parameters);
+    let has_properties = parameters
+        .get("properties")
+        .and_then(Value::as_object)
+        .is_some_and(|p| !p.is_empty());
+    if has_properties {
+        decl.insert("parameters".to_owned(), parameters);
+    }
+    Value::Object(decl)
 }
 
 impl WireRequest {
-    fn new(req: &ChatRequest) -> Self {
-        let contents = http::merge_same_role(
-            req.messages
-                .iter()
-                .filter(|m| m.role != Role::System)
-                .map(|m| (m.role, m.text().into_owned())),
-        )
-        .into_iter()
-        .map(|(role, text)| WireContent {
-            role: Some(
-                if role == Role::Assistant {
-                    "model"
-                } else {
-                    "user"
+    /// The request body. Fails when a tool result answers a call id no
+    /// earlier assistant message made: Gemini matches results to calls by
+    /// function name, which only the call knows.
+    fn new(req: &ChatRequest) -> std::result::Result<Self, String> {
+        let mut contents: Vec<WireContent> = Vec::new();
+        // Call id → function name, from the assistant messages seen so far.
+        let mut call_names: HashMap<&str, &str> = HashMap::new();
+        for m in req.messages.iter().filter(|m| m.role != Role::System) {
+            let role = if m.role == Role::Assistant {
+                "model"
+            } else {
+                "user"
+            };
+            if contents.last().and_then(|c| c.role.as_deref()) != Some(role) {
+                contents.push(WireContent {
+                    role: Some(role.to_owned()),
+                    parts: Vec::new(),
+                });
+            }
+            let Some(content) = contents.last_mut() else {
+                continue;
+            };
+            let parts = &mut content.parts;
+            let text_only = m.parts.iter().all(|p| matches!(p, Part::Text(_)));
+            let text = m.text();
+            if text_only || !text.is_empty() {
+                push_text(parts, &text);
+            }
+            for part in &m.parts {
+                match part {
+                    Part::ToolCall(c) => {
+                        call_names.insert(&c.id, &c.name);
+                        // Gemini 3 checks the first call of each step.
+                        let first = !parts.iter().any(|p| p.function_call.is_some());
+                        let signature = c
+                            .signature
+                            .clone()
+                            .or_else(|| first.then(|| SKIP_SIGNATURE.to_owned()));
+                        parts.push(WirePart {
+                            function_call: Some(WireFunctionCall {
+                                id: None,
+                                name: c.name.clone(),
+                                args: Some(Value::Object(c.arguments.clone())),
+                            }),
+                            thought_signature: signature,
+                            ..WirePart::default()
+                        });
+                    }
+                    Part::ToolResult(r) => {
+                        let Some(name) = call_names.get(r.call_id.as_str()) else {
+                            return Err(format!(
+                                "tool result for call id {:?} answers no earlier tool call",
+                                r.call_id
+                            ));
+                        };
+                        parts.push(WirePart {
+                            function_response: Some(WireFunctionResponse {
+                                name: (*name).to_owned(),
+                                response: function_response(r),
+                            }),
+                            ..WirePart::default()
+                        });
+                    }
+                    // Text was handled above; kinds added later are not sent.
+                    _ => {}
                 }
-                .to_owned(),
-            ),
-            parts: vec![WirePart {
-                text: Some(text),
-                thought: None,
-            }],
-        })
-        .collect();
+            }
+        }
         let system_instruction = http::collect_system(req).map(|text| WireContent {
             role: None,
-            parts: vec![WirePart {
-                text: Some(text),
-                thought: None,
-            }],
+            parts: vec![WirePart::text(text)],
         });
+        let (tools, tool_config) = if req.tools.is_empty() {
+            (Vec::new(), None)
+        } else {
+            let declarations: Vec<Value> = req.tools.iter().map(function_declaration).collect();
+            (
+                vec![json!({ "functionDeclarations": declarations })],
+                req.tool_choice.as_ref().map(tool_config),
+            )
+        };
         let mut config = serde_json::Map::new();
         if let Some(t) = req.temperature {
             config.insert("temperature".into(), json!(t));
@@ -195,11 +378,13 @@ impl WireRequest {
             }
             None => {}
         }
-        Self {
+        Ok(Self {
             contents,
             system_instruction,
+            tools,
+            tool_config,
             generation_config: (!config.is_empty()).then_some(Value::Object(config)),
-        }
+        })
     }
 }
 
@@ -278,12 +463,92 @@ fn finish_reason(s: &str) -> FinishReason {
     }
 }
 
+/// The function calls of one model turn.
+#[derive(Default)]
+struct TurnCalls {
+    calls: Vec<ToolCall>,
+    invalid: Vec<InvalidToolCall>,
+}
+
+impl TurnCalls {
+    fn len(&self) -> usize {
+        self.calls.len() + self.invalid.len()
+    }
+
+    /// Adds a call: Gemini's id when it sent one, else a made-up one; its
+    /// `args` object (absent is `{}`); its part's signature.
+    fn add(&mut self, call: WireFunctionCall, signature: Option<String>) -> StreamEvent {
+        let index = self.len();
+        let id = call.id.filter(|id| !id.is_empty()).unwrap_or_else(new_call_id);
+        match call.args {
+            None | Some(Value::Null) => self.push_valid(index, id, call.name, Map::new(), signature),
+            Some(Value::Object(arguments)) => {
+                self.push_valid(index, id, call.name, arguments, signature)
+            }
+            Some(other) => {
+                let bad = InvalidToolCall {
+                    index,
+                    id,
+                    name: call.name,
+                    raw_arguments: other.to_string(),
+                    error: "tool arguments must be a JSON object".to_owned(),
+                };
+                self.invalid.push(bad.clone());
+                StreamEvent::ToolCallInvalid(bad)
+            }
+        }
+    }
+
+    fn push_valid(
+        &mut self,
+        index: usize,
+        id: String,
+        name: String,
+        arguments: Map<String, Value>,
+        signature: Option<String>,
+    ) -> StreamEvent {
+        let mut call = ToolCall::new(id, name, arguments);
+        call.signature = signature;
+        self.calls.push(call.clone());
+        StreamEvent::ToolCall { index, call }
+    }
+
+    /// Gemini says `STOP` for a turn that called functions; the caller
+    /// needs to know it must run them.
+    fn finish_reason(&self, reason: FinishReason) -> FinishReason {
+        if reason == FinishReason::Stop && self.len() > 0 {
+            FinishReason::ToolCalls
+        } else {
+            reason
+        }
+    }
+}
+
+/// A call id for a Gemini call that came without one: `call_` and 96 random
+/// bits, unique within any conversation in practice (Gemini's REST API
+/// matches results by name, so the id is ours alone).
+fn new_call_id() -> String {
+    format!("call_{:016x}{:08x}", fastrand::u64(..), fastrand::u32(..))
+}
+
+/// A request this adapter cannot express (found before anything is sent).
+fn invalid_request(ctx: &CallCtx, message: String) -> Error {
+    Error::InvalidRequest {
+        failure: ctx.failure(None, message),
+    }
+}
+
 // ---- streaming ----
+
+/// Most function calls accepted in one streamed turn.
+const MAX_STREAM_CALLS: usize = 64;
 
 #[derive(Default)]
 struct Parser {
     usage: Option<Usage>,
     finish_reason: Option<FinishReason>,
+    /// The turn's calls so far (kept for their count and the finish reason).
+    turn: TurnCalls,
 }
 
 impl SseParser for Parser {
@@ -301,11 +566,31 @@ impl SseParser for Parser {
         if let Some(err) = chunk.error.as_ref().filter(|e| e.is_object()) {
             return Err(classify_status_object(ctx, None, err, None));
         }
-        if let Some(candidate) = chunk.candidates.first() {
+        if let Some(candidate) = chunk.candidates.into_iter().next() {
             let mut text = String::new();
             candidate.append_text(&mut text);
             if !text.is_empty() {
                 out.push_back(StreamEvent::Delta(text));
+            }
+            // Gemini delivers each call whole: a start and the call at once.
+            for part in candidate.content.into_iter().flat_map(|c| c.parts) {
+                let Some(call) = part.function_call else {
+                    continue;
+                };
+                if self.turn.len() >= MAX_STREAM_CALLS {
+                    return Err(ctx.malformed(format!(
+                        "more than {MAX_STREAM_CALLS} tool calls in one turn"
+                    )));
+                }
+                let index = self.turn.len();
+                let done = self.turn.add(call, part.thought_signature);
+                let (id, name) = match &done {
+                    StreamEvent::ToolCall { call, .. } => (call.id.clone(), call.name.clone()),
+                    StreamEvent::ToolCallInvalid(bad) => (bad.id.clone(), bad.name.clone()),
+                    _ => continue,
+                };
+                out.push_back(StreamEvent::ToolCallStart { index, id, name });
+                out.push_back(done);
             }
             if let Some(reason) = &candidate.finish_reason {
                 self.finish_reason = Some(finish_reason(reason));
@@ -324,7 +609,7 @@ impl SseParser for Parser {
         match self.finish_reason.take() {
             Some(reason) => Ok(StreamEvent::Done {
                 usage: self.usage.unwrap_or_default(),
-                finish_reason: Some(reason),
+                finish_reason: Some(self.turn.finish_reason(reason)),
             }),
             None => Err(ctx.truncated()),
         }
@@ -502,7 +787,7 @@ mod tests {
         req.system = Some("sys".into());
         req.temperature = Some(0.5);
         req.max_tokens = Some(100);
-        let body = serde_json::to_value(WireRequest::new(&req)).expect("serialises");
+        let body = serde_json::to_value(WireRequest::new(&req).expect("builds")).expect("serialises");
         assert_eq!(
             body,
             json!({

@@ -578,24 +578,6 @@ pub(crate) fn path_segment(s: &str) -> String {
     out
 }
 
-/// Joins consecutive messages of the same role (Anthropic requires
-/// alternation; Gemini prefers it), separating their texts with a blank line.
-pub(crate) fn merge_same_role<R: PartialEq + Copy>(
-    messages: impl IntoIterator<Item = (R, String)>,
-) -> Vec<(R, String)> {
-    let mut out: Vec<(R, String)> = Vec::new();
-    for (role, text) in messages {
-        match out.last_mut() {
-            Some((last, acc)) if *last == role => {
-                acc.push_str("\n\n");
-                acc.push_str(&text);
-            }
-            _ => out.push((role, text)),
-        }
-    }
-    out
-}
-
 /// The system prompt for providers without a system role: `system` followed
 /// by any `System` messages of the conversation, blank-line separated.
 pub(crate) fn collect_system(req: &crate::ChatRequest) -> Option<String> {
@@ -743,23 +725,5 @@ mod tests {
     fn path_segments_are_escaped() {
         assert_eq!(path_segment("gemini-2.0-flash"), "gemini-2.0-flash");
         assert_eq!(path_segment("../x?y=1"), "..%2Fx%3Fy%3D1");
-    }
-
-    #[test]
-    fn merges_consecutive_roles() {
-        let merged = merge_same_role([
-            (1, "a".to_owned()),
-            (1, "b".to_owned()),
-            (2, "c".to_owned()),
-            (1, "d".to_owned()),
-        ]);
-        assert_eq!(
-            merged,
-            vec![
-                (1, "a\n\nb".to_owned()),
-                (2, "c".to_owned()),
-                (1, "d".to_owned())
-            ]
-        );
     }
 }
