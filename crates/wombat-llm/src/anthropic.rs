@@ -826,6 +826,206 @@ mod tests {
         assert!(system.starts_with(JSON_INSTRUCTION) && system.contains("\"array\""));
     }
 
+    fn ctx() -> CallCtx {
+        CallCtx {
+            provider: Provider::Anthropic,
+            model: "claude".into(),
+            key: None,
+        }
+    }
+
+    fn sse(name: &str, data: Value) -> String {
+        format!("event: {name}\ndata: {data}\n\n")
+    }
+
+    /// A streamed turn: text, then two `tool_use` blocks whose arguments
+    /// arrive as `partial_json` fragments cut inside keys, strings and a
+    /// multi-byte character, then one whose fragments do not parse.
+    fn tool_stream() -> String {
+        let mut body = sse(
+            "message_start",
+            json!({"type": "message_start", "message": {"usage": {"input_tokens": 12, "output_tokens": 1}}}),
+        );
+        body += &sse(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        );
+        body += &sse(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Looking 🦀"}}),
+        );
+        body += &sse(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        );
+        let calls: [(&str, &str, &[&str]); 3] = [
+            ("toolu_1", "get_weather", &["", "{\"ci", "ty\": \"Zü", "rich\", \"days\"", ": 3}"]),
+            ("toolu_2", "search", &["{\"q\":", " \"天气\"}"]),
+            ("toolu_3", "broken", &["{\"a\": ", "tru"]),
+        ];
+        for (i, (id, name, fragments)) in calls.iter().enumerate() {
+            let block = i + 1;
+            body += &sse(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": block,
+                    "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+            );
+            for f in *fragments {
+                body += &sse(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": block,
+                        "delta": {"type": "input_json_delta", "partial_json": f}}),
+                );
+            }
+            body += &sse(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": block}),
+            );
+        }
+        body += &sse(
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 40}}),
+        );
+        body += &sse("message_stop", json!({"type": "message_stop"}));
+        body
+    }
+
+    /// Decodes `chunks` and runs the parser over the events.
+    fn parse_chunks(chunks: &[&[u8]]) -> Vec<StreamEvent> {
+        let mut decoder = crate::sse::SseDecoder::new();
+        let mut parser = Parser::default();
+        let mut events = Vec::new();
+        let mut out = VecDeque::new();
+        for chunk in chunks {
+            decoder.feed(chunk, &mut events).expect("small events");
+            for ev in events.drain(..) {
+                parser.on_event(ev, &ctx(), &mut out).expect("parses");
+            }
+        }
+        decoder.finish(&mut events);
+        for ev in events.drain(..) {
+            parser.on_event(ev, &ctx(), &mut out).expect("parses");
+        }
+        out.into()
+    }
+
+    /// What a consumer keeps of a stream: text, per-call fragments joined,
+    /// and the final calls.
+    fn summary(events: &[StreamEvent]) -> (String, Vec<String>, Vec<StreamEvent>) {
+        let mut text = String::new();
+        let mut fragments = vec![String::new(); 3];
+        let mut finals = Vec::new();
+        for ev in events {
+            match ev {
+                StreamEvent::Delta(t) => text.push_str(t),
+                StreamEvent::ToolCallDelta { index, fragment } => {
+                    fragments[*index].push_str(fragment);
+                }
+                StreamEvent::ToolCallStart { .. } => {}
+                other => finals.push(other.clone()),
+            }
+        }
+        (text, fragments, finals)
+    }
+
+    #[test]
+    fn partial_json_split_at_every_byte_boundary_gives_the_same_calls() {
+        let body = tool_stream();
+        let bytes = body.as_bytes();
+        let whole = parse_chunks(&[bytes]);
+        let (text, fragments, finals) = summary(&whole);
+        assert_eq!(text, "Looking 🦀");
+        assert_eq!(
+            fragments,
+            [
+                "{\"city\": \"Zürich\", \"days\": 3}",
+                "{\"q\": \"天气\"}",
+                "{\"a\": tru"
+            ]
+        );
+        let call = |index: usize, id: &str, name: &str, args: Value| StreamEvent::ToolCall {
+            index,
+            call: ToolCall::new(id, name, args.as_object().cloned().unwrap_or_default()),
+        };
+        assert_eq!(finals.len(), 4, "{finals:?}");
+        assert_eq!(
+            finals[0],
+            call(0, "toolu_1", "get_weather", json!({"city": "Zürich", "days": 3}))
+        );
+        assert_eq!(finals[1], call(1, "toolu_2", "search", json!({"q": "天气"})));
+        let StreamEvent::ToolCallInvalid(bad) = &finals[2] else {
+            panic!("the third call is invalid: {:?}", finals[2]);
+        };
+        assert_eq!(
+            (bad.index, bad.id.as_str(), bad.name.as_str(), bad.raw_arguments.as_str()),
+            (2, "toolu_3", "broken", "{\"a\": tru")
+        );
+        assert_eq!(
+            finals[3],
+            StreamEvent::Done {
+                usage: Usage::new(12, 40),
+                finish_reason: Some(FinishReason::ToolCalls),
+            }
+        );
+        // Every single cut point, every three-way cut over a stride, and
+        // one byte at a time: the same text, fragments and calls.
+        for i in 0..=bytes.len() {
+            let got = parse_chunks(&[&bytes[..i], &bytes[i..]]);
+            assert_eq!(summary(&got), (text.clone(), fragments.clone(), finals.clone()), "cut at {i}");
+        }
+        for i in (0..=bytes.len()).step_by(7) {
+            for j in (i..=bytes.len()).step_by(13) {
+                let got = parse_chunks(&[&bytes[..i], &bytes[i..j], &bytes[j..]]);
+                assert_eq!(summary(&got).2, finals, "cuts at {i} and {j}");
+            }
+        }
+        let singles: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(parse_chunks(&singles), whole);
+    }
+
+    #[test]
+    fn streamed_arguments_and_calls_are_bounded() {
+        let start = |block: usize| {
+            serde_json::to_string(&json!({"type": "content_block_start", "index": block,
+                "content_block": {"type": "tool_use", "id": format!("t{block}"), "name": "f", "input": {}}}))
+            .expect("json")
+        };
+        let ev = |data: String| SseEvent {
+            event: String::new(),
+            data,
+        };
+        let mut parser = Parser::default();
+        let mut out = VecDeque::new();
+        for block in 0..MAX_STREAM_CALLS {
+            parser
+                .on_event(ev(start(block)), &ctx(), &mut out)
+                .expect("within the call limit");
+        }
+        let err = parser
+            .on_event(ev(start(MAX_STREAM_CALLS)), &ctx(), &mut out)
+            .err()
+            .expect("one call too many");
+        assert!(err.to_string().contains("more than 64 tool calls"), "{err}");
+
+        let mut parser = Parser::default();
+        parser
+            .on_event(ev(start(0)), &ctx(), &mut out)
+            .expect("starts");
+        let fragment = |n: usize| {
+            ev(serde_json::to_string(&json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": "x".repeat(n)}}))
+            .expect("json"))
+        };
+        parser
+            .on_event(fragment(MAX_CALL_ARGUMENT_BYTES), &ctx(), &mut out)
+            .expect("exactly the limit");
+        let err = parser
+            .on_event(fragment(1), &ctx(), &mut out)
+            .err()
+            .expect("one byte over");
+        assert!(err.to_string().contains("bytes of arguments"), "{err}");
+    }
+
     #[test]
     fn error_types_decide_over_status() {
         let ctx = CallCtx {
