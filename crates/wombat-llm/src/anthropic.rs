@@ -859,7 +859,11 @@ mod tests {
             json!({"type": "content_block_stop", "index": 0}),
         );
         let calls: [(&str, &str, &[&str]); 3] = [
-            ("toolu_1", "get_weather", &["", "{\"ci", "ty\": \"Zü", "rich\", \"days\"", ": 3}"]),
+            (
+                "toolu_1",
+                "get_weather",
+                &["", "{\"ci", "ty\": \"Zü", "rich\", \"days\"", ": 3}"],
+            ),
             ("toolu_2", "search", &["{\"q\":", " \"天气\"}"]),
             ("toolu_3", "broken", &["{\"a\": ", "tru"]),
         ];
@@ -950,14 +954,27 @@ mod tests {
         assert_eq!(finals.len(), 4, "{finals:?}");
         assert_eq!(
             finals[0],
-            call(0, "toolu_1", "get_weather", json!({"city": "Zürich", "days": 3}))
+            call(
+                0,
+                "toolu_1",
+                "get_weather",
+                json!({"city": "Zürich", "days": 3})
+            )
         );
-        assert_eq!(finals[1], call(1, "toolu_2", "search", json!({"q": "天气"})));
+        assert_eq!(
+            finals[1],
+            call(1, "toolu_2", "search", json!({"q": "天气"}))
+        );
         let StreamEvent::ToolCallInvalid(bad) = &finals[2] else {
             panic!("the third call is invalid: {:?}", finals[2]);
         };
         assert_eq!(
-            (bad.index, bad.id.as_str(), bad.name.as_str(), bad.raw_arguments.as_str()),
+            (
+                bad.index,
+                bad.id.as_str(),
+                bad.name.as_str(),
+                bad.raw_arguments.as_str()
+            ),
             (2, "toolu_3", "broken", "{\"a\": tru")
         );
         assert_eq!(
@@ -971,7 +988,11 @@ mod tests {
         // one byte at a time: the same text, fragments and calls.
         for i in 0..=bytes.len() {
             let got = parse_chunks(&[&bytes[..i], &bytes[i..]]);
-            assert_eq!(summary(&got), (text.clone(), fragments.clone(), finals.clone()), "cut at {i}");
+            assert_eq!(
+                summary(&got),
+                (text.clone(), fragments.clone(), finals.clone()),
+                "cut at {i}"
+            );
         }
         for i in (0..=bytes.len()).step_by(7) {
             for j in (i..=bytes.len()).step_by(13) {
@@ -1012,9 +1033,11 @@ mod tests {
             .on_event(ev(start(0)), &ctx(), &mut out)
             .expect("starts");
         let fragment = |n: usize| {
-            ev(serde_json::to_string(&json!({"type": "content_block_delta", "index": 0,
+            ev(
+                serde_json::to_string(&json!({"type": "content_block_delta", "index": 0,
                 "delta": {"type": "input_json_delta", "partial_json": "x".repeat(n)}}))
-            .expect("json"))
+                .expect("json"),
+            )
         };
         parser
             .on_event(fragment(MAX_CALL_ARGUMENT_BYTES), &ctx(), &mut out)

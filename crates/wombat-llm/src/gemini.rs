@@ -479,9 +479,14 @@ impl TurnCalls {
     /// `args` object (absent is `{}`); its part's signature.
     fn add(&mut self, call: WireFunctionCall, signature: Option<String>) -> StreamEvent {
         let index = self.len();
-        let id = call.id.filter(|id| !id.is_empty()).unwrap_or_else(new_call_id);
+        let id = call
+            .id
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(new_call_id);
         match call.args {
-            None | Some(Value::Null) => self.push_valid(index, id, call.name, Map::new(), signature),
+            None | Some(Value::Null) => {
+                self.push_valid(index, id, call.name, Map::new(), signature)
+            }
             Some(Value::Object(arguments)) => {
                 self.push_valid(index, id, call.name, arguments, signature)
             }
@@ -787,7 +792,8 @@ mod tests {
         req.system = Some("sys".into());
         req.temperature = Some(0.5);
         req.max_tokens = Some(100);
-        let body = serde_json::to_value(WireRequest::new(&req).expect("builds")).expect("serialises");
+        let body =
+            serde_json::to_value(WireRequest::new(&req).expect("builds")).expect("serialises");
         assert_eq!(
             body,
             json!({

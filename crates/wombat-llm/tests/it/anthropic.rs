@@ -288,8 +288,16 @@ async fn tools_and_tool_choice_are_declared_as_anthropic_expects() {
     let choices = [
         (None, None, None),
         (Some(ToolChoice::Auto), None, Some(json!({"type": "auto"}))),
-        (Some(ToolChoice::None), Some(false), Some(json!({"type": "none"}))),
-        (Some(ToolChoice::Required), None, Some(json!({"type": "any"}))),
+        (
+            Some(ToolChoice::None),
+            Some(false),
+            Some(json!({"type": "none"})),
+        ),
+        (
+            Some(ToolChoice::Required),
+            None,
+            Some(json!({"type": "any"})),
+        ),
         (
             Some(ToolChoice::Tool("get_weather".into())),
             Some(false),
@@ -300,7 +308,11 @@ async fn tools_and_tool_choice_are_declared_as_anthropic_expects() {
             Some(false),
             Some(json!({"type": "auto", "disable_parallel_tool_use": true})),
         ),
-        (Some(ToolChoice::Auto), Some(true), Some(json!({"type": "auto"}))),
+        (
+            Some(ToolChoice::Auto),
+            Some(true),
+            Some(json!({"type": "auto"})),
+        ),
     ];
     let server = FakeServer::start(choices.iter().map(|_| text_reply()).collect()).await;
     let (router, _) = router(config(
@@ -419,7 +431,11 @@ async fn tool_results_go_first_in_the_next_user_message() {
         // A call-only turn (no text) and its text-only answer.
         ChatMessage::with_parts(
             Role::Assistant,
-            vec![Part::ToolCall(ToolCall::new("toolu_03", "now", args(json!({}))))],
+            vec![Part::ToolCall(ToolCall::new(
+                "toolu_03",
+                "now",
+                args(json!({})),
+            ))],
         ),
         ChatMessage::tool_result(ToolResult::new(
             "toolu_03",
@@ -504,7 +520,11 @@ fn tool_stream(calls: &[(&str, &str, &[&str])]) -> String {
 #[tokio::test]
 async fn stream_parallel_calls_with_fragments_across_split_writes() {
     let body = tool_stream(&[
-        ("toolu_01", "get_weather", &["", "{\"city\"", ": \"Zü", "rich\"}"]),
+        (
+            "toolu_01",
+            "get_weather",
+            &["", "{\"city\"", ": \"Zü", "rich\"}"],
+        ),
         ("toolu_02", "now", &[]),
     ]);
     for seed in [1, 2, 3] {
@@ -596,12 +616,27 @@ async fn stream_malformed_partial_json_is_an_invalid_call_not_an_error() {
         .collect();
     assert_eq!(invalid.len(), 2);
     assert_eq!(
-        (invalid[0].index, invalid[0].id.as_str(), invalid[0].raw_arguments.as_str()),
+        (
+            invalid[0].index,
+            invalid[0].id.as_str(),
+            invalid[0].raw_arguments.as_str()
+        ),
         (0, "toolu_01", "{\"city\": \"Par")
     );
-    assert!(invalid[0].error.contains("not valid JSON"), "{}", invalid[0].error);
-    assert_eq!((invalid[1].index, invalid[1].raw_arguments.as_str()), (1, "[1, 2]"));
-    assert!(invalid[1].error.contains("an array"), "{}", invalid[1].error);
+    assert!(
+        invalid[0].error.contains("not valid JSON"),
+        "{}",
+        invalid[0].error
+    );
+    assert_eq!(
+        (invalid[1].index, invalid[1].raw_arguments.as_str()),
+        (1, "[1, 2]")
+    );
+    assert!(
+        invalid[1].error.contains("an array"),
+        "{}",
+        invalid[1].error
+    );
     assert!(events.iter().any(|e| matches!(e,
         RoutedEvent::ToolCall { index: 2, call } if call.id == "toolu_03")));
     assert!(matches!(events.last(), Some(RoutedEvent::Done { .. })));
@@ -629,7 +664,10 @@ async fn structured_output_with_tools_is_asked_by_instruction() {
     let c = router.complete(req).await.expect("completes").completion;
     // The reply's tool_use is the caller's call, not the answer.
     assert_eq!(c.text, "");
-    assert_eq!(c.tool_calls, [ToolCall::new("toolu_01", "now", args(json!({})))]);
+    assert_eq!(
+        c.tool_calls,
+        [ToolCall::new("toolu_01", "now", args(json!({})))]
+    );
     assert_eq!(c.finish_reason, Some(FinishReason::ToolCalls));
     let body = server.requests()[0].json();
     assert_eq!(body["tools"].as_array().map(Vec::len), Some(2));

@@ -303,7 +303,10 @@ async fn complete_returns_parallel_calls_with_ids_signatures_and_tool_calls_fini
     assert_eq!(c.usage.completion_tokens, 20);
     assert_eq!(c.tool_calls.len(), 3);
     let (a, b, n) = (&c.tool_calls[0], &c.tool_calls[1], &c.tool_calls[2]);
-    assert_eq!((a.name.as_str(), &a.arguments), ("get_weather", &args(json!({"city": "Paris"}))));
+    assert_eq!(
+        (a.name.as_str(), &a.arguments),
+        ("get_weather", &args(json!({"city": "Paris"})))
+    );
     assert_eq!(a.signature.as_deref(), Some("c2lnLTE="));
     assert_eq!(b.arguments, args(json!({"city": "Oslo"})));
     assert_eq!(b.signature, None);
@@ -345,7 +348,11 @@ async fn history_sends_calls_with_signatures_and_named_function_responses() {
         // A call from another provider (no signature), answered in text.
         ChatMessage::with_parts(
             Role::Assistant,
-            vec![Part::ToolCall(ToolCall::new("toolu_9", "now", args(json!({}))))],
+            vec![Part::ToolCall(ToolCall::new(
+                "toolu_9",
+                "now",
+                args(json!({})),
+            ))],
         ),
         ChatMessage::tool_result(ToolResult::new(
             "toolu_9",
@@ -426,7 +433,10 @@ async fn stream_delivers_each_call_whole_with_text_and_usage() {
                     assert!(id.starts_with("call_"), "{id}");
                 }
                 RoutedEvent::ToolCall { index, call } => {
-                    seen.push(format!("call {index} {}", serde_json::Value::Object(call.arguments.clone())));
+                    seen.push(format!(
+                        "call {index} {}",
+                        serde_json::Value::Object(call.arguments.clone())
+                    ));
                 }
                 RoutedEvent::ToolCallDelta { .. } => panic!("gemini sends no fragments"),
                 _ => {}
