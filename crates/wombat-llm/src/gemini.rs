@@ -779,6 +779,47 @@ mod tests {
     }
 
     #[test]
+    fn non_object_args_are_an_invalid_call_and_calls_are_bounded() {
+        let chunk = |parts: Value| SseEvent {
+            event: String::new(),
+            data: json!({"candidates": [{"content": {"role": "model", "parts": parts}}]})
+                .to_string(),
+        };
+        let mut parser = Parser::default();
+        let mut out = VecDeque::new();
+        parser
+            .on_event(
+                chunk(json!([{"functionCall": {"name": "f", "args": [1, 2]}}])),
+                &ctx(),
+                &mut out,
+            )
+            .expect("parses");
+        assert!(matches!(
+            out.pop_front(),
+            Some(StreamEvent::ToolCallStart { index: 0, .. })
+        ));
+        let Some(StreamEvent::ToolCallInvalid(bad)) = out.pop_front() else {
+            panic!("an invalid call");
+        };
+        assert_eq!((bad.index, bad.raw_arguments.as_str()), (0, "[1,2]"));
+        let many: Vec<Value> = (1..MAX_STREAM_CALLS)
+            .map(|_| json!({"functionCall": {"name": "f"}}))
+            .collect();
+        parser
+            .on_event(chunk(Value::Array(many)), &ctx(), &mut out)
+            .expect("exactly the limit");
+        let err = parser
+            .on_event(
+                chunk(json!([{"functionCall": {"name": "f"}}])),
+                &ctx(),
+                &mut out,
+            )
+            .err()
+            .expect("one call too many");
+        assert!(err.to_string().contains("more than 64 tool calls"), "{err}");
+    }
+
+    #[test]
     fn request_shape() {
         let mut req = ChatRequest::new(
             "gemini-2.0-flash",
