@@ -21,7 +21,7 @@ const WRITE_GRACE: Duration = Duration::from_secs(1);
 /// bounds task resolution and every LLM step (504 `deadline_exceeded`).
 /// Once the LLM has answered, the deadline no longer cancels anything that
 /// would lose the reply: the backend write gets the time left (at least
-/// [`WRITE_GRACE`]) and, if it fails or runs out of time, the reply still
+/// one second) and, if it fails or runs out of time, the reply still
 /// reaches the caller. One timer (pinned by the caller, no allocation),
 /// reset for the write.
 pub struct Deadline<'t> {

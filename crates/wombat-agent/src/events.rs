@@ -9,8 +9,8 @@
 use std::future::Future;
 
 use serde::Serialize;
-use serde_json::Value;
-use wombat_core::{Cost, Usage};
+use serde_json::{Map, Value};
+use wombat_core::{Cost, ToolContent, Usage};
 
 /// Where a run's events go.
 pub trait EventSink: Send + Sync {
@@ -23,6 +23,25 @@ pub trait EventSink: Send + Sync {
 
     /// The next piece of text; `false` when the client has gone away.
     fn text(&self, delta: &str) -> impl Future<Output = bool> + Send;
+
+    /// The model made a complete tool call; `false` when the client has
+    /// gone away.
+    fn tool_call(
+        &self,
+        id: &str,
+        name: &str,
+        arguments: &Map<String, Value>,
+    ) -> impl Future<Output = bool> + Send;
+
+    /// A tool call's result (as fed back to the model, truncated); `false`
+    /// when the client has gone away.
+    fn tool_result(
+        &self,
+        id: &str,
+        name: &str,
+        is_error: bool,
+        content: &ToolContent,
+    ) -> impl Future<Output = bool> + Send;
 
     /// Resolves when the client has gone away (never, for a caller that
     /// waits for the whole reply: it does not cancel the run).
@@ -78,4 +97,41 @@ pub struct Done<'a> {
     /// The soft-budget warning.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget_warning: Option<&'a Value>,
+    /// `"requires_action"` when the run stopped for caller tools.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<&'a str>,
+    /// The caller's tool calls (with `requires_action`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<&'a Value>,
+    /// The turn's messages to append before the caller's results.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<&'a Value>,
+}
+
+/// `event: tool_call`.
+#[derive(Serialize)]
+pub struct ToolCallEvent<'a> {
+    /// `"tool_call"`.
+    pub r#type: &'static str,
+    /// The call's id.
+    pub id: &'a str,
+    /// The tool.
+    pub name: &'a str,
+    /// The arguments.
+    pub arguments: &'a Map<String, Value>,
+}
+
+/// `event: tool_result`.
+#[derive(Serialize)]
+pub struct ToolResultEvent<'a> {
+    /// `"tool_result"`.
+    pub r#type: &'static str,
+    /// The call's id.
+    pub id: &'a str,
+    /// The tool.
+    pub name: &'a str,
+    /// Whether the call failed.
+    pub is_error: bool,
+    /// The result as text (truncated like what the model sees).
+    pub content: &'a str,
 }

@@ -18,6 +18,7 @@ use wombat_workspace::Workspace;
 
 use crate::ApiError;
 use crate::request::WebhookSpec;
+use crate::tools::{LoopLimits, ToolSource};
 
 /// The settings of a run, fixed at start-up.
 #[derive(Debug, Clone)]
@@ -31,6 +32,8 @@ pub struct Settings {
     pub default_task: Option<String>,
     /// `WOMBAT_CONTEXT_WARNING_THRESHOLD` (percent of the context window).
     pub context_warning_threshold: f64,
+    /// The tool loop's limits (`WOMBAT_TOOL_*`).
+    pub tools: LoopLimits,
 }
 
 /// The process a run is embedded in.
@@ -102,4 +105,22 @@ pub trait Host: Send + Sync {
 
     /// Counts a failed backend call.
     fn backend_failed(&self);
+
+    /// The tools this process runs itself (MCP servers, …); `None`: only
+    /// caller tools.
+    fn tool_source(&self) -> Option<&dyn ToolSource> {
+        None
+    }
+
+    /// The tenant's agent JWT for tool sources that act through the
+    /// backend (`None` without a backend).
+    fn agent_token(&self, user: &str, role: &str) -> Option<String> {
+        let _ = (user, role);
+        None
+    }
+
+    /// Counts one tool call (metrics per tool: calls, errors, latency).
+    fn observe_tool(&self, name: &str, is_error: bool, elapsed: Duration) {
+        let _ = (name, is_error, elapsed);
+    }
 }

@@ -51,6 +51,34 @@ pub struct SendRequest {
     /// Where to announce the result.
     #[serde(default)]
     pub webhook: Option<WebhookSpec>,
+    /// Caller tools (OpenAI's shape): the model may call them, and the run
+    /// then stops with `requires_action` for the caller to execute them.
+    #[serde(default)]
+    pub tools: Option<Vec<CallerTool>>,
+}
+
+/// One entry of the request's `tools`:
+/// `{"type": "function", "function": {name, description?, parameters?}}`.
+#[derive(Debug, Deserialize)]
+pub struct CallerTool {
+    /// Always `"function"`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The function.
+    pub function: CallerFunction,
+}
+
+/// The `function` of a caller tool.
+#[derive(Debug, Deserialize)]
+pub struct CallerFunction {
+    /// The name the model calls it by.
+    pub name: String,
+    /// What it does, for the model.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// JSON Schema of its arguments (an object schema; `{}` when absent).
+    #[serde(default)]
+    pub parameters: Option<Value>,
 }
 
 /// The `webhook` object of a request.

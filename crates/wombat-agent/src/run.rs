@@ -9,13 +9,18 @@
 //! Once the LLM has answered, nothing is lost: usage is recorded before the
 //! backend write, and a failed write still returns the reply.
 
+use std::time::Duration;
+
 use futures::StreamExt;
 use http::StatusCode;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use wombat_controlplane::ControlPlane;
-use wombat_core::{ChatMessage, Cost, ModelRef, SessionKey, Usage};
+use wombat_core::{
+    ChatMessage, Cost, ModelRef, Part, Role, SessionKey, ToolCall, ToolResult, Usage,
+};
 use wombat_governance::Admitted;
-use wombat_llm::{RouteRequest, RoutedEvent};
+use wombat_llm::{InvalidToolCall, RouteRequest, RoutedEvent, ToolChoice, ToolSpec};
 use wombat_workspace::PromptRequest;
 
 use crate::ApiError;
@@ -26,7 +31,8 @@ use crate::options::{Options, options, warning_json};
 use crate::persist::{
     NOTIFICATION_ALREADY_ANSWERED, WriteFailure, message_key, persist_within, request_key,
 };
-use crate::request::SendRequest;
+use crate::request::{CallerTool, SendRequest};
+use crate::tools::{Tenant, ToolCallRef, ToolOutcome, bounded};
 
 const DEFAULT_KICKOFF_NOTE: &str = "Draft a concise plan based on the user's request.";
 
@@ -49,6 +55,64 @@ pub struct Prepared<H: Host> {
     /// before the provider reports which model answered).
     primary: ModelRef,
     route: RouteRequest,
+    /// Names of the request's caller tools (their specs are in `route`).
+    caller_tools: Vec<String>,
+}
+
+/// Most caller tools one request may declare.
+const MAX_CALLER_TOOLS: usize = 128;
+
+/// Whether `name` is a tool name every provider accepts
+/// (`[A-Za-z0-9_-]{1,64}`).
+fn valid_tool_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The request's `tools`, checked: OpenAI's function shape, valid unique
+/// names, object schemas.
+fn caller_tools(tools: &[CallerTool]) -> Result<Vec<ToolSpec>, ApiError> {
+    if tools.len() > MAX_CALLER_TOOLS {
+        return Err(ApiError::bad_request(format!(
+            "tools has {} entries; at most {MAX_CALLER_TOOLS} are accepted",
+            tools.len()
+        )));
+    }
+    let mut specs: Vec<ToolSpec> = Vec::with_capacity(tools.len());
+    for (i, t) in tools.iter().enumerate() {
+        if t.kind != "function" {
+            return Err(ApiError::bad_request(format!(
+                "tools[{i}].type must be \"function\", got {:?}",
+                t.kind
+            )));
+        }
+        let name = &t.function.name;
+        if !valid_tool_name(name) {
+            return Err(ApiError::bad_request(format!(
+                "tools[{i}].function.name must be 1-64 characters of A-Z, a-z, 0-9, _ or -, got {name:?}"
+            )));
+        }
+        if specs.iter().any(|s| &s.name == name) {
+            return Err(ApiError::bad_request(format!(
+                "tools[{i}].function.name {name:?} is declared twice"
+            )));
+        }
+        let parameters = match &t.function.parameters {
+            None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+            Some(v @ Value::Object(_)) => v.clone(),
+            Some(_) => {
+                return Err(ApiError::bad_request(format!(
+                    "tools[{i}].function.parameters must be a JSON Schema object"
+                )));
+            }
+        };
+        let mut spec = ToolSpec::new(name.clone(), parameters);
+        spec.description.clone_from(&t.function.description);
+        specs.push(spec);
+    }
+    Ok(specs)
 }
 
 /// Maps a workspace error (bad role, unknown zone) to 400.
@@ -87,7 +151,10 @@ pub fn prepare<H: Host>(host: &H, req: SendRequest) -> Result<Prepared<H>, ApiEr
             "task_title is longer than {MAX_TITLE_CHARS} characters"
         )));
     }
-    if req.message.trim().is_empty() {
+    // A request that carries the results of caller tools continues the
+    // model's turn: it may come without a new user message.
+    let continues = req.messages.last().is_some_and(|m| m.role == Role::Tool);
+    if req.message.trim().is_empty() && !continues {
         return Err(ApiError::bad_request("message must not be empty"));
     }
     let key = SessionKey::parse_for_user(&req.session_key, &req.user_id)
@@ -116,8 +183,16 @@ pub fn prepare<H: Host>(host: &H, req: SendRequest) -> Result<Prepared<H>, ApiEr
     };
     let mut messages = Vec::with_capacity(req.messages.len() + 1);
     messages.extend(req.messages.iter().cloned());
-    messages.push(ChatMessage::user(user_message));
+    if !req.message.trim().is_empty() {
+        messages.push(ChatMessage::user(user_message));
+    }
+    let specs = match &req.tools {
+        Some(tools) => caller_tools(tools)?,
+        None => Vec::new(),
+    };
+    let caller_tools = specs.iter().map(|s| s.name.clone()).collect();
     let mut route = RouteRequest::new(opts.model.clone(), messages);
+    route.tools = specs;
     route.system = Some(system);
     // 0.1.0 always sent a temperature (0.4); so do we, so that switching
     // daemons does not change how the model writes.
@@ -133,6 +208,7 @@ pub fn prepare<H: Host>(host: &H, req: SendRequest) -> Result<Prepared<H>, ApiEr
         webhook,
         primary,
         route,
+        caller_tools,
     })
 }
 
@@ -232,8 +308,9 @@ async fn resolve_task<H: Host>(host: &H, p: &Prepared<H>) -> Result<Option<Strin
 
 use tracing::Instrument;
 
-/// A run past its checks: task resolved, LLM slot taken, first step
-/// admitted. Everything from here on is reported through the sink.
+/// A run past its checks: task resolved, tools listed, LLM slot taken,
+/// first step admitted. Everything from here on is reported through the
+/// sink.
 pub struct Started<H: Host> {
     p: Prepared<H>,
     task_id: Option<String>,
@@ -242,6 +319,9 @@ pub struct Started<H: Host> {
     /// The soft-limit warning of the admission (boxed: rare, and this lives
     /// in a stream's task).
     budget_warning: Option<Box<Value>>,
+    /// Names of the tools the host's [`crate::tools::ToolSource`] offers
+    /// this tenant (empty without one).
+    server_tools: Vec<String>,
 }
 
 impl<H: Host> Started<H> {
@@ -252,14 +332,61 @@ impl<H: Host> Started<H> {
     }
 }
 
-/// Resolves the task under the request deadline, takes an LLM slot and
-/// admits the first step. Failures here still have a status of their own
-/// (a stream has not answered `200` yet). `require_task`: a request that
-/// names no task is refused (`send`) rather than run unpersisted (`stream`,
-/// as 0.1.0's stream endpoint did).
+/// The tenant of a request, for tool sources.
+fn tenant<'a, H: Host>(p: &'a Prepared<H>, token: Option<&'a str>) -> Tenant<'a> {
+    Tenant {
+        user_id: p.key.user_id(),
+        role: p.key.role(),
+        agent_token: token,
+        traceparent: None,
+    }
+}
+
+/// Declares the host's tools for this tenant to the model. A source that
+/// cannot list its tools leaves them out (logged): the run goes on, as with
+/// a tool server that is down. A caller tool named like a server tool is
+/// refused (names must be unique).
+async fn list_tools<H: Host>(host: &H, p: &mut Prepared<H>) -> Result<Vec<String>, ApiError> {
+    let Some(source) = host.tool_source() else {
+        return Ok(Vec::new());
+    };
+    let token = host.agent_token(p.key.user_id(), p.key.role());
+    let listed = source.list(tenant(p, token.as_deref())).await;
+    let tools = match listed {
+        Ok(tools) => tools,
+        Err(e) => {
+            tracing::warn!(error = %e, "tools unavailable for this request");
+            return Ok(Vec::new());
+        }
+    };
+    let mut names = Vec::with_capacity(tools.len());
+    for t in tools {
+        if p.caller_tools.contains(&t.name) {
+            return Err(ApiError::bad_request(format!(
+                "tool name {:?} is already a server tool; rename the caller tool",
+                t.name
+            )));
+        }
+        if names.contains(&t.name) {
+            continue;
+        }
+        let mut spec = ToolSpec::new(t.name.clone(), t.input_schema);
+        spec.description = Some(t.description);
+        p.route.tools.push(spec);
+        names.push(t.name);
+    }
+    Ok(names)
+}
+
+/// Resolves the task under the request deadline, lists the tools, takes an
+/// LLM slot and admits the first step. Failures here still have a status of
+/// their own (a stream has not answered `200` yet). `require_task`: a
+/// request that names no task is refused (`send`) rather than run
+/// unpersisted (`stream`, as 0.1.0's stream endpoint did).
 ///
 /// # Errors
-/// 400 (no task), 502/503/504 (backend), 429 (overloaded, limits).
+/// 400 (no task, tool name clash), 502/503/504 (backend), 429
+/// (overloaded, limits).
 pub async fn start<H: Host>(
     host: &H,
     mut p: Prepared<H>,
@@ -276,6 +403,23 @@ pub async fn start<H: Host>(
     if require_task && task_id.is_none() {
         return Err(ApiError::bad_request(NO_TASK));
     }
+    let server_tools = if host.tool_source().is_some() {
+        let listed = deadline
+            .bound(std::pin::pin!(list_tools(host, &mut p)))
+            .await;
+        if deadline.exceeded() {
+            fire_webhook(
+                host,
+                &p,
+                task_id.as_deref(),
+                None,
+                Some("request deadline exceeded"),
+            );
+        }
+        listed?
+    } else {
+        Vec::new()
+    };
     let permit = host.llm_permit()?;
     let admitted = host
         .admit(
@@ -295,17 +439,39 @@ pub async fn start<H: Host>(
         permit,
         admitted,
         budget_warning,
+        server_tools,
     })
 }
+
+/// One executed (or refused) tool call, for the message attachment and the
+/// webhook.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceEntry {
+    /// The call's id.
+    pub id: String,
+    /// The tool.
+    pub name: String,
+    /// The arguments the model gave.
+    pub arguments: Map<String, Value>,
+    /// Whether it failed.
+    pub is_error: bool,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+    /// The start of the result (at most [`TRACE_RESULT_BYTES`] bytes).
+    pub result: String,
+}
+
+/// How much of a tool result the trace keeps.
+pub const TRACE_RESULT_BYTES: usize = 512;
 
 /// What the LLM produced over the run, however it was called.
 #[derive(Debug)]
 pub struct Answer {
-    /// The reply text.
+    /// The reply text (of the last step).
     pub text: String,
-    /// Usage of the run.
+    /// Usage of the run, summed over its steps.
     pub usage: Usage,
-    /// Cost of the run.
+    /// Cost of the run, summed over its steps.
     pub cost: Cost,
     /// The provider that answered last.
     pub provider: &'static str,
@@ -313,19 +479,39 @@ pub struct Answer {
     pub model: String,
     attempts: u32,
     failovers: u32,
+    /// Prompt tokens of the last step (for the context warning).
+    prompt_tokens: u64,
     /// The soft-limit warning of the admission, for the response and webhook.
     pub budget_warning: Option<Box<Value>>,
+    /// The tool calls the run executed, in order.
+    pub trace: Vec<TraceEntry>,
 }
 
 impl Answer {
     /// The message's `attachments`.
     pub(crate) fn attachment(&self) -> Value {
-        json!({
+        let mut a = json!({
             "model": self.model,
             "provider": self.provider,
             "usage": self.usage,
             "cost": self.cost,
-        })
+        });
+        if !self.trace.is_empty() {
+            a["tools"] = json!(self.trace);
+        }
+        a
+    }
+
+    /// Adds a later step's answer: usage and cost summed, the rest taken
+    /// from the later step.
+    fn then(self, next: Answer) -> Answer {
+        Answer {
+            usage: self.usage + next.usage,
+            cost: next.cost.combine(&self.cost),
+            trace: self.trace,
+            budget_warning: self.budget_warning,
+            ..next
+        }
     }
 }
 
@@ -334,6 +520,9 @@ impl Answer {
 pub enum Persisted {
     /// No task was named (a stream): nothing to store.
     NoTask,
+    /// The run waits for the caller's tool results: nothing is written for
+    /// this turn.
+    Deferred,
     /// Stored.
     Stored {
         /// The agent message.
@@ -351,6 +540,19 @@ pub enum Persisted {
     },
 }
 
+/// The model called caller tools: the caller executes them and sends the
+/// results in the next request's `messages`.
+#[derive(Debug)]
+pub struct RequiresAction {
+    /// The calls for the caller, in OpenAI's shape
+    /// (`[{id, type: "function", function: {name, arguments}}]`).
+    pub tool_calls: Value,
+    /// The messages of this turn to append to the history before the
+    /// caller's results: the assistant message with every call of the
+    /// turn, and the results of the calls the daemon ran itself.
+    pub messages: Value,
+}
+
 /// A finished run.
 #[derive(Debug)]
 pub struct Reply {
@@ -362,6 +564,8 @@ pub struct Reply {
     pub context_warning: Option<String>,
     /// Whether it was stored.
     pub persisted: Persisted,
+    /// Set when the run stopped for the caller's tools.
+    pub requires_action: Option<RequiresAction>,
 }
 
 impl Reply {
@@ -415,6 +619,7 @@ pub enum Stop {
 /// What one step has consumed so far. It lives outside the LLM future so
 /// that it survives that future being dropped (client gone, deadline), when
 /// the tokens the provider already generated must still be accounted for.
+#[derive(Default)]
 struct Consumed {
     /// Characters of the prompt (system prompt and messages).
     prompt_chars: usize,
@@ -422,6 +627,8 @@ struct Consumed {
     text: String,
     /// Whether the provider accepted the request (from then on it bills).
     opened: bool,
+    /// Whether the sink was told the LLM phase began (`start`, once).
+    started: bool,
 }
 
 impl Consumed {
@@ -436,6 +643,7 @@ impl Consumed {
             prompt_chars,
             text: String::new(),
             opened: false,
+            started: false,
         }
     }
 
@@ -452,8 +660,9 @@ impl Consumed {
 
 /// How one LLM step ended.
 enum StepEnd {
-    /// The provider finished: the complete answer, with its real usage.
-    Answered(Answer),
+    /// The provider finished: the complete answer, with its real usage, and
+    /// the tool calls it asked for.
+    Answered(Answer, Vec<ToolCall>, Vec<InvalidToolCall>),
     /// The provider failed; nothing known was consumed (released).
     Failed(ApiError),
     /// Cut mid-generation (client gone: `None`; deadline or size: the
@@ -461,15 +670,39 @@ enum StepEnd {
     Cut(Option<ApiError>),
 }
 
+/// How the whole loop ended.
+enum LoopEnd {
+    /// A text answer.
+    Answered(Answer),
+    /// The model called caller tools.
+    RequiresAction(Answer, RequiresAction),
+    /// A step failed, or a later step was refused by the limits.
+    Failed(ApiError),
+    /// A step was cut (see [`StepEnd::Cut`]).
+    Cut(Option<ApiError>),
+}
+
+/// What the loop has consumed so far, outside its future so that it
+/// survives that future being dropped (client gone, deadline).
+struct Ledger {
+    /// The current step.
+    consumed: Consumed,
+    /// The current step's admission, until it is settled.
+    admitted: Option<Admitted>,
+    /// The steps answered so far, summed (`None` before the first).
+    total: Option<Answer>,
+}
+
 /// The longest streamed reply kept (and relayed): the cap on a non-streamed
 /// provider body.
 const MAX_STREAMED_REPLY_BYTES: usize = wombat_llm::MAX_SUCCESS_BODY;
 
-/// Runs the LLM phase and everything after it: settle, record, persist,
-/// webhook. A client that goes away (the sink closes) cancels the provider
-/// call, and what was generated until then is recorded as estimated usage;
-/// once the LLM has answered, the reply is persisted and announced even if
-/// nobody is left to read it.
+/// Runs the LLM steps (and tool calls between them) and everything after:
+/// settle, record, persist, webhook. A client that goes away (the sink
+/// closes) cancels the current step, and what it generated until then is
+/// recorded as estimated usage beside the steps already answered; once the
+/// LLM has answered, the reply is persisted and announced even if nobody is
+/// left to read it.
 ///
 /// # Errors
 /// [`Stop::Failed`] with the error to report (already sent to the webhook),
@@ -486,40 +719,59 @@ pub async fn execute<H: Host, S: EventSink>(
         permit,
         admitted,
         budget_warning,
+        server_tools,
     } = run;
     let route = std::mem::replace(
         &mut p.route,
         RouteRequest::new(p.opts.model.clone(), Vec::new()),
     );
-    let mut consumed = Consumed::new(&route);
+    let mut ledger = Ledger {
+        consumed: Consumed::default(),
+        admitted,
+        total: None,
+    };
     let end = {
-        // Pinned here, dropped with this block: `consumed` is free again below.
-        let llm = std::pin::pin!(async { Ok(step(host, route, sink, &mut consumed).await) });
+        // Pinned here, dropped with this block: `ledger` is free again below.
+        let work = std::pin::pin!(async {
+            Ok(run_loop(host, &p, route, &server_tools, sink, &mut ledger).await)
+        });
         tokio::select! {
             biased;
             () = sink.closed() => {
                 tracing::info!("client disconnected; stream cancelled");
-                StepEnd::Cut(None)
+                LoopEnd::Cut(None)
             }
-            finished = deadline.bound(llm) => finished.unwrap_or_else(|e| StepEnd::Cut(Some(e))),
+            finished = deadline.bound(work) => finished.unwrap_or_else(|e| LoopEnd::Cut(Some(e))),
         }
     };
     drop(permit);
-    let mut answer = match end {
-        StepEnd::Answered(answer) => answer,
-        StepEnd::Failed(e) => {
-            host.release(admitted).await;
+    let (mut answer, requires_action) = match end {
+        LoopEnd::Answered(answer) => (answer, None),
+        LoopEnd::RequiresAction(answer, action) => (answer, Some(action)),
+        LoopEnd::Failed(e) => {
+            host.release(ledger.admitted.take()).await;
+            record_partial(host, &p, ledger.total.as_ref(), false);
             fire_webhook(host, &p, task_id.as_deref(), None, Some(&e.message));
             return Err(Stop::Failed(e));
         }
-        StepEnd::Cut(error) => {
-            if consumed.opened {
-                let (usage, cost) = record_abandoned(host, &p, &consumed);
-                host.account(admitted, p.key.user_id(), &usage, &cost, true)
+        LoopEnd::Cut(error) => {
+            let mut estimated = false;
+            let total = if ledger.consumed.opened {
+                let (usage, cost) = estimate_cut(host, &p, &ledger.consumed);
+                host.account(ledger.admitted.take(), p.key.user_id(), &usage, &cost, true)
                     .await;
+                estimated = true;
+                Some(match ledger.total.take() {
+                    Some(t) => (t.usage + usage, cost.combine(&t.cost)),
+                    None => (usage, cost),
+                })
             } else {
                 // Nothing paid for that the provider reported; released.
-                host.release(admitted).await;
+                host.release(ledger.admitted.take()).await;
+                ledger.total.take().map(|t| (t.usage, t.cost))
+            };
+            if let Some((usage, cost)) = total {
+                host.record_usage(p.key.user_id(), &usage, &cost, estimated);
             }
             return Err(match error {
                 Some(e) => {
@@ -537,16 +789,18 @@ pub async fn execute<H: Host, S: EventSink>(
     };
     answer.budget_warning = budget_warning;
     // From here on the reply is paid for: nothing may drop it.
-    record(host, p.key.user_id(), &answer);
-    host.account(
-        admitted,
-        p.key.user_id(),
-        &answer.usage,
-        &answer.cost,
-        false,
-    )
-    .await;
-    let context_warning = context_warning(host, &answer.model, answer.usage.prompt_tokens);
+    host.record_usage(p.key.user_id(), &answer.usage, &answer.cost, false);
+    let context_warning = context_warning(host, &answer.model, answer.prompt_tokens);
+    if let Some(action) = requires_action {
+        fire_requires_action(host, &p, task_id.as_deref(), &answer, &action);
+        return Ok(Reply {
+            task_id,
+            answer,
+            context_warning,
+            persisted: Persisted::Deferred,
+            requires_action: Some(action),
+        });
+    }
     let persisted = match task_id.as_deref() {
         Some(task) => {
             let key = request_key(&p);
@@ -590,7 +844,282 @@ pub async fn execute<H: Host, S: EventSink>(
         answer,
         context_warning,
         persisted,
+        requires_action: None,
     })
+}
+
+/// Records the usage of the steps a failed run had already paid for.
+fn record_partial<H: Host>(host: &H, p: &Prepared<H>, total: Option<&Answer>, estimated: bool) {
+    if let Some(t) = total {
+        host.record_usage(p.key.user_id(), &t.usage, &t.cost, estimated);
+    }
+}
+
+/// Where a call goes.
+enum Target {
+    /// The host's tool source runs it.
+    Server,
+    /// The caller runs it (the run stops with `requires_action`).
+    Caller,
+}
+
+/// The loop: a step, its tool calls, the next step, … until a text answer,
+/// caller tools, or the step limit.
+async fn run_loop<H: Host, S: EventSink>(
+    host: &H,
+    p: &Prepared<H>,
+    mut route: RouteRequest,
+    server_tools: &[String],
+    sink: &S,
+    ledger: &mut Ledger,
+) -> LoopEnd {
+    let limits = host.settings().tools;
+    let mut step_no: u32 = 0;
+    let mut token: Option<Option<String>> = None;
+    loop {
+        step_no += 1;
+        if step_no > 1 {
+            // Each step is admitted (and reserved) on its own: a long loop
+            // cannot outspend the budget by more than one step's estimate.
+            match host
+                .admit(
+                    p.key.user_id(),
+                    p.opts.limits.as_ref(),
+                    &route,
+                    &p.primary.model,
+                )
+                .await
+            {
+                Ok(a) => ledger.admitted = a,
+                Err(e) => return LoopEnd::Failed(e),
+            }
+        }
+        let last = step_no >= limits.max_steps;
+        if last && !route.tools.is_empty() {
+            // The last step allowed must answer in text.
+            route.tool_choice = Some(ToolChoice::None);
+        }
+        // Without tools there is exactly one step: the request moves into
+        // it, no copy.
+        let request = if route.tools.is_empty() {
+            std::mem::replace(
+                &mut route,
+                RouteRequest::new(p.opts.model.clone(), Vec::new()),
+            )
+        } else {
+            route.clone()
+        };
+        if S::STREAMING {
+            // Only a stream can be cut mid-step and need the estimate.
+            let started = ledger.consumed.started;
+            ledger.consumed = Consumed::new(&request);
+            ledger.consumed.started = started;
+        }
+        let (answer, calls, invalid) = match step(host, request, sink, &mut ledger.consumed).await {
+            StepEnd::Answered(a, calls, invalid) => (a, calls, invalid),
+            StepEnd::Failed(e) => return LoopEnd::Failed(e),
+            StepEnd::Cut(e) => return LoopEnd::Cut(e),
+        };
+        ledger.consumed.opened = false;
+        host.observe_llm(
+            answer.provider,
+            &answer.model,
+            true,
+            &answer.usage,
+            answer.cost.total_micros(),
+        );
+        host.observe_route(answer.attempts, answer.failovers);
+        host.account(
+            ledger.admitted.take(),
+            p.key.user_id(),
+            &answer.usage,
+            &answer.cost,
+            false,
+        )
+        .await;
+        if calls.is_empty() && invalid.is_empty() {
+            return LoopEnd::Answered(match ledger.total.take() {
+                Some(t) => t.then(answer),
+                None => answer,
+            });
+        }
+        let text = answer.text.clone();
+        ledger.total = Some(match ledger.total.take() {
+            Some(t) => t.then(answer),
+            None => answer,
+        });
+        if last {
+            return LoopEnd::Failed(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "tool_loop_limit",
+                format!(
+                    "the model still called tools at the last allowed step ({} of WOMBAT_TOOL_MAX_STEPS)",
+                    limits.max_steps
+                ),
+            ));
+        }
+        // The assistant turn as the model said it, then one result per call.
+        let mut parts = Vec::with_capacity(1 + calls.len() + invalid.len());
+        if !text.is_empty() {
+            parts.push(Part::text(text));
+        }
+        parts.extend(calls.iter().cloned().map(Part::ToolCall));
+        parts.extend(invalid.iter().map(|c| Part::ToolCall(c.to_call())));
+        let turn_start = route.messages.len();
+        route
+            .messages
+            .push(ChatMessage::with_parts(Role::Assistant, parts));
+        let target = |name: &str| {
+            if server_tools.iter().any(|t| t == name) {
+                Some(Target::Server)
+            } else if p.caller_tools.iter().any(|t| t == name) {
+                Some(Target::Caller)
+            } else {
+                None
+            }
+        };
+        let mut for_caller = Vec::new();
+        let mut to_run = Vec::new();
+        let mut results: Vec<(ToolCall, ToolOutcome, Duration)> = Vec::new();
+        for call in calls {
+            match target(&call.name) {
+                Some(Target::Server) => to_run.push(call),
+                Some(Target::Caller) => for_caller.push(call),
+                None => {
+                    let outcome = ToolOutcome::error(format!(
+                        "unknown tool {:?}; use one of the declared tools",
+                        call.name
+                    ));
+                    results.push((call, outcome, Duration::ZERO));
+                }
+            }
+        }
+        for call in invalid {
+            let outcome = ToolOutcome::error(format!(
+                "the arguments of {} are not a JSON object: {}",
+                call.name, call.error
+            ));
+            results.push((call.to_call(), outcome, Duration::ZERO));
+        }
+        if !to_run.is_empty() {
+            let token = token
+                .get_or_insert_with(|| host.agent_token(p.key.user_id(), p.key.role()))
+                .as_deref();
+            results.extend(run_calls(host, p, token, to_run, limits).await);
+        }
+        let mut trace = ledger.total.as_mut().map(|t| &mut t.trace);
+        for (call, outcome, took) in results {
+            let ToolCall {
+                id,
+                name,
+                arguments,
+                ..
+            } = call;
+            host.observe_tool(&name, outcome.is_error, took);
+            let content = bounded(outcome.content, limits.max_result_bytes);
+            if !sink
+                .tool_result(&id, &name, outcome.is_error, &content)
+                .await
+            {
+                return LoopEnd::Cut(None);
+            }
+            if let Some(trace) = trace.as_deref_mut() {
+                trace.push(TraceEntry {
+                    id: id.clone(),
+                    name,
+                    arguments,
+                    is_error: outcome.is_error,
+                    duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                    result: crate::tools::truncate(&content.to_text(), TRACE_RESULT_BYTES)
+                        .into_owned(),
+                });
+            }
+            let mut result = ToolResult::new(id, content);
+            result.is_error = outcome.is_error;
+            route.messages.push(ChatMessage::tool_result(result));
+        }
+        if !for_caller.is_empty() {
+            let tool_calls: Vec<Value> = for_caller
+                .iter()
+                .map(|c| {
+                    json!({
+                        "id": c.id,
+                        "type": "function",
+                        "function": {
+                            "name": c.name,
+                            "arguments": Value::Object(c.arguments.clone()).to_string(),
+                        },
+                    })
+                })
+                .collect();
+            let messages = json!(route.messages[turn_start..]);
+            let Some(total) = ledger.total.take() else {
+                return LoopEnd::Failed(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "tool loop lost its answer",
+                ));
+            };
+            return LoopEnd::RequiresAction(
+                total,
+                RequiresAction {
+                    tool_calls: Value::Array(tool_calls),
+                    messages,
+                },
+            );
+        }
+    }
+}
+
+/// Runs a step's server-side calls, concurrently (at most
+/// `limits.max_concurrent` at a time), each bounded by the per-tool
+/// timeout. Results come back in call order.
+async fn run_calls<H: Host>(
+    host: &H,
+    p: &Prepared<H>,
+    token: Option<&str>,
+    calls: Vec<ToolCall>,
+    limits: crate::tools::LoopLimits,
+) -> Vec<(ToolCall, ToolOutcome, Duration)> {
+    let Some(source) = host.tool_source() else {
+        return calls
+            .into_iter()
+            .map(|c| {
+                (
+                    c,
+                    ToolOutcome::error("no tool source is configured"),
+                    Duration::ZERO,
+                )
+            })
+            .collect();
+    };
+    let tenant = tenant(p, token);
+    futures::stream::iter(calls)
+        .map(|call| async move {
+            let started = tokio::time::Instant::now();
+            let call_ref = ToolCallRef {
+                id: &call.id,
+                name: &call.name,
+                arguments: &call.arguments,
+            };
+            let outcome = tokio::time::timeout(limits.tool_timeout, source.call(tenant, call_ref))
+                .await
+                .unwrap_or_else(|_| {
+                    ToolOutcome::error(format!(
+                        "tool {} did not answer within {}s",
+                        call.name,
+                        limits.tool_timeout.as_secs_f64()
+                    ))
+                });
+            let took = started.elapsed();
+            if outcome.is_error {
+                tracing::info!(tool = %call.name.escape_debug(), "tool call failed; the model is told");
+            }
+            (call, outcome, took)
+        })
+        .buffered(limits.max_concurrent.max(1))
+        .collect()
+        .await
 }
 
 /// One LLM step: the whole reply (JSON) or relayed as it comes (SSE), the
@@ -603,27 +1132,41 @@ async fn step<H: Host, S: EventSink>(
 ) -> StepEnd {
     if !S::STREAMING {
         return match host.llm().complete(route).await {
-            Ok(routed) => StepEnd::Answered(Answer {
-                text: routed.completion.text,
-                usage: routed.completion.usage,
-                cost: routed.cost,
-                provider: routed.provider.as_str(),
-                model: routed.model,
-                attempts: routed.attempts,
-                failovers: routed.failovers,
-                budget_warning: None,
-            }),
+            Ok(routed) => {
+                let prompt_tokens = routed.completion.usage.prompt_tokens;
+                StepEnd::Answered(
+                    Answer {
+                        text: routed.completion.text,
+                        usage: routed.completion.usage,
+                        cost: routed.cost,
+                        provider: routed.provider.as_str(),
+                        model: routed.model,
+                        attempts: routed.attempts,
+                        failovers: routed.failovers,
+                        prompt_tokens,
+                        budget_warning: None,
+                        trace: Vec::new(),
+                    },
+                    routed.completion.tool_calls,
+                    routed.completion.invalid_tool_calls,
+                )
+            }
             Err(e) => StepEnd::Failed(llm_error(host, &e)),
         };
     }
-    if !sink.start().await {
-        return StepEnd::Cut(None);
+    if !consumed.started {
+        if !sink.start().await {
+            return StepEnd::Cut(None);
+        }
+        consumed.started = true;
     }
     let mut events = match Box::pin(host.llm().stream(route)).await {
         Ok(s) => s,
         Err(e) => return StepEnd::Failed(llm_error(host, &e)),
     };
     consumed.opened = true;
+    let mut calls: Vec<(usize, ToolCall)> = Vec::new();
+    let mut invalid: Vec<InvalidToolCall> = Vec::new();
     while let Some(event) = events.next().await {
         match event {
             Ok(RoutedEvent::Delta(delta)) => {
@@ -647,6 +1190,18 @@ async fn step<H: Host, S: EventSink>(
                     return StepEnd::Cut(None);
                 }
             }
+            Ok(RoutedEvent::ToolCall { index, call }) => {
+                if !sink.tool_call(&call.id, &call.name, &call.arguments).await {
+                    return StepEnd::Cut(None);
+                }
+                calls.push((index, call));
+            }
+            Ok(RoutedEvent::ToolCallInvalid(call)) => {
+                if !sink.tool_call(&call.id, &call.name, &Map::new()).await {
+                    return StepEnd::Cut(None);
+                }
+                invalid.push(call);
+            }
             Ok(RoutedEvent::Done {
                 usage,
                 cost,
@@ -656,20 +1211,26 @@ async fn step<H: Host, S: EventSink>(
                 failovers,
                 ..
             }) => {
-                return StepEnd::Answered(Answer {
-                    text: std::mem::take(&mut consumed.text),
-                    usage,
-                    cost,
-                    provider: provider.as_str(),
-                    model,
-                    attempts,
-                    failovers,
-                    budget_warning: None,
-                });
+                calls.sort_by_key(|(i, _)| *i);
+                invalid.sort_by_key(|c| c.index);
+                return StepEnd::Answered(
+                    Answer {
+                        text: std::mem::take(&mut consumed.text),
+                        prompt_tokens: usage.prompt_tokens,
+                        usage,
+                        cost,
+                        provider: provider.as_str(),
+                        model,
+                        attempts,
+                        failovers,
+                        budget_warning: None,
+                        trace: Vec::new(),
+                    },
+                    calls.into_iter().map(|(_, c)| c).collect(),
+                    invalid,
+                );
             }
-            // No tools are declared to the model yet, so a provider cannot
-            // send tool-call events here; should one anyway, it is not text
-            // for the client.
+            // Partial tool calls: only complete ones reach the client.
             Ok(_) => {}
             Err(e) => return StepEnd::Failed(llm_error(host, &e)),
         }
@@ -681,14 +1242,13 @@ async fn step<H: Host, S: EventSink>(
     ))
 }
 
-/// Records the usage of a step cut before the provider reported it: the
-/// provider bills what it generated, so the ledger and metrics must show it,
-/// marked as an estimate. Priced on the model asked for first (a failover
-/// model is only known from the final event).
-fn record_abandoned<H: Host>(host: &H, p: &Prepared<H>, consumed: &Consumed) -> (Usage, Cost) {
+/// The usage of a step cut before the provider reported it: the provider
+/// bills what it generated, so metrics and the limits must show it, marked
+/// as an estimate. Priced on the model asked for first (a failover model is
+/// only known from the final event).
+fn estimate_cut<H: Host>(host: &H, p: &Prepared<H>, consumed: &Consumed) -> (Usage, Cost) {
     let usage = consumed.estimate();
     let cost = host.llm().pricing().cost(&p.primary.model, &usage);
-    host.record_usage(p.key.user_id(), &usage, &cost, true);
     host.observe_llm(
         p.primary.provider.as_str(),
         &p.primary.model,
@@ -702,12 +1262,6 @@ fn record_abandoned<H: Host>(host: &H, p: &Prepared<H>, consumed: &Consumed) -> 
         "abandoned stream: estimated usage recorded"
     );
     (usage, cost)
-}
-
-fn record<H: Host>(host: &H, user_id: &str, a: &Answer) {
-    host.record_usage(user_id, &a.usage, &a.cost, false);
-    host.observe_llm(a.provider, &a.model, true, &a.usage, a.cost.total_micros());
-    host.observe_route(a.attempts, a.failovers);
 }
 
 fn context_warning<H: Host>(host: &H, model: &str, prompt_tokens: u64) -> Option<String> {
@@ -731,5 +1285,21 @@ fn fire_webhook<H: Host>(
 ) {
     if let Some(target) = &p.webhook {
         host.fire_webhook(target, crate::webhook::event(p, task_id, answer, error));
+    }
+}
+
+/// Announces a run that stopped for caller tools.
+fn fire_requires_action<H: Host>(
+    host: &H,
+    p: &Prepared<H>,
+    task_id: Option<&str>,
+    answer: &Answer,
+    action: &RequiresAction,
+) {
+    if let Some(target) = &p.webhook {
+        host.fire_webhook(
+            target,
+            crate::webhook::requires_action(p, task_id, answer, action),
+        );
     }
 }

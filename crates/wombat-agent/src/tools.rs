@@ -131,3 +131,82 @@ pub trait ToolSource: Send + Sync {
     /// timeouts and the tool's own failures are error outcomes.
     fn call<'a>(&'a self, tenant: Tenant<'a>, call: ToolCallRef<'a>) -> BoxFuture<'a, ToolOutcome>;
 }
+
+/// The limits of the tool loop (`WOMBAT_TOOL_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopLimits {
+    /// LLM steps per request at most (8). The last allowed step is made
+    /// with `tool_choice: none`, so the model has to answer in text.
+    pub max_steps: u32,
+    /// How long one tool call may take (30 s); then it is answered with an
+    /// error result the model sees.
+    pub tool_timeout: std::time::Duration,
+    /// Tool calls of one step run concurrently, at most this many at a
+    /// time (4).
+    pub max_concurrent: usize,
+    /// The longest tool result fed back to the model, in bytes (16 KiB);
+    /// longer ones are cut with a `[truncated …]` marker.
+    pub max_result_bytes: usize,
+}
+
+impl Default for LoopLimits {
+    fn default() -> Self {
+        Self {
+            max_steps: 8,
+            tool_timeout: std::time::Duration::from_secs(30),
+            max_concurrent: 4,
+            max_result_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Cuts `text` to at most `max` bytes (on a character boundary), ending it
+/// with a marker that says how much was left out.
+pub fn truncate(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    std::borrow::Cow::Owned(format!(
+        "{}\n[truncated: {} of {} bytes shown]",
+        &text[..cut],
+        cut,
+        text.len()
+    ))
+}
+
+/// A tool result as fed back to the model: text or JSON, cut to `max`
+/// bytes (a JSON result that is too long becomes its truncated text).
+pub(crate) fn bounded(content: ToolContent, max: usize) -> ToolContent {
+    let text = content.to_text();
+    if text.len() <= max {
+        return content;
+    }
+    ToolContent::Text(truncate(&text, max).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_char_boundaries_and_says_what_was_cut() {
+        assert_eq!(truncate("short", 10), "short");
+        let cut = truncate("ééééé", 3);
+        assert_eq!(cut, "é\n[truncated: 2 of 10 bytes shown]");
+        let json = bounded(
+            ToolContent::Json(serde_json::json!({"a": "x".repeat(50)})),
+            20,
+        );
+        let ToolContent::Text(t) = json else {
+            panic!("a cut JSON result becomes text");
+        };
+        assert!(
+            t.starts_with("{\"a\":\"xxxxxxxxxxxxxx\n[truncated: 20 of 58 bytes shown]"),
+            "{t}"
+        );
+    }
+}

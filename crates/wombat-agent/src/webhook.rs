@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use crate::host::Host;
-use crate::run::{Answer, Prepared};
+use crate::run::{Answer, Prepared, RequiresAction};
 
 /// A webhook event: `agent.completed` when `error` is `None`, else
 /// `agent.error`. The reply, usage and cost are included whenever the LLM
@@ -29,9 +29,26 @@ pub(crate) fn event<H: Host>(
         if let Some(w) = &a.budget_warning {
             event["budget_warning"] = (**w).clone();
         }
+        if !a.trace.is_empty() {
+            event["tools"] = json!(a.trace);
+        }
     }
     if let Some(error) = error {
         event["error"] = json!(error);
     }
     event
+}
+
+/// `agent.requires_action`: the run stopped for the caller's tools; nothing
+/// was written to the backend for this turn.
+pub(crate) fn requires_action<H: Host>(
+    p: &Prepared<H>,
+    task_id: Option<&str>,
+    answer: &Answer,
+    action: &RequiresAction,
+) -> Value {
+    let mut e = event(p, task_id, Some(answer), None);
+    e["event"] = json!("agent.requires_action");
+    e["tool_calls"] = action.tool_calls.clone();
+    e
 }

@@ -6,20 +6,22 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use crate::server::RequestBody as Incoming;
 use http::StatusCode;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
-use wombat_agent::events::{Chunk, Done, StreamError};
+use wombat_agent::events::{Chunk, Done, StreamError, ToolCallEvent, ToolResultEvent};
+use wombat_agent::tools::ToolSource;
 use wombat_agent::{
     Deadline, EventSink, Host, Persisted, Reply, SendRequest, Settings, Stop, WebhookSpec,
     deadline_at,
 };
 use wombat_controlplane::ControlPlane;
-use wombat_core::{Cost, Usage};
+use wombat_core::{Cost, ToolContent, Usage};
 use wombat_governance::{Admitted, Limits};
 use wombat_llm::{RouteRequest, Router};
 use wombat_workspace::Workspace;
@@ -45,6 +47,7 @@ const SEND_SCHEMA: &[Field] = &[
     Field::optional("metadata", Kind::Object),
     Field::optional("stream", Kind::Boolean),
     Field::optional("webhook", Kind::Object),
+    Field::optional("tools", Kind::Array),
 ];
 
 /// Takes an LLM slot or answers 429.
@@ -144,6 +147,14 @@ impl Host for App {
     fn backend_failed(&self) {
         self.metrics.backend_errors.fetch_add(1, Relaxed);
     }
+
+    fn tool_source(&self) -> Option<&dyn ToolSource> {
+        self.tool_source.as_deref()
+    }
+
+    fn observe_tool(&self, name: &str, is_error: bool, elapsed: Duration) {
+        self.metrics.observe_tool(name, is_error, elapsed);
+    }
 }
 
 async fn read_send_request(
@@ -166,6 +177,20 @@ impl EventSink for JsonSink {
     }
 
     async fn text(&self, _delta: &str) -> bool {
+        true
+    }
+
+    async fn tool_call(&self, _id: &str, _name: &str, _arguments: &Map<String, Value>) -> bool {
+        true
+    }
+
+    async fn tool_result(
+        &self,
+        _id: &str,
+        _name: &str,
+        _is_error: bool,
+        _content: &ToolContent,
+    ) -> bool {
         true
     }
 
@@ -237,6 +262,24 @@ struct SendResponse<'a> {
 /// the error carrying the reply in its details.
 fn send_response(reply: &Reply) -> http::Response<Body> {
     use crate::error::HttpError;
+    if let Some(action) = &reply.requires_action {
+        let a = &reply.answer;
+        return json_response(
+            StatusCode::OK,
+            &json!({
+                "status": "requires_action",
+                "task_id": reply.task_id,
+                "tool_calls": action.tool_calls,
+                "messages": action.messages,
+                "response": a.text,
+                "usage": a.usage,
+                "cost": a.cost,
+                "model": a.model,
+                "provider": a.provider,
+                "budget_warning": a.budget_warning,
+            }),
+        );
+    }
     let Persisted::Stored {
         message_id,
         document_id,
@@ -293,6 +336,33 @@ impl EventSink for SseSink {
         self.0.send("chunk", &chunk).await
     }
 
+    async fn tool_call(&self, id: &str, name: &str, arguments: &Map<String, Value>) -> bool {
+        let event = ToolCallEvent {
+            r#type: "tool_call",
+            id,
+            name,
+            arguments,
+        };
+        self.0.send("tool_call", &event).await
+    }
+
+    async fn tool_result(
+        &self,
+        id: &str,
+        name: &str,
+        is_error: bool,
+        content: &ToolContent,
+    ) -> bool {
+        let event = ToolResultEvent {
+            r#type: "tool_result",
+            id,
+            name,
+            is_error,
+            content: &content.to_text(),
+        };
+        self.0.send("tool_result", &event).await
+    }
+
     async fn closed(&self) {
         self.0.closed().await;
     }
@@ -326,7 +396,7 @@ async fn start_stream(app: &Arc<App>, body: SendRequest) -> Result<http::Respons
                 let (message_id, persist_error) = match &reply.persisted {
                     Persisted::Stored { message_id, .. } => (Some(message_id.as_str()), None),
                     Persisted::Failed { failure, .. } => (None, Some(failure.message())),
-                    Persisted::NoTask => (None, None),
+                    Persisted::NoTask | Persisted::Deferred => (None, None),
                 };
                 // Bounded: a client that stopped reading must not keep this
                 // task for as long as it holds the connection.
@@ -345,6 +415,9 @@ async fn start_stream(app: &Arc<App>, body: SendRequest) -> Result<http::Respons
                             persist_error: persist_error.as_deref(),
                             context_warning: reply.context_warning.as_deref(),
                             budget_warning: a.budget_warning.as_deref(),
+                            status: reply.requires_action.as_ref().map(|_| "requires_action"),
+                            tool_calls: reply.requires_action.as_ref().map(|r| &r.tool_calls),
+                            messages: reply.requires_action.as_ref().map(|r| &r.messages),
                         },
                     )
                     .await;

@@ -53,6 +53,8 @@ pub(crate) struct App {
     pub(crate) governor: Governor,
     /// The run loop's settings (from `config`).
     pub(crate) agent: wombat_agent::Settings,
+    /// The tools the daemon runs itself ([`Daemon::with_tool_source`]).
+    pub(crate) tool_source: Option<Arc<dyn wombat_agent::tools::ToolSource>>,
 }
 
 /// How long a governance store call may take before it counts as a failure
@@ -115,8 +117,10 @@ impl Daemon {
             temperature: config.temperature,
             default_task: config.default_task.clone(),
             context_warning_threshold: config.context_warning_threshold,
+            tools: config.tool_limits,
         };
         let app = App {
+            tool_source: None,
             agent,
             stream_cut: cut_rx,
             governor,
@@ -134,6 +138,17 @@ impl Daemon {
             app: Arc::new(app),
             stream_cut,
         })
+    }
+
+    /// Adds the tools the daemon runs itself (MCP servers, or any
+    /// [`wombat_agent::tools::ToolSource`] an embedding program provides):
+    /// the model of every agent request sees the tenant's tools from it.
+    #[must_use]
+    pub fn with_tool_source(mut self, source: Arc<dyn wombat_agent::tools::ToolSource>) -> Self {
+        if let Some(app) = Arc::get_mut(&mut self.app) {
+            app.tool_source = Some(source);
+        }
+        self
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains.

@@ -121,6 +121,10 @@ pub struct DaemonConfig {
     /// `WOMBAT_MAX_CONCURRENT_LLM` (512): LLM calls in flight before new
     /// requests get 429.
     pub max_concurrent_llm: usize,
+    /// `WOMBAT_TOOL_MAX_STEPS` (8), `WOMBAT_TOOL_TIMEOUT_SECS` (30),
+    /// `WOMBAT_TOOL_CONCURRENCY` (4), `WOMBAT_TOOL_RESULT_MAX_BYTES`
+    /// (16384): the tool loop's limits.
+    pub tool_limits: wombat_agent::tools::LoopLimits,
     /// `WOMBAT_WEBHOOK_ALLOWED_HOSTS`: comma-separated host names; when set,
     /// webhooks to any other host are refused with 400.
     pub webhook_allowed_hosts: Option<Vec<String>>,
@@ -238,6 +242,10 @@ pub const KNOWN_WOMBAT_VARS: &[&str] = &[
     "WOMBAT_REDIS_URL_FILE",
     "WOMBAT_REQUEST_TIMEOUT_SECS",
     "WOMBAT_RETRY_ATTEMPTS",
+    "WOMBAT_TOOL_CONCURRENCY",
+    "WOMBAT_TOOL_MAX_STEPS",
+    "WOMBAT_TOOL_RESULT_MAX_BYTES",
+    "WOMBAT_TOOL_TIMEOUT_SECS",
     "WOMBAT_RETRY_DELAY_MS",
     "WOMBAT_RETRY_JITTER",
     "WOMBAT_RETRY_MAX_DELAY_MS",
@@ -503,6 +511,34 @@ impl DaemonConfig {
                 seconds,
             )?,
             max_concurrent_llm: parse(s, "WOMBAT_MAX_CONCURRENT_LLM", 512, bounded)?,
+            tool_limits: wombat_agent::tools::LoopLimits {
+                max_steps: parse(s, "WOMBAT_TOOL_MAX_STEPS", 8, |v| match v.parse::<u32>() {
+                    Ok(n) if (1..=100).contains(&n) => Ok(n),
+                    _ => Err(format!("{v:?} is not a number of steps between 1 and 100")),
+                })?,
+                tool_timeout: parse(
+                    s,
+                    "WOMBAT_TOOL_TIMEOUT_SECS",
+                    Duration::from_secs(30),
+                    seconds,
+                )?,
+                max_concurrent: parse(s, "WOMBAT_TOOL_CONCURRENCY", 4, |v| {
+                    match v.parse::<usize>() {
+                        Ok(n) if (1..=64).contains(&n) => Ok(n),
+                        _ => Err(format!(
+                            "{v:?} is not a number of concurrent calls between 1 and 64"
+                        )),
+                    }
+                })?,
+                max_result_bytes: parse(s, "WOMBAT_TOOL_RESULT_MAX_BYTES", 16 * 1024, |v| {
+                    match v.parse::<usize>() {
+                        Ok(n) if (256..=1 << 20).contains(&n) => Ok(n),
+                        _ => Err(format!(
+                            "{v:?} is not a number of bytes between 256 and 1048576"
+                        )),
+                    }
+                })?,
+            },
             webhook_allowed_hosts: get(s, "WOMBAT_WEBHOOK_ALLOWED_HOSTS").map(|v| {
                 v.split(',')
                     .map(|h| h.trim().to_ascii_lowercase())

@@ -47,12 +47,26 @@ struct LlmSeries {
     cost_micros: u64,
 }
 
+/// Calls of one tool.
+#[derive(Default, Clone, Copy)]
+struct ToolSeries {
+    calls: u64,
+    errors: u64,
+    micros: u64,
+}
+
+/// Distinct tool names tracked before further ones are counted as `other`
+/// (tool names come from tool servers and requests: the label set is
+/// bounded).
+const MAX_TOOL_SERIES: usize = 256;
+
 /// All counters of one daemon process.
 #[derive(Default)]
 pub(crate) struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     latency: Mutex<BTreeMap<&'static str, std::sync::Arc<Histogram>>>,
     llm: Mutex<BTreeMap<(String, String), LlmSeries>>,
+    tools: Mutex<BTreeMap<String, ToolSeries>>,
     pub(crate) llm_retries: AtomicU64,
     pub(crate) llm_failovers: AtomicU64,
     pub(crate) webhook_ok: AtomicU64,
@@ -109,6 +123,27 @@ impl Metrics {
         s.prompt_tokens = s.prompt_tokens.saturating_add(prompt_tokens);
         s.completion_tokens = s.completion_tokens.saturating_add(completion_tokens);
         s.cost_micros = s.cost_micros.saturating_add(cost_micros);
+    }
+
+    /// Records one tool call of the run loop.
+    pub(crate) fn observe_tool(&self, name: &str, is_error: bool, elapsed: Duration) {
+        let mut map = lock(&self.tools);
+        let key = if map.len() < MAX_TOOL_SERIES || map.contains_key(name) {
+            name
+        } else {
+            "other"
+        };
+        let s = match map.get_mut(key) {
+            Some(s) => s,
+            None => map.entry(key.to_owned()).or_default(),
+        };
+        s.calls = s.calls.saturating_add(1);
+        if is_error {
+            s.errors = s.errors.saturating_add(1);
+        }
+        s.micros = s
+            .micros
+            .saturating_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
     }
 
     /// Records the retries and failovers of one successful routed call.
@@ -205,6 +240,31 @@ impl Metrics {
                     escape(model),
                     value(s)
                 );
+            }
+        }
+        let tools = lock(&self.tools).clone();
+        type ToolValue = (&'static str, &'static str, fn(&ToolSeries) -> String);
+        let tool_series: [ToolValue; 3] = [
+            (
+                "wombat_tool_calls_total",
+                "Tool calls of the run loop by tool.",
+                |s| s.calls.to_string(),
+            ),
+            (
+                "wombat_tool_errors_total",
+                "Tool calls that failed (error result, timeout, invalid arguments) by tool.",
+                |s| s.errors.to_string(),
+            ),
+            (
+                "wombat_tool_duration_seconds_total",
+                "Time spent in tool calls by tool.",
+                |s| (s.micros as f64 / 1e6).to_string(),
+            ),
+        ];
+        for (name, help, value) in tool_series {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (tool, s) in &tools {
+                let _ = writeln!(out, "{name}{{tool=\"{}\"}} {}", escape(tool), value(s));
             }
         }
         let scalars: [(&str, &str, &str, &AtomicU64); 9] = [

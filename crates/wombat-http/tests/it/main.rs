@@ -15,3 +15,4 @@ mod hardening;
 mod llm_limits;
 mod redis_server;
 mod support;
+mod tools;

@@ -151,6 +151,10 @@ pub enum Reply {
         completion_tokens: u64,
         hold: Option<Arc<Notify>>,
     },
+    /// Tool calls (id, name, arguments), `finish_reason: "tool_calls"`,
+    /// 1000 prompt and 20 completion tokens; streamed as OpenAI does (id and
+    /// name first, then argument fragments).
+    Calls(Vec<(String, String, Value)>),
     /// An error status with a body and extra headers.
     Status {
         status: u16,
@@ -160,6 +164,16 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// One call per `(id, name, arguments)`.
+    pub fn calls(calls: &[(&str, &str, Value)]) -> Self {
+        Reply::Calls(
+            calls
+                .iter()
+                .map(|(id, name, args)| ((*id).to_owned(), (*name).to_owned(), args.clone()))
+                .collect(),
+        )
+    }
+
     /// A completion of `chunks` with 1250 prompt and 150 completion tokens.
     pub fn chunks(chunks: &[&str]) -> Self {
         Reply::Text {
@@ -293,6 +307,64 @@ async fn serve_llm(st: Arc<LlmState>, mut stream: TcpStream) {
         .unwrap_or_else(|| lock(&st.default).clone());
     st.arrived.send_modify(|n| *n += 1);
     match reply {
+        Reply::Calls(calls) => {
+            let usage =
+                json!({"prompt_tokens": 1000, "completion_tokens": 20, "total_tokens": 1020});
+            if !streaming {
+                let tool_calls: Vec<Value> = calls
+                    .iter()
+                    .map(|(id, name, args)| {
+                        json!({"id": id, "type": "function", "function": {"name": name, "arguments": args.to_string()}})
+                    })
+                    .collect();
+                let body = json!({
+                    "id": "chatcmpl-fake", "object": "chat.completion", "created": 1_700_000_000, "model": model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": tool_calls}, "finish_reason": "tool_calls"}],
+                    "usage": usage,
+                })
+                .to_string();
+                let headers = [("content-type".to_owned(), "application/json".to_owned())];
+                let mut out = head(200, &headers, Some(body.len())).into_bytes();
+                out.extend_from_slice(body.as_bytes());
+                let _ = stream.write_all(&out).await;
+                return;
+            }
+            let event = |v: Value| format!("data: {v}\n\n");
+            let delta = |d: Value, finish: Value| {
+                event(json!({
+                    "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_700_000_000,
+                    "model": model, "choices": [{"index": 0, "delta": d, "finish_reason": finish}],
+                }))
+            };
+            let headers = [("content-type".to_owned(), "text/event-stream".to_owned())];
+            let mut out = head(200, &headers, None).into_bytes();
+            out.extend(chunk(&delta(
+                json!({"role": "assistant", "content": null}),
+                Value::Null,
+            )));
+            for (i, (id, name, args)) in calls.iter().enumerate() {
+                out.extend(chunk(&delta(
+                    json!({"tool_calls": [{"index": i, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
+                    Value::Null,
+                )));
+                let text = args.to_string();
+                let (a, b) = text.split_at(text.len() / 2);
+                for part in [a, b] {
+                    out.extend(chunk(&delta(
+                        json!({"tool_calls": [{"index": i, "function": {"arguments": part}}]}),
+                        Value::Null,
+                    )));
+                }
+            }
+            out.extend(chunk(&delta(json!({}), json!("tool_calls"))));
+            out.extend(chunk(&event(json!({
+                "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_700_000_000,
+                "model": model, "choices": [], "usage": usage,
+            }))));
+            out.extend(chunk("data: [DONE]\n\n"));
+            out.extend_from_slice(b"0\r\n\r\n");
+            let _ = stream.write_all(&out).await;
+        }
         Reply::Status {
             status,
             body,
@@ -618,6 +690,7 @@ pub struct Setup {
     fallback: Option<String>,
     default_model: Option<String>,
     llm_deadline: Option<Duration>,
+    tools: Option<Arc<dyn wombat_agent::tools::ToolSource>>,
 }
 
 pub fn setup() -> Setup {
@@ -631,6 +704,7 @@ pub fn setup() -> Setup {
         fallback: None,
         default_model: None,
         llm_deadline: None,
+        tools: None,
     }
 }
 
@@ -669,6 +743,12 @@ impl Setup {
     /// The router's total deadline per request.
     pub fn llm_deadline(mut self, deadline: Duration) -> Self {
         self.llm_deadline = Some(deadline);
+        self
+    }
+
+    /// Tools the daemon runs itself.
+    pub fn tools(mut self, source: Arc<dyn wombat_agent::tools::ToolSource>) -> Self {
+        self.tools = Some(source);
         self
     }
 
@@ -760,8 +840,11 @@ impl Setup {
             ..WorkspaceOptions::default()
         };
         let workspace = Workspace::open(&workspace_dir, options).expect("workspace");
-        let daemon =
+        let mut daemon =
             Daemon::new(config, workspace, router, configured.then_some(backend)).expect("daemon");
+        if let Some(source) = self.tools {
+            daemon = daemon.with_tool_source(source);
+        }
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
