@@ -256,7 +256,7 @@ pub fn llm_error<H: Host + ?Sized>(host: &H, e: &wombat_llm::Error) -> ApiError 
         (StatusCode::TOO_MANY_REQUESTS, "llm_rate_limited")
     } else if e.is_timeout() {
         (StatusCode::GATEWAY_TIMEOUT, "llm_timeout")
-    } else if matches!(e, wombat_llm::Error::MissingApiKey { .. }) {
+    } else if e.kind() == wombat_llm::ErrorKind::MissingApiKey {
         (StatusCode::SERVICE_UNAVAILABLE, "llm_not_configured")
     } else {
         (StatusCode::BAD_GATEWAY, e.code())

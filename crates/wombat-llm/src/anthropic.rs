@@ -35,7 +35,7 @@ use crate::types::{
     ApiKey, ChatProvider, ChatRequest, Completion, EventStream, FinishReason, InvalidToolCall,
     ResponseFormat, StreamEvent, ToolChoice,
 };
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 
 /// `max_tokens` sent when the request sets none (Anthropic requires it).
 pub const ANTHROPIC_DEFAULT_MAX_TOKENS: u32 = 4096;
@@ -53,7 +53,7 @@ pub struct AnthropicAdapter {
 
 impl AnthropicAdapter {
     /// An adapter using the shared `client`. Without a key, calls fail with
-    /// [`Error::MissingApiKey`].
+    /// [`ErrorKind::MissingApiKey`].
     pub fn new(client: Client, base_url: impl Into<String>, key: Option<ApiKey>) -> Self {
         Self {
             client,
@@ -71,10 +71,10 @@ impl AnthropicAdapter {
         stream: bool,
     ) -> Result<(reqwest::RequestBuilder, CallCtx, bool)> {
         let Some(key) = &self.key else {
-            return Err(Error::MissingApiKey {
-                provider: Provider::Anthropic,
-                env: "ANTHROPIC_API_KEY",
-            });
+            return Err(Error::missing_api_key(
+                Provider::Anthropic,
+                "ANTHROPIC_API_KEY",
+            ));
         };
         let ctx = CallCtx {
             provider: Provider::Anthropic,
@@ -769,29 +769,23 @@ fn classify_error_object(
     let failure = ctx.failure(status, message);
     match err.get("type").and_then(Value::as_str) {
         Some("invalid_request_error") | Some("request_too_large") => {
-            Error::InvalidRequest { failure }
+            Error::new(ErrorKind::InvalidRequest, failure)
         }
         Some("authentication_error") | Some("permission_error") => Error::auth(failure),
-        Some("billing_error") => Error::QuotaExceeded { failure },
-        Some("not_found_error") => Error::ModelNotFound { failure },
-        Some("rate_limit_error") => Error::RateLimited {
-            failure,
-            retry_after,
-        },
-        Some("overloaded_error") => Error::Overloaded {
-            failure,
-            retry_after,
-        },
-        Some("api_error") | Some("timeout_error") => Error::Server {
-            failure,
-            retry_after,
-        },
+        Some("billing_error") => Error::new(ErrorKind::QuotaExceeded, failure),
+        Some("not_found_error") => Error::new(ErrorKind::ModelNotFound, failure),
+        Some("rate_limit_error") => {
+            Error::new(ErrorKind::RateLimited, failure).with_retry_after(retry_after)
+        }
+        Some("overloaded_error") => {
+            Error::new(ErrorKind::Overloaded, failure).with_retry_after(retry_after)
+        }
+        Some("api_error") | Some("timeout_error") => {
+            Error::new(ErrorKind::Server, failure).with_retry_after(retry_after)
+        }
         _ => match status {
             Some(s) => http::classify_status(s, failure, retry_after),
-            None => Error::Server {
-                failure,
-                retry_after,
-            },
+            None => Error::new(ErrorKind::Server, failure).with_retry_after(retry_after),
         },
     }
 }
@@ -1062,13 +1056,13 @@ mod tests {
             &json!({"type": "overloaded_error", "message": "Overloaded"}),
             None,
         );
-        assert!(matches!(e, Error::Overloaded { .. }) && e.is_retryable());
+        assert!(matches!(e.kind(), ErrorKind::Overloaded) && e.is_retryable());
         let e = classify_error_object(
             &ctx,
             Some(400),
             &json!({"type": "billing_error", "message": "credit"}),
             None,
         );
-        assert!(matches!(e, Error::QuotaExceeded { .. }));
+        assert!(matches!(e.kind(), ErrorKind::QuotaExceeded));
     }
 }

@@ -164,7 +164,7 @@ pub struct LlmSummary {
 impl LlmSummary {
     /// The providers of configured models that need a key and have none, in
     /// a stable order: their calls will fail with
-    /// [`crate::Error::MissingApiKey`]. (For the startup warning and the
+    /// [`crate::ErrorKind::MissingApiKey`]. (For the startup warning and the
     /// `/health` status.)
     pub fn missing_keys(&self) -> Vec<Provider> {
         self.providers
@@ -205,12 +205,12 @@ impl RouterConfig {
         let mut cfg = Self::default();
 
         if let Some(p) = var("LLM_PROVIDER") {
-            cfg.default_provider = p.to_ascii_lowercase().parse().map_err(|_| Error::Config {
-                var: "LLM_PROVIDER".to_owned(),
-                reason: format!(
+            cfg.default_provider = p.to_ascii_lowercase().parse().map_err(|_| Error::config(
+                "LLM_PROVIDER",
+                format!(
                     "unknown provider {p:?}: expected one of openai, anthropic, google, xai, groq, mistral, openrouter, ollama, echo"
                 ),
-            })?;
+))?;
         }
         let model_var = |tier: &str| -> Result<Option<String>> {
             let (new, legacy) = (format!("LLM_MODEL_{tier}"), format!("OPENAI_MODEL_{tier}"));
@@ -221,10 +221,8 @@ impl RouterConfig {
                     None => return Ok(None),
                 },
             };
-            ModelRef::parse(&value, cfg.default_provider).map_err(|e| Error::Config {
-                var: name,
-                reason: e.to_string(),
-            })?;
+            ModelRef::parse(&value, cfg.default_provider)
+                .map_err(|e| Error::config(name, e.to_string()))?;
             Ok(Some(value))
         };
         if let Some(m) = model_var("DEFAULT")? {
@@ -241,10 +239,10 @@ impl RouterConfig {
             let env = provider.base_url_env();
             if let Some(url) = var(env) {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(Error::Config {
-                        var: env.to_owned(),
-                        reason: format!("{url:?} is not an http:// or https:// url"),
-                    });
+                    return Err(Error::config(
+                        env.to_owned(),
+                        format!("{url:?} is not an http:// or https:// url"),
+                    ));
                 }
                 cfg.base_urls
                     .insert(provider, url.trim_end_matches('/').to_owned());
@@ -254,9 +252,11 @@ impl RouterConfig {
         let number = |name: &str| -> Result<Option<u64>> {
             var(name)
                 .map(|v| {
-                    v.parse::<u64>().map_err(|_| Error::Config {
-                        var: name.to_owned(),
-                        reason: format!("{v:?} is not a non-negative integer"),
+                    v.parse::<u64>().map_err(|_| {
+                        Error::config(
+                            name.to_owned(),
+                            format!("{v:?} is not a non-negative integer"),
+                        )
                     })
                 })
                 .transpose()
@@ -265,9 +265,11 @@ impl RouterConfig {
             cfg.retry.attempts = u32::try_from(n)
                 .ok()
                 .filter(|n| (1..=100).contains(n))
-                .ok_or_else(|| Error::Config {
-                    var: "WOMBAT_RETRY_ATTEMPTS".to_owned(),
-                    reason: format!("{n} is out of range 1..=100"),
+                .ok_or_else(|| {
+                    Error::config(
+                        "WOMBAT_RETRY_ATTEMPTS",
+                        format!("{n} is out of range 1..=100"),
+                    )
                 })?;
         }
         if let Some(ms) = number("WOMBAT_RETRY_DELAY_MS")? {
@@ -281,9 +283,11 @@ impl RouterConfig {
                 .parse::<f64>()
                 .ok()
                 .filter(|x| (0.0..=1.0).contains(x))
-                .ok_or_else(|| Error::Config {
-                    var: "WOMBAT_RETRY_JITTER".to_owned(),
-                    reason: format!("{j:?} is not a number between 0 and 1"),
+                .ok_or_else(|| {
+                    Error::config(
+                        "WOMBAT_RETRY_JITTER",
+                        format!("{j:?} is not a number between 0 and 1"),
+                    )
                 })?;
         }
         Ok(cfg)
@@ -428,7 +432,9 @@ mod tests {
 
     fn config_var(r: Result<RouterConfig>) -> String {
         match r {
-            Err(Error::Config { var, .. }) => var,
+            Err(e) if e.kind() == crate::ErrorKind::Config => {
+                e.config_var().unwrap_or_default().to_owned()
+            }
             other => panic!("expected a config error, got {other:?}"),
         }
     }

@@ -38,7 +38,7 @@
 //! The router selects it only when the configuration uses it:
 //! `LLM_PROVIDER=echo`, or a tier or fallback model `echo/<anything>`. A
 //! request may then also name `echo/<anything>`; otherwise a request naming
-//! echo is refused ([`crate::Error::ModelNotAllowed`]). The schema sample is
+//! echo is refused ([`crate::ErrorKind::ModelNotAllowed`]). The schema sample is
 //! bounded in depth and size whatever the schema (see `schema`).
 
 use std::borrow::Cow;

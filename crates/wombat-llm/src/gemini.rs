@@ -32,7 +32,7 @@ use crate::types::{
     ApiKey, ChatProvider, ChatRequest, Completion, EventStream, FinishReason, InvalidToolCall,
     ResponseFormat, StreamEvent, ToolChoice, ToolSpec,
 };
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 
 /// Longest `retryDelay` honoured, as for retry headers.
 const MAX_HINT_SECS: f64 = 60.0;
@@ -48,7 +48,7 @@ pub struct GeminiAdapter {
 
 impl GeminiAdapter {
     /// An adapter using the shared `client`. Without a key, calls fail with
-    /// [`Error::MissingApiKey`] naming `GEMINI_API_KEY`.
+    /// [`ErrorKind::MissingApiKey`] naming `GEMINI_API_KEY`.
     pub fn new(client: Client, base_url: impl Into<String>, key: Option<ApiKey>) -> Self {
         Self {
             client,
@@ -63,10 +63,7 @@ impl GeminiAdapter {
         stream: bool,
     ) -> Result<(reqwest::RequestBuilder, CallCtx)> {
         let Some(key) = &self.key else {
-            return Err(Error::MissingApiKey {
-                provider: Provider::Google,
-                env: "GEMINI_API_KEY",
-            });
+            return Err(Error::missing_api_key(Provider::Google, "GEMINI_API_KEY"));
         };
         let ctx = CallCtx {
             provider: Provider::Google,
@@ -538,9 +535,7 @@ fn new_call_id() -> String {
 
 /// A request this adapter cannot express (found before anything is sent).
 fn invalid_request(ctx: &CallCtx, message: String) -> Error {
-    Error::InvalidRequest {
-        failure: ctx.failure(None, message),
-    }
+    Error::new(ErrorKind::InvalidRequest, ctx.failure(None, message))
 }
 
 // ---- streaming ----
@@ -684,31 +679,27 @@ fn classify_status_object(
         return Error::auth(failure);
     }
     match err.get("status").and_then(Value::as_str) {
-        Some("RESOURCE_EXHAUSTED") => Error::RateLimited {
-            failure,
-            retry_after,
-        },
+        Some("RESOURCE_EXHAUSTED") => {
+            Error::new(ErrorKind::RateLimited, failure).with_retry_after(retry_after)
+        }
         Some("UNAUTHENTICATED") | Some("PERMISSION_DENIED") => Error::auth(failure),
-        Some("NOT_FOUND") => Error::ModelNotFound { failure },
+        Some("NOT_FOUND") => Error::new(ErrorKind::ModelNotFound, failure),
         // Gemini answers FAILED_PRECONDITION when the free tier is not
         // available to the account (billing, region): an account problem.
-        Some("FAILED_PRECONDITION") => Error::QuotaExceeded { failure },
-        Some("INVALID_ARGUMENT") | Some("OUT_OF_RANGE") => Error::InvalidRequest { failure },
-        Some("UNAVAILABLE") => Error::Overloaded {
-            failure,
-            retry_after,
-        },
-        Some("DEADLINE_EXCEEDED") => Error::Timeout { failure },
-        Some("INTERNAL") | Some("UNKNOWN") => Error::Server {
-            failure,
-            retry_after,
-        },
+        Some("FAILED_PRECONDITION") => Error::new(ErrorKind::QuotaExceeded, failure),
+        Some("INVALID_ARGUMENT") | Some("OUT_OF_RANGE") => {
+            Error::new(ErrorKind::InvalidRequest, failure)
+        }
+        Some("UNAVAILABLE") => {
+            Error::new(ErrorKind::Overloaded, failure).with_retry_after(retry_after)
+        }
+        Some("DEADLINE_EXCEEDED") => Error::new(ErrorKind::Timeout, failure),
+        Some("INTERNAL") | Some("UNKNOWN") => {
+            Error::new(ErrorKind::Server, failure).with_retry_after(retry_after)
+        }
         _ => match status {
             Some(s) => http::classify_status(s, failure, retry_after),
-            None => Error::Server {
-                failure,
-                retry_after,
-            },
+            None => Error::new(ErrorKind::Server, failure).with_retry_after(retry_after),
         },
     }
 }
@@ -742,7 +733,7 @@ mod tests {
             ]})
         };
         let e = classify_status_object(&ctx(), Some(429), &body("37s"), None);
-        assert!(matches!(e, Error::RateLimited { .. }));
+        assert!(matches!(e.kind(), ErrorKind::RateLimited));
         assert_eq!(e.retry_after(), Some(Duration::from_secs(37)));
         let e = classify_status_object(&ctx(), Some(429), &body("0.5s"), None);
         assert_eq!(e.retry_after(), Some(Duration::from_millis(500)));
@@ -755,8 +746,8 @@ mod tests {
         let err = json!({"code": 400, "message": "API key not valid.", "status": "INVALID_ARGUMENT",
             "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]});
         assert!(matches!(
-            classify_status_object(&ctx(), Some(400), &err, None),
-            Error::Auth { .. }
+            classify_status_object(&ctx(), Some(400), &err, None).kind(),
+            ErrorKind::Auth
         ));
     }
 
@@ -773,7 +764,7 @@ mod tests {
             .on_event(ev, &ctx(), &mut out)
             .err()
             .expect("an error chunk is an error");
-        assert!(matches!(err, Error::Overloaded { .. }), "{err:?}");
+        assert!(matches!(err.kind(), ErrorKind::Overloaded), "{err:?}");
         assert_eq!(err.failure().and_then(|f| f.status), Some(503));
         assert!(out.is_empty());
     }

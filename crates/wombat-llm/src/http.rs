@@ -17,7 +17,7 @@ use wombat_core::Provider;
 
 use crate::sse::{SseDecoder, SseEvent};
 use crate::types::{ApiKey, EventStream, StreamEvent};
-use crate::{Error, Failure, Result};
+use crate::{Error, ErrorKind, Failure, Result};
 
 /// A fixed request URL, parsed once when the adapter is built so that
 /// requests do not re-parse it. A URL that does not parse is kept as text:
@@ -64,10 +64,7 @@ pub fn build_client(connect_timeout: Duration, read_timeout: Duration) -> Result
         .pool_idle_timeout(Duration::from_secs(90))
         .user_agent(concat!("wombat/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| Error::Config {
-            var: "http client".to_owned(),
-            reason: e.to_string(),
-        })
+        .map_err(|e| Error::config("http client", e.to_string()))
 }
 
 /// reqwest's message without its ` for url (...)` part: a base URL may
@@ -123,15 +120,11 @@ impl CallCtx {
     }
 
     pub(crate) fn malformed(&self, message: impl Into<String>) -> Error {
-        Error::MalformedResponse {
-            failure: self.failure(None, message),
-        }
+        Error::new(ErrorKind::MalformedResponse, self.failure(None, message))
     }
 
     pub(crate) fn truncated(&self) -> Error {
-        Error::Truncated {
-            failure: self.failure(None, ""),
-        }
+        Error::new(ErrorKind::Truncated, self.failure(None, ""))
     }
 
     /// Classifies a reqwest error. reqwest's own messages never contain
@@ -146,9 +139,9 @@ impl CallCtx {
         }
         let failure = self.failure(None, message);
         if is_timeout(err) {
-            Error::Timeout { failure }
+            Error::new(ErrorKind::Timeout, failure)
         } else {
-            Error::Transport { failure }
+            Error::new(ErrorKind::Transport, failure)
         }
     }
 }
@@ -277,27 +270,15 @@ pub(crate) fn classify_status(
 ) -> Error {
     failure.status = Some(status);
     match status {
-        400 | 413 | 422 => Error::InvalidRequest { failure },
+        400 | 413 | 422 => Error::new(ErrorKind::InvalidRequest, failure),
         401 | 403 => Error::auth(failure),
-        402 => Error::QuotaExceeded { failure },
-        404 => Error::ModelNotFound { failure },
-        408 => Error::Timeout { failure },
-        429 => Error::RateLimited {
-            failure,
-            retry_after,
-        },
-        503 | 529 => Error::Overloaded {
-            failure,
-            retry_after,
-        },
-        500..=599 => Error::Server {
-            failure,
-            retry_after,
-        },
-        _ => Error::UnexpectedStatus {
-            failure,
-            retry_after,
-        },
+        402 => Error::new(ErrorKind::QuotaExceeded, failure),
+        404 => Error::new(ErrorKind::ModelNotFound, failure),
+        408 => Error::new(ErrorKind::Timeout, failure),
+        429 => Error::new(ErrorKind::RateLimited, failure).with_retry_after(retry_after),
+        503 | 529 => Error::new(ErrorKind::Overloaded, failure).with_retry_after(retry_after),
+        500..=599 => Error::new(ErrorKind::Server, failure).with_retry_after(retry_after),
+        _ => Error::new(ErrorKind::UnexpectedStatus, failure).with_retry_after(retry_after),
     }
 }
 
@@ -348,28 +329,9 @@ pub(crate) async fn send(
     };
     let mut error = classify(ctx, &err);
     if let Some(hint) = should_retry {
-        set_should_retry(&mut error, hint);
+        error.set_should_retry(hint);
     }
     Err(error)
-}
-
-fn set_should_retry(error: &mut Error, hint: bool) {
-    match error {
-        Error::RateLimited { failure, .. }
-        | Error::QuotaExceeded { failure }
-        | Error::Auth { failure }
-        | Error::ModelNotFound { failure }
-        | Error::InvalidRequest { failure }
-        | Error::ContextLength { failure }
-        | Error::Overloaded { failure, .. }
-        | Error::Server { failure, .. }
-        | Error::UnexpectedStatus { failure, .. }
-        | Error::Timeout { failure }
-        | Error::Transport { failure }
-        | Error::MalformedResponse { failure }
-        | Error::Truncated { failure } => failure.should_retry = Some(hint),
-        _ => {}
-    }
 }
 
 async fn read_bounded(mut resp: Response, ctx: &CallCtx) -> Result<Bytes> {
@@ -391,7 +353,7 @@ async fn read_bounded(mut resp: Response, ctx: &CallCtx) -> Result<Bytes> {
 pub const MAX_SUCCESS_BODY: usize = 16 * 1024 * 1024;
 
 /// Reads a successful JSON body (at most [`MAX_SUCCESS_BODY`] bytes, else a
-/// [`Error::MalformedResponse`]) and parses it as `T`.
+/// [`ErrorKind::MalformedResponse`]) and parses it as `T`.
 pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     mut resp: Response,
     ctx: &CallCtx,
@@ -643,32 +605,32 @@ mod tests {
     fn status_mapping() {
         let f = || Failure::new(Provider::OpenAi, "m", "x");
         assert!(matches!(
-            classify_status(400, f(), None),
-            Error::InvalidRequest { .. }
+            classify_status(400, f(), None).kind(),
+            ErrorKind::InvalidRequest
         ));
         assert!(matches!(
-            classify_status(401, f(), None),
-            Error::Auth { .. }
+            classify_status(401, f(), None).kind(),
+            ErrorKind::Auth
         ));
         assert!(matches!(
-            classify_status(404, f(), None),
-            Error::ModelNotFound { .. }
+            classify_status(404, f(), None).kind(),
+            ErrorKind::ModelNotFound
         ));
         assert!(matches!(
-            classify_status(408, f(), None),
-            Error::Timeout { .. }
+            classify_status(408, f(), None).kind(),
+            ErrorKind::Timeout
         ));
         assert!(matches!(
-            classify_status(429, f(), None),
-            Error::RateLimited { .. }
+            classify_status(429, f(), None).kind(),
+            ErrorKind::RateLimited
         ));
         assert!(matches!(
-            classify_status(529, f(), None),
-            Error::Overloaded { .. }
+            classify_status(529, f(), None).kind(),
+            ErrorKind::Overloaded
         ));
         assert!(matches!(
-            classify_status(502, f(), None),
-            Error::Server { .. }
+            classify_status(502, f(), None).kind(),
+            ErrorKind::Server
         ));
         let conflict = classify_status(409, f(), None);
         assert!(conflict.is_retryable());

@@ -39,7 +39,7 @@ mod types;
 pub use anthropic::{ANTHROPIC_DEFAULT_MAX_TOKENS, AnthropicAdapter};
 pub use config::{LlmSummary, ProviderSummary, RetryPolicy, RouterConfig};
 pub use echo::EchoProvider;
-pub use error::{Error, Failure, Result};
+pub use error::{Error, ErrorKind, Failure, Result};
 pub use gemini::GeminiAdapter;
 pub use http::{MAX_SUCCESS_BODY, build_client};
 pub use openai::OpenAiAdapter;

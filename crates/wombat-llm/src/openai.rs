@@ -38,7 +38,7 @@ use crate::types::{
     ApiKey, ChatProvider, ChatRequest, Completion, EventStream, FinishReason, InvalidToolCall,
     ResponseFormat, StreamEvent, ToolChoice, ToolSpec,
 };
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 
 /// An OpenAI-compatible provider at a base URL such as
 /// `https://api.openai.com/v1` (requests go to `{base}/chat/completions`).
@@ -57,7 +57,7 @@ pub struct OpenAiAdapter {
 impl OpenAiAdapter {
     /// An adapter for `provider` (one of the OpenAI-compatible ones) using
     /// the shared `client`. Without a key, calls fail with
-    /// [`Error::MissingApiKey`] unless the provider needs none (Ollama).
+    /// [`ErrorKind::MissingApiKey`] unless the provider needs none (Ollama).
     pub fn new(
         client: Client,
         provider: Provider,
@@ -94,10 +94,7 @@ impl OpenAiAdapter {
         let key = match (&self.key, self.provider.api_key_env()) {
             (Some(k), _) => Some(k),
             (None, Some(env)) if !self.key_optional => {
-                return Err(Error::MissingApiKey {
-                    provider: self.provider,
-                    env,
-                });
+                return Err(Error::missing_api_key(self.provider, env));
             }
             (None, _) => None,
         };
@@ -770,25 +767,13 @@ fn classify(ctx: &CallCtx, resp: &ErrorResponse) -> Error {
         .filter(|e| !e.is_null())
     {
         Some(err) => {
-            let mut e = classify_body_error(ctx, Some(resp.status), err);
-            set_retry_after(&mut e, resp.retry_after);
-            e
+            classify_body_error(ctx, Some(resp.status), err).with_retry_after(resp.retry_after)
         }
         None => http::classify_status(
             resp.status,
             ctx.failure(Some(resp.status), resp.body_text()),
             resp.retry_after,
         ),
-    }
-}
-
-fn set_retry_after(e: &mut Error, wait: Option<std::time::Duration>) {
-    if let Error::RateLimited { retry_after, .. }
-    | Error::Overloaded { retry_after, .. }
-    | Error::Server { retry_after, .. }
-    | Error::UnexpectedStatus { retry_after, .. } = e
-    {
-        *retry_after = wait;
     }
 }
 
@@ -806,35 +791,26 @@ fn classify_body_error(ctx: &CallCtx, status: Option<u16>, err: &Value) -> Error
     let kind = [field("code"), field("type")];
     let has = |name: &str| kind.contains(&Some(name));
     if has("context_length_exceeded") || has("string_above_max_length") {
-        return Error::ContextLength { failure };
+        return Error::new(ErrorKind::ContextLength, failure);
     }
     if has("insufficient_quota") {
-        return Error::QuotaExceeded { failure };
+        return Error::new(ErrorKind::QuotaExceeded, failure);
     }
     if has("invalid_api_key") || has("authentication_error") {
         return Error::auth(failure);
     }
     if has("model_not_found") {
-        return Error::ModelNotFound { failure };
+        return Error::new(ErrorKind::ModelNotFound, failure);
     }
     if has("rate_limit_exceeded") || has("rate_limit_error") {
-        return Error::RateLimited {
-            failure,
-            retry_after: None,
-        };
+        return Error::new(ErrorKind::RateLimited, failure);
     }
     if has("server_error") || has("overloaded_error") || has("service_unavailable") {
-        return Error::Overloaded {
-            failure,
-            retry_after: None,
-        };
+        return Error::new(ErrorKind::Overloaded, failure);
     }
     match status {
         Some(s) => http::classify_status(s, failure, None),
-        None => Error::Server {
-            failure,
-            retry_after: None,
-        },
+        None => Error::new(ErrorKind::Server, failure),
     }
 }
 
@@ -863,40 +839,36 @@ mod tests {
 
     #[test]
     fn classifies_by_code_and_type_not_message() {
-        assert!(matches!(
-            err(
+        assert!(matches!(err(
                 400,
                 r#"{"error":{"message":"too long","type":"invalid_request_error","code":"context_length_exceeded"}}"#
-            ),
-            Error::ContextLength { .. }
-        ));
-        assert!(matches!(
-            err(
+            ).kind(), ErrorKind::ContextLength));
+        assert!(matches!(err(
                 429,
                 r#"{"error":{"message":"quota","type":"insufficient_quota","code":"insufficient_quota"}}"#
-            ),
-            Error::QuotaExceeded { .. }
-        ));
+            ).kind(), ErrorKind::QuotaExceeded));
         assert!(matches!(
             err(
                 429,
                 r#"{"error":{"message":"rate limit exceeded","type":"requests"}}"#
-            ),
-            Error::RateLimited { .. }
+            )
+            .kind(),
+            ErrorKind::RateLimited
         ));
         assert!(matches!(
             err(
                 400,
                 r#"{"error":{"message":"context_length_exceeded","type":"invalid_request_error"}}"#
-            ),
-            Error::InvalidRequest { .. }
+            )
+            .kind(),
+            ErrorKind::InvalidRequest
         ));
         assert!(matches!(
-            err(502, "<html>bad gateway</html>"),
-            Error::Server { .. }
+            err(502, "<html>bad gateway</html>").kind(),
+            ErrorKind::Server
         ));
         let e = err(404, r#"{"error":"model 'x' not found"}"#);
-        assert!(matches!(e, Error::ModelNotFound { .. }));
+        assert!(matches!(e.kind(), ErrorKind::ModelNotFound));
         assert!(e.to_string().contains("model 'x' not found"));
     }
 

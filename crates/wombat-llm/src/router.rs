@@ -33,7 +33,7 @@ use crate::types::{
     ChatProvider, ChatRequest, Completion, EventStream, FinishReason, InvalidToolCall,
     ResponseFormat, StreamEvent, ToolChoice, ToolSpec,
 };
-use crate::{Error, Failure, Result};
+use crate::{Error, ErrorKind, Failure, Result};
 
 /// A model tier configured by `LLM_MODEL_*`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -416,7 +416,7 @@ impl Router {
     /// caller must not be able to turn a production daemon into one (nor
     /// make it build large schema samples). The same holds for Ollama, which
     /// needs no key: only when the configuration uses it (see
-    /// [`RouterConfig::uses_ollama`]). Otherwise [`Error::ModelNotAllowed`].
+    /// [`RouterConfig::uses_ollama`]). Otherwise [`ErrorKind::ModelNotAllowed`].
     pub fn resolve(&self, choice: &ModelChoice) -> Result<ModelRef> {
         let config = &self.inner.config;
         let s = match choice {
@@ -430,9 +430,7 @@ impl Router {
             _ => true,
         };
         if !allowed {
-            return Err(Error::ModelNotAllowed {
-                model: s.to_owned(),
-            });
+            return Err(Error::model_not_allowed(s.to_owned()));
         }
         Ok(model)
     }
@@ -451,7 +449,7 @@ impl Router {
         )
         .instrument(span.clone())
         .await
-        .map_err(|_| Error::DeadlineExceeded { deadline })
+        .map_err(|_| Error::deadline_exceeded(deadline))
         .and_then(|r| r);
         let routed = match routed {
             Ok(r) => r,
@@ -560,14 +558,15 @@ impl Router {
             match stream.next().await {
                 Some(Ok(first)) => Ok((first, stream)),
                 Some(Err(e)) => Err(e),
-                None => Err(Error::Truncated {
-                    failure: Failure::new(model.provider, model.model, "stream had no events"),
-                }),
+                None => Err(Error::new(
+                    ErrorKind::Truncated,
+                    Failure::new(model.provider, model.model, "stream had no events"),
+                )),
             }
         });
         let answer = tokio::time::timeout_at(deadline_at, open)
             .await
-            .map_err(|_| Error::DeadlineExceeded { deadline })??;
+            .map_err(|_| Error::deadline_exceeded(deadline))??;
         let (first, inner) = answer.value;
         Ok(RoutedStream {
             router: self.clone(),
@@ -645,10 +644,7 @@ impl Router {
             let Some(provider) = inner.providers.get(&model.provider).cloned() else {
                 // Unreachable with `build`, which fills every provider; kept
                 // as an error rather than a panic.
-                errors.push(Error::Unsupported {
-                    provider: model.provider,
-                    reason: "no backend configured".to_owned(),
-                });
+                errors.push(Error::unsupported(model.provider, "no backend configured"));
                 continue;
             };
             let chat = Arc::new(req.to_chat(&model.model));
@@ -757,14 +753,14 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// One model's error as is; several as [`Error::Exhausted`].
+/// One model's error as is; several as [`ErrorKind::Exhausted`].
 fn finish(attempts: u32, mut errors: Vec<Error>) -> Error {
     if errors.len() == 1 {
         if let Some(e) = errors.pop() {
             return e;
         }
     }
-    Error::Exhausted { attempts, errors }
+    Error::exhausted(attempts, errors)
 }
 
 /// A routed stream: text deltas and tool-call events, then one
@@ -857,9 +853,7 @@ impl Stream for RoutedStream {
         }
         if this.deadline_timer.as_mut().poll(cx).is_ready() {
             this.finished = true;
-            return Poll::Ready(Some(Err(Error::DeadlineExceeded {
-                deadline: this.deadline,
-            })));
+            return Poll::Ready(Some(Err(Error::deadline_exceeded(this.deadline))));
         }
         match this.inner.poll_next_unpin(cx) {
             Poll::Pending => Poll::Pending,
@@ -870,13 +864,14 @@ impl Stream for RoutedStream {
             }
             Poll::Ready(None) => {
                 this.finished = true;
-                Poll::Ready(Some(Err(Error::Truncated {
-                    failure: Failure::new(
+                Poll::Ready(Some(Err(Error::new(
+                    ErrorKind::Truncated,
+                    Failure::new(
                         this.model.provider,
                         this.model.model.clone(),
                         "stream ended without a done event",
                     ),
-                })))
+                ))))
             }
         }
     }

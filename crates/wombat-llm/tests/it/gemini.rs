@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use wombat_core::{ChatMessage, Part, Provider, Role, ToolCall, ToolContent, ToolResult, Usage};
-use wombat_llm::{Error, FinishReason, ResponseFormat, RoutedEvent, ToolChoice, ToolSpec};
+use wombat_llm::{
+    Error, ErrorKind, FinishReason, ResponseFormat, RoutedEvent, ToolChoice, ToolSpec,
+};
 
 use crate::anthropic::collect_events;
 use crate::fake::{FakeServer, Reply};
@@ -134,7 +136,7 @@ async fn stream_ending_without_a_finish_reason_is_truncated() {
         .expect("first delta arrives");
     assert_eq!(got.text, "Hello");
     assert!(
-        matches!(got.error, Some(Error::Truncated { .. })),
+        got.error.as_ref().map(Error::kind) == Some(ErrorKind::Truncated),
         "{:?}",
         got.error
     );
@@ -395,7 +397,7 @@ async fn a_result_for_an_unknown_call_is_refused_before_sending() {
         ChatMessage::tool_result(ToolResult::new("nope", ToolContent::Text("x".into()))),
     ];
     let err = router.complete(req).await.expect_err("refused");
-    assert!(matches!(err, Error::InvalidRequest { .. }), "{err:?}");
+    assert!(err.kind() == ErrorKind::InvalidRequest, "{err:?}");
     assert!(err.to_string().contains("\"nope\""), "{err}");
     assert_eq!(server.request_count(), 0);
 }

@@ -9,7 +9,8 @@ use futures::StreamExt;
 use serde_json::json;
 use wombat_core::{ChatMessage, ModelRef, Provider, Usage};
 use wombat_llm::{
-    Error, ModelChoice, RouteRequest, RoutedEvent, Router, RouterConfig, RouterObserver, Tier,
+    Error, ErrorKind, ModelChoice, RouteRequest, RoutedEvent, Router, RouterConfig, RouterObserver,
+    Tier,
 };
 
 use crate::fake::{FakeServer, Reply};
@@ -102,7 +103,7 @@ async fn x_should_retry_false_stops_retries() {
     let server = FakeServer::start(vec![status(500).header("x-should-retry", "false")]).await;
     let (router, sleeper) = router(config(Provider::OpenAi, "gpt-4o-mini", &server.url("/v1")));
     let err = router.complete(hello()).await.expect_err("not retried");
-    assert!(matches!(err, Error::Server { .. }), "{err:?}");
+    assert!(matches!(err.kind(), ErrorKind::Server), "{err:?}");
     assert_eq!(server.request_count(), 1);
     assert!(sleeper.waits().is_empty());
 }
@@ -140,7 +141,7 @@ async fn invalid_request_is_neither_retried_nor_failed_over() {
     let fallback = FakeServer::start(vec![]).await;
     let (router, sleeper) = router(with_fallback(&primary, &fallback));
     let err = router.complete(hello()).await.expect_err("400 is final");
-    assert!(matches!(err, Error::InvalidRequest { .. }), "{err:?}");
+    assert!(matches!(err.kind(), ErrorKind::InvalidRequest), "{err:?}");
     assert_eq!(
         err.to_string(),
         "invalid request to openai/gpt-4o-mini (http 400): status 400"
@@ -194,7 +195,7 @@ async fn every_model_failing_reports_each_and_the_longest_retry_after() {
         .await
         .expect_err("everything is rate limited");
     assert!(
-        matches!(err, Error::Exhausted { attempts: 2, .. }),
+        err.kind() == ErrorKind::Exhausted && err.attempts() == Some(2),
         "{err:?}"
     );
     assert!(err.is_rate_limited());
@@ -220,7 +221,7 @@ async fn a_hanging_provider_times_out() {
     cfg.retry.attempts = 1;
     let (router, _) = router(cfg);
     let err = router.complete(hello()).await.expect_err("times out");
-    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert!(matches!(err.kind(), ErrorKind::Timeout), "{err:?}");
     assert!(err.is_timeout() && err.is_retryable());
 }
 
@@ -231,11 +232,11 @@ async fn the_total_deadline_covers_everything() {
     cfg.deadline = Duration::from_millis(300);
     let (router, _) = router(cfg);
     let err = router.complete(hello()).await.expect_err("deadline");
-    assert!(matches!(err, Error::DeadlineExceeded { .. }), "{err:?}");
+    assert!(matches!(err.kind(), ErrorKind::DeadlineExceeded), "{err:?}");
     let err = collect(&router, hello())
         .await
         .expect_err("deadline while opening");
-    assert!(matches!(err, Error::DeadlineExceeded { .. }), "{err:?}");
+    assert!(matches!(err.kind(), ErrorKind::DeadlineExceeded), "{err:?}");
 }
 
 #[tokio::test]
@@ -251,7 +252,7 @@ async fn the_deadline_also_ends_a_committed_stream() {
         .expect("first delta arrives");
     assert_eq!(got.text, "Hi");
     assert!(
-        matches!(got.error, Some(Error::DeadlineExceeded { .. })),
+        got.error.as_ref().map(Error::kind) == Some(ErrorKind::DeadlineExceeded),
         "{:?}",
         got.error
     );
@@ -330,7 +331,7 @@ async fn streaming_does_not_fail_over_after_the_first_delta() {
         .expect("first delta arrives");
     assert_eq!(got.text, "partial");
     assert!(
-        matches!(got.error, Some(Error::Overloaded { .. })),
+        got.error.as_ref().map(Error::kind) == Some(ErrorKind::Overloaded),
         "{:?}",
         got.error
     );
@@ -416,9 +417,9 @@ async fn a_request_cannot_select_echo_when_it_is_not_configured() {
     let mut req = hello();
     req.model = choice;
     let err = router.complete(req.clone()).await.expect_err("refused");
-    assert!(matches!(err, Error::ModelNotAllowed { .. }), "{err:?}");
+    assert!(matches!(err.kind(), ErrorKind::ModelNotAllowed), "{err:?}");
     let err = router.stream(req).await.expect_err("refused");
-    assert!(matches!(err, Error::ModelNotAllowed { .. }), "{err:?}");
+    assert!(matches!(err.kind(), ErrorKind::ModelNotAllowed), "{err:?}");
     // Real providers stay selectable.
     assert!(
         router
@@ -513,11 +514,12 @@ impl wombat_llm::ChatProvider for Flaky {
     ) -> wombat_llm::Result<wombat_llm::Completion> {
         if self.failures.load(Ordering::SeqCst) > 0 {
             self.failures.fetch_sub(1, Ordering::SeqCst);
-            return Err(Error::Overloaded {
-                failure: wombat_llm::Failure::new(Provider::Mistral, req.model.clone(), "busy")
+            return Err(Error::new(
+                ErrorKind::Overloaded,
+                wombat_llm::Failure::new(Provider::Mistral, req.model.clone(), "busy")
                     .with_status(503),
-                retry_after: None,
-            });
+            )
+            .with_retry_after(None));
         }
         Ok(wombat_llm::Completion::text(
             format!("{} says hi", req.model),
@@ -530,10 +532,7 @@ impl wombat_llm::ChatProvider for Flaky {
         &self,
         _: &wombat_llm::ChatRequest,
     ) -> wombat_llm::Result<wombat_llm::EventStream> {
-        Err(Error::Unsupported {
-            provider: Provider::Mistral,
-            reason: "complete only".into(),
-        })
+        Err(Error::unsupported(Provider::Mistral, "complete only"))
     }
 }
 
@@ -579,11 +578,12 @@ impl wombat_llm::ChatProvider for AlwaysLimited {
         req: &wombat_llm::ChatRequest,
     ) -> wombat_llm::Result<wombat_llm::Completion> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        Err(Error::RateLimited {
-            failure: wombat_llm::Failure::new(Provider::Mistral, req.model.clone(), "slow down")
+        Err(Error::new(
+            ErrorKind::RateLimited,
+            wombat_llm::Failure::new(Provider::Mistral, req.model.clone(), "slow down")
                 .with_status(429),
-            retry_after: Some(self.retry_after),
-        })
+        )
+        .with_retry_after(Some(self.retry_after)))
     }
 
     async fn stream(
@@ -673,8 +673,9 @@ async fn retry_waits_never_use_the_fallbacks_share_of_the_deadline() {
         .expect_err("flaky streams nothing");
     // The fallback was reached (its `Unsupported` is the last error).
     assert!(
-        matches!(&err, Error::Exhausted { errors, .. }
-            if errors.len() == 2 && matches!(errors.last(), Some(Error::Unsupported { .. }))),
+        err.kind() == ErrorKind::Exhausted
+            && err.errors().len() == 2
+            && err.errors().last().map(Error::kind) == Some(ErrorKind::Unsupported),
         "{err:?}"
     );
     assert_eq!(
