@@ -24,7 +24,8 @@ use serde_json::Value;
 use tracing::Instrument as _;
 use wombat_core::controlplane::{
     Capabilities, Document, ErrorBody, HeartbeatRequest, Message, NewDocument, NewMessage, NewTask,
-    StandupRequest, Task, TaskPage, Undelivered,
+    NewToolRequest, StandupRequest, Task, TaskPage, ToolRequest, ToolRequestDecision,
+    ToolRequestPage, ToolRequestStatus, Undelivered,
 };
 
 use crate::config::{ControlPlaneConfig, RetryPolicy};
@@ -50,6 +51,8 @@ pub const TASK_CACHE_CAP: usize = 4096;
 /// task renamed or deleted behind our back is found again soon even without
 /// a 404 (the status it reports may be this old).
 pub const TASK_CACHE_TTL: Duration = Duration::from_secs(300);
+/// Longest tool-request id (bytes) the client puts in a URL.
+pub const MAX_TOOL_REQUEST_ID_LEN: usize = 256;
 /// After `capabilities` failed, the filter is assumed absent for this long
 /// before asking again (a transient failure must not disable it forever).
 const CAPABILITIES_RETRY: Duration = Duration::from_secs(60);
@@ -882,6 +885,167 @@ impl AgentClient {
     }
 }
 
+/// Filters and page of [`AgentClient::list_tool_requests`]; `None` leaves
+/// a parameter out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolRequestQuery {
+    /// Only requests in this state.
+    pub status: Option<ToolRequestStatus>,
+    /// Only requests of this task.
+    pub task_id: Option<String>,
+    /// Page size.
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Checks that a tool-request id (often read back from a backend or a
+/// caller's metadata) is fit to be one escaped path segment: non-empty, at
+/// most [`MAX_TOOL_REQUEST_ID_LEN`] bytes, not `.` or `..` (which URL
+/// normalisation would drop, turning `tool-requests/..` into another
+/// resource) and without control characters.
+pub fn check_tool_request_id(id: &str) -> Result<()> {
+    let reason = if id.is_empty() {
+        "must not be empty"
+    } else if id.len() > MAX_TOOL_REQUEST_ID_LEN {
+        "longer than 256 bytes"
+    } else if id == "." || id == ".." {
+        "must not be a dot segment"
+    } else if id.chars().any(char::is_control) {
+        "must not contain control characters"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidToolRequestId {
+        id: id.chars().take(64).collect(),
+        reason,
+    })
+}
+
+/// Maps the typed answers of the tool-request calls: 404 → not found, 409
+/// by its `code` (a `PATCH` 409 is always "already resolved").
+fn tool_request_error(error: Error, id: &str, patch: bool) -> Error {
+    match error {
+        Error::Status { status: 404, .. } => Error::ToolRequestNotFound { id: id.to_owned() },
+        Error::Status { status: 409, .. } if patch => {
+            Error::ToolRequestResolved { id: id.to_owned() }
+        }
+        Error::Status {
+            status: 409,
+            code: Some(code),
+            error,
+        } => match code.as_str() {
+            "tool_request_pending" => Error::ToolRequestPending { id: id.to_owned() },
+            "tool_request_consumed" => Error::ToolRequestConsumed { id: id.to_owned() },
+            _ => Error::Status {
+                status: 409,
+                error,
+                code: Some(code),
+            },
+        },
+        other => other,
+    }
+}
+
+impl AgentClient {
+    /// `POST tool-requests` (answers 200 or 201 alike); a UUID idempotency
+    /// key is added when none is given. The record comes back `pending`,
+    /// or as it stands now for a repeated key and payload.
+    pub async fn create_tool_request(&self, mut request: NewToolRequest) -> Result<ToolRequest> {
+        request.idempotency_key.get_or_insert_with(new_key);
+        self.post("tool-requests", &request, "create_tool_request")
+            .await
+    }
+
+    /// `GET tool-requests/{id}` (tenant-scoped by the token). 404 is
+    /// [`Error::ToolRequestNotFound`]; an unusable id is
+    /// [`Error::InvalidToolRequestId`] before any I/O.
+    pub async fn get_tool_request(&self, id: &str) -> Result<ToolRequest> {
+        check_tool_request_id(id)?;
+        let url = self.cp.url(&["tool-requests", id])?;
+        self.get(url, "get_tool_request")
+            .await
+            .map_err(|e| tool_request_error(e, id, false))
+    }
+
+    /// One page of `GET tool-requests` with the query's filters.
+    pub async fn list_tool_requests(&self, query: &ToolRequestQuery) -> Result<ToolRequestPage> {
+        let mut url = self.cp.url(&["tool-requests"])?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(status) = query.status {
+                q.append_pair("status", status.as_str());
+            }
+            if let Some(task_id) = &query.task_id {
+                q.append_pair("task_id", task_id);
+            }
+            if let Some(limit) = query.limit {
+                q.append_pair("limit", &limit.to_string());
+            }
+            if let Some(cursor) = &query.cursor {
+                q.append_pair("cursor", cursor);
+            }
+        }
+        self.get(url, "list_tool_requests").await
+    }
+
+    /// `PATCH tool-requests/{id}` `{status, reason?}`: approve or reject a
+    /// pending request (what a person does in the backend; used by tests
+    /// and the reference backend's CLI). 409 is
+    /// [`Error::ToolRequestResolved`], 404 [`Error::ToolRequestNotFound`].
+    pub async fn resolve_tool_request(
+        &self,
+        id: &str,
+        decision: &ToolRequestDecision,
+    ) -> Result<ToolRequest> {
+        check_tool_request_id(id)?;
+        let url = self.cp.url(&["tool-requests", id])?;
+        let body = encode(decision)?;
+        let body = self
+            .cp
+            .send(
+                Method::PATCH,
+                url,
+                Auth::Agent(self),
+                Some(body),
+                "resolve_tool_request",
+            )
+            .await
+            .map_err(|e| tool_request_error(e, id, true))?;
+        decode(&body)
+    }
+
+    /// `POST tool-requests/{id}/consume` (beyond v1; only on a backend that
+    /// advertises `tool_requests_consume`): atomically marks an approved or
+    /// rejected request consumed and returns it, so its decision is acted
+    /// on at most once across replicas and redeliveries. Still pending →
+    /// [`Error::ToolRequestPending`]; consumed before →
+    /// [`Error::ToolRequestConsumed`]; unknown or another tenant's →
+    /// [`Error::ToolRequestNotFound`].
+    ///
+    /// The body carries a fresh idempotency key that stays the same across
+    /// this call's retries, so a retry after a lost answer gets the record
+    /// again instead of "consumed"; a second call is a second consumer and
+    /// gets the 409.
+    pub async fn consume_tool_request(&self, id: &str) -> Result<ToolRequest> {
+        check_tool_request_id(id)?;
+        let url = self.cp.url(&["tool-requests", id, "consume"])?;
+        let body = encode(&serde_json::json!({ "idempotency_key": new_key() }))?;
+        let body = self
+            .cp
+            .send(
+                Method::POST,
+                url,
+                Auth::Agent(self),
+                Some(body),
+                "consume_tool_request",
+            )
+            .await
+            .map_err(|e| tool_request_error(e, id, false))?;
+        decode(&body)
+    }
+}
+
 fn new_key() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -998,6 +1162,68 @@ mod tests {
                 .as_str(),
             "http://localhost:1/prefix/api/mission-control/dispatch/notifications/a%2Fb/deliver"
         );
+    }
+
+    #[test]
+    fn tool_request_ids_are_checked_and_escaped() {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a\nb",
+            &"x".repeat(MAX_TOOL_REQUEST_ID_LEN + 1),
+        ] {
+            assert!(
+                matches!(
+                    check_tool_request_id(bad),
+                    Err(Error::InvalidToolRequestId { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        check_tool_request_id(&"x".repeat(MAX_TOOL_REQUEST_ID_LEN)).expect("long but fine");
+        let jwt = JwtConfig::new("k", crate::JwtAlgorithm::HS256).expect("jwt");
+        let cp =
+            ControlPlane::new(ControlPlaneConfig::new("http://localhost:1", jwt)).expect("valid");
+        assert_eq!(
+            cp.url(&["tool-requests", "../tasks?x=1#f", "consume"])
+                .expect("url")
+                .as_str(),
+            "http://localhost:1/api/mission-control/tool-requests/..%2Ftasks%3Fx=1%23f/consume"
+        );
+    }
+
+    #[test]
+    fn tool_request_errors_are_typed_by_code() {
+        let status = |status: u16, code: Option<&str>| Error::Status {
+            status,
+            error: "e".into(),
+            code: code.map(str::to_owned),
+        };
+        assert!(matches!(
+            tool_request_error(status(404, None), "a", false),
+            Error::ToolRequestNotFound { id } if id == "a"
+        ));
+        assert!(matches!(
+            tool_request_error(status(409, Some("tool_request_pending")), "a", false),
+            Error::ToolRequestPending { .. }
+        ));
+        assert!(matches!(
+            tool_request_error(status(409, Some("tool_request_consumed")), "a", false),
+            Error::ToolRequestConsumed { .. }
+        ));
+        assert!(matches!(
+            tool_request_error(status(409, Some("idempotency_conflict")), "a", false),
+            Error::Status { status: 409, .. }
+        ));
+        assert!(matches!(
+            tool_request_error(status(409, None), "a", true),
+            Error::ToolRequestResolved { .. }
+        ));
+        assert!(matches!(
+            tool_request_error(status(500, None), "a", true),
+            Error::Status { status: 500, .. }
+        ));
     }
 
     #[test]

@@ -45,6 +45,43 @@ pub enum Error {
         /// The page budget that was exhausted.
         max_pages: usize,
     },
+    /// A tool-request id that cannot be put in a URL (empty, too long,
+    /// `.`/`..` or with control characters). Checked before any I/O, so a
+    /// backend's id never becomes an unexpected path.
+    #[error("invalid tool request id {id:?}: {reason}")]
+    InvalidToolRequestId {
+        /// The id, cut to 64 characters.
+        id: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The backend answered 404 for this tool request: unknown, or another
+    /// tenant's (the contract does not tell them apart).
+    #[error("tool request {id:?} not found")]
+    ToolRequestNotFound {
+        /// The requested id.
+        id: String,
+    },
+    /// `consume` on a request nobody has approved or rejected yet (409
+    /// `tool_request_pending`).
+    #[error("tool request {id:?} is still pending")]
+    ToolRequestPending {
+        /// The requested id.
+        id: String,
+    },
+    /// `consume` on a request already consumed (409
+    /// `tool_request_consumed`): its decision was acted on once already.
+    #[error("tool request {id:?} was already consumed")]
+    ToolRequestConsumed {
+        /// The requested id.
+        id: String,
+    },
+    /// `PATCH` on a request that is no longer pending (409).
+    #[error("tool request {id:?} is already resolved")]
+    ToolRequestResolved {
+        /// The requested id.
+        id: String,
+    },
     /// Minting or verifying an agent token failed.
     #[error(transparent)]
     Jwt(#[from] JwtError),

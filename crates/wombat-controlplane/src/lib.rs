@@ -1,6 +1,7 @@
 //! Client of the Control Plane Contract v1 (`CONTROL_PLANE.md`): minting and
 //! verifying agent JWTs, and typed calls to a "Mission Control" backend
-//! (capabilities, tasks, messages, documents, dispatch, heartbeat, standup)
+//! (capabilities, tasks, messages, documents, dispatch, heartbeat, standup,
+//! tool requests)
 //! with bounded retries and idempotency keys on every create.
 //!
 //! It does not serve HTTP (see `wombat-mc-lite` for a backend) and does not
@@ -23,8 +24,9 @@ mod error;
 pub mod jwt;
 
 pub use client::{
-    AgentClient, ControlPlane, MAX_PAGES, PAGE_SIZE, TASK_CACHE_CAP, TASK_CACHE_TTL,
-    notification_message_key, task_idempotency_key,
+    AgentClient, ControlPlane, MAX_PAGES, MAX_TOOL_REQUEST_ID_LEN, PAGE_SIZE, TASK_CACHE_CAP,
+    TASK_CACHE_TTL, ToolRequestQuery, check_tool_request_id, notification_message_key,
+    task_idempotency_key,
 };
 pub use config::{ControlPlaneConfig, RetryPolicy};
 pub use error::{Error, JwtError, Result};

@@ -72,8 +72,12 @@ pub struct Features {
     pub heartbeat: bool,
     /// `POST /standup`.
     pub standup: bool,
-    /// `/tool-requests`.
+    /// `/tool-requests`: create, list, get and resolve (`PATCH`) tool
+    /// requests that wait for a human's approval.
     pub tool_requests: bool,
+    /// `POST /tool-requests/{id}/consume` marks a resolved request consumed
+    /// exactly once (beyond v1, optional).
+    pub tool_requests_consume: bool,
     /// `GET /tasks?title=<exact title>` returns only tasks with that title
     /// (beyond v1, optional).
     pub task_title_filter: bool,
@@ -261,6 +265,123 @@ pub struct StandupRequest {
     pub timezone: String,
 }
 
+/// Largest `context` of a tool request, in bytes of its JSON text (64 KiB).
+pub const TOOL_REQUEST_CONTEXT_MAX_BYTES: usize = 64 * 1024;
+
+/// Where a tool request stands. `pending` until a person resolves it;
+/// consumption is recorded separately (`consumed_at`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolRequestStatus {
+    /// Waiting for a decision.
+    Pending,
+    /// A person allowed the call.
+    Approved,
+    /// A person refused the call.
+    Rejected,
+}
+
+impl ToolRequestStatus {
+    /// The wire name: `pending`, `approved` or `rejected`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+impl std::fmt::Display for ToolRequestStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `POST /api/mission-control/tool-requests` body: a tool call that waits
+/// for a person's approval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewToolRequest {
+    /// Task the run belongs to.
+    pub task_id: String,
+    /// Tool name as the model called it (e.g. `server__tool`).
+    pub tool: String,
+    /// The call's arguments (a JSON object).
+    pub arguments: Value,
+    /// The model's id of the call, so the result can be fed back to it.
+    pub call_id: String,
+    /// Agent role of the run (its session is `user:<user_id>:<role>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_role: Option<String>,
+    /// Makes retries safe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Beyond v1: an object (at most [`TOOL_REQUEST_CONTEXT_MAX_BYTES`] as
+    /// JSON) the backend stores and returns as is, so a resumed run can
+    /// rebuild the turn. A backend that ignores it still works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Value>,
+}
+
+/// A tool request as the backend stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolRequest {
+    /// Backend id.
+    #[serde(deserialize_with = "id")]
+    pub id: String,
+    /// Task the run belongs to.
+    #[serde(deserialize_with = "id")]
+    pub task_id: String,
+    /// Tool name.
+    pub tool: String,
+    /// The call's arguments.
+    #[serde(default)]
+    pub arguments: Value,
+    /// The model's id of the call.
+    #[serde(default)]
+    pub call_id: String,
+    /// Agent role of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_role: Option<String>,
+    /// Decision state.
+    pub status: ToolRequestStatus,
+    /// Why it was approved or rejected, when the person said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When it was created (RFC 3339).
+    #[serde(default)]
+    pub created_at: String,
+    /// When it was approved or rejected (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<String>,
+    /// When a run consumed the decision (RFC 3339; `tool_requests_consume`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumed_at: Option<String>,
+    /// The object given at creation, if the backend keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Value>,
+}
+
+/// `GET /api/mission-control/tool-requests` page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolRequestPage {
+    /// Requests of this page, oldest first.
+    pub items: Vec<ToolRequest>,
+    /// Cursor of the next page; absent or null on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `PATCH /api/mission-control/tool-requests/{id}` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolRequestDecision {
+    /// `approved` or `rejected` (`pending` is refused by the backend).
+    pub status: ToolRequestStatus,
+    /// Why; shown to the model on a rejection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// The error body of the contract (and of the daemon API).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -316,5 +437,47 @@ mod tests {
         )
         .expect("parses");
         assert!(caps.features.tasks && !caps.features.heartbeat);
+        assert!(!caps.features.tool_requests_consume);
+    }
+
+    #[test]
+    fn tool_requests_round_trip() {
+        let tr: ToolRequest = serde_json::from_str(
+            r#"{"id":5,"task_id":"t1","tool":"fs__rm","arguments":{"path":"/x"},"call_id":"c1",
+                "status":"approved","reason":null,"created_at":"2026-01-01T00:00:00Z","extra":1}"#,
+        )
+        .expect("parses");
+        assert_eq!(
+            (tr.id.as_str(), tr.status),
+            ("5", ToolRequestStatus::Approved)
+        );
+        assert_eq!(tr.reason, None);
+        assert!(
+            serde_json::from_str::<ToolRequest>(
+                r#"{"id":"a","task_id":"t","tool":"x","status":"maybe"}"#
+            )
+            .is_err()
+        );
+        let new = NewToolRequest {
+            task_id: "t1".into(),
+            tool: "fs__rm".into(),
+            arguments: serde_json::json!({}),
+            call_id: "c1".into(),
+            agent_role: None,
+            idempotency_key: None,
+            context: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&new).expect("serialises"),
+            r#"{"task_id":"t1","tool":"fs__rm","arguments":{},"call_id":"c1"}"#
+        );
+        let decision = ToolRequestDecision {
+            status: ToolRequestStatus::Rejected,
+            reason: Some("no".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&decision).expect("serialises"),
+            r#"{"status":"rejected","reason":"no"}"#
+        );
     }
 }
