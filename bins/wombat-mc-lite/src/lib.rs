@@ -1,7 +1,9 @@
 //! The program behind `wombat-mc-lite` and `wombat mc-lite`: the reference
 //! Mission Control backend. Reads flags and env, starts the library server,
 //! stops on SIGINT/SIGTERM. `notify` queues a notification on a running
-//! server (for testing the dispatcher). Bad configuration exits with code 64.
+//! server (for testing the dispatcher); `approve` approves or rejects a
+//! pending tool request as a person would. Bad configuration exits with
+//! code 64.
 //!
 //! This is binary glue; the backend itself is the `wombat-mc-lite` library.
 
@@ -10,7 +12,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use wombat_controlplane::{JwtAlgorithm, JwtConfig};
+use wombat_controlplane::{ControlPlane, ControlPlaneConfig, JwtAlgorithm, JwtConfig};
+use wombat_core::controlplane::{ToolRequestDecision, ToolRequestStatus};
 use wombat_mc_lite::{DEFAULT_DB_PATH, DEFAULT_PORT, DbLocation, McLite, McLiteConfig};
 
 /// Exit code for invalid configuration (EX_USAGE).
@@ -91,7 +94,34 @@ enum Command {
         #[arg(long, value_parser = parse_object)]
         metadata: Option<serde_json::Value>,
     },
+    /// Approve (or reject) a pending tool request on a running server, as
+    /// the person the agent is waiting for. Signs a token for `--user` with
+    /// AGENT_JWT_SECRET; prints the resolved request.
+    Approve {
+        /// The tool request's id.
+        id: String,
+        /// Tenant the request belongs to.
+        #[arg(long)]
+        user: String,
+        /// Reject instead of approve.
+        #[arg(long)]
+        reject: bool,
+        /// Why (the model is told the reason of a rejection).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Base URL of the running server.
+        #[arg(
+            long,
+            env = "CONTROL_PLANE_URL",
+            default_value = "http://127.0.0.1:9001"
+        )]
+        url: String,
+    },
 }
+
+/// Role claimed by the token `approve` signs (the backend only reads the
+/// tenant from it).
+const APPROVER_ROLE: &str = "approver";
 
 /// Parses the process arguments and runs (the binary's `main`).
 pub fn main_entry() -> ExitCode {
@@ -166,6 +196,39 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Some(Command::Approve {
+            id,
+            user,
+            reject,
+            reason,
+            url,
+        }) => {
+            let jwt = match secret(cli.serve.jwt_secret, "AGENT_JWT_SECRET")
+                .and_then(|s| jwt_config(s, &cli.serve.jwt_algorithm))
+            {
+                Ok(jwt) => jwt,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let status = if reject {
+                ToolRequestStatus::Rejected
+            } else {
+                ToolRequestStatus::Approved
+            };
+            let decision = ToolRequestDecision { status, reason };
+            match runtime.block_on(approve(&url, jwt, &user, &id, &decision)) {
+                Ok(record) => {
+                    println!("{record}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Some(Command::Serve) | None => {
             let (config, addr) = match validate(cli.serve) {
                 Ok(v) => v,
@@ -216,16 +279,36 @@ fn secret(value: Option<String>, var: &str) -> Result<Option<String>> {
     Ok(Some(text.to_owned()))
 }
 
+/// The token config from the secret (already read, see [`secret`]) and the
+/// algorithm's name.
+fn jwt_config(secret: Option<String>, algorithm: &str) -> Result<JwtConfig> {
+    let secret = secret.context("AGENT_JWT_SECRET is required")?;
+    let algorithm: JwtAlgorithm = algorithm.parse().context("invalid AGENT_JWT_ALGORITHM")?;
+    JwtConfig::new(secret, algorithm).context("invalid AGENT_JWT_SECRET")
+}
+
+/// `PATCH tool-requests/{id}` as tenant `user`; the resolved record as JSON.
+async fn approve(
+    url: &str,
+    jwt: JwtConfig,
+    user: &str,
+    id: &str,
+    decision: &ToolRequestDecision,
+) -> Result<serde_json::Value> {
+    let cp = ControlPlane::new(ControlPlaneConfig::new(url, jwt))
+        .context("invalid CONTROL_PLANE_URL")?;
+    let record = cp
+        .agent(user, APPROVER_ROLE)
+        .resolve_tool_request(id, decision)
+        .await?;
+    Ok(serde_json::to_value(record)?)
+}
+
 /// Turns raw flags into a validated config before anything is bound.
 fn validate(args: ServeArgs) -> Result<(McLiteConfig, SocketAddr)> {
     let secret_value = secret(args.jwt_secret, "AGENT_JWT_SECRET")?;
     let internal_token = secret(args.internal_token, "INTERNAL_TOKEN")?;
-    let secret = secret_value.context("AGENT_JWT_SECRET is required")?;
-    let algorithm: JwtAlgorithm = args
-        .jwt_algorithm
-        .parse()
-        .context("invalid AGENT_JWT_ALGORITHM")?;
-    let jwt = JwtConfig::new(secret, algorithm).context("invalid AGENT_JWT_SECRET")?;
+    let jwt = jwt_config(secret_value, &args.jwt_algorithm)?;
     let mut config = McLiteConfig::new(jwt, DbLocation::parse(&args.db));
     config.internal_token = internal_token;
     config.idempotency_retention = std::time::Duration::from_secs(args.idempotency_retention_secs);

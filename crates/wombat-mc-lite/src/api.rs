@@ -14,7 +14,8 @@ use serde_json::{Map, Value, json};
 use wombat_controlplane::{JwtConfig, JwtError, jwt};
 
 use crate::store::{
-    self, IdemScope, NewDocumentRow, NewMessageRow, NewNotificationRow, NewTaskRow, Store,
+    self, IdemScope, NewDocumentRow, NewMessageRow, NewNotificationRow, NewTaskRow,
+    NewToolRequestRow, Resolution, Store,
 };
 
 /// Default and largest page sizes of list endpoints.
@@ -23,6 +24,12 @@ pub(crate) const MAX_LIMIT: u32 = 200;
 /// Default and largest `limit_users` / `limit_notifications`.
 const DEFAULT_DISPATCH_LIMIT: usize = 25;
 const MAX_DISPATCH_LIMIT: usize = 500;
+/// Longest id (task id of a tool request), tool name and call id, in bytes.
+const MAX_NAME_BYTES: usize = 256;
+/// Largest `arguments` of a tool request, as JSON text.
+const MAX_ARGUMENTS_BYTES: usize = 256 * 1024;
+/// Longest `reason` of a decision, in bytes.
+const MAX_REASON_BYTES: usize = 4096;
 
 /// Shared state of every request.
 pub(crate) struct State {
@@ -122,6 +129,9 @@ enum Endpoint {
     Undelivered,
     Enqueue,
     Deliver(String),
+    ToolRequests,
+    ToolRequest(String),
+    ToolRequestConsume(String),
 }
 
 impl Endpoint {
@@ -147,13 +157,19 @@ impl Endpoint {
             ["dispatch", "notifications", id, "deliver"] if !id.is_empty() => {
                 Self::Deliver(decode_segment(id)?)
             }
+            ["tool-requests"] => Self::ToolRequests,
+            ["tool-requests", id] if !id.is_empty() => Self::ToolRequest(decode_segment(id)?),
+            ["tool-requests", id, "consume"] if !id.is_empty() => {
+                Self::ToolRequestConsume(decode_segment(id)?)
+            }
             _ => return None,
         })
     }
 
     fn allowed(&self) -> &'static [Method] {
         match self {
-            Self::Tasks => &[Method::GET, Method::POST],
+            Self::Tasks | Self::ToolRequests => &[Method::GET, Method::POST],
+            Self::ToolRequest(_) => &[Method::GET, Method::PATCH],
             Self::Health
             | Self::Capabilities
             | Self::TaskMessages(_)
@@ -164,7 +180,8 @@ impl Endpoint {
             | Self::Heartbeat
             | Self::Standup
             | Self::Enqueue
-            | Self::Deliver(_) => &[Method::POST],
+            | Self::Deliver(_)
+            | Self::ToolRequestConsume(_) => &[Method::POST],
         }
     }
 }
@@ -306,7 +323,8 @@ where
                     "events_sse": false,
                     "heartbeat": true,
                     "standup": true,
-                    "tool_requests": false,
+                    "tool_requests": true,
+                    "tool_requests_consume": true,
                     "task_title_filter": true,
                 },
             }))
@@ -467,6 +485,116 @@ where
                 .read(move |conn| store::standup(conn, &user, &tz_name, &date, now))
                 .await?)
         }
+        Endpoint::ToolRequests if req.method() == Method::GET => {
+            let user = agent_user(state, &req)?;
+            let (after, limit) = page_params(&params)?;
+            let status = match param(&params, "status").filter(|s| !s.is_empty()) {
+                None => None,
+                Some(s @ ("pending" | "approved" | "rejected")) => Some(s.to_owned()),
+                Some(other) => {
+                    return Err(ApiError::bad_request(
+                        format!(
+                            "status must be \"pending\", \"approved\" or \"rejected\", got {other:?}"
+                        ),
+                        "invalid_parameter",
+                    ));
+                }
+            };
+            let task_id = param(&params, "task_id")
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
+            ok(state
+                .store
+                .read(move |conn| {
+                    store::list_tool_requests(
+                        conn,
+                        &user,
+                        status.as_deref(),
+                        task_id.as_deref(),
+                        after,
+                        limit,
+                    )
+                })
+                .await?)
+        }
+        Endpoint::ToolRequests => {
+            let (user, token_role) = agent_claims(state, &req)?;
+            let body = read_json(state, req).await?;
+            let key = idempotency_key(&body)?;
+            let row = tool_request_row(&body, token_role)?;
+            let fp = fingerprint(&body);
+            let now = now_ms();
+            let expired_before = now.saturating_sub(state.store.retention_ms());
+            ok(state
+                .store
+                .write(move |conn| {
+                    let scope = IdemScope {
+                        user_id: &user,
+                        endpoint: "tool_requests",
+                        key: key.as_deref(),
+                        fingerprint: &fp,
+                        now,
+                        expired_before,
+                    };
+                    store::idempotent(conn, &scope, |tx| {
+                        store::insert_tool_request(tx, &user, &row, now)
+                    })
+                })
+                .await?)
+        }
+        Endpoint::ToolRequest(id) if req.method() == Method::GET => {
+            let user = agent_user(state, &req)?;
+            ok(state
+                .store
+                .read(move |conn| store::get_tool_request(conn, &user, &id))
+                .await?)
+        }
+        Endpoint::ToolRequest(id) => {
+            let user = agent_user(state, &req)?;
+            let body = read_json(state, req).await?;
+            let status = match optional_str(&body, "status")?.as_deref() {
+                Some("approved") => "approved",
+                Some("rejected") => "rejected",
+                None => {
+                    return Err(ApiError::bad_request(
+                        "missing required field: status",
+                        "invalid_payload",
+                    ));
+                }
+                Some(other) => {
+                    return Err(ApiError::bad_request(
+                        format!("status must be \"approved\" or \"rejected\", got {other:?}"),
+                        "invalid_payload",
+                    ));
+                }
+            };
+            let reason = optional_str(&body, "reason")?;
+            check_len("reason", reason.as_deref(), MAX_REASON_BYTES)?;
+            let decision = Resolution {
+                status,
+                reason,
+                // Without dispatch nobody would ever collect it.
+                notify: state.internal_token.is_some(),
+            };
+            let now = now_ms();
+            ok(state
+                .store
+                .write(move |conn| store::resolve_tool_request(conn, &user, &id, &decision, now))
+                .await?)
+        }
+        Endpoint::ToolRequestConsume(id) => {
+            let user = agent_user(state, &req)?;
+            // The body is optional: `{}` or nothing consumes without a key.
+            let body = read_json_or_empty(state, req).await?;
+            let key = idempotency_key(&body)?;
+            let now = now_ms();
+            ok(state
+                .store
+                .write(move |conn| {
+                    store::consume_tool_request(conn, &user, &id, key.as_deref(), now)
+                })
+                .await?)
+        }
         Endpoint::Undelivered => {
             internal_auth(state, &req)?;
             let users = int_param(
@@ -537,6 +665,11 @@ where
 
 /// The tenant of a request, from a verified `X-Agent-Token`.
 pub(crate) fn agent_user<B>(state: &State, req: &Request<B>) -> Result<String, ApiError> {
+    agent_claims(state, req).map(|(user, _)| user)
+}
+
+/// The tenant and agent role of a verified `X-Agent-Token`.
+fn agent_claims<B>(state: &State, req: &Request<B>) -> Result<(String, String), ApiError> {
     let token = req
         .headers()
         .get("x-agent-token")
@@ -545,7 +678,7 @@ pub(crate) fn agent_user<B>(state: &State, req: &Request<B>) -> Result<String, A
         .map_err(|_| ApiError::unauthorized("malformed agent token"))?;
     let now = u64::try_from(now_ms() / 1000).unwrap_or(0);
     match jwt::verify(token.trim(), &state.jwt, now) {
-        Ok(claims) => Ok(claims.user_id),
+        Ok(claims) => Ok((claims.user_id, claims.agent_role)),
         Err(
             e @ (JwtError::Malformed
             | JwtError::BadSignature
@@ -585,6 +718,31 @@ where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
+    parse_object(&read_body(state, req).await?)
+}
+
+/// Like [`read_json`], but an empty body reads as `{}`.
+async fn read_json_or_empty<B>(
+    state: &State,
+    req: Request<B>,
+) -> Result<Map<String, Value>, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let bytes = read_body(state, req).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    parse_object(&bytes)
+}
+
+/// Reads the body, 413 beyond the limit.
+async fn read_body<B>(state: &State, req: Request<B>) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let too_large = || {
         ApiError::new(
             413,
@@ -613,7 +771,12 @@ where
             ));
         }
     };
-    match serde_json::from_slice::<Value>(&bytes) {
+    Ok(bytes)
+}
+
+/// Parses a JSON object (400 otherwise).
+fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::bad_request(
             "request body must be a JSON object",
@@ -681,6 +844,73 @@ fn optional_object(body: &Map<String, Value>, field: &str) -> Result<Option<Valu
             "invalid_payload",
         )),
     }
+}
+
+/// 400 naming `field` when `value` is longer than `max` bytes.
+fn check_len(field: &str, value: Option<&str>, max: usize) -> Result<(), ApiError> {
+    match value {
+        Some(v) if v.len() > max => Err(ApiError::bad_request(
+            format!("{field} must be at most {max} bytes"),
+            "invalid_payload",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// An optional object whose JSON text is at most `max` bytes.
+fn bounded_object(
+    body: &Map<String, Value>,
+    field: &str,
+    max: usize,
+) -> Result<Option<Value>, ApiError> {
+    let v = optional_object(body, field)?;
+    if v.as_ref().is_some_and(|v| v.to_string().len() > max) {
+        return Err(ApiError::bad_request(
+            format!("{field} must be at most {max} bytes as JSON"),
+            "invalid_payload",
+        ));
+    }
+    Ok(v)
+}
+
+/// Validates a tool-request create body. `agent_role` defaults to the
+/// token's role (the daemon's session role) when that is a valid role.
+fn tool_request_row(
+    body: &Map<String, Value>,
+    token_role: String,
+) -> Result<NewToolRequestRow, ApiError> {
+    let task_id = required_id(body, "task_id")?;
+    check_len("task_id", Some(&task_id), MAX_NAME_BYTES)?;
+    let tool = required_str(body, "tool")?;
+    check_len("tool", Some(&tool), MAX_NAME_BYTES)?;
+    let call_id = required_str(body, "call_id")?;
+    check_len("call_id", Some(&call_id), MAX_NAME_BYTES)?;
+    let arguments = bounded_object(body, "arguments", MAX_ARGUMENTS_BYTES)?.ok_or_else(|| {
+        ApiError::bad_request("missing required field: arguments", "invalid_payload")
+    })?;
+    let agent_role = match optional_str(body, "agent_role")? {
+        Some(role) if wombat_core::is_valid_role(&role) => Some(role),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "agent_role must be 1 to 64 characters: letters, digits, '_', '.' or '-', starting with a letter or digit",
+                "invalid_payload",
+            ));
+        }
+        None => wombat_core::is_valid_role(&token_role).then_some(token_role),
+    };
+    let context = bounded_object(
+        body,
+        "context",
+        wombat_core::controlplane::TOOL_REQUEST_CONTEXT_MAX_BYTES,
+    )?;
+    Ok(NewToolRequestRow {
+        task_id,
+        tool,
+        arguments,
+        call_id,
+        agent_role,
+        context,
+    })
 }
 
 fn idempotency_key(body: &Map<String, Value>) -> Result<Option<String>, ApiError> {
@@ -796,6 +1026,14 @@ mod tests {
         assert!(
             matches!(Endpoint::route("/api/mission-control/tasks/t%2F1/messages"), Some(Endpoint::TaskMessages(id)) if id == "t/1")
         );
+        assert!(
+            matches!(Endpoint::route("/api/mission-control/tool-requests/tr%2F1/consume"), Some(Endpoint::ToolRequestConsume(id)) if id == "tr/1")
+        );
+        assert_eq!(
+            allow_header("/api/mission-control/tool-requests/tr_1").as_deref(),
+            Some("GET, PATCH")
+        );
+        assert!(Endpoint::route("/api/mission-control/tool-requests//consume").is_none());
         assert!(Endpoint::route("/api/mission-control/nope").is_none());
         assert!(Endpoint::route("/api/mission-control/tasks//messages").is_none());
         assert_eq!(

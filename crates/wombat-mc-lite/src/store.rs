@@ -81,6 +81,24 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (user_id, endpoint, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency(created_at);
+CREATE TABLE IF NOT EXISTS tool_requests (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    user_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    arguments TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    agent_role TEXT,
+    status TEXT NOT NULL,
+    reason TEXT,
+    context TEXT,
+    created_at INTEGER NOT NULL,
+    resolved_at INTEGER,
+    consumed_at INTEGER,
+    consume_key TEXT
+);
+CREATE INDEX IF NOT EXISTS tool_requests_by_user ON tool_requests(user_id, seq);
 ";
 
 /// Columns added after the first release; added to an older database on
@@ -746,6 +764,244 @@ pub(crate) fn mark_delivered(
         params![id, user_id, now],
     )?;
     Ok(json!({ "status": "delivered", "notification_id": id }))
+}
+
+/// A tool request row as JSON; optional fields that are unset are left
+/// out.
+fn tool_request_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
+    let arguments: String = r.get("arguments")?;
+    let mut v = json!({
+        "id": r.get::<_, String>("id")?,
+        "task_id": r.get::<_, String>("task_id")?,
+        "tool": r.get::<_, String>("tool")?,
+        "arguments": serde_json::from_str::<Value>(&arguments).unwrap_or_else(|_| json!({})),
+        "call_id": r.get::<_, String>("call_id")?,
+        "status": r.get::<_, String>("status")?,
+        "created_at": rfc3339(r.get("created_at")?),
+    });
+    if let Some(map) = v.as_object_mut() {
+        for text in ["agent_role", "reason"] {
+            if let Some(t) = r.get::<_, Option<String>>(text)? {
+                map.insert(text.into(), Value::String(t));
+            }
+        }
+        for at in ["resolved_at", "consumed_at"] {
+            if let Some(ms) = r.get::<_, Option<i64>>(at)? {
+                map.insert(at.into(), Value::String(rfc3339(ms)));
+            }
+        }
+        if let Some(c) = r.get::<_, Option<String>>("context")?
+            && let Ok(c) = serde_json::from_str::<Value>(&c)
+        {
+            map.insert("context".into(), c);
+        }
+    }
+    Ok(v)
+}
+
+/// A tool request to create (already validated).
+pub(crate) struct NewToolRequestRow {
+    pub task_id: String,
+    pub tool: String,
+    pub arguments: Value,
+    pub call_id: String,
+    pub agent_role: Option<String>,
+    pub context: Option<Value>,
+}
+
+/// Creates a pending tool request on one of the tenant's tasks (404 for
+/// another tenant's or an unknown task).
+pub(crate) fn insert_tool_request(
+    tx: &Transaction<'_>,
+    user_id: &str,
+    t: &NewToolRequestRow,
+    now: i64,
+) -> Result<Value, ApiError> {
+    if !task_exists(tx, user_id, &t.task_id)? {
+        return Err(ApiError::not_found("task not found"));
+    }
+    let id = new_id("tr");
+    tx.prepare_cached(
+        "INSERT INTO tool_requests
+            (id, user_id, task_id, tool, arguments, call_id, agent_role, status, context, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9)",
+    )?
+    .execute(params![
+        id,
+        user_id,
+        t.task_id,
+        t.tool,
+        t.arguments.to_string(),
+        t.call_id,
+        t.agent_role,
+        t.context.as_ref().map(Value::to_string),
+        now
+    ])?;
+    Ok(tx
+        .prepare_cached("SELECT * FROM tool_requests WHERE id = ?1")?
+        .query_row([&id], tool_request_json)?)
+}
+
+/// One page of the tenant's tool requests, oldest first, optionally only
+/// those in `status` and/or of `task_id`.
+pub(crate) fn list_tool_requests(
+    conn: &Connection,
+    user_id: &str,
+    status: Option<&str>,
+    task_id: Option<&str>,
+    after: i64,
+    limit: u32,
+) -> Result<Value, ApiError> {
+    page(
+        conn,
+        "SELECT * FROM tool_requests WHERE user_id = ?1 AND seq > ?2
+            AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR task_id = ?4)
+         ORDER BY seq LIMIT ?5",
+        &[&user_id, &after, &status, &task_id, &(i64::from(limit) + 1)],
+        limit,
+        tool_request_json,
+    )
+}
+
+/// One of the tenant's tool requests; another tenant's is a 404 like an
+/// unknown id.
+pub(crate) fn get_tool_request(
+    conn: &Connection,
+    user_id: &str,
+    id: &str,
+) -> Result<Value, ApiError> {
+    conn.prepare_cached("SELECT * FROM tool_requests WHERE id = ?1 AND user_id = ?2")?
+        .query_row(params![id, user_id], tool_request_json)
+        .optional()?
+        .ok_or_else(|| ApiError::not_found("tool request not found"))
+}
+
+/// A decision on a tool request.
+pub(crate) struct Resolution {
+    /// `approved` or `rejected`.
+    pub status: &'static str,
+    pub reason: Option<String>,
+    /// Queue a notification for the run's session (when dispatch is on).
+    pub notify: bool,
+}
+
+/// Approves or rejects a pending tool request (409
+/// `tool_request_resolved` otherwise) and, in the same transaction, queues
+/// the notification that resumes the run: for the session
+/// `user:<user_id>:<agent_role>` (the session the daemon used, as its
+/// token's role is the session's role), on the request's task, with
+/// `metadata.tool_request_id`.
+pub(crate) fn resolve_tool_request(
+    conn: &mut Connection,
+    user_id: &str,
+    id: &str,
+    decision: &Resolution,
+    now: i64,
+) -> Result<Value, ApiError> {
+    let tx = conn.transaction()?;
+    let row: Option<(String, String, String, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT status, tool, task_id, agent_role FROM tool_requests
+             WHERE id = ?1 AND user_id = ?2",
+        )?
+        .query_row(params![id, user_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    let Some((status, tool, task_id, role)) = row else {
+        return Err(ApiError::not_found("tool request not found"));
+    };
+    if status != "pending" {
+        return Err(ApiError::new(
+            409,
+            format!("tool request is already {status}; only a pending request can be resolved"),
+            "tool_request_resolved",
+        ));
+    }
+    tx.prepare_cached(
+        "UPDATE tool_requests SET status = ?3, reason = ?4, resolved_at = ?5
+         WHERE id = ?1 AND user_id = ?2",
+    )?
+    .execute(params![id, user_id, decision.status, decision.reason, now])?;
+    if decision.notify {
+        let mut content = format!(
+            "The tool call {tool} (tool request {id}) was {}.",
+            decision.status
+        );
+        if let Some(reason) = decision.reason.as_deref().filter(|r| !r.is_empty()) {
+            content.push_str(" Reason: ");
+            content.push_str(reason);
+        }
+        let row = NewNotificationRow {
+            session_key: format!("user:{user_id}:{}", role.as_deref().unwrap_or("agent")),
+            content,
+            task_id: Some(task_id),
+            metadata: Some(json!({ "tool_request_id": id })),
+        };
+        insert_notification(&tx, user_id, &row, now)?;
+    }
+    let v = tx
+        .prepare_cached("SELECT * FROM tool_requests WHERE id = ?1")?
+        .query_row([id], tool_request_json)?;
+    tx.commit()?;
+    Ok(v)
+}
+
+/// Marks an approved or rejected request consumed, once: 409
+/// `tool_request_pending` while pending, 409 `tool_request_consumed` when
+/// consumed before, unless `key` is the key of that first consume (a retry
+/// of the same call after a lost answer gets the record again). The check
+/// and the update run on the single writer connection, so two concurrent
+/// consumers can never both succeed.
+pub(crate) fn consume_tool_request(
+    conn: &mut Connection,
+    user_id: &str,
+    id: &str,
+    key: Option<&str>,
+    now: i64,
+) -> Result<Value, ApiError> {
+    let tx = conn.transaction()?;
+    let row: Option<(String, Option<i64>, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT status, consumed_at, consume_key FROM tool_requests
+             WHERE id = ?1 AND user_id = ?2",
+        )?
+        .query_row(params![id, user_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let Some((status, consumed_at, consume_key)) = row else {
+        return Err(ApiError::not_found("tool request not found"));
+    };
+    if status == "pending" {
+        return Err(ApiError::new(
+            409,
+            "tool request is still pending",
+            "tool_request_pending",
+        ));
+    }
+    match consumed_at {
+        Some(_) if key.is_some() && consume_key.as_deref() == key => {}
+        Some(_) => {
+            return Err(ApiError::new(
+                409,
+                "tool request was already consumed",
+                "tool_request_consumed",
+            ));
+        }
+        None => {
+            tx.prepare_cached(
+                "UPDATE tool_requests SET consumed_at = ?3, consume_key = ?4
+                 WHERE id = ?1 AND user_id = ?2 AND consumed_at IS NULL",
+            )?
+            .execute(params![id, user_id, now, key])?;
+        }
+    }
+    let v = tx
+        .prepare_cached("SELECT * FROM tool_requests WHERE id = ?1")?
+        .query_row([id], tool_request_json)?;
+    tx.commit()?;
+    Ok(v)
 }
 
 fn count(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<i64, ApiError> {

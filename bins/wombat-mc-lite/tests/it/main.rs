@@ -1,6 +1,7 @@
 //! The `wombat-mc-lite` binary as a new user first runs it: `--help` and
 //! `--version` answer and exit 0 without side effects; it listens on
-//! loopback by default; secrets may come from `*_FILE`.
+//! loopback by default; secrets may come from `*_FILE`; `approve` resolves a
+//! tool request.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -156,4 +157,116 @@ fn logs_piped_to_a_file_have_no_colour_codes() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("shutting down"), "{stderr}");
     assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}
+
+/// Runs `wombat-mc-lite approve ...` against `url` on a blocking thread
+/// (the test's runtime keeps serving the backend meanwhile).
+async fn approve_cli(url: &str, secret: &str, args: &[&str]) -> std::process::Output {
+    let dir = scratch(&format!(
+        "approve-{}",
+        args.join("-").replace(['/', ' '], "_")
+    ));
+    let mut cmd = mc_lite(
+        &dir,
+        &[("AGENT_JWT_SECRET", secret), ("CONTROL_PLANE_URL", url)],
+    );
+    cmd.arg("approve").args(args);
+    tokio::task::spawn_blocking(move || cmd.output().expect("run"))
+        .await
+        .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_resolves_a_pending_tool_request_once() {
+    use wombat_controlplane::{ControlPlane, ControlPlaneConfig, JwtAlgorithm, JwtConfig};
+    use wombat_core::controlplane::{NewTask, NewToolRequest};
+    use wombat_mc_lite::{DbLocation, McLite, McLiteConfig};
+
+    let secret = "cli-secret";
+    let jwt = JwtConfig::new(secret, JwtAlgorithm::HS256).expect("jwt");
+    let server = McLite::start(
+        McLiteConfig::new(jwt.clone(), DbLocation::Memory),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("start");
+    let url = server.url();
+    let agent = ControlPlane::new(ControlPlaneConfig::new(url.clone(), jwt))
+        .expect("client")
+        .agent("ann", "agent");
+    let task = agent
+        .create_task(NewTask {
+            title: "t".into(),
+            description: None,
+            status: None,
+            metadata: None,
+            idempotency_key: None,
+        })
+        .await
+        .expect("task");
+    let mut ids = Vec::new();
+    for call in ["c1", "c2"] {
+        let req = agent
+            .create_tool_request(NewToolRequest {
+                task_id: task.id.clone(),
+                tool: "mc__delete_task".into(),
+                arguments: serde_json::json!({}),
+                call_id: call.into(),
+                agent_role: None,
+                idempotency_key: None,
+                context: None,
+            })
+            .await
+            .expect("tool request");
+        ids.push(req.id);
+    }
+
+    let out = approve_cli(&url, secret, &[&ids[0], "--user", "ann"]).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(record["status"], "approved");
+
+    let args = [
+        ids[1].as_str(),
+        "--user",
+        "ann",
+        "--reject",
+        "--reason",
+        "not now",
+    ];
+    let out = approve_cli(&url, secret, &args).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (&record["status"], &record["reason"]),
+        (
+            &serde_json::json!("rejected"),
+            &serde_json::json!("not now")
+        )
+    );
+
+    // A second decision, another tenant, or a wrong secret: exit 1, named.
+    let out = approve_cli(&url, secret, &[&ids[0], "--user", "ann", "--reject"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already resolved"),
+        "{out:?}"
+    );
+    let out = approve_cli(&url, secret, &[&ids[0], "--user", "bob"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not found"),
+        "{out:?}"
+    );
+    let out = approve_cli(&url, "wrong", &[&ids[0], "--user", "ann"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{out:?}"
+    );
+    assert_eq!(
+        agent.get_tool_request(&ids[0]).await.expect("get").status,
+        wombat_core::controlplane::ToolRequestStatus::Approved
+    );
+    server.shutdown().await;
 }

@@ -12,3 +12,4 @@ mod mcp;
 mod openapi;
 mod scale;
 mod support;
+mod tool_requests;

@@ -44,6 +44,11 @@ const REFERENCE_ROUTES: &[(&str, &str)] = &[
         "POST",
         "/api/mission-control/dispatch/notifications/{id}/deliver",
     ),
+    ("GET", "/api/mission-control/tool-requests"),
+    ("POST", "/api/mission-control/tool-requests"),
+    ("GET", "/api/mission-control/tool-requests/{id}"),
+    ("PATCH", "/api/mission-control/tool-requests/{id}"),
+    ("POST", "/api/mission-control/tool-requests/{id}/consume"),
 ];
 
 /// Methods probed when asking the live server which ones a path serves.
@@ -386,11 +391,13 @@ fn spec_is_well_formed_and_its_examples_match_its_schemas() {
     );
 }
 
-/// A backend with one task and one queued notification for `TENANT`.
+/// A backend with one task, one queued notification and one pending tool
+/// request for `TENANT`.
 struct Fixture {
     server: RunningMcLite,
     task_id: String,
     notification_id: String,
+    tool_request_id: String,
 }
 
 const TENANT: &str = "openapi-tenant";
@@ -415,9 +422,19 @@ async fn fixture() -> Fixture {
     )
     .await
     .unwrap();
+    let (status, tool_request) = as_user(
+        &server,
+        TENANT,
+        "POST",
+        "tool-requests",
+        Some(json!({"task_id": task["id"], "tool": "t", "arguments": {}, "call_id": "c"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{tool_request}");
     Fixture {
         task_id: task["id"].as_str().unwrap().to_owned(),
         notification_id: ntf["notification_id"].as_str().unwrap().to_owned(),
+        tool_request_id: tool_request["id"].as_str().unwrap().to_owned(),
         server,
     }
 }
@@ -425,8 +442,12 @@ async fn fixture() -> Fixture {
 impl Fixture {
     /// The path with `{id}` replaced by a real id of the right kind.
     fn concrete_path(&self, path: &str) -> String {
+        // Operations run in path order, so the pending request is read,
+        // then approved (PATCH), then consumed.
         let id = if path.starts_with("/api/mission-control/dispatch/notifications/") {
             &self.notification_id
+        } else if path.starts_with("/api/mission-control/tool-requests/") {
+            &self.tool_request_id
         } else {
             &self.task_id
         };
