@@ -321,6 +321,99 @@ async fn task_id_and_metadata_of_a_delivery_are_forwarded() {
     assert!(body.get("task_title").is_none() && body.get("task_id").is_none());
 }
 
+/// The delivery a reference backend queues when a tool request is
+/// resolved: its `task_id` and `metadata.tool_request_id` reach the daemon's
+/// send, which resumes the run; the body's `user_id` is always the
+/// delivery's, whatever the metadata says.
+#[tokio::test]
+async fn a_tool_request_resolution_reaches_the_daemon_with_its_id() {
+    let mut resolved = delivery("n1", "u1", "The tool call fs__rm was approved.");
+    resolved["session_key"] = json!("user:u1:planner");
+    resolved["task_id"] = json!("task_9");
+    resolved["metadata"] = json!({"tool_request_id": "tr_42", "user_id": "someone-else"});
+    let backend = fake_backend(vec![resolved]).await;
+    let daemon = ok_daemon().await;
+    let d = dispatcher(&backend.url, &daemon.url, &[]);
+    assert_eq!(d.tick().await.unwrap().delivered, 1);
+    let sends = daemon.seen("/api/agents/send");
+    let body = &sends[0].body;
+    assert_eq!(body["user_id"], "u1");
+    assert_eq!(body["session_key"], "user:u1:planner");
+    assert_eq!(body["task_id"], "task_9");
+    assert!(body.get("task_title").is_none());
+    assert_eq!(body["metadata"]["tool_request_id"], "tr_42");
+    assert_eq!(body["metadata"]["notification_id"], "n1");
+    assert_eq!(acked(&backend).len(), 1);
+}
+
+/// The chain with the real reference backend: a tool request approved
+/// there becomes a delivery that reaches the daemon's send with the run's
+/// session, task and `metadata.tool_request_id`, once.
+#[tokio::test]
+async fn an_approval_in_the_reference_backend_reaches_the_daemon() {
+    use wombat_controlplane::{ControlPlane, ControlPlaneConfig};
+    use wombat_core::controlplane::{
+        NewTask, NewToolRequest, ToolRequestDecision, ToolRequestStatus,
+    };
+
+    let backend = crate::support::start_backend().await;
+    let agent = ControlPlane::new(ControlPlaneConfig::new(
+        backend.url(),
+        crate::support::jwt_config(),
+    ))
+    .unwrap()
+    .agent("ivy", "planner");
+    let task = agent
+        .create_task(NewTask {
+            title: "Cleanup".into(),
+            description: None,
+            status: None,
+            metadata: None,
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    let req = agent
+        .create_tool_request(NewToolRequest {
+            task_id: task.id.clone(),
+            tool: "fs__rm".into(),
+            arguments: json!({"path": "/tmp/x"}),
+            call_id: "call_1".into(),
+            agent_role: None,
+            idempotency_key: None,
+            context: None,
+        })
+        .await
+        .unwrap();
+    agent
+        .resolve_tool_request(
+            &req.id,
+            &ToolRequestDecision {
+                status: ToolRequestStatus::Approved,
+                reason: None,
+            },
+        )
+        .await
+        .unwrap();
+
+    let daemon = ok_daemon().await;
+    let d = dispatcher(&backend.url(), &daemon.url, &[]);
+    assert_eq!(d.tick().await.unwrap().delivered, 1);
+    assert_eq!(d.tick().await.unwrap().deliveries, 0, "acknowledged");
+    let sends = daemon.seen("/api/agents/send");
+    assert_eq!(sends.len(), 1);
+    let body = &sends[0].body;
+    assert_eq!(body["user_id"], "ivy");
+    assert_eq!(body["session_key"], "user:ivy:planner");
+    assert_eq!(body["task_id"], task.id.as_str());
+    assert_eq!(body["metadata"]["tool_request_id"], req.id.as_str());
+    assert!(
+        body["message"].as_str().unwrap().contains("fs__rm"),
+        "{body}"
+    );
+    backend.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_refused_delivery_holds_back_that_user_only() {
     let backend = fake_backend(vec![
