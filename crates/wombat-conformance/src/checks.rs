@@ -150,6 +150,8 @@ struct Runner {
     features_known: bool,
     task_id: Option<String>,
     task_body: Value,
+    /// Tool requests created by the tool-request checks, in order.
+    tool_requests: Vec<String>,
     errors_seen: Vec<ErrorSeen>,
     results: Vec<CheckResult>,
 }
@@ -221,6 +223,7 @@ pub async fn run(config: &ConformanceConfig) -> crate::Result<Report> {
         features_known: false,
         task_id: None,
         task_body,
+        tool_requests: Vec::new(),
         errors_seen: Vec::new(),
         results: Vec::new(),
     };
@@ -257,6 +260,11 @@ pub async fn run(config: &ConformanceConfig) -> crate::Result<Report> {
     check!("notifications_dispatch", dispatch);
     check!("events_sse", events_sse);
     check!("tool_requests", tool_requests);
+    check!("tool_requests_idempotent", tool_requests_idempotent);
+    check!("tool_requests_isolation", tool_requests_isolation);
+    check!("tool_requests_list", tool_requests_list);
+    check!("tool_requests_resolve", tool_requests_resolve);
+    check!("tool_requests_consume", tool_requests_consume);
     check!("task_title_filter", task_title_filter);
     check!("error_bodies", error_bodies);
     Ok(Report {
@@ -382,6 +390,7 @@ impl Runner {
             ("heartbeat", f.heartbeat),
             ("standup", f.standup),
             ("tool_requests", f.tool_requests),
+            ("tool_requests_consume", f.tool_requests_consume),
             ("task_title_filter", f.task_title_filter),
         ]
         .into_iter()
@@ -447,13 +456,26 @@ impl Runner {
         token: &str,
         limit: Option<u32>,
     ) -> Result<(Vec<String>, usize), String> {
-        let mut ids = Vec::new();
+        let (items, pages) = self.all_items("tasks", token, limit).await?;
+        Ok((items.into_iter().map(|(id, _)| id).collect(), pages))
+    }
+
+    /// Walks the list at `base` (a path, possibly with a query) with
+    /// `token`, following `next_cursor`; `Ok(((id, item) of every item,
+    /// pages))`.
+    async fn all_items(
+        &mut self,
+        base: &str,
+        token: &str,
+        limit: Option<u32>,
+    ) -> Result<(Vec<(String, Value)>, usize), String> {
+        let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         for page in 1..=MAX_PAGES {
-            let mut path = String::from("tasks");
-            let mut sep = '?';
+            let mut path = String::from(base);
+            let mut sep = if base.contains('?') { '&' } else { '?' };
             if let Some(limit) = limit {
-                path.push_str(&format!("?limit={limit}"));
+                path.push_str(&format!("{sep}limit={limit}"));
                 sep = '&';
             }
             if let Some(c) = &cursor {
@@ -479,14 +501,14 @@ impl Runner {
             }
             for item in items {
                 match &item["id"] {
-                    Value::String(s) => ids.push(s.clone()),
-                    Value::Number(n) => ids.push(n.to_string()),
+                    Value::String(s) => out.push((s.clone(), item.clone())),
+                    Value::Number(n) => out.push((n.to_string(), item.clone())),
                     _ => return Err(format!("GET {path}: an item has no id")),
                 }
             }
             match body.get("next_cursor") {
-                None | Some(Value::Null) => return Ok((ids, page)),
-                Some(Value::String(next)) if next.is_empty() => return Ok((ids, page)),
+                None | Some(Value::Null) => return Ok((out, page)),
+                Some(Value::String(next)) if next.is_empty() => return Ok((out, page)),
                 Some(Value::String(next)) => {
                     if cursor.as_deref() == Some(next.as_str()) {
                         return Err(format!("GET {path}: next_cursor repeats the cursor"));
@@ -500,7 +522,7 @@ impl Runner {
                 }
             }
         }
-        Err(format!("task list did not end within {MAX_PAGES} pages"))
+        Err(format!("{base} list did not end within {MAX_PAGES} pages"))
     }
 
     async fn list_contains_task(&mut self) -> Verdict {
@@ -967,20 +989,434 @@ impl Runner {
         }
     }
 
-    async fn tool_requests(&mut self) -> Verdict {
+    /// The create body of the runner's tool request number `n`.
+    fn tool_request_body(&self, task_id: &str, n: u32) -> Value {
+        json!({
+            "task_id": task_id,
+            "tool": "conformance__probe",
+            "arguments": {"n": n},
+            "call_id": format!("conformance-{}-call-{n}", self.run),
+            "agent_role": ROLE,
+            "idempotency_key": format!("conformance-{}-tool-request-{n}", self.run),
+        })
+    }
+
+    /// Why a tool-request check cannot run: not advertised, no task, or
+    /// (with `needs_request`) no tool request from the first check.
+    fn tool_request_gate(&self, needs_request: bool) -> Option<Verdict> {
         if !self.features.tool_requests {
-            return self.not_advertised();
+            return Some(self.not_advertised());
         }
+        if self.task_id.is_none() {
+            return Some(skip("needs create_task"));
+        }
+        if needs_request && self.tool_requests.is_empty() {
+            return Some(skip("needs tool_requests"));
+        }
+        None
+    }
+
+    /// `POST tool-requests` (expects 200/201 with an id); `Ok((id, body))`.
+    async fn create_tool_request(
+        &mut self,
+        token: &str,
+        body: Value,
+    ) -> Result<(String, Value), String> {
+        let p = self
+            .call(Method::POST, "tool-requests", Some(token), Body::Json(body))
+            .await?;
+        if !p.is_create_ok() {
+            return Err(format!(
+                "POST tool-requests answered {}, expected 200 or 201",
+                p.describe()
+            ));
+        }
+        let id = p
+            .id()
+            .ok_or_else(|| format!("POST tool-requests: no id in {}", p.describe()))?;
+        Ok((id, p.body.unwrap_or_default()))
+    }
+
+    /// `GET tool-requests/{id}` as `token`.
+    async fn get_tool_request(&mut self, token: &str, id: &str) -> Result<Probe, String> {
+        let path = format!("tool-requests/{}", encode_query(id));
+        self.call(Method::GET, &path, Some(token), Body::None).await
+    }
+
+    /// `PATCH tool-requests/{id}` with `body` as `token`.
+    async fn patch_tool_request(
+        &mut self,
+        token: &str,
+        id: &str,
+        body: Value,
+    ) -> Result<Probe, String> {
+        let path = format!("tool-requests/{}", encode_query(id));
+        self.call(Method::PATCH, &path, Some(token), Body::Json(body))
+            .await
+    }
+
+    /// If advertised: create a tool request (pending, fields echoed) and
+    /// read it back by id.
+    async fn tool_requests(&mut self) -> Verdict {
+        if let Some(v) = self.tool_request_gate(false) {
+            return v;
+        }
+        let task_id = self.task_id.clone().unwrap_or_default();
         let token = self.token_a.clone();
+        let body = self.tool_request_body(&task_id, 0);
+        let (id, created) = match self.create_tool_request(&token, body.clone()).await {
+            Ok(v) => v,
+            Err(e) => return fail(e),
+        };
+        if created["status"] != "pending" {
+            return fail(format!(
+                "a new tool request has status {}, expected \"pending\"",
+                created["status"]
+            ));
+        }
+        for field in ["tool", "call_id", "arguments"] {
+            if created[field] != body[field] {
+                return fail(format!(
+                    "POST tool-requests answered {field} {}, sent {}",
+                    created[field], body[field]
+                ));
+            }
+        }
+        match self.get_tool_request(&token, &id).await {
+            Ok(p) if p.status == 200 && p.id().as_deref() == Some(id.as_str()) => {
+                let status = p.body.as_ref().map(|b| b["status"].clone());
+                if status != Some(json!("pending")) {
+                    return fail(format!(
+                        "GET tool-requests/{id} has status {}, expected \"pending\"",
+                        status.unwrap_or_default()
+                    ));
+                }
+            }
+            Ok(p) => {
+                return fail(format!(
+                    "GET tool-requests/{id} answered {}, expected 200 with that id",
+                    p.describe()
+                ));
+            }
+            Err(e) => return fail(e),
+        }
+        self.tool_requests.push(id.clone());
+        pass(format!(
+            "created tool request {id} (pending) and read it back"
+        ))
+    }
+
+    /// Same key and payload → the same request; same key, other payload → 409.
+    async fn tool_requests_idempotent(&mut self) -> Verdict {
+        if let Some(v) = self.tool_request_gate(true) {
+            return v;
+        }
+        let (task_id, first) = (
+            self.task_id.clone().unwrap_or_default(),
+            self.tool_requests[0].clone(),
+        );
+        let token = self.token_a.clone();
+        let body = self.tool_request_body(&task_id, 0);
+        match self.create_tool_request(&token, body.clone()).await {
+            Ok((id, _)) if id == first => {}
+            Ok((id, _)) => {
+                return fail(format!(
+                    "same key and payload created a second tool request {id} (first {first})"
+                ));
+            }
+            Err(e) => return fail(e),
+        }
+        let mut other = body;
+        other["arguments"] = json!({"n": "different"});
         match self
-            .call(Method::GET, "tool-requests", Some(&token), Body::None)
+            .call(
+                Method::POST,
+                "tool-requests",
+                Some(&token),
+                Body::Json(other),
+            )
             .await
         {
-            Ok(p) if (200..300).contains(&p.status) => {
-                pass(format!("GET tool-requests → {}", p.status))
+            Ok(p) if p.status == 409 => {
+                pass("same key and payload → the same request; a different payload → 409")
             }
             Ok(p) => fail(format!(
-                "GET tool-requests answered {}, expected 2xx",
+                "same key with a different payload answered {}, expected 409",
+                p.describe()
+            )),
+            Err(e) => fail(e),
+        }
+    }
+
+    /// Tenant B cannot read, resolve, list or create on tenant A's.
+    async fn tool_requests_isolation(&mut self) -> Verdict {
+        if let Some(v) = self.tool_request_gate(true) {
+            return v;
+        }
+        let Some(token_b) = self.token_b.clone() else {
+            return skip(
+                "needs AGENT_JWT_SECRET to act as a second tenant (only AGENT_TOKEN given)",
+            );
+        };
+        let (task_id, id) = (
+            self.task_id.clone().unwrap_or_default(),
+            self.tool_requests[0].clone(),
+        );
+        match self.get_tool_request(&token_b, &id).await {
+            Ok(p) if p.status == 404 => {}
+            Ok(p) => {
+                return fail(format!(
+                    "tenant b reading tenant a's tool request {id} answered {}, expected 404",
+                    p.describe()
+                ));
+            }
+            Err(e) => return fail(e),
+        }
+        match self
+            .patch_tool_request(&token_b, &id, json!({"status": "approved"}))
+            .await
+        {
+            Ok(p) if p.status == 404 => {}
+            Ok(p) => {
+                return fail(format!(
+                    "tenant b approving tenant a's tool request {id} answered {}, expected 404",
+                    p.describe()
+                ));
+            }
+            Err(e) => return fail(e),
+        }
+        match self.all_items("tool-requests", &token_b, None).await {
+            Ok((items, _)) if items.iter().any(|(i, _)| *i == id) => {
+                return fail(format!("tenant b lists tenant a's tool request {id}"));
+            }
+            Ok(_) => {}
+            Err(e) => return fail(format!("tenant b cannot list its tool requests: {e}")),
+        }
+        let mut body = self.tool_request_body(&task_id, 0);
+        body["idempotency_key"] = json!(format!("conformance-{}-tool-request-x", self.run));
+        match self
+            .call(
+                Method::POST,
+                "tool-requests",
+                Some(&token_b),
+                Body::Json(body),
+            )
+            .await
+        {
+            Ok(p) if p.status == 403 || p.status == 404 => {}
+            Ok(p) => {
+                return fail(format!(
+                    "tenant b creating a tool request on tenant a's task answered {}, expected 403 or 404",
+                    p.describe()
+                ));
+            }
+            Err(e) => return fail(e),
+        }
+        let token = self.token_a.clone();
+        match self.get_tool_request(&token, &id).await {
+            Ok(p)
+                if p.status == 200 && p.body.as_ref().is_some_and(|b| b["status"] == "pending") =>
+            {
+                pass("tenant b: GET and PATCH → 404, not listed, cannot create on a's task")
+            }
+            Ok(p) => fail(format!(
+                "after tenant b's attempts, tenant a's request answered {}",
+                p.describe()
+            )),
+            Err(e) => fail(e),
+        }
+    }
+
+    /// Three requests over pages of two via `next_cursor`; the `status` and
+    /// `task_id` filters.
+    async fn tool_requests_list(&mut self) -> Verdict {
+        if let Some(v) = self.tool_request_gate(true) {
+            return v;
+        }
+        let task_id = self.task_id.clone().unwrap_or_default();
+        let token = self.token_a.clone();
+        for n in 1..3 {
+            let body = self.tool_request_body(&task_id, n);
+            match self.create_tool_request(&token, body).await {
+                Ok((id, _)) => self.tool_requests.push(id),
+                Err(e) => return fail(e),
+            }
+        }
+        let ids = self.tool_requests.clone();
+        let (items, pages) = match self.all_items("tool-requests", &token, Some(2)).await {
+            Ok(v) => v,
+            Err(e) => return fail(e),
+        };
+        let listed: Vec<&String> = items.iter().map(|(i, _)| i).collect();
+        let mut unique = listed.clone();
+        unique.sort();
+        unique.dedup();
+        if unique.len() != listed.len() {
+            return fail("a tool request appeared on two pages");
+        }
+        if let Some(missing) = ids.iter().find(|id| !listed.contains(id)) {
+            return fail(format!(
+                "tool request {missing} never appeared while following next_cursor"
+            ));
+        }
+        let filtered = format!(
+            "tool-requests?status=pending&task_id={}",
+            encode_query(&task_id)
+        );
+        match self.all_items(&filtered, &token, None).await {
+            Ok((items, _)) => {
+                if let Some((id, _)) = items
+                    .iter()
+                    .find(|(_, v)| v["status"] != "pending" || v["task_id"] != json!(task_id))
+                {
+                    return fail(format!("GET {filtered} listed {id}, which does not match"));
+                }
+                if let Some(missing) = ids.iter().find(|id| !items.iter().any(|(i, _)| i == *id)) {
+                    return fail(format!("GET {filtered} did not list {missing}"));
+                }
+            }
+            Err(e) => return fail(e),
+        }
+        pass(format!(
+            "limit=2 honoured; {} requests over {pages} pages; status and task_id filters",
+            listed.len()
+        ))
+    }
+
+    /// PATCH approves or rejects a pending request; a second PATCH is 409.
+    async fn tool_requests_resolve(&mut self) -> Verdict {
+        if let Some(v) = self.tool_request_gate(true) {
+            return v;
+        }
+        if self.tool_requests.len() < 3 {
+            return skip("needs tool_requests_list");
+        }
+        let token = self.token_a.clone();
+        let (a, r) = (self.tool_requests[0].clone(), self.tool_requests[1].clone());
+        for (id, body, status) in [
+            (&a, json!({"status": "approved"}), "approved"),
+            (
+                &r,
+                json!({"status": "rejected", "reason": "conformance"}),
+                "rejected",
+            ),
+        ] {
+            match self.patch_tool_request(&token, id, body).await {
+                Ok(p)
+                    if p.status == 200
+                        && p.body.as_ref().is_some_and(|b| b["status"] == status) => {}
+                Ok(p) => {
+                    return fail(format!(
+                        "PATCH tool-requests/{id} to {status} answered {}, expected 200 with status {status}",
+                        p.describe()
+                    ));
+                }
+                Err(e) => return fail(e),
+            }
+        }
+        match self
+            .patch_tool_request(&token, &a, json!({"status": "rejected"}))
+            .await
+        {
+            Ok(p) if p.status == 409 => {}
+            Ok(p) => {
+                return fail(format!(
+                    "a second PATCH of tool-requests/{a} answered {}, expected 409",
+                    p.describe()
+                ));
+            }
+            Err(e) => return fail(e),
+        }
+        match self.get_tool_request(&token, &a).await {
+            Ok(p) if p.body.as_ref().is_some_and(|b| b["status"] == "approved") => {
+                pass("pending → approved and pending → rejected; a second PATCH → 409")
+            }
+            Ok(p) => fail(format!(
+                "after a refused second PATCH, GET tool-requests/{a} answered {}",
+                p.describe()
+            )),
+            Err(e) => fail(e),
+        }
+    }
+
+    /// If `tool_requests_consume` is advertised: pending → 409
+    /// `tool_request_pending`; resolved → 200 with `consumed_at`, once;
+    /// again → 409 `tool_request_consumed`; another tenant → 404.
+    async fn tool_requests_consume(&mut self) -> Verdict {
+        if !self.features.tool_requests_consume {
+            return self.not_advertised();
+        }
+        if let Some(v) = self.tool_request_gate(true) {
+            return v;
+        }
+        if self.tool_requests.len() < 3 {
+            return skip("needs tool_requests_list");
+        }
+        let token = self.token_a.clone();
+        let (approved, pending) = (self.tool_requests[0].clone(), self.tool_requests[2].clone());
+        let consume = |id: &str| format!("tool-requests/{}/consume", encode_query(id));
+        let expect_code = |p: &Probe, code: &str| {
+            p.status == 409 && p.body.as_ref().is_some_and(|b| b["code"] == code)
+        };
+        match self
+            .call(Method::POST, &consume(&pending), Some(&token), Body::None)
+            .await
+        {
+            Ok(p) if expect_code(&p, "tool_request_pending") => {}
+            Ok(p) => {
+                return fail(format!(
+                    "consuming a pending request answered {}, expected 409 tool_request_pending",
+                    p.describe()
+                ));
+            }
+            Err(e) => return fail(e),
+        }
+        if let Some(token_b) = self.token_b.clone() {
+            match self
+                .call(
+                    Method::POST,
+                    &consume(&approved),
+                    Some(&token_b),
+                    Body::None,
+                )
+                .await
+            {
+                Ok(p) if p.status == 404 => {}
+                Ok(p) => {
+                    return fail(format!(
+                        "tenant b consuming tenant a's request answered {}, expected 404",
+                        p.describe()
+                    ));
+                }
+                Err(e) => return fail(e),
+            }
+        }
+        match self
+            .call(Method::POST, &consume(&approved), Some(&token), Body::None)
+            .await
+        {
+            Ok(p)
+                if p.status == 200
+                    && p.body.as_ref().is_some_and(|b| {
+                        b["status"] == "approved" && b["consumed_at"].as_str().is_some()
+                    }) => {}
+            Ok(p) => {
+                return fail(format!(
+                    "consuming an approved request answered {}, expected 200 with consumed_at",
+                    p.describe()
+                ));
+            }
+            Err(e) => return fail(e),
+        }
+        match self
+            .call(Method::POST, &consume(&approved), Some(&token), Body::None)
+            .await
+        {
+            Ok(p) if expect_code(&p, "tool_request_consumed") => pass(
+                "pending → 409 tool_request_pending; approved → 200 once, then 409 tool_request_consumed",
+            ),
+            Ok(p) => fail(format!(
+                "consuming a request twice answered {}, expected 409 tool_request_consumed",
                 p.describe()
             )),
             Err(e) => fail(e),

@@ -23,7 +23,12 @@ struct Lenient {
     check_auth: bool,
     /// Advertise `task_title_filter` (and still ignore `?title=`).
     title_filter: bool,
+    /// Advertise `tool_requests` and `tool_requests_consume`, and serve them
+    /// without tenancy, payload checks, pagination or state rules.
+    tool_requests: bool,
     tasks: Mutex<Vec<(String, String, Option<String>)>>,
+    /// `(key, record)` of every tool request.
+    tool_requests_made: Mutex<Vec<(Option<String>, Value)>>,
 }
 
 async fn start_lenient(check_auth: bool) -> String {
@@ -82,7 +87,8 @@ async fn lenient(state: &Lenient, req: Request<hyper::body::Incoming>) -> Respon
     let body: Value = serde_json::from_slice(&body).unwrap_or(json!({}));
     let text = |v: &Value, k: &str| v[k].as_str().map(str::to_owned);
     match (method.as_str(), path.trim_start_matches("/api/mission-control/")) {
-        ("GET", "capabilities") => reply(200, json!({"contract_version": "v1", "features": {"tasks": true, "messages": true, "documents": true, "task_title_filter": state.title_filter}}).to_string()),
+        ("GET", "capabilities") => reply(200, json!({"contract_version": "v1", "features": {"tasks": true, "messages": true, "documents": true, "task_title_filter": state.title_filter, "tool_requests": state.tool_requests, "tool_requests_consume": state.tool_requests}}).to_string()),
+        (_, p) if state.tool_requests && p.starts_with("tool-requests") => lenient_tool_requests(state, &method, p, &body),
         ("GET", "tasks") => {
             let items: Vec<Value> = state.tasks.lock().unwrap().iter().map(|(id, title, _)| json!({"id": id, "title": title, "status": "open"})).collect();
             reply(200, json!({"items": items}).to_string())
@@ -101,6 +107,60 @@ async fn lenient(state: &Lenient, req: Request<hyper::body::Incoming>) -> Respon
         ("POST", "messages") => reply(200, json!({"id": "m1", "task_id": body["task_id"], "content": body["content"]}).to_string()),
         ("POST", "documents") => reply(200, json!({"id": "d1", "task_id": body["task_id"], "title": body["title"]}).to_string()),
         _ => reply(404, "not found".into()),
+    }
+}
+
+/// Tool requests as a careless backend might serve them: keys deduplicate
+/// without comparing payloads, every tenant sees everything, lists ignore
+/// `limit`, any PATCH and any consume succeeds.
+fn lenient_tool_requests(
+    state: &Lenient,
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> Response<Full<Bytes>> {
+    let mut made = state.tool_requests_made.lock().unwrap();
+    let segments: Vec<&str> = path.split('/').collect();
+    let find = |made: &mut Vec<(Option<String>, Value)>, id: &str| {
+        made.iter().position(|(_, r)| r["id"] == id)
+    };
+    match (method, segments.as_slice()) {
+        ("POST", ["tool-requests"]) => {
+            let key = body["idempotency_key"].as_str().map(str::to_owned);
+            if let Some((_, r)) = made.iter().find(|(k, _)| key.is_some() && *k == key) {
+                return reply(200, r.to_string());
+            }
+            let record = json!({
+                "id": format!("tr{}", made.len() + 1), "task_id": body["task_id"],
+                "tool": body["tool"], "arguments": body["arguments"], "call_id": body["call_id"],
+                "status": "pending", "created_at": "2026-01-01T00:00:00Z",
+            });
+            made.push((key, record.clone()));
+            reply(200, record.to_string())
+        }
+        ("GET", ["tool-requests"]) => {
+            let items: Vec<&Value> = made.iter().map(|(_, r)| r).collect();
+            reply(200, json!({"items": items}).to_string())
+        }
+        ("GET", ["tool-requests", id]) => match find(&mut made, id) {
+            Some(i) => reply(200, made[i].1.to_string()),
+            None => reply(404, json!({"error": "nope"}).to_string()),
+        },
+        ("PATCH", ["tool-requests", id]) => match find(&mut made, id) {
+            Some(i) => {
+                made[i].1["status"] = body["status"].clone();
+                reply(200, made[i].1.to_string())
+            }
+            None => reply(404, json!({"error": "nope"}).to_string()),
+        },
+        ("POST", ["tool-requests", id, "consume"]) => match find(&mut made, id) {
+            Some(i) => {
+                made[i].1["consumed_at"] = json!("2026-01-01T00:00:01Z");
+                reply(200, made[i].1.to_string())
+            }
+            None => reply(404, json!({"error": "nope"}).to_string()),
+        },
+        _ => reply(404, json!({"error": "nope"}).to_string()),
     }
 }
 
@@ -198,4 +258,47 @@ async fn plain_text_errors_fail_the_error_body_check() {
         "{}",
         message(&report, "error_bodies")
     );
+}
+
+#[tokio::test]
+async fn careless_tool_requests_fail_the_right_checks() {
+    let url = start_lenient_with(Lenient {
+        tool_requests: true,
+        ..Lenient::default()
+    })
+    .await;
+    let report = wombat_conformance::run(&secret_config(&url)).await.unwrap();
+    assert_eq!(
+        outcome(&report, "tool_requests"),
+        Outcome::Pass,
+        "{}",
+        message(&report, "tool_requests")
+    );
+    for (name, text) in [
+        ("tool_requests_idempotent", "expected 409"),
+        ("tool_requests_isolation", "expected 404"),
+        ("tool_requests_list", "limit=2"),
+        ("tool_requests_resolve", "second PATCH"),
+        ("tool_requests_consume", "tool_request_pending"),
+    ] {
+        assert_eq!(outcome(&report, name), Outcome::Fail, "{name}");
+        assert!(
+            message(&report, name).contains(text),
+            "{name}: {}",
+            message(&report, name)
+        );
+    }
+    // Not advertised (the plain lenient backend): skipped, not failed.
+    let plain = start_lenient(false).await;
+    let report = wombat_conformance::run(&secret_config(&plain))
+        .await
+        .unwrap();
+    for name in [
+        "tool_requests",
+        "tool_requests_resolve",
+        "tool_requests_consume",
+    ] {
+        assert_eq!(outcome(&report, name), Outcome::Skip, "{name}");
+        assert_eq!(message(&report, name), "not advertised", "{name}");
+    }
 }

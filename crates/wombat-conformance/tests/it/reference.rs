@@ -5,7 +5,7 @@ use wombat_controlplane::jwt;
 
 use crate::support::*;
 
-const ALL_CHECKS: [&str; 23] = [
+const ALL_CHECKS: [&str; 28] = [
     "capabilities",
     "create_task",
     "create_task_idempotent",
@@ -27,6 +27,11 @@ const ALL_CHECKS: [&str; 23] = [
     "notifications_dispatch",
     "events_sse",
     "tool_requests",
+    "tool_requests_idempotent",
+    "tool_requests_isolation",
+    "tool_requests_list",
+    "tool_requests_resolve",
+    "tool_requests_consume",
     "task_title_filter",
     "error_bodies",
 ];
@@ -41,7 +46,7 @@ async fn every_check_passes_and_reports_are_written() {
     assert_eq!(names, ALL_CHECKS);
     assert!(report.is_success(), "{}", report.console_summary());
     for name in ALL_CHECKS {
-        let expected = if matches!(name, "events_sse" | "tool_requests") {
+        let expected = if name == "events_sse" {
             Outcome::Skip
         } else {
             Outcome::Pass
@@ -63,14 +68,14 @@ async fn every_check_passes_and_reports_are_written() {
             .unwrap();
     assert_eq!(json["success"], true);
     assert_eq!(json["summary"]["failed"], 0);
-    assert_eq!(json["summary"]["passed"], 21);
-    assert_eq!(json["checks"].as_array().unwrap().len(), 23);
+    assert_eq!(json["summary"]["passed"], 27);
+    assert_eq!(json["checks"].as_array().unwrap().len(), 28);
     assert_eq!(json["auth_mode"], "secret");
     let xml = std::fs::read_to_string(out.join("junit.xml")).unwrap();
     assert!(xml.starts_with("<?xml"));
-    assert_eq!(xml.matches("<testcase ").count(), 23);
+    assert_eq!(xml.matches("<testcase ").count(), 28);
     assert!(
-        xml.contains("tests=\"23\" failures=\"0\" skipped=\"2\""),
+        xml.contains("tests=\"28\" failures=\"0\" skipped=\"1\""),
         "{xml}"
     );
     assert!(!xml.contains(SECRET) && !json.to_string().contains(SECRET));
@@ -92,6 +97,7 @@ async fn a_ready_token_skips_the_multi_tenant_checks() {
         "auth_expired_token",
         "tenant_isolation_read",
         "tenant_isolation_write",
+        "tool_requests_isolation",
     ] {
         assert_eq!(outcome(&report, name), Outcome::Skip, "{name}");
         assert!(message(&report, name).contains("AGENT_TOKEN"), "{name}");
@@ -99,6 +105,21 @@ async fn a_ready_token_skips_the_multi_tenant_checks() {
     // The user id is read from the token, so heartbeat is still probed.
     assert_eq!(outcome(&report, "heartbeat"), Outcome::Pass);
     assert_eq!(outcome(&report, "auth_wrong_signature"), Outcome::Pass);
+    // One tenant is enough for the rest of the tool-request checks.
+    for name in [
+        "tool_requests",
+        "tool_requests_idempotent",
+        "tool_requests_list",
+        "tool_requests_resolve",
+        "tool_requests_consume",
+    ] {
+        assert_eq!(
+            outcome(&report, name),
+            Outcome::Pass,
+            "{name}: {}",
+            message(&report, name)
+        );
+    }
 }
 
 #[tokio::test]
