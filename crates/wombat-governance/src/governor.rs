@@ -10,8 +10,9 @@ use jiff::tz::TimeZone;
 use crate::limits::{Limits, PeriodKind, Periods, RateKind};
 use crate::memory::MemoryStore;
 use crate::redis_store::RedisStore;
+use crate::settler::{self, Job, LeaseSettle, Settler};
 use crate::store::{
-    Admission, AdmitRequest, Refusal, SettleRequest, Store, StoreError, UsageRecord, UsageSnapshot,
+    Admission, AdmitRequest, Refusal, SettleRequest, Settlement, Store, StoreError, UsageSnapshot,
 };
 
 /// What to do when the store cannot be reached.
@@ -158,16 +159,37 @@ pub struct GovernorMetrics {
     pub reserved_micros: AtomicU64,
     /// Sum of the real costs settled, micro-dollars.
     pub settled_micros: AtomicU64,
+    /// Finished calls handed to the background writer (shared store).
+    pub settle_queued: AtomicU64,
+    /// Finished calls settled on the request path because the background
+    /// queue was full (shared store).
+    pub settle_inline: AtomicU64,
 }
 
 /// Budgets, rates and concurrency per user, and the shared usage ledger.
 pub struct Governor {
-    store: Arc<dyn Store>,
+    core: Arc<Core>,
     shared: bool,
     config: GovernorConfig,
+    /// With a shared store: the background writer of settlements.
+    settler: Option<Arc<Settler>>,
+}
+
+/// What the governor shares with its background writer.
+pub(crate) struct Core {
+    store: Arc<dyn Store>,
+    store_timeout: Duration,
     metrics: GovernorMetrics,
     /// Seconds (Unix) of the last store-error log line.
     last_error_log: AtomicU64,
+}
+
+impl Drop for Governor {
+    fn drop(&mut self) {
+        if let Some(s) = &self.settler {
+            s.close();
+        }
+    }
 }
 
 /// At most one store-error log line per this many seconds.
@@ -176,14 +198,33 @@ const ERROR_LOG_EVERY_SECS: u64 = 10;
 impl Governor {
     /// A governor over `store`; `shared` says whether the store is shared
     /// by replicas (then `/usage` should come from it).
+    ///
+    /// With a shared store, finished calls are settled and recorded by a
+    /// background task (spawned on first use, on the caller's runtime), in
+    /// batches; see [`Governor::settle_and_record`].
     pub fn new(store: Arc<dyn Store>, shared: bool, config: GovernorConfig) -> Self {
         Self {
-            store,
+            core: Arc::new(Core {
+                store,
+                store_timeout: config.store_timeout,
+                metrics: GovernorMetrics::default(),
+                last_error_log: AtomicU64::new(0),
+            }),
             shared,
             config,
-            metrics: GovernorMetrics::default(),
-            last_error_log: AtomicU64::new(0),
+            settler: shared.then(|| Arc::new(Settler::new(settler::CAPACITY))),
         }
+    }
+
+    /// The same governor with room for `capacity` settlements in the
+    /// background queue (default 8192); past it, finished calls settle on
+    /// the request path. Takes effect only before the first call.
+    #[must_use]
+    pub fn with_settle_queue(mut self, capacity: usize) -> Self {
+        if self.settler.is_some() {
+            self.settler = Some(Arc::new(Settler::new(capacity)));
+        }
+        self
     }
 
     /// In this process only.
@@ -208,7 +249,7 @@ impl Governor {
 
     /// The counters.
     pub fn metrics(&self) -> &GovernorMetrics {
-        &self.metrics
+        &self.core.metrics
     }
 
     /// The current periods.
@@ -216,14 +257,35 @@ impl Governor {
         Periods::at(Timestamp::now(), &self.config.timezone)
     }
 
+    /// Waits until the settlements this replica queued so far are written
+    /// (or failed), at most `bound`; whether they all were. Call it on
+    /// shutdown, after the last request finished, so that no settlement is
+    /// left in memory. Without a shared store there is never anything to
+    /// wait for.
+    pub async fn flush(&self, bound: Duration) -> bool {
+        let Some(s) = &self.settler else {
+            return true;
+        };
+        let flushed = s.flush(bound).await;
+        if !flushed {
+            tracing::error!(
+                left = s.backlog(),
+                "governance settlements not written within {bound:?}; their reservations expire with their leases"
+            );
+        }
+        flushed
+    }
+}
+
+impl Core {
     async fn call<T>(
         &self,
         what: &str,
         f: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let result = match tokio::time::timeout(self.config.store_timeout, f).await {
+        let result = match tokio::time::timeout(self.store_timeout, f).await {
             Ok(r) => r,
-            Err(_) => Err(StoreError::Timeout(self.config.store_timeout)),
+            Err(_) => Err(StoreError::Timeout(self.store_timeout)),
         };
         if let Err(e) = &result {
             self.metrics.store_errors.fetch_add(1, Relaxed);
@@ -245,6 +307,23 @@ impl Governor {
         result
     }
 
+    /// Settles and records `jobs` in one store step. A failure is logged
+    /// and counted; the reservations then expire with their leases.
+    pub(crate) async fn settle_jobs(&self, jobs: &[Job], what: &str) {
+        let batch: Vec<Settlement<'_>> = jobs.iter().map(Job::view).collect();
+        let _ = self.call(what, self.store.settle_many(&batch)).await;
+    }
+}
+
+impl Governor {
+    async fn call<T>(
+        &self,
+        what: &str,
+        f: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.core.call(what, f).await
+    }
+
     /// Checks `limits` for `user` and reserves `estimate`. Refusals reserve
     /// nothing. With the store unreachable: admitted without a reservation
     /// (fail-open) or [`Refused::Unavailable`] (fail-closed).
@@ -254,6 +333,17 @@ impl Governor {
         limits: &Limits,
         estimate: Estimate,
     ) -> Result<Admitted, Refused> {
+        if limits.concurrency.is_some()
+            && let Some(s) = &self.settler
+            && s.pending()
+        {
+            // The slots of this replica's finished calls are released by
+            // queued settlements: let them reach the store first, so that
+            // a user who waits for one reply before sending the next is
+            // never refused for a call that has ended. Bounded like any
+            // store call; past it the admission goes ahead.
+            s.flush(self.config.store_timeout).await;
+        }
         let now = Timestamp::now();
         let periods = Periods::at(now, &self.config.timezone);
         let lease = lease_id();
@@ -268,9 +358,9 @@ impl Governor {
             day_ttl_secs: periods.ttl_secs(PeriodKind::Day, now),
             month_ttl_secs: periods.ttl_secs(PeriodKind::Month, now),
         };
-        let m = &self.metrics;
+        let m = &self.core.metrics;
         match self
-            .call("admitting a request", self.store.admit(&req))
+            .call("admitting a request", self.core.store.admit(&req))
             .await
         {
             Ok(Admission::Admitted {
@@ -382,50 +472,68 @@ impl Governor {
         let now = Timestamp::now();
         let periods = Periods::at(now, &self.config.timezone);
         let req = settle_request(&lease, cost_micros, tokens_used, &periods, now);
-        self.metrics.settled_micros.fetch_add(cost_micros, Relaxed);
+        self.core
+            .metrics
+            .settled_micros
+            .fetch_add(cost_micros, Relaxed);
         let _ = self
-            .call("settling a request", self.store.settle(&req))
+            .call("settling a request", self.core.store.settle(&req))
             .await;
     }
 
     /// Settles `admitted` (when given) with the real figures of `call` and,
     /// with a shared store, adds the call to its usage ledger, in one store
-    /// step (one round trip to Redis). Failures are logged and counted.
+    /// step. Failures are logged and counted.
+    ///
+    /// With a shared store the step is queued and written in the background
+    /// (batched with other calls'), so this returns without a round trip;
+    /// the reservation is held until it is written. A full queue settles
+    /// inline, counted by `settle_inline`.
     pub async fn settle_and_record(&self, admitted: Option<Admitted>, call: &Call<'_>) {
         let tokens = call.input.saturating_add(call.output);
-        if !self.shared {
+        let Some(settler) = self.settler.as_ref().filter(|_| self.shared) else {
             if let Some(a) = admitted {
                 self.settle(a, call.cost_micros, tokens).await;
             }
             return;
-        }
+        };
         let now = Timestamp::now();
         let periods = Periods::at(now, &self.config.timezone);
-        let lease = admitted.and_then(|a| a.lease);
-        let settle = lease
-            .as_ref()
-            .map(|l| settle_request(l, call.cost_micros, tokens, &periods, now));
-        if settle.is_some() {
-            self.metrics
-                .settled_micros
-                .fetch_add(call.cost_micros, Relaxed);
-        }
-        let rec = UsageRecord {
-            user: call.user,
-            model: call.model,
+        let m = &self.core.metrics;
+        let lease = admitted.and_then(|a| a.lease).map(|l| {
+            m.settled_micros.fetch_add(call.cost_micros, Relaxed);
+            LeaseSettle {
+                token_delta: token_delta(tokens, l.prompt_tokens),
+                user: l.user,
+                id: l.id,
+                cost_micros: call.cost_micros,
+                tpm: l.tpm,
+            }
+        });
+        let job = Job {
+            lease,
+            user: call.user.to_owned(),
+            model: call.model.to_owned(),
             input: call.input,
             output: call.output,
             total: call.total,
             cost_micros: call.cost_micros,
             estimated: call.estimated,
-            day: &periods.day,
+            day_ttl_secs: periods.ttl_secs(PeriodKind::Day, now),
+            month_ttl_secs: periods.ttl_secs(PeriodKind::Month, now),
+            periods,
         };
-        let _ = self
-            .call(
-                "settling and recording a call",
-                self.store.settle_and_record(settle.as_ref(), &rec),
-            )
-            .await;
+        match settler.push(&self.core, job) {
+            None => {
+                m.settle_queued.fetch_add(1, Relaxed);
+            }
+            Some(job) => {
+                m.settle_inline.fetch_add(1, Relaxed);
+                self.core
+                    .settle_jobs(std::slice::from_ref(&job), "settling and recording a call")
+                    .await;
+            }
+        }
     }
 
     /// The ledger with the series of the last `days` days (budget time zone).
@@ -443,7 +551,11 @@ impl Governor {
             }
         }
         series.reverse();
-        self.call("reading usage", self.store.usage(user, &series))
+        // This replica's own finished calls are in the answer.
+        if let Some(s) = &self.settler {
+            s.flush(self.config.store_timeout).await;
+        }
+        self.call("reading usage", self.core.store.usage(user, &series))
             .await
     }
 }
@@ -456,19 +568,23 @@ fn settle_request<'a>(
     periods: &'a Periods,
     now: Timestamp,
 ) -> SettleRequest<'a> {
-    let delta = i64::try_from(tokens_used)
-        .unwrap_or(i64::MAX)
-        .saturating_sub(i64::try_from(lease.prompt_tokens).unwrap_or(i64::MAX));
     SettleRequest {
         user: &lease.user,
         lease: &lease.id,
         cost_micros,
-        token_delta: delta,
+        token_delta: token_delta(tokens_used, lease.prompt_tokens),
         tpm: lease.tpm,
         periods,
         day_ttl_secs: periods.ttl_secs(PeriodKind::Day, now),
         month_ttl_secs: periods.ttl_secs(PeriodKind::Month, now),
     }
+}
+
+/// Tokens really used minus those charged at admission.
+fn token_delta(tokens_used: u64, charged: u64) -> i64 {
+    i64::try_from(tokens_used)
+        .unwrap_or(i64::MAX)
+        .saturating_sub(i64::try_from(charged).unwrap_or(i64::MAX))
 }
 
 /// One finished LLM call: what it used and cost.

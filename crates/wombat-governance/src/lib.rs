@@ -18,11 +18,16 @@
 //! reservations in flight is below the limit; after the call the real cost
 //! is settled and the reservation released. Concurrent requests can thus
 //! overshoot a budget by at most the reservations in flight.
+//!
+//! With a shared store, settlements leave the request path: the governor
+//! queues them and one background task writes them in batches (see
+//! `settler.rs`); a reservation holds until its settlement is written.
 
 mod governor;
 mod limits;
 mod memory;
 mod redis_store;
+mod settler;
 mod store;
 
 pub use governor::{
@@ -33,6 +38,6 @@ pub use limits::{Limits, PeriodKind, Periods, RateKind};
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
 pub use store::{
-    Admission, AdmitRequest, Refusal, SettleRequest, Store, StoreError, UsageRecord, UsageSnapshot,
-    UsageTotals,
+    Admission, AdmitRequest, Refusal, SettleRequest, Settlement, Store, StoreError, UsageRecord,
+    UsageSnapshot, UsageTotals,
 };

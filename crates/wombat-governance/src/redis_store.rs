@@ -20,14 +20,16 @@
 
 use std::collections::BTreeMap;
 
+use std::io::Write as _;
+
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Script};
+use redis::{Client, Cmd, RedisWrite, Script, ToRedisArgs, Value};
 use tokio::sync::OnceCell;
 
 use crate::limits::{PeriodKind, RateKind};
 use crate::store::{
-    Admission, AdmitRequest, MAX_MODELS, MAX_USERS, Refusal, SettleRequest, Store, StoreError,
-    UsageRecord, UsageSnapshot, UsageTotals,
+    Admission, AdmitRequest, MAX_MODELS, MAX_USERS, Refusal, SettleRequest, Settlement, Store,
+    StoreError, UsageRecord, UsageSnapshot, UsageTotals,
 };
 
 const PREFIX: &str = "wombat:";
@@ -140,16 +142,20 @@ local function add(key, suffix)
   redis.call('HINCRBY', key, 'o' .. suffix, ARGV[6])
   redis.call('HINCRBY', key, 't' .. suffix, ARGV[7])
   redis.call('HINCRBY', key, 'c' .. suffix, ARGV[8])
+end
+local all, mine = p .. 'u:all', p .. 'u:user:' .. user
+local day, uday = p .. 'u:day:' .. ARGV[9], p .. 'u:uday:' .. ARGV[9] .. ':' .. user
+add(all, '')
+add(all, ':' .. model)
+add(mine, '')
+add(mine, ':' .. model)
+add(day, '')
+add(uday, '')
+-- Each key's expiry once (not once per add): the script's cost is the
+-- server's, on every call.
+for _, key in ipairs({all, mine, day, uday, p .. 'u:models', p .. 'u:users'}) do
   redis.call('EXPIRE', key, ttl)
 end
-add(p .. 'u:all', '')
-add(p .. 'u:all', ':' .. model)
-add(p .. 'u:user:' .. user, '')
-add(p .. 'u:user:' .. user, ':' .. model)
-add(p .. 'u:day:' .. ARGV[9], '')
-add(p .. 'u:uday:' .. ARGV[9] .. ':' .. user, '')
-redis.call('EXPIRE', p .. 'u:models', ttl)
-redis.call('EXPIRE', p .. 'u:users', ttl)
 return 1
 ";
 
@@ -197,12 +203,62 @@ impl RedisStore {
             .conn
             .get_or_try_init(|| async {
                 // One attempt per call: the governor bounds each call with
-                // its own timeout and decides what a failure means.
-                let config = ConnectionManagerConfig::new().set_number_of_retries(1);
+                // its own timeout and decides what a failure means. No
+                // response timeout of the client's own: that would be a
+                // second timer per call for the same bound.
+                let config = ConnectionManagerConfig::new()
+                    .set_number_of_retries(1)
+                    .set_response_timeout(None);
                 ConnectionManager::new_with_config(self.client.clone(), config).await
             })
             .await?;
         Ok(conn.clone())
+    }
+}
+
+/// `EVALSHA <script> <keys>`, arguments to follow. The command is built
+/// directly (not through `ScriptInvocation`, which keeps every argument in
+/// its own vector and copies them into the command again).
+fn evalsha(script: &Script, keys: usize, args: usize) -> Cmd {
+    let mut cmd = Cmd::with_capacity(3 + keys + args, 256);
+    cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys);
+    cmd
+}
+
+fn is_noscript(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}
+
+/// Runs an `EVALSHA` built by [`evalsha`], loading the script first when
+/// the server does not know it (a new or restarted server).
+async fn eval<T: redis::FromRedisValue>(
+    conn: &mut ConnectionManager,
+    script: &Script,
+    cmd: &Cmd,
+) -> Result<T, StoreError> {
+    match cmd.query_async(conn).await {
+        Err(e) if is_noscript(&e) => {
+            script.load_async(conn).await?;
+            Ok(cmd.query_async(conn).await?)
+        }
+        r => Ok(r?),
+    }
+}
+
+/// A key `wombat:<part><part>...` written straight into the command, with
+/// no intermediate `String`.
+struct Key<'a, const N: usize>([&'a str; N]);
+
+impl<const N: usize> ToRedisArgs for Key<'_, N> {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + RedisWrite,
+    {
+        let mut w = out.writer_for_next_arg();
+        for part in std::iter::once(PREFIX).chain(self.0) {
+            // Writing to the command's own buffer cannot fail.
+            let _ = w.write_all(part.as_bytes());
+        }
     }
 }
 
@@ -239,15 +295,19 @@ fn split(fields: &BTreeMap<String, i64>) -> (UsageTotals, BTreeMap<String, Usage
     (totals(fields, ""), by_model)
 }
 
-/// SETTLE's keys and its six arguments.
-fn settle_args(inv: &mut redis::ScriptInvocation<'_>, req: &SettleRequest<'_>) {
+/// SETTLE's five keys.
+fn settle_keys(cmd: &mut Cmd, req: &SettleRequest<'_>) {
     let u = req.user;
-    inv.key(format!("{PREFIX}l:{u}"))
-        .key(format!("{PREFIX}lv:{u}"))
-        .key(format!("{PREFIX}bd:{}:{u}", req.periods.day))
-        .key(format!("{PREFIX}bm:{}:{u}", req.periods.month))
-        .key(format!("{PREFIX}tpm:{u}"))
-        .arg(req.lease)
+    cmd.arg(Key(["l:", u]))
+        .arg(Key(["lv:", u]))
+        .arg(Key(["bd:", &req.periods.day, ":", u]))
+        .arg(Key(["bm:", &req.periods.month, ":", u]))
+        .arg(Key(["tpm:", u]));
+}
+
+/// SETTLE's six arguments.
+fn settle_args(cmd: &mut Cmd, req: &SettleRequest<'_>) {
+    cmd.arg(req.lease)
         .arg(req.cost_micros)
         .arg(req.token_delta)
         .arg(req.tpm.unwrap_or(0))
@@ -256,8 +316,8 @@ fn settle_args(inv: &mut redis::ScriptInvocation<'_>, req: &SettleRequest<'_>) {
 }
 
 /// RECORD's twelve arguments.
-fn record_args(inv: &mut redis::ScriptInvocation<'_>, rec: &UsageRecord<'_>) {
-    inv.arg(PREFIX)
+fn record_args(cmd: &mut Cmd, rec: &UsageRecord<'_>) {
+    cmd.arg(PREFIX)
         .arg(rec.user)
         .arg(rec.model)
         .arg(u8::from(rec.estimated))
@@ -271,20 +331,43 @@ fn record_args(inv: &mut redis::ScriptInvocation<'_>, rec: &UsageRecord<'_>) {
         .arg(USAGE_TTL_SECS);
 }
 
+impl RedisStore {
+    /// The combined settle-and-record command of one finished call.
+    fn settle_record_cmd(&self, settle: Option<&SettleRequest<'_>>, rec: &UsageRecord<'_>) -> Cmd {
+        let mut cmd = evalsha(
+            &self.settle_record,
+            if settle.is_some() { 5 } else { 0 },
+            18,
+        );
+        match settle {
+            Some(req) => {
+                settle_keys(&mut cmd, req);
+                settle_args(&mut cmd, req);
+            }
+            None => {
+                for _ in 0..6 {
+                    cmd.arg(0);
+                }
+            }
+        }
+        record_args(&mut cmd, rec);
+        cmd
+    }
+}
+
 #[async_trait::async_trait]
 impl Store for RedisStore {
     async fn admit(&self, req: &AdmitRequest<'_>) -> Result<Admission, StoreError> {
         let mut conn = self.conn().await?;
         let u = req.user;
         let l = req.limits;
-        let reply: Vec<i64> = self
-            .admit
-            .key(format!("{PREFIX}l:{u}"))
-            .key(format!("{PREFIX}lv:{u}"))
-            .key(format!("{PREFIX}bd:{}:{u}", req.periods.day))
-            .key(format!("{PREFIX}bm:{}:{u}", req.periods.month))
-            .key(format!("{PREFIX}rpm:{u}"))
-            .key(format!("{PREFIX}tpm:{u}"))
+        let mut cmd = evalsha(&self.admit, 6, 9);
+        cmd.arg(Key(["l:", u]))
+            .arg(Key(["lv:", u]))
+            .arg(Key(["bd:", &req.periods.day, ":", u]))
+            .arg(Key(["bm:", &req.periods.month, ":", u]))
+            .arg(Key(["rpm:", u]))
+            .arg(Key(["tpm:", u]))
             .arg(req.lease)
             .arg(
                 u64::try_from(req.lease_ttl.as_millis())
@@ -297,12 +380,9 @@ impl Store for RedisStore {
             .arg(limit_arg(l.budget_month_micros))
             .arg(l.rpm.unwrap_or(0))
             .arg(l.tpm.unwrap_or(0))
-            .arg(l.concurrency.unwrap_or(0))
-            .invoke_async(&mut conn)
-            .await?;
-        let [code, a, b, c] = reply[..] else {
-            return Err(StoreError::Protocol(format!("admit returned {reply:?}")));
-        };
+            .arg(l.concurrency.unwrap_or(0));
+        // A fixed-size reply, read without allocating a vector.
+        let (code, a, b, c): (i64, i64, i64, i64) = eval(&mut conn, &self.admit, &cmd).await?;
         let budget = |period| {
             Admission::Refused(Refusal::Budget {
                 period,
@@ -336,17 +416,18 @@ impl Store for RedisStore {
 
     async fn settle(&self, req: &SettleRequest<'_>) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let mut inv = self.settle.prepare_invoke();
-        settle_args(&mut inv, req);
-        let _: i64 = inv.invoke_async(&mut conn).await?;
+        let mut cmd = evalsha(&self.settle, 5, 6);
+        settle_keys(&mut cmd, req);
+        settle_args(&mut cmd, req);
+        let _: i64 = eval(&mut conn, &self.settle, &cmd).await?;
         Ok(())
     }
 
     async fn record(&self, rec: &UsageRecord<'_>) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let mut inv = self.record.prepare_invoke();
-        record_args(&mut inv, rec);
-        let _: i64 = inv.invoke_async(&mut conn).await?;
+        let mut cmd = evalsha(&self.record, 0, 12);
+        record_args(&mut cmd, rec);
+        let _: i64 = eval(&mut conn, &self.record, &cmd).await?;
         Ok(())
     }
 
@@ -356,18 +437,51 @@ impl Store for RedisStore {
         rec: &UsageRecord<'_>,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let mut inv = self.settle_record.prepare_invoke();
-        match settle {
-            Some(req) => settle_args(&mut inv, req),
-            None => {
-                for _ in 0..6 {
-                    inv.arg(0);
+        let cmd = self.settle_record_cmd(settle, rec);
+        let _: i64 = eval(&mut conn, &self.settle_record, &cmd).await?;
+        Ok(())
+    }
+
+    async fn settle_many(&self, batch: &[Settlement<'_>]) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        // One pipeline: one write and one read for the whole batch. Each
+        // script is atomic on its own; their order is the batch's.
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for s in batch {
+            pipe.add_command(self.settle_record_cmd(s.settle.as_ref(), &s.record));
+        }
+        let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
+        if replies.len() != batch.len() {
+            return Err(StoreError::Protocol("short pipeline reply".into()));
+        }
+        // A server that lost its scripts (restarted) refuses every EVALSHA
+        // of the batch with NOSCRIPT, running none: load, then send those
+        // again. Any other error is reported after the rest went through.
+        let mut first_error = None;
+        let mut again = redis::pipe();
+        again.ignore_errors();
+        for (s, reply) in batch.iter().zip(replies) {
+            if let Value::ServerError(e) = reply {
+                if e.kind() == Some(redis::ServerErrorKind::NoScript) {
+                    again.add_command(self.settle_record_cmd(s.settle.as_ref(), &s.record));
+                } else if first_error.is_none() {
+                    first_error = Some(StoreError::Redis(e.into()));
                 }
             }
         }
-        record_args(&mut inv, rec);
-        let _: i64 = inv.invoke_async(&mut conn).await?;
-        Ok(())
+        if !again.is_empty() {
+            self.settle_record.load_async(&mut conn).await?;
+            let replies: Vec<Value> = again.query_async(&mut conn).await?;
+            for reply in replies {
+                if let Value::ServerError(e) = reply {
+                    if first_error.is_none() {
+                        first_error = Some(StoreError::Redis(e.into()));
+                    }
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     async fn usage(

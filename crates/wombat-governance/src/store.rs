@@ -131,6 +131,16 @@ pub struct UsageRecord<'a> {
     pub day: &'a str,
 }
 
+/// One finished call: its settlement (when it was admitted under a limit)
+/// and its usage-ledger record, as [`Store::settle_and_record`] takes them.
+#[derive(Debug, Clone)]
+pub struct Settlement<'a> {
+    /// The reservation to settle, if any.
+    pub settle: Option<SettleRequest<'a>>,
+    /// The call for the ledger.
+    pub record: UsageRecord<'a>,
+}
+
 /// Totals of a set of LLM calls.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UsageTotals {
@@ -204,6 +214,15 @@ pub trait Store: Send + Sync + 'static {
             self.settle(s).await?;
         }
         self.record(rec).await
+    }
+    /// [`Store::settle_and_record`] of many calls, in order, in as few
+    /// steps as the store can (one round trip to Redis). Each settlement is
+    /// atomic on its own; an error means some may not have been applied.
+    async fn settle_many(&self, batch: &[Settlement<'_>]) -> Result<(), StoreError> {
+        for s in batch {
+            self.settle_and_record(s.settle.as_ref(), &s.record).await?;
+        }
+        Ok(())
     }
     /// The ledger (one user's share when `user` is given), with the series
     /// of `days`.

@@ -62,6 +62,9 @@ pub(crate) struct App {
 /// well under a millisecond; this only bounds an outage.
 const STORE_TIMEOUT: Duration = Duration::from_millis(250);
 
+/// How long shutdown waits for the settlements still queued for Redis.
+const SETTLE_FLUSH_BOUND: Duration = Duration::from_secs(5);
+
 /// How long a reservation outlives the request deadline when it is never
 /// settled (a replica that died mid-request).
 const LEASE_MARGIN: Duration = Duration::from_secs(60);
@@ -166,6 +169,7 @@ impl Daemon {
             drain_deadline: config.shutdown_timeout,
         };
         let app = self.app;
+        let governor = app.clone();
         serve(
             listener,
             limits,
@@ -174,6 +178,10 @@ impl Daemon {
             &self.stream_cut,
         )
         .await;
+        // Settlements still queued for the shared store are written before
+        // the process ends (bounded: a store that is down must not hold the
+        // exit; their reservations then expire with their leases).
+        governor.governor.flush(SETTLE_FLUSH_BOUND).await;
     }
 }
 

@@ -71,8 +71,8 @@ pub(crate) async fn release(app: &App, admitted: Option<Admitted>) {
 }
 
 /// Settles `admitted` with the real usage of a finished call and, with a
-/// shared store, adds the call to its ledger: one store step (one round
-/// trip to Redis). The per-process ledger is written by the caller either
+/// shared store, adds the call to its ledger: one store step, queued and
+/// written in the background with a shared store. The per-process ledger is written by the caller either
 /// way.
 pub(crate) async fn account(
     app: &App,
@@ -233,6 +233,16 @@ pub(crate) fn render_metrics(app: &App, out: &mut String) {
             "wombat_budget_settled_usd_micros_total",
             "Real costs settled after LLM calls, micro-dollars.",
             &m.settled_micros,
+        ),
+        (
+            "wombat_limits_settle_queued_total",
+            "Finished LLM calls handed to the background writer of the shared store.",
+            &m.settle_queued,
+        ),
+        (
+            "wombat_limits_settle_inline_total",
+            "Finished LLM calls settled on the request path because the background queue was full.",
+            &m.settle_inline,
         ),
     ] {
         let _ = writeln!(

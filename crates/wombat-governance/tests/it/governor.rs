@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use wombat_governance::{Estimate, FailMode, Governor, GovernorConfig, Limits, Refused};
+use wombat_governance::{Call, Estimate, FailMode, Governor, GovernorConfig, Limits, Refused};
 
 use crate::redis_server::RedisServer;
 
@@ -125,4 +125,188 @@ fn estimates_price_the_prompt_and_the_output_cap() {
         Estimate::of_call(&pricing, "no-such-model", 10, 10).cost_micros,
         0
     );
+}
+
+fn relaxed(a: &std::sync::atomic::AtomicU64) -> u64 {
+    a.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn call(user: &str, cost_micros: u64) -> Call<'_> {
+    Call {
+        user,
+        model: "gpt-4o-mini",
+        input: 10,
+        output: 5,
+        total: 15,
+        cost_micros,
+        estimated: false,
+    }
+}
+
+/// Polls `g`'s ledger until `user` has `requests` calls (bounded).
+async fn wait_for_requests(g: &Governor, user: &str, requests: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let u = g.usage(Some(user), 1).await.expect("usage");
+        if u.totals.requests == requests {
+            return;
+        }
+        assert!(
+            u.totals.requests < requests,
+            "more calls than made: {:?}",
+            u.totals
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ledger never reached {requests} calls: {:?}",
+            u.totals
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn background_settlements_reach_the_other_replicas_after_a_bounded_flush() {
+    let redis = RedisServer::start();
+    let a = Governor::redis(&redis.url(), config(FailMode::Closed)).expect("url");
+    let b = Governor::redis(&redis.url(), config(FailMode::Closed)).expect("url");
+    let admitted = admit(&a).await.expect("admitted");
+    a.settle_and_record(Some(admitted), &call("alice", 600_000))
+        .await;
+    assert_eq!(relaxed(&a.metrics().settle_queued), 1);
+    assert_eq!(relaxed(&a.metrics().settle_inline), 0);
+    // The other replica sees the spend once the queue is written.
+    assert!(a.flush(Duration::from_secs(10)).await, "flushed in time");
+    let w = admit(&b)
+        .await
+        .expect("admitted")
+        .warning
+        .clone()
+        .expect("past the soft limit");
+    assert_eq!(w.spent_micros, 600_000);
+    let u = b.usage(Some("alice"), 1).await.expect("usage");
+    assert_eq!((u.totals.requests, u.totals.cost_micros), (1, 600_000));
+    assert_eq!(relaxed(&a.metrics().store_errors), 0);
+}
+
+#[tokio::test]
+async fn a_replica_reads_its_own_settlements_and_frees_the_slot_first() {
+    // On this single-threaded runtime the background writer runs only when
+    // the test waits: without the ordering the governor guarantees, the
+    // next admission or usage read would reach Redis before the queued
+    // settlement and see the slot still taken and the call missing.
+    let redis = RedisServer::start();
+    let g = Governor::redis(&redis.url(), config(FailMode::Closed)).expect("url");
+    let one_at_a_time = Limits {
+        concurrency: Some(1),
+        ..limits()
+    };
+    for i in 1..=3 {
+        let a = g
+            .admit("erin", &one_at_a_time, Estimate::default())
+            .await
+            .unwrap_or_else(|e| panic!("call {i} refused: {e:?}"));
+        g.settle_and_record(Some(a), &call("erin", 1)).await;
+    }
+    let u = g.usage(Some("erin"), 1).await.expect("usage");
+    assert_eq!(u.totals.requests, 3);
+    assert_eq!(relaxed(&g.metrics().settle_queued), 3);
+}
+
+#[tokio::test]
+async fn a_full_queue_settles_inline_and_loses_nothing() {
+    let redis = RedisServer::start();
+    let g = Governor::redis(&redis.url(), config(FailMode::Closed))
+        .expect("url")
+        .with_settle_queue(1);
+    let other = Governor::redis(&redis.url(), config(FailMode::Closed)).expect("url");
+    let (first, second) = (
+        admit(&g).await.expect("admitted"),
+        admit(&g).await.expect("admitted"),
+    );
+    // The writer has not run yet (single-threaded runtime, no await in
+    // between): the first call fills the queue, the second settles inline.
+    g.settle_and_record(Some(first), &call("alice", 300_000))
+        .await;
+    g.settle_and_record(Some(second), &call("alice", 300_000))
+        .await;
+    assert_eq!(relaxed(&g.metrics().settle_queued), 1);
+    assert_eq!(relaxed(&g.metrics().settle_inline), 1);
+    assert!(g.flush(Duration::from_secs(10)).await);
+    let w = admit(&other)
+        .await
+        .expect("admitted")
+        .warning
+        .clone()
+        .expect("past the soft limit");
+    assert_eq!(w.spent_micros, 600_000, "both settled, nothing reserved");
+    wait_for_requests(&other, "alice", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_writes_what_is_queued() {
+    let redis = RedisServer::start();
+    let reader = Governor::redis(&redis.url(), config(FailMode::Closed)).expect("url");
+    // Flushed explicitly, as the daemon does after its last request.
+    let g = Governor::redis(&redis.url(), config(FailMode::Closed)).expect("url");
+    for _ in 0..500 {
+        g.settle_and_record(None, &call("frank", 1)).await;
+    }
+    assert!(g.flush(Duration::from_secs(20)).await, "flushed in time");
+    assert_eq!(
+        reader
+            .usage(Some("frank"), 1)
+            .await
+            .expect("usage")
+            .totals
+            .requests,
+        500
+    );
+    assert_eq!(relaxed(&g.metrics().store_errors), 0);
+    // Dropped with a queue: the writer finishes it.
+    let g = Governor::redis(&redis.url(), config(FailMode::Closed)).expect("url");
+    for _ in 0..500 {
+        g.settle_and_record(None, &call("gina", 1)).await;
+    }
+    drop(g);
+    wait_for_requests(&reader, "gina", 500).await;
+}
+
+#[tokio::test]
+async fn a_flush_with_the_store_down_is_bounded() {
+    let mut redis = RedisServer::start();
+    let g = Governor::redis(&redis.url(), config(FailMode::Open)).expect("url");
+    redis.kill();
+    g.settle_and_record(None, &call("hal", 1)).await;
+    // The store call fails (or times out) and is counted; the flush ends.
+    let flushed = tokio::time::timeout(Duration::from_secs(20), g.flush(Duration::from_secs(10)))
+        .await
+        .expect("flush is bounded");
+    assert!(flushed, "a failed write still finishes the queue");
+    assert!(relaxed(&g.metrics().store_errors) >= 1);
+}
+
+#[tokio::test]
+async fn background_settlements_reload_scripts_the_server_forgot() {
+    let redis = RedisServer::start();
+    let g = Governor::redis(&redis.url(), config(FailMode::Closed)).expect("url");
+    g.settle_and_record(None, &call("iris", 1)).await;
+    assert!(g.flush(Duration::from_secs(10)).await);
+    // As after a restart: the server no longer knows the scripts.
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .expect("script flush");
+    for _ in 0..3 {
+        g.settle_and_record(None, &call("iris", 1)).await;
+    }
+    assert!(g.flush(Duration::from_secs(10)).await);
+    assert_eq!(relaxed(&g.metrics().store_errors), 0);
+    wait_for_requests(&g, "iris", 4).await;
 }
