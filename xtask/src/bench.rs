@@ -38,6 +38,8 @@ use stats::Percentiles;
 
 const SERVER_PKG: &str = "wombat-server";
 const SERVER_BIN: &str = "wombat-server";
+/// The floor (`xtask/floor`): the least a server can spend per send.
+const FLOOR_PKG: &str = "bench-floor";
 const XTASK_BIN: &str = "xtask";
 /// How long the server may take to answer `/health` before we give up.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -60,13 +62,22 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     let root = workspace_root();
-    let bins = build(&root)?;
+    // XTASK_BENCH_FLOOR=0 leaves the floor out (not built, not run).
+    let with_floor = std::env::var("XTASK_BENCH_FLOOR").map_or(true, |v| v != "0");
+    let bins = build(&root, with_floor)?;
     let server = bins
         .get(SERVER_BIN)
         .with_context(|| format!("cargo did not report the {SERVER_BIN} executable"))?;
     let xtask = bins
         .get(XTASK_BIN)
         .with_context(|| format!("cargo did not report the {XTASK_BIN} executable"))?;
+    let floor = match with_floor {
+        true => Some(
+            bins.get(FLOOR_PKG)
+                .with_context(|| format!("cargo did not report the {FLOOR_PKG} executable"))?,
+        ),
+        false => None,
+    };
     // <target>/release/wombat-server → <target>/bench
     let out_dir = server
         .parent()
@@ -86,6 +97,9 @@ pub fn run(args: &[String]) -> Result<()> {
     if quick {
         cmd.arg("--quick");
     }
+    if let Some(floor) = floor {
+        cmd.arg("--floor").arg(floor);
+    }
     let status = cmd.status().context("starting the release xtask")?;
     if !status.success() {
         bail!("benchmark failed ({status})");
@@ -93,13 +107,17 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `cargo build --release -p wombat-server`, then the same for xtask;
-/// executables by name. Two invocations, so that the server is built with
-/// exactly its own features (one invocation would unify xtask's into the
-/// dependencies they share).
-fn build(root: &Path) -> Result<BTreeMap<String, PathBuf>> {
+/// `cargo build --release -p wombat-server`, then the same for the floor
+/// (unless left out) and xtask; executables by name. One invocation each, so
+/// that the server and the floor are built with exactly their own features
+/// (one invocation would unify xtask's into the dependencies they share).
+fn build(root: &Path, with_floor: bool) -> Result<BTreeMap<String, PathBuf>> {
     let mut bins = BTreeMap::new();
-    for package in [SERVER_PKG, "xtask"] {
+    let packages = [SERVER_PKG, FLOOR_PKG, "xtask"];
+    for package in packages
+        .into_iter()
+        .filter(|p| with_floor || *p != FLOOR_PKG)
+    {
         println!("bench: cargo build --release -p {package}");
         bins.extend(build_bins(root, &["--release", "-p", package])?);
     }
@@ -110,6 +128,8 @@ fn build(root: &Path) -> Result<BTreeMap<String, PathBuf>> {
 #[derive(Debug)]
 struct Config {
     server: PathBuf,
+    /// The floor server, run beside the daemon when given.
+    floor: Option<PathBuf>,
     out_dir: PathBuf,
     root: PathBuf,
     quick: bool,
@@ -119,9 +139,11 @@ impl Config {
     fn parse(args: &[String]) -> Result<Self> {
         let mut it = args.iter();
         let (mut server, mut out_dir, mut root, mut quick) = (None, None, None, false);
+        let mut floor = None;
         while let Some(a) = it.next() {
             match a.as_str() {
                 "--server" => server = it.next().map(PathBuf::from),
+                "--floor" => floor = it.next().map(PathBuf::from),
                 "--out" => out_dir = it.next().map(PathBuf::from),
                 "--root" => root = it.next().map(PathBuf::from),
                 "--quick" => quick = true,
@@ -130,6 +152,7 @@ impl Config {
         }
         Ok(Self {
             server: server.context("--server is required")?,
+            floor,
             out_dir: out_dir.context("--out is required")?,
             root: root.context("--root is required")?,
             quick,
@@ -203,6 +226,22 @@ impl Server {
         log: &Path,
         extra: &[(&str, String)],
     ) -> Result<(Self, Duration)> {
+        Self::start_binary(&cfg.server, cfg, fakes, log, extra).await
+    }
+
+    /// Starts `binary` (the daemon or the floor) with the daemon's
+    /// environment plus `extra`.
+    async fn start_binary(
+        binary: &Path,
+        cfg: &Config,
+        fakes: &Fakes,
+        log: &Path,
+        extra: &[(&str, String)],
+    ) -> Result<(Self, Duration)> {
+        let name = binary.file_name().map_or_else(
+            || binary.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let stderr = std::fs::OpenOptions::new()
@@ -218,10 +257,10 @@ impl Server {
         let mut cmd = match words.next() {
             Some(program) => {
                 let mut c = Command::new(program);
-                c.args(words).arg(&cfg.server);
+                c.args(words).arg(binary);
                 c
             }
-            None => Command::new(&cfg.server),
+            None => Command::new(binary),
         };
         cmd.current_dir(log.parent().unwrap_or(&cfg.root))
             .env_clear()
@@ -243,7 +282,7 @@ impl Server {
         let spawned = Instant::now();
         let child = cmd
             .spawn()
-            .with_context(|| format!("starting {}", cfg.server.display()))?;
+            .with_context(|| format!("starting {}", binary.display()))?;
         let mut server = Self { child, addr };
         loop {
             if health_ok(addr).await {
@@ -251,12 +290,12 @@ impl Server {
             }
             if let Some(status) = server.child.try_wait()? {
                 bail!(
-                    "{SERVER_BIN} exited during startup ({status}); see {}",
+                    "{name} exited during startup ({status}); see {}",
                     log.display()
                 );
             }
             if spawned.elapsed() > STARTUP_TIMEOUT {
-                bail!("{SERVER_BIN} did not become healthy within {STARTUP_TIMEOUT:?}");
+                bail!("{name} did not become healthy within {STARTUP_TIMEOUT:?}");
             }
             tokio::time::sleep(Duration::from_micros(500)).await;
         }
@@ -504,8 +543,15 @@ async fn bench(cfg: &Config) -> Result<Value> {
             );
         }
     }
+    // The floor, started now that the fakes hold what the daemon sent
+    // upstream (it sends the same chat bodies), and warmed up the same way.
+    let mut floor = match &cfg.floor {
+        Some(binary) => Some(start_floor(binary, cfg, &fakes, &agent_body, hz).await?),
+        None => None,
+    };
     // XTASK_BENCH_ONLY=send[:<concurrency>]|hold|limits runs just that part (for a profiler
-    // wrapped around the server with XTASK_BENCH_WRAPPER).
+    // wrapped around the server with XTASK_BENCH_WRAPPER); the floor runs right
+    // after the daemon in each.
     let only = std::env::var("XTASK_BENCH_ONLY").ok();
     match only
         .as_deref()
@@ -514,15 +560,36 @@ async fn bench(cfg: &Config) -> Result<Value> {
         Some(("send", c)) => {
             let c: usize = c.parse().context("XTASK_BENCH_ONLY=send:<concurrency>")?;
             let mut m = measure(Scenario::Send, &warm, c, duration, pid).await?;
-            return Ok(
-                json!({"only": "send", "concurrency": c, "send": run_json(&mut m, hz, true)}),
-            );
+            let mut out =
+                json!({"only": "send", "concurrency": c, "send": run_json(&mut m, hz, true)});
+            if let Some(floor) = &floor {
+                let mut m = measure(
+                    Scenario::Send,
+                    &floor.targets,
+                    c,
+                    duration,
+                    floor.server.pid(),
+                )
+                .await?;
+                let v = run_json(&mut m, hz, true);
+                check_run(&format!("floor send c={c}"), &v)?;
+                out["vs_floor"] = vs_floor(&out["send"], &v);
+                out["floor"] = v;
+            }
+            return Ok(out);
         }
         Some(("hold", _)) => {
             let held = hold_streams(cfg, &fakes, &server, &agent_body).await?;
-            return Ok(json!({"only": "hold", "open_streams": held}));
+            let mut out = json!({"only": "hold", "open_streams": held});
+            if let Some(floor) = &floor {
+                let f = hold_streams(cfg, &fakes, &floor.server, &agent_body).await?;
+                out["held_vs_floor"] = held_vs_floor(&out["open_streams"], &f);
+                out["open_streams_floor"] = f;
+            }
+            return Ok(out);
         }
         Some(("limits", _)) => {
+            drop(floor);
             drop(server);
             let limits = limit_runs(cfg, &fakes, &log, &agent_body, hz).await?;
             return Ok(json!({"only": "limits", "limits": limits}));
@@ -564,7 +631,11 @@ async fn bench(cfg: &Config) -> Result<Value> {
             wombat["rps"].as_f64().unwrap_or(0.0),
             fake["rps"].as_f64().unwrap_or(0.0)
         );
-        send.push(json!({"concurrency": c, "overhead_us": overhead(&wombat, &fake, "latency_us"), "wombat": wombat, "fakes_alone": fake}));
+        let mut entry = json!({"concurrency": c, "overhead_us": overhead(&wombat, &fake, "latency_us"), "wombat": wombat, "fakes_alone": fake});
+        if let Some(floor) = &floor {
+            add_floor_run(&mut entry, Scenario::Send, floor, c, duration, hz).await?;
+        }
+        send.push(entry);
     }
     let mut stream = Vec::new();
     for c in STREAM_LEVELS {
@@ -581,7 +652,11 @@ async fn bench(cfg: &Config) -> Result<Value> {
             wombat["rps"].as_f64().unwrap_or(0.0),
             wombat["chunks_per_s"].as_f64().unwrap_or(0.0)
         );
-        stream.push(json!({"concurrency": c, "ttfc_overhead_us": overhead(&wombat, &fake, "ttfc_us"), "overhead_us": overhead(&wombat, &fake, "latency_us"), "wombat": wombat, "fakes_alone": fake}));
+        let mut entry = json!({"concurrency": c, "ttfc_overhead_us": overhead(&wombat, &fake, "ttfc_us"), "overhead_us": overhead(&wombat, &fake, "latency_us"), "wombat": wombat, "fakes_alone": fake});
+        if let Some(floor) = &floor {
+            add_floor_run(&mut entry, Scenario::Stream, floor, c, duration, hz).await?;
+        }
+        stream.push(entry);
     }
     let mut h = measure(
         Scenario::Health,
@@ -600,6 +675,11 @@ async fn bench(cfg: &Config) -> Result<Value> {
 
     let held = hold_streams(cfg, &fakes, &server, &agent_body).await?;
     drop(server);
+    // The floor's held streams right after the daemon's, both after their load runs.
+    let held_floor = match floor.take() {
+        Some(floor) => Some(hold_streams(cfg, &fakes, &floor.server, &agent_body).await?),
+        None => None,
+    };
     // The same on a fresh server: RSS with many streams depends on what the
     // heap went through before (see docs/BENCHMARKS.md).
     let (fresh, _) = Server::start(cfg, &fakes, &log).await?;
@@ -624,7 +704,7 @@ async fn bench(cfg: &Config) -> Result<Value> {
     let held_fresh = hold_streams(cfg, &fakes, &fresh, &agent_body).await?;
     drop(fresh);
     let limits = limit_runs(cfg, &fakes, &log, &agent_body, hz).await?;
-    Ok(json!({
+    let mut report = json!({
         "machine": machine,
         "loadavg_after": stats::loadavg(),
         "quick": cfg.quick,
@@ -642,7 +722,149 @@ async fn bench(cfg: &Config) -> Result<Value> {
         "open_streams": held,
         "open_streams_fresh": held_fresh,
         "limits": limits,
-    }))
+    });
+    if let Some(held_floor) = held_floor {
+        report["held_vs_floor"] = held_vs_floor(&report["open_streams"], &held_floor);
+        report["open_streams_floor"] = held_floor;
+    }
+    Ok(report)
+}
+
+/// The floor server, running, with the targets that point the load generator at it.
+struct Floor {
+    server: Server,
+    targets: Arc<Targets>,
+}
+
+/// Starts the floor with the daemon's environment and the chat bodies the
+/// daemon sent during its warm-up (so both send the same bytes upstream),
+/// and warms it up like the daemon.
+async fn start_floor(
+    binary: &Path,
+    cfg: &Config,
+    fakes: &Fakes,
+    agent_body: &Bytes,
+    hz: u64,
+) -> Result<Floor> {
+    let captured = fakes.state.captured();
+    let mut env = Vec::new();
+    for (var, file, body) in [
+        (
+            "WOMBAT_FLOOR_CHAT_BODY",
+            "floor-chat-body.json",
+            captured.chat,
+        ),
+        (
+            "WOMBAT_FLOOR_STREAM_BODY",
+            "floor-stream-body.json",
+            captured.stream,
+        ),
+    ] {
+        let body = body.with_context(|| format!("the daemon sent no body for {var}"))?;
+        let path = cfg.out_dir.join(file);
+        std::fs::write(&path, &body).with_context(|| format!("writing {}", path.display()))?;
+        env.push((var, path.display().to_string()));
+    }
+    let log = cfg.out_dir.join("floor-stderr.log");
+    let (server, took) = Server::start_binary(binary, cfg, fakes, &log, &env).await?;
+    println!(
+        "bench: floor pid {} on {} (startup {:.1} ms)",
+        server.pid(),
+        server.addr,
+        took.as_secs_f64() * 1e3
+    );
+    let targets = Arc::new(Targets {
+        server: server.addr,
+        llm: fakes.llm,
+        backend: fakes.backend,
+        agent_body: agent_body.clone(),
+        chat_body: Bytes::new(),
+        stream_body: Bytes::new(),
+        message_body: Bytes::new(),
+    });
+    for scenario in [Scenario::Send, Scenario::Stream] {
+        let mut m = measure(
+            scenario,
+            &targets,
+            8,
+            Duration::from_millis(400),
+            server.pid(),
+        )
+        .await?;
+        check_run(
+            &format!("floor warm-up {scenario:?}"),
+            &run_json(&mut m, hz, false),
+        )?;
+        if m.run.errors > 0 {
+            bail!(
+                "floor warm-up {scenario:?}: {} error(s), first: {}",
+                m.run.errors,
+                m.run.first_error.unwrap_or_default()
+            );
+        }
+    }
+    Ok(Floor { server, targets })
+}
+
+/// Runs `scenario` on the floor right after the daemon's run and adds it,
+/// with the daemon/floor ratios, to `entry`.
+async fn add_floor_run(
+    entry: &mut Value,
+    scenario: Scenario,
+    floor: &Floor,
+    c: usize,
+    duration: Duration,
+    hz: u64,
+) -> Result<()> {
+    let mut m = measure(scenario, &floor.targets, c, duration, floor.server.pid()).await?;
+    let v = run_json(&mut m, hz, true);
+    check_run(&format!("floor {scenario:?} c={c}"), &v)?;
+    let ratio = vs_floor(&entry["wombat"], &v);
+    println!(
+        "bench: floor {scenario:?} c={c}: {:.0} req/s; daemon/floor CPU per request {:.2}×, p50 {:.2}×",
+        f(&v["rps"]),
+        f(&ratio["server_cpu"]),
+        f(&ratio["p50"]),
+    );
+    entry["floor"] = v;
+    entry["vs_floor"] = ratio;
+    Ok(())
+}
+
+/// Daemon / floor for one run: server CPU per request and p50 latency.
+fn vs_floor(wombat: &Value, floor: &Value) -> Value {
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    json!({
+        "server_cpu": ratio(
+            f(&wombat["server_cpu_us_per_request"]),
+            f(&floor["server_cpu_us_per_request"]),
+        ),
+        "p50": ratio(f(&wombat["latency_us"]["p50"]), f(&floor["latency_us"]["p50"])),
+    })
+}
+
+/// Memory of held streams: RSS with them open, and per stream (growth over
+/// the RSS before opening, divided by the streams open), daemon and floor.
+fn held_vs_floor(wombat: &Value, floor: &Value) -> Value {
+    let per_stream = |h: &Value| {
+        let (open, before) = (f(&h["server_rss_kb"]), f(&h["server_rss_before_kb"]));
+        let n = f(&h["opened"]);
+        if n > 0.0 {
+            (open - before) * 1024.0 / n
+        } else {
+            f64::NAN
+        }
+    };
+    let (w, fl) = (per_stream(wombat), per_stream(floor));
+    let (wr, fr) = (f(&wombat["server_rss_kb"]), f(&floor["server_rss_kb"]));
+    json!({
+        "wombat_bytes_per_stream": w,
+        "floor_bytes_per_stream": fl,
+        "per_stream": if fl > 0.0 { w / fl } else { f64::NAN },
+        "wombat_rss_kb": wr,
+        "floor_rss_kb": fr,
+        "rss": if fr > 0.0 { wr / fr } else { f64::NAN },
+    })
 }
 
 /// A `redis-server` for the limits run; killed when dropped.
@@ -872,6 +1094,7 @@ fn print_report(r: &Value) {
             "\n{only} only: {}",
             serde_json::to_string_pretty(r).unwrap_or_default()
         );
+        print_floor(r);
         return;
     }
     println!(
@@ -1000,6 +1223,7 @@ fn print_report(r: &Value) {
             println!("  first stream error: {e}");
         }
     }
+    print_floor(r);
     let st = &r["startup_ms"];
     println!(
         "startup to healthy: median {:.1} ms (all: {})",
@@ -1044,6 +1268,77 @@ fn print_report(r: &Value) {
                 r["machine"]["nproc"],
             );
         }
+    }
+}
+
+/// The daemon beside the floor: CPU per request and p50 per run, memory of
+/// held streams, each with the daemon/floor ratio (nothing when the floor
+/// was left out).
+fn print_floor(r: &Value) {
+    let mut runs = Vec::new();
+    for (kind, key) in [("send", "send"), ("stream", "stream")] {
+        match &r[key] {
+            Value::Array(a) => runs.extend(a.iter().map(|s| (kind, s))),
+            Value::Object(_) if r.get("floor").is_some() => runs.push((kind, r)),
+            _ => {}
+        }
+    }
+    let runs: Vec<_> = runs
+        .into_iter()
+        .filter(|(_, s)| s.get("floor").is_some())
+        .collect();
+    let held = r.get("held_vs_floor");
+    if runs.is_empty() && held.is_none() {
+        return;
+    }
+    println!("\nagainst the floor (xtask/floor: the same three upstream calls and nothing else):");
+    if !runs.is_empty() {
+        println!(
+            "| {:<6} | {:>3} | {:>13} | {:>13} | {:>7} | {:>13} | {:>13} | {:>7} |",
+            "run",
+            "c",
+            "daemon CPU/req",
+            "floor CPU/req",
+            "ratio",
+            "daemon p50 ms",
+            "floor p50 ms",
+            "ratio"
+        );
+        println!(
+            "|{}|",
+            [8, 5, 16, 15, 9, 15, 15, 9]
+                .map(|w| "-".repeat(w))
+                .join("|")
+        );
+    }
+    for (kind, s) in runs {
+        let wombat = s.get("wombat").unwrap_or(&s["send"]);
+        let floor = &s["floor"];
+        println!(
+            "| {:<6} | {:>3} | {:>11.0} µs | {:>10.0} µs | {:>6.2}× | {:>13} | {:>13} | {:>6.2}× |",
+            kind,
+            s["concurrency"].to_string(),
+            f(&wombat["server_cpu_us_per_request"]),
+            f(&floor["server_cpu_us_per_request"]),
+            f(&s["vs_floor"]["server_cpu"]),
+            ms(f(&wombat["latency_us"]["p50"])),
+            ms(f(&floor["latency_us"]["p50"])),
+            f(&s["vs_floor"]["p50"]),
+        );
+    }
+    if let Some(h) = held {
+        println!(
+            "held streams ({} open on the daemon, {} on the floor): RSS {} MiB vs {} MiB ({:.2}×); \
+             {:.1} KiB vs {:.1} KiB per stream ({:.2}×)",
+            r["open_streams"]["opened"],
+            r["open_streams_floor"]["opened"],
+            h["wombat_rss_kb"].as_f64().unwrap_or(0.0) as u64 / 1024,
+            h["floor_rss_kb"].as_f64().unwrap_or(0.0) as u64 / 1024,
+            f(&h["rss"]),
+            f(&h["wombat_bytes_per_stream"]) / 1024.0,
+            f(&h["floor_bytes_per_stream"]) / 1024.0,
+            f(&h["per_stream"]),
+        );
     }
 }
 
@@ -1150,5 +1445,32 @@ mod tests {
         assert_eq!(cfg.open_streams(), 1_000);
         assert!(Config::parse(&["--bogus".to_owned()]).is_err());
         assert!(Config::parse(&[]).is_err());
+        assert_eq!(cfg.floor, None);
+        let with_floor: Vec<String> = [
+            "--server", "/s", "--out", "/o", "--root", "/r", "--floor", "/f",
+        ]
+        .map(String::from)
+        .to_vec();
+        let cfg = Config::parse(&with_floor).expect("valid");
+        assert_eq!(cfg.floor, Some(PathBuf::from("/f")));
+    }
+
+    #[test]
+    fn floor_ratios_are_daemon_over_floor() {
+        let w = json!({"server_cpu_us_per_request": 120.0, "latency_us": {"p50": 900.0}});
+        let fl = json!({"server_cpu_us_per_request": 60.0, "latency_us": {"p50": 600.0}});
+        assert_eq!(vs_floor(&w, &fl), json!({"server_cpu": 2.0, "p50": 1.5}));
+        let zero = json!({"server_cpu_us_per_request": 0.0, "latency_us": {"p50": 0.0}});
+        assert!(f(&vs_floor(&w, &zero)["server_cpu"]).is_nan());
+    }
+
+    #[test]
+    fn held_streams_compare_growth_per_stream() {
+        let w = json!({"opened": 1000, "server_rss_before_kb": 10_000, "server_rss_kb": 40_000});
+        let fl = json!({"opened": 1000, "server_rss_before_kb": 5_000, "server_rss_kb": 25_000});
+        let h = held_vs_floor(&w, &fl);
+        assert_eq!(f(&h["wombat_bytes_per_stream"]), 30_000.0 * 1024.0 / 1000.0);
+        assert_eq!(f(&h["per_stream"]), 1.5);
+        assert_eq!(f(&h["rss"]), 1.6);
     }
 }
