@@ -559,22 +559,16 @@ async fn bench(cfg: &Config) -> Result<Value> {
     {
         Some(("send", c)) => {
             let c: usize = c.parse().context("XTASK_BENCH_ONLY=send:<concurrency>")?;
+            let before = fakes.state.calls();
             let mut m = measure(Scenario::Send, &warm, c, duration, pid).await?;
+            let calls = upstream_calls(before, fakes.state.calls(), m.run.ok);
+            let mut run = run_json(&mut m, hz, true);
+            run["upstream_calls_per_request"] = calls;
+            // `send` as before; `wombat` too, so the floor's helpers read it.
             let mut out =
-                json!({"only": "send", "concurrency": c, "send": run_json(&mut m, hz, true)});
+                json!({"only": "send", "concurrency": c, "send": run.clone(), "wombat": run});
             if let Some(floor) = &floor {
-                let mut m = measure(
-                    Scenario::Send,
-                    &floor.targets,
-                    c,
-                    duration,
-                    floor.server.pid(),
-                )
-                .await?;
-                let v = run_json(&mut m, hz, true);
-                check_run(&format!("floor send c={c}"), &v)?;
-                out["vs_floor"] = vs_floor(&out["send"], &v);
-                out["floor"] = v;
+                add_floor_run(&mut out, Scenario::Send, &fakes, floor, c, duration, hz).await?;
             }
             return Ok(out);
         }
@@ -619,11 +613,14 @@ async fn bench(cfg: &Config) -> Result<Value> {
     let mut send = Vec::new();
     for c in SEND_LEVELS {
         let mut fake = measure(Scenario::FakeSend, &targets, c, duration, pid).await?;
+        let before = fakes.state.calls();
         let mut wombat = measure(Scenario::Send, &targets, c, duration, pid).await?;
-        let (fake, wombat) = (
+        let calls = upstream_calls(before, fakes.state.calls(), wombat.run.ok);
+        let (fake, mut wombat) = (
             run_json(&mut fake, hz, false),
             run_json(&mut wombat, hz, true),
         );
+        wombat["upstream_calls_per_request"] = calls;
         check_run(&format!("send c={c}"), &wombat)?;
         check_run(&format!("fakes alone c={c}"), &fake)?;
         println!(
@@ -633,18 +630,21 @@ async fn bench(cfg: &Config) -> Result<Value> {
         );
         let mut entry = json!({"concurrency": c, "overhead_us": overhead(&wombat, &fake, "latency_us"), "wombat": wombat, "fakes_alone": fake});
         if let Some(floor) = &floor {
-            add_floor_run(&mut entry, Scenario::Send, floor, c, duration, hz).await?;
+            add_floor_run(&mut entry, Scenario::Send, &fakes, floor, c, duration, hz).await?;
         }
         send.push(entry);
     }
     let mut stream = Vec::new();
     for c in STREAM_LEVELS {
         let mut fake = measure(Scenario::FakeStream, &targets, c, duration, pid).await?;
+        let before = fakes.state.calls();
         let mut wombat = measure(Scenario::Stream, &targets, c, duration, pid).await?;
-        let (fake, wombat) = (
+        let calls = upstream_calls(before, fakes.state.calls(), wombat.run.ok);
+        let (fake, mut wombat) = (
             run_json(&mut fake, hz, false),
             run_json(&mut wombat, hz, true),
         );
+        wombat["upstream_calls_per_request"] = calls;
         check_run(&format!("stream c={c}"), &wombat)?;
         check_run(&format!("fake stream c={c}"), &fake)?;
         println!(
@@ -654,7 +654,7 @@ async fn bench(cfg: &Config) -> Result<Value> {
         );
         let mut entry = json!({"concurrency": c, "ttfc_overhead_us": overhead(&wombat, &fake, "ttfc_us"), "overhead_us": overhead(&wombat, &fake, "latency_us"), "wombat": wombat, "fakes_alone": fake});
         if let Some(floor) = &floor {
-            add_floor_run(&mut entry, Scenario::Stream, floor, c, duration, hz).await?;
+            add_floor_run(&mut entry, Scenario::Stream, &fakes, floor, c, duration, hz).await?;
         }
         stream.push(entry);
     }
@@ -811,13 +811,17 @@ async fn start_floor(
 async fn add_floor_run(
     entry: &mut Value,
     scenario: Scenario,
+    fakes: &Fakes,
     floor: &Floor,
     c: usize,
     duration: Duration,
     hz: u64,
 ) -> Result<()> {
+    let before = fakes.state.calls();
     let mut m = measure(scenario, &floor.targets, c, duration, floor.server.pid()).await?;
-    let v = run_json(&mut m, hz, true);
+    let calls = upstream_calls(before, fakes.state.calls(), m.run.ok);
+    let mut v = run_json(&mut m, hz, true);
+    v["upstream_calls_per_request"] = calls;
     check_run(&format!("floor {scenario:?} c={c}"), &v)?;
     let ratio = vs_floor(&entry["wombat"], &v);
     println!(
@@ -829,6 +833,19 @@ async fn add_floor_run(
     entry["floor"] = v;
     entry["vs_floor"] = ratio;
     Ok(())
+}
+
+/// Upstream calls per successful request between two snapshots of the
+/// fakes' counters (a request that failed may have made some too).
+fn upstream_calls(before: [u64; 3], after: [u64; 3], requests: u64) -> Value {
+    let per = |i: usize| {
+        if requests == 0 {
+            f64::NAN
+        } else {
+            after[i].saturating_sub(before[i]) as f64 / requests as f64
+        }
+    };
+    json!({"list_tasks": per(0), "chat": per(1), "messages": per(2)})
 }
 
 /// Daemon / floor for one run: server CPU per request and p50 latency.
@@ -1279,7 +1296,7 @@ fn print_floor(r: &Value) {
     for (kind, key) in [("send", "send"), ("stream", "stream")] {
         match &r[key] {
             Value::Array(a) => runs.extend(a.iter().map(|s| (kind, s))),
-            Value::Object(_) if r.get("floor").is_some() => runs.push((kind, r)),
+            _ if r.get("only").and_then(Value::as_str) == Some(kind) => runs.push((kind, r)),
             _ => {}
         }
     }
@@ -1291,10 +1308,13 @@ fn print_floor(r: &Value) {
     if runs.is_empty() && held.is_none() {
         return;
     }
-    println!("\nagainst the floor (xtask/floor: the same three upstream calls and nothing else):");
+    println!(
+        "\nagainst the floor (xtask/floor: the daemon's upstream calls and nothing else; \
+         ratio = daemon / floor; calls = upstream calls per request, daemon / floor):"
+    );
     if !runs.is_empty() {
         println!(
-            "| {:<6} | {:>3} | {:>13} | {:>13} | {:>7} | {:>13} | {:>13} | {:>7} |",
+            "| {:<6} | {:>3} | {:>13} | {:>13} | {:>7} | {:>13} | {:>13} | {:>7} | {:>11} |",
             "run",
             "c",
             "daemon CPU/req",
@@ -1302,20 +1322,24 @@ fn print_floor(r: &Value) {
             "ratio",
             "daemon p50 ms",
             "floor p50 ms",
-            "ratio"
+            "ratio",
+            "calls d / f"
         );
         println!(
             "|{}|",
-            [8, 5, 16, 15, 9, 15, 15, 9]
+            [8, 5, 16, 15, 9, 15, 15, 9, 13]
                 .map(|w| "-".repeat(w))
                 .join("|")
         );
     }
     for (kind, s) in runs {
-        let wombat = s.get("wombat").unwrap_or(&s["send"]);
-        let floor = &s["floor"];
+        let (wombat, floor) = (&s["wombat"], &s["floor"]);
+        let calls = |v: &Value| {
+            let c = &v["upstream_calls_per_request"];
+            f(&c["list_tasks"]) + f(&c["chat"]) + f(&c["messages"])
+        };
         println!(
-            "| {:<6} | {:>3} | {:>11.0} µs | {:>10.0} µs | {:>6.2}× | {:>13} | {:>13} | {:>6.2}× |",
+            "| {:<6} | {:>3} | {:>11.0} µs | {:>10.0} µs | {:>6.2}× | {:>13} | {:>13} | {:>6.2}× | {:>4.1} / {:>4.1} |",
             kind,
             s["concurrency"].to_string(),
             f(&wombat["server_cpu_us_per_request"]),
@@ -1324,6 +1348,8 @@ fn print_floor(r: &Value) {
             ms(f(&wombat["latency_us"]["p50"])),
             ms(f(&floor["latency_us"]["p50"])),
             f(&s["vs_floor"]["p50"]),
+            calls(wombat),
+            calls(floor),
         );
     }
     if let Some(h) = held {
@@ -1462,6 +1488,13 @@ mod tests {
         assert_eq!(vs_floor(&w, &fl), json!({"server_cpu": 2.0, "p50": 1.5}));
         let zero = json!({"server_cpu_us_per_request": 0.0, "latency_us": {"p50": 0.0}});
         assert!(f(&vs_floor(&w, &zero)["server_cpu"]).is_nan());
+    }
+
+    #[test]
+    fn upstream_calls_are_per_successful_request() {
+        let v = upstream_calls([10, 20, 30], [10, 120, 130], 100);
+        assert_eq!(v, json!({"list_tasks": 0.0, "chat": 1.0, "messages": 1.0}));
+        assert!(f(&upstream_calls([0; 3], [1; 3], 0)["chat"]).is_nan());
     }
 
     #[test]

@@ -8,11 +8,15 @@
 //! h2c, `TCP_NODELAY`, tokio's multi-threaded runtime, mimalloc like the
 //! daemon) answering three routes:
 //!
-//! - `POST /api/agents/send`: reads and parses the JSON request (`message`,
-//!   `task_title`), then makes the daemon's three upstream calls, in order,
-//!   over hyper-util's pooled keep-alive client: `GET
+//! - `POST /api/agents/send`: reads and parses the JSON request (`user_id`,
+//!   `message`, `task_title`), then makes the daemon's upstream calls, in
+//!   order, over hyper-util's pooled keep-alive client: `GET
 //!   {BACKEND_URL}/api/mission-control/tasks?limit=50&title=<task_title>`
-//!   (parsed; the task whose title matches is used), `POST
+//!   (parsed; the task whose title matches is used) — skipped, as the
+//!   daemon skips it, when the `(user_id, title)` was resolved in the last
+//!   5 minutes (the daemon's task cache: without it the floor would make
+//!   three calls per send where the daemon makes two, and flatter the
+//!   daemon; `WOMBAT_FLOOR_TASK_CACHE=0` turns it off), `POST
 //!   {OPENAI_BASE_URL}/chat/completions` with a **fixed, pre-serialised
 //!   body** (parsed: reply text and usage), and `POST
 //!   {BACKEND_URL}/api/mission-control/messages` (the reply, the task id and
@@ -46,7 +50,8 @@
 //!
 //! `WOMBAT_HOST` (default `127.0.0.1`), `WOMBAT_PORT` (default `8080`),
 //! `BACKEND_URL`, `OPENAI_BASE_URL` (default `https://api.openai.com/v1`;
-//! plain `http://` only), `OPENAI_API_KEY`. The chat bodies:
+//! plain `http://` only), `OPENAI_API_KEY`; `WOMBAT_FLOOR_TASK_CACHE=0`
+//! resolves the task on every request. The chat bodies:
 //! `WOMBAT_FLOOR_CHAT_BODY` and `WOMBAT_FLOOR_STREAM_BODY` name files whose
 //! bytes are sent as they are (the bench writes there what the daemon sent
 //! during its warm-up, so both send bodies of the same size and content);
@@ -55,11 +60,13 @@
 //! environment is ignored.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
@@ -80,10 +87,14 @@ const CHANNEL_CAPACITY: usize = 16;
 /// The model named by the built-in chat body and reported back.
 const MODEL: &str = "gpt-4o-mini";
 const PROVIDER: &str = "openai";
+/// The daemon's task cache: entry lifetime and bound (cleared when full).
+const TASK_CACHE_TTL: Duration = Duration::from_secs(300);
+const TASK_CACHE_CAP: usize = 4096;
 /// A bearer token of an HS256 agent JWT's length; never minted, never checked.
 const BACKEND_TOKEN: &str = "Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhZ2VudDpmbG9vciIsInRlbmFudCI6ImRlZmF1bHQiLCJyb2xlIjoiYWdlbnQiLCJpYXQiOjAsImV4cCI6MH0.Zmxvb3ItZmxvb3ItZmxvb3ItZmxvb3ItZmxvb3ItZmxv";
 
 type Upstream = Client<HttpConnector, Full<Bytes>>;
+type TaskCache = Mutex<HashMap<String, (String, Instant)>>;
 
 /// Everything built once at start.
 struct Floor {
@@ -96,6 +107,8 @@ struct Floor {
     backend_auth: HeaderValue,
     chat_body: Bytes,
     stream_body: Bytes,
+    /// `user_id NUL title → (task id, resolved at)`; `None` when turned off.
+    tasks: Option<TaskCache>,
 }
 
 fn main() {
@@ -141,6 +154,7 @@ fn run() -> Result<(), String> {
         backend_auth: HeaderValue::from_static(BACKEND_TOKEN),
         chat_body: body_file("WOMBAT_FLOOR_CHAT_BODY", false)?,
         stream_body: body_file("WOMBAT_FLOOR_STREAM_BODY", true)?,
+        tasks: (env("WOMBAT_FLOOR_TASK_CACHE", "1") != "0").then(Mutex::default),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -209,6 +223,8 @@ struct ErrorBody<'a> {
 
 #[derive(Deserialize)]
 struct AgentRequest<'a> {
+    #[serde(borrow)]
+    user_id: Cow<'a, str>,
     #[serde(borrow)]
     message: Cow<'a, str>,
     #[serde(borrow)]
@@ -390,6 +406,23 @@ async fn resolve(floor: &Floor, req: Request<Incoming>) -> Result<String, Failur
     if parsed.message.is_empty() {
         return Err(Failure(StatusCode::BAD_REQUEST, "message is empty".into()));
     }
+    // One allocation for the key. A user id or title containing NUL could
+    // collide with another pair; the floor only serves the benchmark.
+    let mut key = String::with_capacity(parsed.user_id.len() + 1 + parsed.task_title.len());
+    key.push_str(&parsed.user_id);
+    key.push('\0');
+    key.push_str(&parsed.task_title);
+    if let Some(cache) = &floor.tasks {
+        let cache = cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((id, _)) = cache
+            .get(&key)
+            .filter(|(_, at)| at.elapsed() < TASK_CACHE_TTL)
+        {
+            return Ok(id.clone());
+        }
+    }
     let mut url = floor.tasks_prefix.clone();
     url.extend(form_urlencoded::byte_serialize(
         parsed.task_title.as_bytes(),
@@ -406,7 +439,17 @@ async fn resolve(floor: &Floor, req: Request<Incoming>) -> Result<String, Failur
         .iter()
         .find(|t| t.title == parsed.task_title)
         .ok_or_else(|| Failure(StatusCode::BAD_REQUEST, "no task with that title".into()))?;
-    Ok(task.id.clone().into_owned())
+    let id = task.id.clone().into_owned();
+    if let Some(cache) = &floor.tasks {
+        let mut cache = cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= TASK_CACHE_CAP {
+            cache.clear();
+        }
+        cache.insert(key, (id.clone(), Instant::now()));
+    }
+    Ok(id)
 }
 
 /// Posts the reply as a message; returns the message id.

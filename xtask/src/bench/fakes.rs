@@ -12,7 +12,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -51,6 +51,9 @@ pub(crate) struct FakeState {
     /// Streams currently held open.
     pub(crate) held: AtomicUsize,
     pub(crate) captured: Mutex<Captured>,
+    /// Requests served: list tasks, chat completions, post message (to
+    /// check that the daemon and the floor do the same upstream work).
+    calls: [AtomicU64; 3],
     replies: Replies,
 }
 
@@ -61,6 +64,15 @@ impl FakeState {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Requests served so far: `[list tasks, chat completions, messages]`.
+    pub(crate) fn calls(&self) -> [u64; 3] {
+        self.calls.each_ref().map(|c| c.load(Ordering::Relaxed))
+    }
+
+    fn count(&self, which: usize) {
+        self.calls[which].fetch_add(1, Ordering::Relaxed);
     }
 
     fn capture(&self, f: impl FnOnce(&mut Captured)) {
@@ -150,6 +162,7 @@ impl Fakes {
             release: Semaphore::new(0),
             held: AtomicUsize::new(0),
             captured: Mutex::new(Captured::default()),
+            calls: Default::default(),
             replies: Replies::new(),
         });
         let llm = serve(state.clone(), Upstream::Llm).await?;
@@ -274,6 +287,7 @@ async fn llm(state: &Arc<FakeState>, req: Request<Incoming>) -> Response<FakeBod
         return json(StatusCode::NOT_FOUND, &r.not_found);
     }
     let body = body_of(req).await;
+    state.count(1);
     let streaming = contains(&body, br#""stream":true"#);
     if !streaming {
         state.capture(|c| c.chat = Some(body));
@@ -311,9 +325,13 @@ async fn backend(state: &Arc<FakeState>, req: Request<Incoming>) -> Response<Fak
     let path = req.uri().path().to_owned();
     let body = body_of(req).await;
     match (method, path.as_str()) {
-        (Method::GET, "/api/mission-control/tasks") => json(StatusCode::OK, &r.task_page),
+        (Method::GET, "/api/mission-control/tasks") => {
+            state.count(0);
+            json(StatusCode::OK, &r.task_page)
+        }
         (Method::POST, "/api/mission-control/tasks") => json(StatusCode::OK, &r.task),
         (Method::POST, "/api/mission-control/messages") => {
+            state.count(2);
             state.capture(|c| c.message = Some(body));
             json(StatusCode::OK, &r.message)
         }
