@@ -370,6 +370,13 @@ async fn list_tools<H: Host>(host: &H, p: &mut Prepared<H>) -> Result<Vec<String
         if names.contains(&t.name) {
             continue;
         }
+        if t.requires_approval {
+            // Approvals (tool requests in the backend) are not wired into
+            // the loop yet: a tool that needs one is not offered to the
+            // model rather than run without it.
+            tracing::debug!(tool = %t.name.escape_debug(), "tool needs approval; not offered");
+            continue;
+        }
         let mut spec = ToolSpec::new(t.name.clone(), t.input_schema);
         spec.description = Some(t.description);
         p.route.tools.push(spec);

@@ -647,6 +647,20 @@ impl AgentClient {
         &self.role
     }
 
+    /// This client's agent JWT (what `X-Agent-Token` carries), for other
+    /// services that scope by it, such as MCP servers. Cached like the
+    /// token of the client's own calls.
+    ///
+    /// # Errors
+    /// When the token cannot be signed.
+    pub fn token(&self) -> Result<String> {
+        let value = self.cp.token(self)?;
+        value
+            .to_str()
+            .map(str::to_owned)
+            .map_err(|_| crate::JwtError::Encode.into())
+    }
+
     async fn get<T: DeserializeOwned>(&self, url: Url, op: &'static str) -> Result<T> {
         let body = self
             .cp

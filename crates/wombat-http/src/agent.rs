@@ -152,6 +152,17 @@ impl Host for App {
         self.tool_source.as_deref()
     }
 
+    fn agent_token(&self, user: &str, role: &str) -> Option<String> {
+        let backend = self.backend.as_ref()?;
+        match backend.client.agent(user, role).token() {
+            Ok(token) => Some(token),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot mint the agent token for tools");
+                None
+            }
+        }
+    }
+
     fn observe_tool(&self, name: &str, is_error: bool, elapsed: Duration) {
         self.metrics.observe_tool(name, is_error, elapsed);
     }

@@ -85,6 +85,36 @@ fn governor(config: &DaemonConfig) -> Result<Governor, crate::Error> {
     }
 }
 
+/// The MCP servers of `WOMBAT_MCP_SERVERS` and the workspace's `mcp.json`
+/// (merged; a name in both is an error) as the run loop's tool source;
+/// `None` when neither names a server.
+fn mcp_source(
+    config: &DaemonConfig,
+    workspace: &Workspace,
+) -> Result<Option<Arc<dyn wombat_agent::tools::ToolSource>>, crate::Error> {
+    let mut servers = config.mcp_servers.clone().unwrap_or_default();
+    let file = workspace.path().join("mcp.json");
+    if file.is_file() {
+        let from_file = wombat_mcp::McpConfig::from_file(&file)
+            .map_err(|e| crate::Error::Mcp(e.to_string()))?;
+        servers = servers
+            .merge(from_file)
+            .map_err(|e| crate::Error::Mcp(e.to_string()))?;
+    }
+    if servers.is_empty() {
+        return Ok(None);
+    }
+    let options = wombat_mcp::McpOptions {
+        max_result_bytes: config.tool_limits.max_result_bytes,
+        ..wombat_mcp::McpOptions::default()
+    };
+    let tools = wombat_mcp::McpTools::new(servers, options)
+        .map_err(|e| crate::Error::Mcp(e.to_string()))?;
+    Ok(Some(Arc::new(wombat_agent::tools::mcp::McpSource::new(
+        tools,
+    ))))
+}
+
 /// A configured daemon, ready to serve.
 pub struct Daemon {
     app: Arc<App>,
@@ -122,8 +152,9 @@ impl Daemon {
             context_warning_threshold: config.context_warning_threshold,
             tools: config.tool_limits,
         };
+        let tool_source = mcp_source(&config, &workspace)?;
         let app = App {
-            tool_source: None,
+            tool_source,
             agent,
             stream_cut: cut_rx,
             governor,

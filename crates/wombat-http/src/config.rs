@@ -121,6 +121,10 @@ pub struct DaemonConfig {
     /// `WOMBAT_MAX_CONCURRENT_LLM` (512): LLM calls in flight before new
     /// requests get 429.
     pub max_concurrent_llm: usize,
+    /// `WOMBAT_MCP_SERVERS`: MCP servers (the `{"mcpServers": {...}}` JSON,
+    /// validated), merged with the workspace's `mcp.json`. Header values in
+    /// it are secrets.
+    pub mcp_servers: Option<wombat_mcp::McpConfig>,
     /// `WOMBAT_TOOL_MAX_STEPS` (8), `WOMBAT_TOOL_TIMEOUT_SECS` (30),
     /// `WOMBAT_TOOL_CONCURRENCY` (4), `WOMBAT_TOOL_RESULT_MAX_BYTES`
     /// (16384): the tool loop's limits.
@@ -232,6 +236,7 @@ pub const KNOWN_WOMBAT_VARS: &[&str] = &[
     "WOMBAT_MAX_CHARS_PER_FILE",
     "WOMBAT_MAX_CONCURRENT_LLM",
     "WOMBAT_MAX_CONNECTIONS",
+    "WOMBAT_MCP_SERVERS",
     "WOMBAT_METRICS_PUBLIC",
     "WOMBAT_OTEL_CAPTURE_CONTENT",
     "WOMBAT_PORT",
@@ -511,6 +516,11 @@ impl DaemonConfig {
                 seconds,
             )?,
             max_concurrent_llm: parse(s, "WOMBAT_MAX_CONCURRENT_LLM", 512, bounded)?,
+            mcp_servers: parse(s, "WOMBAT_MCP_SERVERS", None, |v| {
+                wombat_mcp::McpConfig::parse(v, "WOMBAT_MCP_SERVERS")
+                    .map(Some)
+                    .map_err(|e| e.to_string())
+            })?,
             tool_limits: wombat_agent::tools::LoopLimits {
                 max_steps: parse(s, "WOMBAT_TOOL_MAX_STEPS", 8, |v| match v.parse::<u32>() {
                     Ok(n) if (1..=100).contains(&n) => Ok(n),
@@ -585,6 +595,34 @@ mod tests {
         DaemonConfig::from_settings(&settings(pairs))
             .expect_err("invalid")
             .to_string()
+    }
+
+    #[test]
+    fn mcp_servers_and_tool_limits_are_validated() {
+        let e = err(&[(
+            "WOMBAT_MCP_SERVERS",
+            r#"{"mcpServers": {"a__b": {"url": "https://x.example/mcp", "headers": {"X-Key": "s3cret"}}}}"#,
+        )]);
+        assert!(e.starts_with("invalid WOMBAT_MCP_SERVERS"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+        assert!(
+            err(&[("WOMBAT_TOOL_MAX_STEPS", "0")]).starts_with("invalid WOMBAT_TOOL_MAX_STEPS")
+        );
+        assert!(
+            err(&[("WOMBAT_TOOL_CONCURRENCY", "65")])
+                .starts_with("invalid WOMBAT_TOOL_CONCURRENCY")
+        );
+        let c = DaemonConfig::from_settings(&settings(&[
+            (
+                "WOMBAT_MCP_SERVERS",
+                r#"{"mcpServers": {"mc": {"url": "http://127.0.0.1:9001/mcp"}}}"#,
+            ),
+            ("WOMBAT_TOOL_TIMEOUT_SECS", "5"),
+        ]))
+        .expect("valid");
+        assert_eq!(c.mcp_servers.map(|m| m.servers().len()), Some(1));
+        assert_eq!(c.tool_limits.tool_timeout, Duration::from_secs(5));
+        assert_eq!(c.tool_limits.max_steps, 8);
     }
 
     #[test]

@@ -32,5 +32,9 @@ pub enum Error {
     /// `WOMBAT_REDIS_URL`).
     #[error("cannot set up the limits store: {0}")]
     Governance(String),
+    /// The MCP servers could not be set up (the workspace's `mcp.json` is
+    /// invalid or clashes with `WOMBAT_MCP_SERVERS`).
+    #[error("cannot set up the MCP servers: {0}")]
+    Mcp(String),
 }
 pub use server::ServerLimits;

@@ -691,6 +691,7 @@ pub struct Setup {
     default_model: Option<String>,
     llm_deadline: Option<Duration>,
     tools: Option<Arc<dyn wombat_agent::tools::ToolSource>>,
+    mcp: bool,
 }
 
 pub fn setup() -> Setup {
@@ -705,6 +706,7 @@ pub fn setup() -> Setup {
         default_model: None,
         llm_deadline: None,
         tools: None,
+        mcp: false,
     }
 }
 
@@ -743,6 +745,13 @@ impl Setup {
     /// The router's total deadline per request.
     pub fn llm_deadline(mut self, deadline: Duration) -> Self {
         self.llm_deadline = Some(deadline);
+        self
+    }
+
+    /// The in-process mc-lite's `/mcp` as the daemon's MCP server `mc`
+    /// (`WOMBAT_MCP_SERVERS`).
+    pub fn mcp(mut self) -> Self {
+        self.mcp = true;
         self
     }
 
@@ -820,7 +829,13 @@ impl Setup {
             .build()
             .expect("router");
 
-        let settings: Settings = self.settings.iter().cloned().collect();
+        let mut settings: Settings = self.settings.iter().cloned().collect();
+        if self.mcp {
+            settings.insert(
+                "WOMBAT_MCP_SERVERS".into(),
+                json!({"mcpServers": {"mc": {"url": format!("{}/mcp", mc.url())}}}).to_string(),
+            );
+        }
         let config = DaemonConfig::from_settings(&settings).expect("valid settings");
         let daemon_key = config
             .daemon_api_key

@@ -495,3 +495,57 @@ async fn a_client_gone_mid_loop_cancels_the_tool_and_records_usage() {
     );
     assert!(h.tasks("alice").await.len() == 1);
 }
+
+#[tokio::test]
+async fn mcp_tools_of_the_reference_backend_act_as_the_tenant() {
+    let h = setup().default_model("echo/test").mcp().start().await;
+    let body = echo_body(
+        "alice",
+        "/tool mc__create_task {\"title\":\"Filed by a tool\"}",
+        json!({"task_title": "Tools"}),
+    );
+    let r = h.post("/api/agents/send", &body).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let text = r.json()["response"].as_str().unwrap_or_default().to_owned();
+    assert!(text.contains("- mc__create_task: "), "{text}");
+    assert!(!text.contains("failed"), "{text}");
+    let titles = |tasks: Vec<Value>| -> Vec<String> {
+        tasks
+            .iter()
+            .filter_map(|t| t["title"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert!(
+        titles(h.tasks("alice").await).contains(&"Filed by a tool".to_owned()),
+        "the tool ran as alice"
+    );
+    assert!(
+        !titles(h.tasks("bob").await).contains(&"Filed by a tool".to_owned()),
+        "and only as alice"
+    );
+}
+
+#[tokio::test]
+async fn mcp_tools_are_declared_but_not_those_that_need_an_approval() {
+    let h = setup().mcp().start().await;
+    let r = h
+        .post(
+            "/api/agents/send",
+            &send_body("alice", json!({"task_title": "Tools"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let first = h.llm.requests()[0].json();
+    let declared: Vec<&str> = first["tools"]
+        .as_array()
+        .expect("tools declared")
+        .iter()
+        .filter_map(|t| t["function"]["name"].as_str())
+        .collect();
+    assert!(declared.contains(&"mc__search_tasks"), "{declared:?}");
+    assert!(declared.contains(&"mc__create_task"), "{declared:?}");
+    assert!(
+        !declared.contains(&"mc__delete_document"),
+        "destructive: needs an approval, which the loop does not run yet: {declared:?}"
+    );
+}
