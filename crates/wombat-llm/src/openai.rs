@@ -22,6 +22,13 @@
 //! that sends a call without an id gets one made up (`call_…`), and a turn
 //! with calls finishes with [`FinishReason::ToolCalls`] even where the
 //! server said `stop`.
+//!
+//! A model that cannot call tools answers a request with tools with an
+//! error, reported as [`ErrorKind::ToolsUnsupported`] (not retried; the
+//! router fails over) rather than a plain invalid request: OpenAI's
+//! `param: "tools"` with an `unsupported_*` code, or, only for errors with
+//! no string `code`, the known texts of Ollama, OpenRouter and llama.cpp's
+//! server (see `NO_TOOLS_TEXTS`), the one place an error's text is read.
 
 use std::collections::VecDeque;
 
@@ -119,7 +126,7 @@ impl OpenAiAdapter {
 impl ChatProvider for OpenAiAdapter {
     async fn complete(&self, req: &ChatRequest) -> Result<Completion> {
         let (builder, ctx) = self.prepare(req, false)?;
-        let resp = http::send(builder, &ctx, classify).await?;
+        let resp = http::send(builder, &ctx, classifier(req)).await?;
         let body: Value = http::read_json(resp, &ctx).await?;
         if let Some(err) = body.get("error").filter(|e| !e.is_null()) {
             return Err(classify_body_error(&ctx, None, err));
@@ -149,7 +156,7 @@ impl ChatProvider for OpenAiAdapter {
 
     async fn stream(&self, req: &ChatRequest) -> Result<EventStream> {
         let (builder, ctx) = self.prepare(req, true)?;
-        let resp = http::send(builder, &ctx, classify).await?;
+        let resp = http::send(builder, &ctx, classifier(req)).await?;
         Ok(http::sse_stream(resp, ctx, Parser::default()))
     }
 }
@@ -759,6 +766,73 @@ impl SseParser for Parser {
 
 // ---- errors ----
 
+/// The error classifier for `req`: with tools declared, a provider's answer
+/// that the model cannot call tools is [`ErrorKind::ToolsUnsupported`].
+fn classifier(req: &ChatRequest) -> fn(&CallCtx, &ErrorResponse) -> Error {
+    if req.tools.is_empty() {
+        classify
+    } else {
+        classify_with_tools
+    }
+}
+
+/// [`classify`] for a request that declared tools. An answer saying the
+/// model cannot call tools becomes [`ErrorKind::ToolsUnsupported`] (not
+/// retried; the router fails over, another model may have tools) instead
+/// of a plain invalid request.
+fn classify_with_tools(ctx: &CallCtx, resp: &ErrorResponse) -> Error {
+    let body: Option<Value> = serde_json::from_slice(&resp.body).ok();
+    if let Some(err) = body
+        .as_ref()
+        .and_then(|b| b.get("error"))
+        .filter(|e| says_tools_unsupported(resp.status, e))
+    {
+        let failure = ctx.failure(Some(resp.status), error_message(err));
+        return Error::new(ErrorKind::ToolsUnsupported, failure).with_retry_after(resp.retry_after);
+    }
+    classify(ctx, resp)
+}
+
+/// Texts of servers that answer "no tools for this model" without a
+/// machine-readable code: Ollama (400, `"<model> does not support tools"`),
+/// OpenRouter (404, `"No endpoints found that support tool use"`),
+/// llama.cpp's server without a tool template (500, `"Unsupported param:
+/// tools"`).
+const NO_TOOLS_TEXTS: [&str; 3] = [
+    "does not support tools",
+    "support tool use",
+    "Unsupported param: tools",
+];
+
+/// Whether an error object answering a request with tools says the model
+/// cannot call tools. OpenAI names the parameter and an `unsupported_*`
+/// code; that decides where a string `code` exists. Only an error without
+/// one (`null`, absent, or the HTTP status as a number) is recognised by the
+/// known texts above, and only on a status those servers use for it.
+fn says_tools_unsupported(status: u16, err: &Value) -> bool {
+    let field = |name: &str| err.get(name).and_then(Value::as_str);
+    if let Some(code) = field("code") {
+        return field("param") == Some("tools")
+            && matches!(code, "unsupported_parameter" | "unsupported_value");
+    }
+    matches!(status, 400 | 404 | 422 | 500) && {
+        let message = error_message(err);
+        NO_TOOLS_TEXTS.iter().any(|t| message.contains(t))
+    }
+}
+
+/// An error object's message (`message`, or the bare string some compatible
+/// servers send, or the object itself).
+fn error_message(err: &Value) -> String {
+    match err {
+        Value::String(s) => s.clone(),
+        _ => err
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| err.to_string(), str::to_owned),
+    }
+}
+
 fn classify(ctx: &CallCtx, resp: &ErrorResponse) -> Error {
     let body: Option<Value> = serde_json::from_slice(&resp.body).ok();
     match body
@@ -783,11 +857,7 @@ fn classify(ctx: &CallCtx, resp: &ErrorResponse) -> Error {
 /// and an unknown one counts as a server error.
 fn classify_body_error(ctx: &CallCtx, status: Option<u16>, err: &Value) -> Error {
     let field = |name: &str| err.get(name).and_then(Value::as_str);
-    let message = match err {
-        Value::String(s) => s.clone(),
-        _ => field("message").map_or_else(|| err.to_string(), str::to_owned),
-    };
-    let failure = ctx.failure(status, message);
+    let failure = ctx.failure(status, error_message(err));
     let kind = [field("code"), field("type")];
     let has = |name: &str| kind.contains(&Some(name));
     if has("context_length_exceeded") || has("string_above_max_length") {

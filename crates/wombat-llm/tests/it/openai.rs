@@ -879,3 +879,80 @@ async fn stream_fails_over_before_the_first_output_and_not_after_a_tool_call_sta
     assert_eq!((primary.request_count(), fallback.request_count()), (1, 0));
     assert!(sleeper.waits().is_empty());
 }
+
+/// A model that cannot call tools is a typed error (`tools_unsupported`,
+/// failing over to the fallback), not a silent text answer: recognised by
+/// OpenAI's `param`/`code`, and, for servers whose error has no code, by
+/// their documented texts (Ollama 400, OpenRouter 404, llama.cpp 500).
+#[tokio::test]
+async fn a_model_without_tool_support_is_tools_unsupported_and_fails_over() {
+    let answers = [
+        Reply::json(
+            400,
+            json!({"error": {"message": "Unsupported parameter: 'tools' is not supported with this model.",
+                             "type": "invalid_request_error", "param": "tools", "code": "unsupported_parameter"}}),
+        ),
+        Reply::json(
+            400,
+            json!({"error": {"message": "registry.ollama.ai/library/gemma3:4b does not support tools",
+                             "type": "api_error", "param": null, "code": null}}),
+        ),
+        Reply::json(
+            400,
+            json!({"error": "registry.ollama.ai/library/gemma3:4b does not support tools"}),
+        ),
+        Reply::json(
+            404,
+            json!({"error": {"message": "No endpoints found that support tool use. To learn more about provider routing, visit: https://openrouter.ai/docs/provider-routing", "code": 404}}),
+        ),
+        Reply::json(
+            500,
+            json!({"error": {"code": 500, "message": "Unsupported param: tools", "type": "server_error"}}),
+        ),
+    ];
+    for answer in answers {
+        let primary = FakeServer::start(vec![answer.clone(), answer.clone(), answer]).await;
+        let fallback = FakeServer::start(vec![Reply::json(
+            200,
+            json!({"choices": [{"message": {"content": "fallback"}, "finish_reason": "stop"}]}),
+        )])
+        .await;
+        let mut cfg = config(Provider::Ollama, "gemma3:4b", &primary.url("/v1"));
+        cfg.retry.attempts = 3;
+        let (alone, _) = router(cfg.clone());
+        let mut req = hello();
+        req.tools = weather_tools();
+        let err = alone
+            .complete(req.clone())
+            .await
+            .expect_err("no tools here");
+        assert_eq!(err.kind(), ErrorKind::ToolsUnsupported, "{err:?}");
+        assert_eq!(err.code(), "tools_unsupported");
+        assert!(!err.is_retryable() && err.should_failover(), "{err:?}");
+        assert_eq!(primary.request_count(), 1, "not retried");
+        assert!(err.to_string().contains("ollama/gemma3:4b"), "{err}");
+
+        cfg.fallback_model = Some("groq/llama-3.3-70b".into());
+        cfg.base_urls.insert(Provider::Groq, fallback.url("/v1"));
+        let (with_fallback, _) = router(cfg);
+        let routed = with_fallback.complete(req).await.expect("fails over");
+        assert_eq!(
+            (routed.completion.text.as_str(), routed.provider),
+            ("fallback", Provider::Groq)
+        );
+    }
+
+    // Without tools in the request, or with a machine-readable code that
+    // says something else, the same texts are not read as tool support.
+    let ollama = json!({"error": {"message": "gemma3:4b does not support tools", "type": "api_error", "code": null}});
+    let coded = json!({"error": {"message": "this model does not support tools in this region",
+                                 "type": "invalid_request_error", "code": "invalid_value"}});
+    let server = FakeServer::start(vec![Reply::json(400, ollama), Reply::json(400, coded)]).await;
+    let (router, _) = router(config(Provider::Ollama, "gemma3:4b", &server.url("/v1")));
+    let err = router.complete(hello()).await.expect_err("400");
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest, "{err:?}");
+    let mut req = hello();
+    req.tools = weather_tools();
+    let err = router.complete(req).await.expect_err("400");
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest, "{err:?}");
+}
