@@ -97,7 +97,8 @@ pub struct Done<'a> {
     /// The soft-budget warning.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget_warning: Option<&'a Value>,
-    /// `"requires_action"` when the run stopped for caller tools.
+    /// `"requires_action"` when the run stopped for caller tools,
+    /// `"awaiting_approval"` when it waits for a person.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<&'a str>,
     /// The caller's tool calls (with `requires_action`).
@@ -106,6 +107,9 @@ pub struct Done<'a> {
     /// The turn's messages to append before the caller's results.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub messages: Option<&'a Value>,
+    /// The tool requests the run waits for (with `awaiting_approval`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_requests: Option<&'a Value>,
 }
 
 /// `event: tool_call`.

@@ -12,6 +12,7 @@
 //! [`tools::ToolSource`]: MCP servers, approvals and anything else that can
 //! list and call tools for a tenant.
 
+mod approval;
 mod deadline;
 mod error;
 pub mod events;

@@ -322,6 +322,10 @@ pub struct Started<H: Host> {
     /// Names of the tools the host's [`crate::tools::ToolSource`] offers
     /// this tenant (empty without one).
     server_tools: Vec<String>,
+    /// Those of them that need a person's approval.
+    approval_tools: Vec<String>,
+    /// The approved (or rejected) call this send resumed, if any.
+    resumed: Vec<TraceEntry>,
 }
 
 impl<H: Host> Started<H> {
@@ -346,9 +350,12 @@ fn tenant<'a, H: Host>(p: &'a Prepared<H>, token: Option<&'a str>) -> Tenant<'a>
 /// cannot list its tools leaves them out (logged): the run goes on, as with
 /// a tool server that is down. A caller tool named like a server tool is
 /// refused (names must be unique).
-async fn list_tools<H: Host>(host: &H, p: &mut Prepared<H>) -> Result<Vec<String>, ApiError> {
+async fn list_tools<H: Host>(
+    host: &H,
+    p: &mut Prepared<H>,
+) -> Result<(Vec<String>, Vec<String>), ApiError> {
     let Some(source) = host.tool_source() else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     };
     let token = host.agent_token(p.key.user_id(), p.key.role());
     let listed = source.list(tenant(p, token.as_deref())).await;
@@ -356,10 +363,11 @@ async fn list_tools<H: Host>(host: &H, p: &mut Prepared<H>) -> Result<Vec<String
         Ok(tools) => tools,
         Err(e) => {
             tracing::warn!(error = %e, "tools unavailable for this request");
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
     };
     let mut names = Vec::with_capacity(tools.len());
+    let mut approval = Vec::new();
     for t in tools {
         if p.caller_tools.contains(&t.name) {
             return Err(ApiError::bad_request(format!(
@@ -371,18 +379,19 @@ async fn list_tools<H: Host>(host: &H, p: &mut Prepared<H>) -> Result<Vec<String
             continue;
         }
         if t.requires_approval {
-            // Approvals (tool requests in the backend) are not wired into
-            // the loop yet: a tool that needs one is not offered to the
-            // model rather than run without it.
-            tracing::debug!(tool = %t.name.escape_debug(), "tool needs approval; not offered");
-            continue;
+            if host.control_plane().is_none() {
+                // Approvals are tool requests in the backend: without one,
+                // a tool that needs an approval is not offered at all.
+                continue;
+            }
+            approval.push(t.name.clone());
         }
         let mut spec = ToolSpec::new(t.name.clone(), t.input_schema);
         spec.description = Some(t.description);
         p.route.tools.push(spec);
         names.push(t.name);
     }
-    Ok(names)
+    Ok((names, approval))
 }
 
 /// Resolves the task under the request deadline, lists the tools, takes an
@@ -410,7 +419,7 @@ pub async fn start<H: Host>(
     if require_task && task_id.is_none() {
         return Err(ApiError::bad_request(NO_TASK));
     }
-    let server_tools = if host.tool_source().is_some() {
+    let (server_tools, approval_tools) = if host.tool_source().is_some() {
         let listed = deadline
             .bound(std::pin::pin!(list_tools(host, &mut p)))
             .await;
@@ -425,7 +434,7 @@ pub async fn start<H: Host>(
         }
         listed?
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     let permit = host.llm_permit()?;
     let admitted = host
@@ -440,6 +449,17 @@ pub async fn start<H: Host>(
         .as_ref()
         .and_then(|a| a.warning.as_ref())
         .map(|w| Box::new(warning_json(w)));
+    let mut resumed = Vec::new();
+    if let Some(id) = crate::approval::resume_id(p.req.metadata.as_ref()) {
+        let result = resume(host, &mut p, task_id.as_deref(), &id, &server_tools).await;
+        match result {
+            Ok(entry) => resumed.push(entry),
+            Err(e) => {
+                host.release(admitted).await;
+                return Err(e);
+            }
+        }
+    }
     Ok(Started {
         p,
         task_id,
@@ -447,7 +467,82 @@ pub async fn start<H: Host>(
         admitted,
         budget_warning,
         server_tools,
+        approval_tools,
+        resumed,
     })
+}
+
+/// Resumes an approval: consumes the decision (at most once), runs the
+/// approved call (or tells the model it was rejected) and rebuilds the turn
+/// from the request's context, the result last.
+async fn resume<H: Host>(
+    host: &H,
+    p: &mut Prepared<H>,
+    task_id: Option<&str>,
+    id: &str,
+    server_tools: &[String],
+) -> Result<TraceEntry, ApiError> {
+    if task_id.is_none() {
+        return Err(ApiError::bad_request(
+            "metadata.tool_request_id needs the task it belongs to (task_id or task_title)",
+        ));
+    }
+    let agent = backend(host)?.agent(p.key.user_id(), p.key.role());
+    let record = crate::approval::consume(&agent, id).await?;
+    let arguments = match &record.arguments {
+        Value::Object(m) => m.clone(),
+        _ => Map::new(),
+    };
+    let call = ToolCall::new(record.call_id.clone(), record.tool.clone(), arguments);
+    let limits = host.settings().tools;
+    let (call, outcome, took) = if crate::approval::approved(&record) {
+        if server_tools.contains(&record.tool) {
+            let token = host.agent_token(p.key.user_id(), p.key.role());
+            let mut ran = run_calls(host, p, token.as_deref(), vec![call], limits).await;
+            ran.pop().ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "tool call lost",
+                )
+            })?
+        } else {
+            let outcome = ToolOutcome::error(format!(
+                "tool {} was approved but is no longer available",
+                record.tool
+            ));
+            (call, outcome, Duration::ZERO)
+        }
+    } else {
+        let reason = record
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        let outcome = ToolOutcome::error(format!("a person rejected this call{reason}"));
+        (call, outcome, Duration::ZERO)
+    };
+    tracing::info!(tool = %call.name.escape_debug(), approved = crate::approval::approved(&record), "approval resumed");
+    host.observe_tool(&call.name, outcome.is_error, took);
+    // The turn goes on from the call: the send's own message (the
+    // notification's text) is not added after the result.
+    if !p.req.message.trim().is_empty() {
+        p.route.messages.pop();
+    }
+    p.route.messages.extend(crate::approval::turn(&record));
+    let content = bounded(outcome.content, limits.max_result_bytes);
+    let entry = TraceEntry {
+        id: call.id.clone(),
+        name: call.name,
+        arguments: call.arguments,
+        is_error: outcome.is_error,
+        duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+        result: crate::tools::truncate(&content.to_text(), TRACE_RESULT_BYTES).into_owned(),
+    };
+    let mut result = ToolResult::new(call.id, content);
+    result.is_error = outcome.is_error;
+    p.route.messages.push(ChatMessage::tool_result(result));
+    Ok(entry)
 }
 
 /// One executed (or refused) tool call, for the message attachment and the
@@ -492,6 +587,9 @@ pub struct Answer {
     pub budget_warning: Option<Box<Value>>,
     /// The tool calls the run executed, in order.
     pub trace: Vec<TraceEntry>,
+    /// The tool requests the run waits for (`awaiting_approval`):
+    /// `[{id, tool, arguments}]`.
+    pub tool_requests: Option<Value>,
 }
 
 impl Answer {
@@ -506,6 +604,9 @@ impl Answer {
         if !self.trace.is_empty() {
             a["tools"] = json!(self.trace);
         }
+        if let Some(requests) = &self.tool_requests {
+            a["tool_requests"] = requests.clone();
+        }
         a
     }
 
@@ -517,6 +618,7 @@ impl Answer {
             cost: next.cost.combine(&self.cost),
             trace: self.trace,
             budget_warning: self.budget_warning,
+            tool_requests: self.tool_requests,
             ..next
         }
     }
@@ -666,6 +768,10 @@ impl Consumed {
 }
 
 /// How one LLM step ended.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the answer is the common case; boxing it would cost every send an allocation"
+)]
 enum StepEnd {
     /// The provider finished: the complete answer, with its real usage, and
     /// the tool calls it asked for.
@@ -683,6 +789,8 @@ enum LoopEnd {
     Answered(Answer),
     /// The model called caller tools.
     RequiresAction(Answer, RequiresAction),
+    /// The model called tools that need an approval: requests created.
+    AwaitingApproval(Answer),
     /// A step failed, or a later step was refused by the limits.
     Failed(ApiError),
     /// A step was cut (see [`StepEnd::Cut`]).
@@ -727,6 +835,8 @@ pub async fn execute<H: Host, S: EventSink>(
         admitted,
         budget_warning,
         server_tools,
+        approval_tools,
+        resumed,
     } = run;
     let route = std::mem::replace(
         &mut p.route,
@@ -740,7 +850,20 @@ pub async fn execute<H: Host, S: EventSink>(
     let end = {
         // Pinned here, dropped with this block: `ledger` is free again below.
         let work = std::pin::pin!(async {
-            Ok(run_loop(host, &p, route, &server_tools, sink, &mut ledger).await)
+            let tools = Tools {
+                server: &server_tools,
+                approval: &approval_tools,
+            };
+            Ok(run_loop(
+                host,
+                &p,
+                task_id.as_deref(),
+                route,
+                tools,
+                sink,
+                &mut ledger,
+            )
+            .await)
         });
         tokio::select! {
             biased;
@@ -753,7 +876,7 @@ pub async fn execute<H: Host, S: EventSink>(
     };
     drop(permit);
     let (mut answer, requires_action) = match end {
-        LoopEnd::Answered(answer) => (answer, None),
+        LoopEnd::Answered(answer) | LoopEnd::AwaitingApproval(answer) => (answer, None),
         LoopEnd::RequiresAction(answer, action) => (answer, Some(action)),
         LoopEnd::Failed(e) => {
             host.release(ledger.admitted.take()).await;
@@ -795,6 +918,14 @@ pub async fn execute<H: Host, S: EventSink>(
         }
     };
     answer.budget_warning = budget_warning;
+    if !resumed.is_empty() {
+        let later = std::mem::take(&mut answer.trace);
+        answer.trace = resumed;
+        answer.trace.extend(later);
+    }
+    if answer.tool_requests.is_some() && answer.text.is_empty() {
+        answer.text = "Waiting for a person to approve a tool call.".to_owned();
+    }
     // From here on the reply is paid for: nothing may drop it.
     host.record_usage(p.key.user_id(), &answer.usage, &answer.cost, false);
     let context_warning = context_warning(host, &answer.model, answer.prompt_tokens);
@@ -862,8 +993,17 @@ fn record_partial<H: Host>(host: &H, p: &Prepared<H>, total: Option<&Answer>, es
     }
 }
 
+/// The host's tools of a run.
+#[derive(Clone, Copy)]
+struct Tools<'a> {
+    server: &'a [String],
+    approval: &'a [String],
+}
+
 /// Where a call goes.
 enum Target {
+    /// The host's tool source runs it, once a person approved it.
+    Approval,
     /// The host's tool source runs it.
     Server,
     /// The caller runs it (the run stops with `requires_action`).
@@ -875,12 +1015,20 @@ enum Target {
 async fn run_loop<H: Host, S: EventSink>(
     host: &H,
     p: &Prepared<H>,
+    task_id: Option<&str>,
     mut route: RouteRequest,
-    server_tools: &[String],
+    tools: Tools<'_>,
     sink: &S,
     ledger: &mut Ledger,
 ) -> LoopEnd {
     let limits = host.settings().tools;
+    // Where this turn began (its user message): what an approval request
+    // stores to rebuild it.
+    let turn_begin = route
+        .messages
+        .iter()
+        .rposition(|m| m.role == Role::User)
+        .unwrap_or(0);
     let mut step_no: u32 = 0;
     let mut token: Option<Option<String>> = None;
     loop {
@@ -977,7 +1125,9 @@ async fn run_loop<H: Host, S: EventSink>(
             .messages
             .push(ChatMessage::with_parts(Role::Assistant, parts));
         let target = |name: &str| {
-            if server_tools.iter().any(|t| t == name) {
+            if tools.approval.iter().any(|t| t == name) {
+                Some(Target::Approval)
+            } else if tools.server.iter().any(|t| t == name) {
                 Some(Target::Server)
             } else if p.caller_tools.iter().any(|t| t == name) {
                 Some(Target::Caller)
@@ -986,11 +1136,20 @@ async fn run_loop<H: Host, S: EventSink>(
             }
         };
         let mut for_caller = Vec::new();
+        let mut for_approval = Vec::new();
         let mut to_run = Vec::new();
         let mut results: Vec<(ToolCall, ToolOutcome, Duration)> = Vec::new();
         for call in calls {
             match target(&call.name) {
                 Some(Target::Server) => to_run.push(call),
+                Some(Target::Approval) if task_id.is_some() => for_approval.push(call),
+                Some(Target::Approval) => {
+                    let outcome = ToolOutcome::error(format!(
+                        "{} needs a person's approval, which needs a task; name one to use it",
+                        call.name
+                    ));
+                    results.push((call, outcome, Duration::ZERO));
+                }
                 Some(Target::Caller) => for_caller.push(call),
                 None => {
                     let outcome = ToolOutcome::error(format!(
@@ -1044,6 +1203,46 @@ async fn run_loop<H: Host, S: EventSink>(
             let mut result = ToolResult::new(id, content);
             result.is_error = outcome.is_error;
             route.messages.push(ChatMessage::tool_result(result));
+        }
+        if let (false, Some(task)) = (for_approval.is_empty(), task_id) {
+            let Some(backend) = host.control_plane() else {
+                return LoopEnd::Failed(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "backend_not_configured",
+                    "approvals need a backend",
+                ));
+            };
+            let agent = backend.agent(p.key.user_id(), p.key.role());
+            let key = request_key(p);
+            let mut requests = Vec::with_capacity(for_approval.len());
+            for call in &for_approval {
+                let created = crate::approval::create(
+                    &agent,
+                    task,
+                    p.key.role(),
+                    call,
+                    &route.messages[turn_begin..],
+                    &key,
+                )
+                .await;
+                match created {
+                    Ok(r) => {
+                        requests.push(json!({"id": r.id, "tool": r.tool, "arguments": r.arguments}))
+                    }
+                    Err(e) => {
+                        return LoopEnd::Failed(backend_error(host, "creating a tool request", &e));
+                    }
+                }
+            }
+            let Some(mut total) = ledger.total.take() else {
+                return LoopEnd::Failed(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "tool loop lost its answer",
+                ));
+            };
+            total.tool_requests = Some(Value::Array(requests));
+            return LoopEnd::AwaitingApproval(total);
         }
         if !for_caller.is_empty() {
             let tool_calls: Vec<Value> = for_caller
@@ -1153,6 +1352,7 @@ async fn step<H: Host, S: EventSink>(
                         prompt_tokens,
                         budget_warning: None,
                         trace: Vec::new(),
+                        tool_requests: None,
                     },
                     routed.completion.tool_calls,
                     routed.completion.invalid_tool_calls,
@@ -1232,6 +1432,7 @@ async fn step<H: Host, S: EventSink>(
                         failovers,
                         budget_warning: None,
                         trace: Vec::new(),
+                        tool_requests: None,
                     },
                     calls.into_iter().map(|(_, c)| c).collect(),
                     invalid,

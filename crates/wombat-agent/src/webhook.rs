@@ -32,6 +32,12 @@ pub(crate) fn event<H: Host>(
         if !a.trace.is_empty() {
             event["tools"] = json!(a.trace);
         }
+        if let Some(requests) = &a.tool_requests {
+            if error.is_none() {
+                event["event"] = json!("agent.awaiting_approval");
+            }
+            event["tool_requests"] = requests.clone();
+        }
     }
     if let Some(error) = error {
         event["error"] = json!(error);

@@ -267,6 +267,8 @@ struct SendResponse<'a> {
     document_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     budget_warning: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_requests: Option<&'a Value>,
 }
 
 /// The JSON answer of a finished run: 200 with the reply, or (write failed)
@@ -305,7 +307,11 @@ fn send_response(reply: &Reply) -> http::Response<Body> {
     json_response(
         StatusCode::OK,
         &SendResponse {
-            status: "ok",
+            status: if a.tool_requests.is_some() {
+                "awaiting_approval"
+            } else {
+                "ok"
+            },
             task_id: reply.task_id.as_deref().unwrap_or_default(),
             response: &a.text,
             usage: &a.usage,
@@ -316,6 +322,7 @@ fn send_response(reply: &Reply) -> http::Response<Body> {
             message_id,
             document_id: document_id.as_deref(),
             budget_warning: a.budget_warning.as_deref(),
+            tool_requests: a.tool_requests.as_ref(),
         },
     )
 }
@@ -426,9 +433,16 @@ async fn start_stream(app: &Arc<App>, body: SendRequest) -> Result<http::Respons
                             persist_error: persist_error.as_deref(),
                             context_warning: reply.context_warning.as_deref(),
                             budget_warning: a.budget_warning.as_deref(),
-                            status: reply.requires_action.as_ref().map(|_| "requires_action"),
+                            status: if reply.requires_action.is_some() {
+                                Some("requires_action")
+                            } else if a.tool_requests.is_some() {
+                                Some("awaiting_approval")
+                            } else {
+                                None
+                            },
                             tool_calls: reply.requires_action.as_ref().map(|r| &r.tool_calls),
                             messages: reply.requires_action.as_ref().map(|r| &r.messages),
+                            tool_requests: a.tool_requests.as_ref(),
                         },
                     )
                     .await;

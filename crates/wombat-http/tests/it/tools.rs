@@ -526,7 +526,7 @@ async fn mcp_tools_of_the_reference_backend_act_as_the_tenant() {
 }
 
 #[tokio::test]
-async fn mcp_tools_are_declared_but_not_those_that_need_an_approval() {
+async fn mcp_tools_are_declared_with_the_reference_backend() {
     let h = setup().mcp().start().await;
     let r = h
         .post(
@@ -545,7 +545,147 @@ async fn mcp_tools_are_declared_but_not_those_that_need_an_approval() {
     assert!(declared.contains(&"mc__search_tasks"), "{declared:?}");
     assert!(declared.contains(&"mc__create_task"), "{declared:?}");
     assert!(
-        !declared.contains(&"mc__delete_document"),
-        "destructive: needs an approval, which the loop does not run yet: {declared:?}"
+        declared.contains(&"mc__delete_document"),
+        "destructive, offered behind an approval: {declared:?}"
     );
+}
+
+/// A person's decision on a tool request, made in the reference backend.
+async fn decide(
+    h: &crate::support::Harness,
+    user: &str,
+    id: &str,
+    approve: bool,
+    reason: Option<&str>,
+) {
+    use wombat_core::controlplane::{ToolRequestDecision, ToolRequestStatus};
+    let url = h.mc.as_ref().expect("mc-lite").url();
+    let cp = wombat_controlplane::ControlPlane::new(wombat_controlplane::ControlPlaneConfig::new(
+        url,
+        crate::support::jwt_config(),
+    ))
+    .expect("client");
+    let decision = ToolRequestDecision {
+        status: if approve {
+            ToolRequestStatus::Approved
+        } else {
+            ToolRequestStatus::Rejected
+        },
+        reason: reason.map(str::to_owned),
+    };
+    cp.agent(user, "agent")
+        .resolve_tool_request(id, &decision)
+        .await
+        .expect("decided");
+}
+
+/// A task with a plan document, and a send that asks to delete it (a
+/// destructive tool: it needs an approval). Returns (task, document,
+/// tool request id).
+async fn awaiting_delete(h: &crate::support::Harness) -> (String, String, String) {
+    let r = h
+        .post(
+            "/api/agents/send",
+            &send_body(
+                "alice",
+                json!({"task_title": "Docs", "metadata": {"kickoff_plan": true}}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let task = r.json()["task_id"].as_str().expect("task").to_owned();
+    let doc = r.json()["document_id"]
+        .as_str()
+        .expect("document")
+        .to_owned();
+    let body = echo_body(
+        "alice",
+        &format!("/tool mc__delete_document {{\"document_id\":\"{doc}\"}}"),
+        json!({"task_id": task}),
+    );
+    let r = h.post("/api/agents/send", &body).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["status"], "awaiting_approval", "{v}");
+    assert_eq!(v["tool_requests"][0]["tool"], "mc__delete_document");
+    assert_eq!(
+        v["tool_requests"][0]["arguments"],
+        json!({"document_id": doc})
+    );
+    let id = v["tool_requests"][0]["id"].as_str().expect("id").to_owned();
+    let messages = h.messages("alice", &task).await;
+    let waiting = messages.last().expect("the waiting message");
+    assert_eq!(
+        waiting["attachments"]["tool_requests"][0]["id"],
+        id.as_str()
+    );
+    assert_eq!(
+        h.documents("alice", &task).await.len(),
+        1,
+        "nothing deleted yet"
+    );
+    (task, doc, id)
+}
+
+fn resume_body(user: &str, task: &str, id: &str) -> Value {
+    let mut body = send_body(
+        user,
+        json!({"task_id": task, "metadata": {"tool_request_id": id}}),
+    );
+    body["message"] = json!("Your tool request was decided.");
+    body
+}
+
+#[tokio::test]
+async fn an_approval_waits_then_resumes_exactly_once() {
+    let h = setup().default_model("echo/test").mcp().start().await;
+    let (task, _doc, id) = awaiting_delete(&h).await;
+    let resume = resume_body("alice", &task, &id);
+    h.post("/api/agents/send", &resume)
+        .await
+        .assert_error(409, "tool_request_pending");
+    // Another tenant cannot consume it.
+    let bob_task = h.create_task("bob", "Bob's").await;
+    h.post("/api/agents/send", &resume_body("bob", &bob_task, &id))
+        .await
+        .assert_error(404, "tool_request_not_found");
+    decide(&h, "alice", &id, true, None).await;
+    let r = h.post("/api/agents/send", &resume).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["status"], "ok", "{v}");
+    let text = v["response"].as_str().unwrap_or_default();
+    assert!(text.contains("- mc__delete_document: "), "{text}");
+    assert!(!text.contains("failed"), "{text}");
+    assert!(
+        h.documents("alice", &task).await.is_empty(),
+        "the approved call ran"
+    );
+    let messages = h.messages("alice", &task).await;
+    let last = messages.last().expect("reply");
+    assert_eq!(
+        last["attachments"]["tools"][0]["name"],
+        "mc__delete_document"
+    );
+    // Replayed (a redelivery, a retry): never a second execution.
+    h.post("/api/agents/send", &resume)
+        .await
+        .assert_error(409, "tool_request_consumed");
+}
+
+#[tokio::test]
+async fn a_rejected_call_is_told_to_the_model_and_not_run() {
+    let h = setup().default_model("echo/test").mcp().start().await;
+    let (task, _doc, id) = awaiting_delete(&h).await;
+    decide(&h, "alice", &id, false, Some("keep it")).await;
+    let r = h
+        .post("/api/agents/send", &resume_body("alice", &task, &id))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let text = r.json()["response"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        text.contains("- mc__delete_document failed: a person rejected this call: keep it"),
+        "{text}"
+    );
+    assert_eq!(h.documents("alice", &task).await.len(), 1, "not deleted");
 }
