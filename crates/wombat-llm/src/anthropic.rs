@@ -70,17 +70,14 @@ impl AnthropicAdapter {
         req: &ChatRequest,
         stream: bool,
     ) -> Result<(reqwest::RequestBuilder, CallCtx, bool)> {
-        let Some(key) = &self.key else {
+        let Some(key) = req.key_override().or(self.key.as_ref()) else {
             return Err(Error::missing_api_key(
                 Provider::Anthropic,
                 "ANTHROPIC_API_KEY",
             ));
         };
-        let ctx = CallCtx {
-            provider: Provider::Anthropic,
-            model: req.model.clone(),
-            key: Some(key.clone()),
-        };
+        let ctx = CallCtx::new(Provider::Anthropic, req.model.clone(), Some(key.clone()))
+            .for_request(req);
         let body = WireRequest::new(req, stream);
         let forced_tool = body.answer_tool;
         let builder = self
@@ -821,11 +818,7 @@ mod tests {
     }
 
     fn ctx() -> CallCtx {
-        CallCtx {
-            provider: Provider::Anthropic,
-            model: "claude".into(),
-            key: None,
-        }
+        CallCtx::new(Provider::Anthropic, "claude".into(), None)
     }
 
     fn sse(name: &str, data: Value) -> String {
@@ -1045,11 +1038,7 @@ mod tests {
 
     #[test]
     fn error_types_decide_over_status() {
-        let ctx = CallCtx {
-            provider: Provider::Anthropic,
-            model: "claude".into(),
-            key: None,
-        };
+        let ctx = CallCtx::new(Provider::Anthropic, "claude".into(), None);
         let e = classify_error_object(
             &ctx,
             None,

@@ -62,14 +62,11 @@ impl GeminiAdapter {
         req: &ChatRequest,
         stream: bool,
     ) -> Result<(reqwest::RequestBuilder, CallCtx)> {
-        let Some(key) = &self.key else {
+        let Some(key) = req.key_override().or(self.key.as_ref()) else {
             return Err(Error::missing_api_key(Provider::Google, "GEMINI_API_KEY"));
         };
-        let ctx = CallCtx {
-            provider: Provider::Google,
-            model: req.model.clone(),
-            key: Some(key.clone()),
-        };
+        let ctx =
+            CallCtx::new(Provider::Google, req.model.clone(), Some(key.clone())).for_request(req);
         let model = req.model.strip_prefix("models/").unwrap_or(&req.model);
         let method = if stream {
             "streamGenerateContent?alt=sse"
@@ -717,11 +714,7 @@ mod tests {
     use wombat_core::ChatMessage;
 
     fn ctx() -> CallCtx {
-        CallCtx {
-            provider: Provider::Google,
-            model: "gemini-2.0-flash".into(),
-            key: None,
-        }
+        CallCtx::new(Provider::Google, "gemini-2.0-flash".into(), None)
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! modules, not here.
 
 use std::collections::VecDeque;
-use std::time::{Duration, SystemTime};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -15,6 +17,9 @@ use reqwest::header::HeaderMap;
 use reqwest::{Client, RequestBuilder, Response};
 use wombat_core::Provider;
 
+use serde_json::Value;
+
+use crate::call::{CallObserver, ProviderRequest, ProviderResponse, RequestOptions};
 use crate::sse::{SseDecoder, SseEvent};
 use crate::types::{ApiKey, EventStream, StreamEvent};
 use crate::{Error, ErrorKind, Failure, Result};
@@ -77,15 +82,50 @@ pub(crate) fn without_url(err: &reqwest::Error) -> String {
     }
 }
 
-/// Who a call goes to, for error context and key redaction.
-#[derive(Debug, Clone)]
+/// Who a call goes to, for error context and key redaction, with the
+/// request's options and the router's call observer (both `None` on the
+/// plain path).
+#[derive(Clone)]
 pub(crate) struct CallCtx {
     pub(crate) provider: Provider,
     pub(crate) model: String,
     pub(crate) key: Option<ApiKey>,
+    options: Option<Arc<RequestOptions>>,
+    observer: Option<Arc<dyn CallObserver>>,
+}
+
+impl fmt::Debug for CallCtx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallCtx")
+            .field("provider", &self.provider)
+            .field("model", &self.model)
+            .field("key", &self.key)
+            .field("options", &self.options)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
 }
 
 impl CallCtx {
+    /// A call to `model` of `provider` with `key`.
+    pub(crate) fn new(provider: Provider, model: String, key: Option<ApiKey>) -> Self {
+        Self {
+            provider,
+            model,
+            key,
+            options: None,
+            observer: None,
+        }
+    }
+
+    /// The same context with `req`'s options and call observer.
+    #[must_use]
+    pub(crate) fn for_request(mut self, req: &crate::ChatRequest) -> Self {
+        self.options = req.options.clone();
+        self.observer = req.observer.0.clone();
+        self
+    }
+
     /// A failure with `message`, our key and anything that looks like key
     /// material scrubbed from it (see [`scrub_secrets`]) and its length
     /// capped: provider texts reach API callers.
@@ -303,7 +343,9 @@ impl ErrorResponse {
 }
 
 /// Sends `req`; a non-2xx answer is read (bounded) and turned into an error
-/// by `classify`, which the `x-should-retry` hint is then applied to.
+/// by `classify`, which the `x-should-retry` hint is then applied to. The
+/// request's [`RequestOptions`] (headers, user, provider parameters) are
+/// applied here, and the call observer told, when there are any.
 pub(crate) async fn send(
     req: RequestBuilder,
     ctx: &CallCtx,
@@ -315,7 +357,193 @@ pub(crate) async fn send(
         Some(trace) => req.headers(trace),
         None => req,
     };
-    let resp = req.send().await.map_err(|e| ctx.transport(&e))?;
+    let rewrite = ctx.options.as_deref().filter(|o| o.touches_request());
+    if rewrite.is_none() && ctx.observer.is_none() {
+        let resp = req.send().await.map_err(|e| ctx.transport(&e))?;
+        return check_status(resp, ctx, classify).await;
+    }
+    let (client, request) = req.build_split();
+    let mut request = request.map_err(|e| ctx.transport(&e))?;
+    if let Some(options) = rewrite {
+        apply_options(&mut request, options, ctx)?;
+    }
+    let Some(observer) = ctx.observer.as_deref() else {
+        let resp = client
+            .execute(request)
+            .await
+            .map_err(|e| ctx.transport(&e))?;
+        return check_status(resp, ctx, classify).await;
+    };
+    observer.on_request(&describe(&request, ctx));
+    let started = Instant::now();
+    let answer = match client.execute(request).await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let result = check_status(resp, ctx, classify).await;
+            (Some(status), result)
+        }
+        Err(e) => (None, Err(ctx.transport(&e))),
+    };
+    let (status, result) = answer;
+    observer.on_response(&ProviderResponse {
+        provider: ctx.provider,
+        model: &ctx.model,
+        status,
+        latency: started.elapsed(),
+        error: result.as_ref().err(),
+    });
+    result
+}
+
+/// Headers a caller's extra headers may never set: hop-by-hop and framing
+/// headers the HTTP client owns.
+const RESERVED_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection"];
+
+/// Headers whose values [`describe`] always redacts.
+const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "x-goog-api-key",
+    "api-key",
+    "cookie",
+];
+
+/// Applies a request's extra headers, end user and provider parameters to
+/// the built request. Each may only add to what the adapter set: a header
+/// or top-level body field that is already there is refused (an
+/// [`ErrorKind::InvalidRequest`] naming it), never silently replaced.
+fn apply_options(
+    request: &mut reqwest::Request,
+    options: &RequestOptions,
+    ctx: &CallCtx,
+) -> Result<()> {
+    let invalid =
+        |message: String| Error::new(ErrorKind::InvalidRequest, ctx.failure(None, message));
+    for (name, value) in &options.headers {
+        let header = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            invalid(format!(
+                "extra header name {name:?} is not a valid header name"
+            ))
+        })?;
+        if RESERVED_HEADERS.contains(&header.as_str()) || request.headers().contains_key(&header) {
+            return Err(invalid(format!(
+                "extra header {header} would replace a header the adapter sets"
+            )));
+        }
+        // The value is not quoted: it may be a credential.
+        let mut value = reqwest::header::HeaderValue::from_str(value)
+            .map_err(|_| invalid(format!("the value of extra header {header} is not valid")))?;
+        value.set_sensitive(true);
+        request.headers_mut().append(header, value);
+    }
+    let user = options
+        .user
+        .as_deref()
+        .filter(|_| has_user_field(ctx.provider));
+    if user.is_none() && options.provider_params.is_empty() {
+        return Ok(());
+    }
+    let bytes = request
+        .body()
+        .and_then(reqwest::Body::as_bytes)
+        .unwrap_or_default();
+    let mut body: serde_json::Map<String, Value> = serde_json::from_slice(bytes)
+        .map_err(|e| invalid(format!("the request body is not a JSON object: {e}")))?;
+    for (key, value) in &options.provider_params {
+        if body.contains_key(key) {
+            return Err(invalid(format!(
+                "provider parameter {key:?} would override a field the adapter sets"
+            )));
+        }
+        body.insert(key.clone(), value.clone());
+    }
+    if let Some(user) = user {
+        let conflict =
+            || invalid("the end user would override a field the adapter sets".to_owned());
+        if ctx.provider == Provider::Anthropic {
+            let metadata = body
+                .entry("metadata")
+                .or_insert_with(|| Value::Object(serde_json::Map::new()));
+            match metadata {
+                Value::Object(m) if !m.contains_key("user_id") => {
+                    m.insert("user_id".to_owned(), Value::String(user.to_owned()));
+                }
+                _ => return Err(conflict()),
+            }
+        } else {
+            if body.contains_key("user") {
+                return Err(conflict());
+            }
+            body.insert("user".to_owned(), Value::String(user.to_owned()));
+        }
+    }
+    let bytes = serde_json::to_vec(&body)
+        .map_err(|e| invalid(format!("the request body does not serialise: {e}")))?;
+    *request.body_mut() = Some(reqwest::Body::from(bytes));
+    Ok(())
+}
+
+/// Whether the provider's format has an end-user field: OpenAI-compatible
+/// `user` and Anthropic `metadata.user_id`; Gemini has none.
+fn has_user_field(provider: Provider) -> bool {
+    !matches!(provider, Provider::Google | Provider::Echo)
+}
+
+/// The request as a [`CallObserver`] sees it, credentials redacted.
+fn describe<'a>(request: &'a reqwest::Request, ctx: &'a CallCtx) -> ProviderRequest<'a> {
+    let url = request.url();
+    let mut shown = format!("{}://", url.scheme());
+    if !url.username().is_empty() || url.password().is_some() {
+        shown.push_str("[redacted]@");
+    }
+    shown.push_str(url.host_str().unwrap_or_default());
+    if let Some(port) = url.port() {
+        shown.push_str(&format!(":{port}"));
+    }
+    shown.push_str(url.path());
+    if url.query().is_some() {
+        shown.push_str("?[redacted]");
+    }
+    let extra: Vec<&str> = ctx
+        .options
+        .iter()
+        .flat_map(|o| o.headers.iter().map(|(n, _)| n.as_str()))
+        .collect();
+    let headers = request
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            let secret = value.is_sensitive()
+                || CREDENTIAL_HEADERS.contains(&name.as_str())
+                || extra.iter().any(|e| name.as_str().eq_ignore_ascii_case(e));
+            let value = if secret {
+                "[redacted]".to_owned()
+            } else {
+                String::from_utf8_lossy(value.as_bytes()).into_owned()
+            };
+            (name.as_str().to_owned(), value)
+        })
+        .collect();
+    ProviderRequest {
+        provider: ctx.provider,
+        model: &ctx.model,
+        method: request.method().as_str(),
+        url: shown,
+        headers,
+        body: request
+            .body()
+            .and_then(reqwest::Body::as_bytes)
+            .unwrap_or_default(),
+    }
+}
+
+/// A 2xx answer as is; anything else read (bounded) and classified.
+async fn check_status(
+    resp: Response,
+    ctx: &CallCtx,
+    classify: fn(&CallCtx, &ErrorResponse) -> Error,
+) -> Result<Response> {
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
@@ -639,11 +867,11 @@ mod tests {
 
     #[test]
     fn key_is_redacted_from_provider_messages() {
-        let ctx = CallCtx {
-            provider: Provider::OpenAi,
-            model: "m".into(),
-            key: Some(ApiKey::new("sk-live-abc")),
-        };
+        let ctx = CallCtx::new(
+            Provider::OpenAi,
+            "m".into(),
+            Some(ApiKey::new("sk-live-abc")),
+        );
         let f = ctx.failure(Some(401), "Incorrect API key provided: sk-live-abc.");
         assert_eq!(f.message, "Incorrect API key provided: [redacted].");
     }
@@ -673,11 +901,7 @@ mod tests {
         let plain = "The model `gpt-5-nano` does not exist or you do not have access to it.";
         assert_eq!(scrub_secrets(plain, key), plain);
         assert_eq!(scrub_secrets("a  b\n c", None), "a  b\n c");
-        let ctx = CallCtx {
-            provider: Provider::OpenAi,
-            model: "m".into(),
-            key: None,
-        };
+        let ctx = CallCtx::new(Provider::OpenAi, "m".into(), None);
         let long = ctx.failure(None, "é".repeat(2000));
         assert!(long.message.len() <= MAX_FAILURE_MESSAGE + 3);
         assert!(long.message.ends_with("..."));

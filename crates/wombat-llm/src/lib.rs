@@ -25,6 +25,7 @@
 //! ```
 
 mod anthropic;
+mod call;
 mod config;
 mod echo;
 mod error;
@@ -37,6 +38,7 @@ pub mod sse;
 mod types;
 
 pub use anthropic::{ANTHROPIC_DEFAULT_MAX_TOKENS, AnthropicAdapter};
+pub use call::{CallObserver, CallOutcome, ProviderRequest, ProviderResponse, RequestOptions};
 pub use config::{LlmSummary, ProviderSummary, RetryPolicy, RouterConfig};
 pub use echo::EchoProvider;
 pub use error::{Error, ErrorKind, Failure, Result};

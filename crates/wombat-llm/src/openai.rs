@@ -98,18 +98,17 @@ impl OpenAiAdapter {
         req: &ChatRequest,
         stream: bool,
     ) -> Result<(reqwest::RequestBuilder, CallCtx)> {
-        let key = match (&self.key, self.provider.api_key_env()) {
+        let key = match (
+            req.key_override().or(self.key.as_ref()),
+            self.provider.api_key_env(),
+        ) {
             (Some(k), _) => Some(k),
             (None, Some(env)) if !self.key_optional => {
                 return Err(Error::missing_api_key(self.provider, env));
             }
             (None, _) => None,
         };
-        let ctx = CallCtx {
-            provider: self.provider,
-            model: req.model.clone(),
-            key: key.cloned(),
-        };
+        let ctx = CallCtx::new(self.provider, req.model.clone(), key.cloned()).for_request(req);
         let body = WireRequest::new(self.provider, req, stream);
         let mut builder = self.endpoint.post(&self.client).json(&body);
         if let Some(k) = key {
@@ -889,11 +888,7 @@ mod tests {
     use super::*;
 
     fn ctx() -> CallCtx {
-        CallCtx {
-            provider: Provider::OpenAi,
-            model: "gpt-4o-mini".into(),
-            key: None,
-        }
+        CallCtx::new(Provider::OpenAi, "gpt-4o-mini".into(), None)
     }
 
     fn err(status: u16, body: &str) -> Error {

@@ -25,6 +25,7 @@ use tracing::Instrument as _;
 use wombat_core::{ChatMessage, Cost, ModelRef, PricingTable, Provider, ToolCall, Usage};
 
 use crate::anthropic::AnthropicAdapter;
+use crate::call::{CallObserver, CallOutcome, ObserverSlot, RequestOptions};
 use crate::config::{LlmSummary, RouterConfig};
 use crate::echo::EchoProvider;
 use crate::gemini::GeminiAdapter;
@@ -109,6 +110,9 @@ pub struct RouteRequest {
     /// earlier of this and the router's deadline, so a `Retry-After` that
     /// does not fit the time the request has left fails over at once.
     pub deadline: Option<Instant>,
+    /// Per-request options (a tenant's API key, extra headers, the end
+    /// user, provider parameters), applied to every model tried.
+    pub options: Option<Arc<RequestOptions>>,
 }
 
 impl RouteRequest {
@@ -125,10 +129,18 @@ impl RouteRequest {
             tool_choice: None,
             parallel_tool_calls: None,
             deadline: None,
+            options: None,
         }
     }
 
-    fn to_chat(&self, model: &str) -> ChatRequest {
+    /// The same request with `options`.
+    #[must_use]
+    pub fn with_options(mut self, options: RequestOptions) -> Self {
+        self.options = Some(Arc::new(options));
+        self
+    }
+
+    fn to_chat(&self, model: &str, observer: &Option<Arc<dyn CallObserver>>) -> ChatRequest {
         ChatRequest {
             model: model.to_owned(),
             system: self.system.clone(),
@@ -139,6 +151,8 @@ impl RouteRequest {
             tools: self.tools.clone(),
             tool_choice: self.tool_choice.clone(),
             parallel_tool_calls: self.parallel_tool_calls,
+            options: self.options.clone(),
+            observer: ObserverSlot(observer.clone()),
         }
     }
 }
@@ -251,6 +265,7 @@ pub struct RouterBuilder {
     providers: HashMap<Provider, Arc<dyn ChatProvider>>,
     sleeper: Arc<dyn Sleeper>,
     observer: Option<Arc<dyn RouterObserver>>,
+    call_observer: Option<Arc<dyn CallObserver>>,
     client: Option<reqwest::Client>,
 }
 
@@ -276,6 +291,15 @@ impl RouterBuilder {
         self
     }
 
+    /// Shows every provider call to `observer`: the HTTP request and
+    /// response of the built-in adapters, and how each call ended (see
+    /// [`CallObserver`]). Without one nothing is collected.
+    #[must_use]
+    pub fn call_observer(mut self, observer: Arc<dyn CallObserver>) -> Self {
+        self.call_observer = Some(observer);
+        self
+    }
+
     /// Uses `client` for the built-in adapters instead of building one from
     /// the config's timeouts.
     #[must_use]
@@ -292,6 +316,7 @@ impl RouterBuilder {
             mut providers,
             sleeper,
             observer,
+            call_observer,
             client,
         } = self;
         let client = match client {
@@ -330,6 +355,7 @@ impl RouterBuilder {
                 providers,
                 sleeper,
                 observer,
+                call_observer,
             }),
         })
     }
@@ -347,6 +373,7 @@ struct Inner {
     providers: HashMap<Provider, Arc<dyn ChatProvider>>,
     sleeper: Arc<dyn Sleeper>,
     observer: Option<Arc<dyn RouterObserver>>,
+    call_observer: Option<Arc<dyn CallObserver>>,
 }
 
 /// Routes chat requests over the configured providers. Cheap to clone.
@@ -369,6 +396,10 @@ struct Answer<T> {
     model: ModelRef,
     attempts: u32,
     failovers: u32,
+    /// The answering model's attempt number and when it started, for the
+    /// call observer's outcome of a stream (reported at its end).
+    attempt: u32,
+    started: Instant,
 }
 
 impl Router {
@@ -384,6 +415,7 @@ impl Router {
             providers: HashMap::new(),
             sleeper: Arc::new(TokioSleeper),
             observer: None,
+            call_observer: None,
             client: None,
         }
     }
@@ -443,9 +475,12 @@ impl Router {
         let span = self.chat_span(&req);
         let routed = tokio::time::timeout_at(
             deadline_at,
-            self.run(&req, budget_at, |_, provider, chat| async move {
-                provider.complete(&chat).await
-            }),
+            self.run(
+                &req,
+                budget_at,
+                |_, provider, chat| async move { provider.complete(&chat).await },
+                |c| Some(&c.usage),
+            ),
         )
         .instrument(span.clone())
         .await
@@ -550,20 +585,26 @@ impl Router {
         let deadline = self.inner.config.deadline;
         let deadline_at = Instant::now() + deadline;
         let budget_at = budget(&req, deadline_at);
-        let open = self.run(&req, budget_at, |model, provider, chat| async move {
-            let mut stream = provider.stream(&chat).await?;
-            // The commit point: every event is output for the caller (a
-            // `StreamEvent` stream has no empty deltas), so the first one
-            // ends the retry/failover window of this step.
-            match stream.next().await {
-                Some(Ok(first)) => Ok((first, stream)),
-                Some(Err(e)) => Err(e),
-                None => Err(Error::new(
-                    ErrorKind::Truncated,
-                    Failure::new(model.provider, model.model, "stream had no events"),
-                )),
-            }
-        });
+        let open = self.run(
+            &req,
+            budget_at,
+            |model, provider, chat| async move {
+                let mut stream = provider.stream(&chat).await?;
+                // The commit point: every event is output for the caller (a
+                // `StreamEvent` stream has no empty deltas), so the first one
+                // ends the retry/failover window of this step.
+                match stream.next().await {
+                    Some(Ok(first)) => Ok((first, stream)),
+                    Some(Err(e)) => Err(e),
+                    None => Err(Error::new(
+                        ErrorKind::Truncated,
+                        Failure::new(model.provider, model.model, "stream had no events"),
+                    )),
+                }
+            },
+            // Reported when the stream ends (see `RoutedStream::outcome`).
+            |_| None,
+        );
         let answer = tokio::time::timeout_at(deadline_at, open)
             .await
             .map_err(|_| Error::deadline_exceeded(deadline))??;
@@ -577,6 +618,8 @@ impl Router {
             model: answer.model,
             attempts: answer.attempts,
             failovers: answer.failovers,
+            attempt: answer.attempt,
+            started: answer.started,
             finished: false,
             span: tracing::Span::none(),
         })
@@ -615,11 +658,16 @@ impl Router {
     /// model at once: the fallback is tried while there is time for it, and
     /// without one the caller gets the provider's error (a 429 with its
     /// `Retry-After`) instead of a deadline error after a useless wait.
+    ///
+    /// The call observer, if any, is told how each call ended; `usage` gives
+    /// the usage of a successful one, or `None` when its outcome is reported
+    /// later (a stream, at its end).
     async fn run<T, F, Fut>(
         &self,
         req: &RouteRequest,
         deadline_at: Instant,
         mut call: F,
+        usage: fn(&T) -> Option<&Usage>,
     ) -> Result<Answer<T>>
     where
         F: FnMut(ModelRef, Arc<dyn ChatProvider>, Arc<ChatRequest>) -> Fut,
@@ -647,12 +695,30 @@ impl Router {
                 errors.push(Error::unsupported(model.provider, "no backend configured"));
                 continue;
             };
-            let chat = Arc::new(req.to_chat(&model.model));
+            let chat = Arc::new(req.to_chat(&model.model, &inner.call_observer));
             let mut model_attempt = 0u32;
             loop {
                 attempts += 1;
                 model_attempt += 1;
-                match call(model.clone(), provider.clone(), chat.clone()).await {
+                let started = Instant::now();
+                let result = call(model.clone(), provider.clone(), chat.clone()).await;
+                if let Some(obs) = &inner.call_observer {
+                    let (usage, error) = match &result {
+                        Ok(value) => (usage(value), None),
+                        Err(e) => (None, Some(e)),
+                    };
+                    if usage.is_some() || error.is_some() {
+                        obs.on_outcome(&CallOutcome {
+                            provider: model.provider,
+                            model: &model.model,
+                            attempt: model_attempt,
+                            latency: started.elapsed(),
+                            usage,
+                            error,
+                        });
+                    }
+                }
+                match result {
                     Ok(value) => {
                         tracing::debug!(model = %model, attempts, failovers, "llm call succeeded");
                         return Ok(Answer {
@@ -660,6 +726,8 @@ impl Router {
                             model: model.clone(),
                             attempts,
                             failovers,
+                            attempt: model_attempt,
+                            started,
                         });
                     }
                     Err(e) => {
@@ -776,6 +844,9 @@ pub struct RoutedStream {
     model: ModelRef,
     attempts: u32,
     failovers: u32,
+    /// The answering model's attempt and its start, for the call observer.
+    attempt: u32,
+    started: Instant,
     finished: bool,
     /// The `chat` span, closed (exported) when the stream is dropped.
     span: tracing::Span,
@@ -807,6 +878,27 @@ impl RoutedStream {
         self.failovers
     }
 
+    /// Tells the call observer, if any, how the answering call ended.
+    fn outcome(&self, usage: Option<&Usage>, error: Option<&Error>) {
+        if let Some(obs) = &self.router.inner.call_observer {
+            obs.on_outcome(&CallOutcome {
+                provider: self.model.provider,
+                model: &self.model.model,
+                attempt: self.attempt,
+                latency: self.started.elapsed(),
+                usage,
+                error,
+            });
+        }
+    }
+
+    /// Ends the stream with `e`.
+    fn fail(&mut self, e: Error) -> Poll<Option<Result<RoutedEvent>>> {
+        self.finished = true;
+        self.outcome(None, Some(&e));
+        Poll::Ready(Some(Err(e)))
+    }
+
     fn convert(&mut self, ev: StreamEvent) -> RoutedEvent {
         match ev {
             StreamEvent::Delta(d) => RoutedEvent::Delta(d),
@@ -826,6 +918,7 @@ impl RoutedStream {
                 if !self.span.is_none() {
                     record_answer(&self.span, &self.model, &usage, finish_reason.as_ref());
                 }
+                self.outcome(Some(&usage), None);
                 RoutedEvent::Done {
                     cost: self.router.cost(&self.model, &usage),
                     usage,
@@ -852,27 +945,20 @@ impl Stream for RoutedStream {
             return Poll::Ready(Some(Ok(this.convert(first))));
         }
         if this.deadline_timer.as_mut().poll(cx).is_ready() {
-            this.finished = true;
-            return Poll::Ready(Some(Err(Error::deadline_exceeded(this.deadline))));
+            return this.fail(Error::deadline_exceeded(this.deadline));
         }
         match this.inner.poll_next_unpin(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(ev))) => Poll::Ready(Some(Ok(this.convert(ev)))),
-            Poll::Ready(Some(Err(e))) => {
-                this.finished = true;
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Ready(None) => {
-                this.finished = true;
-                Poll::Ready(Some(Err(Error::new(
-                    ErrorKind::Truncated,
-                    Failure::new(
-                        this.model.provider,
-                        this.model.model.clone(),
-                        "stream ended without a done event",
-                    ),
-                ))))
-            }
+            Poll::Ready(Some(Err(e))) => this.fail(e),
+            Poll::Ready(None) => this.fail(Error::new(
+                ErrorKind::Truncated,
+                Failure::new(
+                    this.model.provider,
+                    this.model.model.clone(),
+                    "stream ended without a done event",
+                ),
+            )),
         }
     }
 }

@@ -4,12 +4,14 @@
 //! Nothing here talks to the network; the adapters and the router do.
 
 use std::fmt;
+use std::sync::Arc;
 
 use futures::stream::BoxStream;
 use serde_json::Value;
 use wombat_core::{ChatMessage, Part, Role, ToolCall, Usage};
 
 use crate::Result;
+use crate::call::{ObserverSlot, RequestOptions};
 
 /// One chat call to one provider and model.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +41,11 @@ pub struct ChatRequest {
     /// `parallel_tool_calls`; Anthropic's `disable_parallel_tool_use`
     /// inverted). `None` leaves the provider's default (allowed).
     pub parallel_tool_calls: Option<bool>,
+    /// Per-request options: API key, extra headers, end user, provider
+    /// parameters (see [`RequestOptions`]). `None` for most requests.
+    pub options: Option<Arc<RequestOptions>>,
+    /// The router's call observer, for the adapters' send path.
+    pub(crate) observer: ObserverSlot,
 }
 
 impl ChatRequest {
@@ -54,7 +61,22 @@ impl ChatRequest {
             tools: Vec::new(),
             tool_choice: None,
             parallel_tool_calls: None,
+            options: None,
+            observer: ObserverSlot::default(),
         }
+    }
+
+    /// The same request with `options`.
+    #[must_use]
+    pub fn with_options(mut self, options: RequestOptions) -> Self {
+        self.options = Some(Arc::new(options));
+        self
+    }
+
+    /// The key of [`RequestOptions::api_key`], which replaces the
+    /// adapter's configured key.
+    pub(crate) fn key_override(&self) -> Option<&ApiKey> {
+        self.options.as_ref().and_then(|o| o.api_key.as_ref())
     }
 }
 

@@ -9,8 +9,9 @@ use futures::StreamExt;
 use serde_json::json;
 use wombat_core::{ChatMessage, ModelRef, Provider, Usage};
 use wombat_llm::{
-    Error, ErrorKind, ModelChoice, RouteRequest, RoutedEvent, Router, RouterConfig, RouterObserver,
-    Tier,
+    ApiKey, CallObserver, CallOutcome, Error, ErrorKind, ModelChoice, ProviderRequest,
+    ProviderResponse, RequestOptions, RouteRequest, RoutedEvent, Router, RouterConfig,
+    RouterObserver, Tier,
 };
 
 use crate::fake::{FakeServer, Reply};
@@ -795,5 +796,294 @@ async fn a_request_cannot_select_ollama_when_it_is_not_configured() {
         router
             .resolve(&ModelChoice::Explicit("ollama/llama3".into()))
             .is_ok()
+    );
+}
+
+// ---- per-request options and the call observer ----
+
+fn tenant_options() -> RequestOptions {
+    RequestOptions::new()
+        .with_api_key(ApiKey::new("sk-tenant-0123456789abcdef"))
+        .with_header("OpenAI-Organization", "org-7")
+        .with_user("user-42")
+        .with_provider_param("top_k", json!(40))
+}
+
+#[tokio::test]
+async fn per_request_key_headers_user_and_params_reach_openai() {
+    let server = FakeServer::start(vec![ok_reply("hi")]).await;
+    let (router, _) = router(config(Provider::OpenAi, "gpt-4o-mini", &server.url("/v1")));
+    let routed = router
+        .complete(hello().with_options(tenant_options()))
+        .await
+        .expect("succeeds");
+    assert_eq!(routed.completion.text, "hi");
+    let sent = &server.requests()[0];
+    assert_eq!(
+        sent.header("authorization"),
+        Some("Bearer sk-tenant-0123456789abcdef"),
+        "the tenant's key replaces the configured one"
+    );
+    assert_eq!(sent.header("openai-organization"), Some("org-7"));
+    let body = sent.json();
+    assert_eq!(body["user"], "user-42");
+    assert_eq!(body["top_k"], 40);
+    assert_eq!(body["model"], "gpt-4o-mini");
+    assert_eq!(body["messages"][1]["content"], "Hi there");
+}
+
+#[tokio::test]
+async fn anthropic_gets_the_user_as_metadata_and_the_key_as_x_api_key() {
+    let server = FakeServer::start(vec![Reply::json(
+        200,
+        json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
+               "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
+               "usage": {"input_tokens": 3, "output_tokens": 1}}),
+    )])
+    .await;
+    let (router, _) = router(config(Provider::Anthropic, "claude", &server.url("")));
+    let options = RequestOptions::new()
+        .with_api_key(ApiKey::new("sk-ant-tenant"))
+        .with_header("anthropic-beta", "tools-2024")
+        .with_user("user-42");
+    router
+        .complete(hello().with_options(options))
+        .await
+        .expect("succeeds");
+    let sent = &server.requests()[0];
+    assert_eq!(sent.header("x-api-key"), Some("sk-ant-tenant"));
+    assert_eq!(sent.header("anthropic-beta"), Some("tools-2024"));
+    assert_eq!(sent.json()["metadata"], json!({"user_id": "user-42"}));
+    assert!(sent.json().get("user").is_none());
+}
+
+#[tokio::test]
+async fn gemini_has_no_user_field() {
+    let server = FakeServer::start(vec![Reply::json(
+        200,
+        json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "hi"}]},
+                               "finishReason": "STOP"}],
+               "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 1}}),
+    )])
+    .await;
+    let (router, _) = router(config(
+        Provider::Google,
+        "gemini-2.0-flash",
+        &server.url(""),
+    ));
+    let options = RequestOptions::new()
+        .with_api_key(ApiKey::new("AIza-tenant"))
+        .with_user("user-42");
+    router
+        .complete(hello().with_options(options))
+        .await
+        .expect("succeeds");
+    let sent = &server.requests()[0];
+    assert_eq!(sent.header("x-goog-api-key"), Some("AIza-tenant"));
+    let body = sent.json();
+    assert!(body.get("user").is_none() && body.get("metadata").is_none());
+}
+
+#[tokio::test]
+async fn options_never_replace_what_the_adapter_sets() {
+    let server = FakeServer::start(vec![]).await;
+    let (router, _) = router(config(Provider::OpenAi, "gpt-4o-mini", &server.url("/v1")));
+    let cases = [
+        (
+            RequestOptions::new().with_header("Authorization", "Bearer other"),
+            "extra header authorization would replace a header the adapter sets",
+        ),
+        (
+            RequestOptions::new().with_header("bad header", "x"),
+            "extra header name \"bad header\" is not a valid header name",
+        ),
+        (
+            RequestOptions::new().with_provider_param("model", json!("gpt-5")),
+            "provider parameter \"model\" would override a field the adapter sets",
+        ),
+    ];
+    for (options, message) in cases {
+        let err = router
+            .complete(hello().with_options(options))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.kind(), ErrorKind::InvalidRequest, "{err}");
+        assert_eq!(err.code(), "invalid_request");
+        assert!(err.to_string().contains(message), "{err}");
+    }
+    assert_eq!(server.request_count(), 0, "nothing was sent");
+}
+
+#[tokio::test]
+async fn a_tenant_key_echoed_by_the_provider_is_redacted() {
+    let server = FakeServer::start(vec![Reply::json(
+        400,
+        json!({"error": {"message": "bad request for key sk-tenant-0123456789abcdef", "type": "invalid_request_error"}}),
+    )])
+    .await;
+    let (router, _) = router(config(Provider::OpenAi, "gpt-4o-mini", &server.url("/v1")));
+    let err = router
+        .complete(hello().with_options(tenant_options()))
+        .await
+        .expect_err("400");
+    assert!(!err.to_string().contains("0123456789abcdef"), "{err}");
+    assert!(!format!("{err:?}").contains("0123456789abcdef"), "{err:?}");
+    assert!(!format!("{:?}", tenant_options()).contains("org-7"));
+}
+
+#[tokio::test]
+async fn a_custom_chat_provider_sees_the_options() {
+    struct Seen(std::sync::Mutex<Option<Option<String>>>);
+    #[async_trait::async_trait]
+    impl wombat_llm::ChatProvider for Seen {
+        async fn complete(
+            &self,
+            req: &wombat_llm::ChatRequest,
+        ) -> wombat_llm::Result<wombat_llm::Completion> {
+            let user = req.options.as_ref().and_then(|o| o.user.clone());
+            *self.0.lock().expect("lock") = Some(user);
+            Ok(wombat_llm::Completion::text("ok", Usage::default(), None))
+        }
+
+        async fn stream(
+            &self,
+            _: &wombat_llm::ChatRequest,
+        ) -> wombat_llm::Result<wombat_llm::EventStream> {
+            Err(Error::unsupported(Provider::Mistral, "complete only"))
+        }
+    }
+    let seen = Arc::new(Seen(std::sync::Mutex::new(None)));
+    let router = Router::builder(config(Provider::Mistral, "m", "http://127.0.0.1:9"))
+        .provider(Provider::Mistral, seen.clone())
+        .build()
+        .expect("builds");
+    router
+        .complete(hello().with_options(RequestOptions::new().with_user("u-1")))
+        .await
+        .expect("ok");
+    assert_eq!(*seen.0.lock().expect("lock"), Some(Some("u-1".to_owned())));
+}
+
+/// What a [`CallObserver`] saw, as text.
+#[derive(Default)]
+struct CallLog(std::sync::Mutex<Vec<String>>);
+
+impl CallLog {
+    fn lines(&self) -> Vec<String> {
+        self.0.lock().expect("lock").clone()
+    }
+}
+
+impl CallObserver for CallLog {
+    fn on_request(&self, r: &ProviderRequest<'_>) {
+        let headers: Vec<String> = r.headers.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        let body: serde_json::Value = serde_json::from_slice(r.body).expect("json body");
+        self.0.lock().expect("lock").push(format!(
+            "request {} {} {} {} [{}] user={}",
+            r.provider,
+            r.model,
+            r.method,
+            r.url,
+            headers.join(","),
+            body["user"]
+        ));
+    }
+
+    fn on_response(&self, r: &ProviderResponse<'_>) {
+        self.0.lock().expect("lock").push(format!(
+            "response {:?} {}",
+            r.status,
+            r.error.map_or("-", |e| e.code())
+        ));
+    }
+
+    fn on_outcome(&self, o: &CallOutcome<'_>) {
+        self.0.lock().expect("lock").push(format!(
+            "outcome {}/{} attempt {} usage {:?} error {}",
+            o.provider,
+            o.model,
+            o.attempt,
+            o.usage.map(|u| u.total_tokens),
+            o.error.map_or("-", |e| e.code())
+        ));
+    }
+}
+
+#[tokio::test]
+async fn the_call_observer_sees_each_request_response_and_outcome() {
+    let server = FakeServer::start(vec![status(500), ok_reply("done")]).await;
+    let log = Arc::new(CallLog::default());
+    // Credentials in the base URL never reach the observer.
+    let base = server.url("/v1").replace("http://", "http://user:secret@");
+    let router = Router::builder(config(Provider::OpenAi, "gpt-4o-mini", &base))
+        .sleeper(Arc::new(crate::RecordingSleeper::default()))
+        .call_observer(log.clone())
+        .build()
+        .expect("builds");
+    router
+        .complete(hello().with_options(tenant_options()))
+        .await
+        .expect("second attempt succeeds");
+    let lines = log.lines();
+    assert_eq!(lines.len(), 6, "{lines:#?}");
+    let request = &lines[0];
+    assert!(
+        request.starts_with("request openai gpt-4o-mini POST http://127.0.0.1:"),
+        "{request}"
+    );
+    assert!(
+        request.contains("/v1/chat/completions ["),
+        "{request}"
+    );
+    assert!(request.contains("authorization=[redacted]"), "{request}");
+    assert!(
+        request.contains("openai-organization=[redacted]"),
+        "{request}"
+    );
+    assert!(
+        request.contains("content-type=application/json"),
+        "{request}"
+    );
+    assert!(request.ends_with("user=\"user-42\""), "{request}");
+    assert!(
+        !request.contains("sk-tenant") && !request.contains("secret"),
+        "{request}"
+    );
+    assert_eq!(lines[1], "response Some(500) provider_error");
+    assert_eq!(
+        lines[2],
+        "outcome openai/gpt-4o-mini attempt 1 usage None error provider_error"
+    );
+    assert_eq!(lines[3], lines[0]);
+    assert_eq!(lines[4], "response Some(200) -");
+    assert_eq!(
+        lines[5],
+        "outcome openai/gpt-4o-mini attempt 2 usage Some(12) error -"
+    );
+}
+
+#[tokio::test]
+async fn the_call_observer_sees_a_stream_end_with_its_usage() {
+    let server = FakeServer::start(vec![Reply::sse(concat!(
+        "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n",
+        "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}],",
+        "\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":1,\"total_tokens\":5}}\n\n",
+        "data: [DONE]\n\n",
+    ))])
+    .await;
+    let log = Arc::new(CallLog::default());
+    let router = Router::builder(config(Provider::OpenAi, "gpt-4o-mini", &server.url("/v1")))
+        .call_observer(log.clone())
+        .build()
+        .expect("builds");
+    let got = collect(&router, hello()).await.expect("streams");
+    assert_eq!(got.text, "hi");
+    let lines = log.lines();
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(lines[0].contains("user=null"), "{}", lines[0]);
+    assert_eq!(lines[1], "response Some(200) -");
+    assert_eq!(
+        lines[2],
+        "outcome openai/gpt-4o-mini attempt 1 usage Some(5) error -"
     );
 }
