@@ -1031,10 +1031,7 @@ async fn the_call_observer_sees_each_request_response_and_outcome() {
         request.starts_with("request openai gpt-4o-mini POST http://127.0.0.1:"),
         "{request}"
     );
-    assert!(
-        request.contains("/v1/chat/completions ["),
-        "{request}"
-    );
+    assert!(request.contains("/v1/chat/completions ["), "{request}");
     assert!(request.contains("authorization=[redacted]"), "{request}");
     assert!(
         request.contains("openai-organization=[redacted]"),
