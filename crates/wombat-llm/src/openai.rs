@@ -18,7 +18,12 @@
 //! forwarded as they come and the arguments parsed once, when the turn
 //! finishes (`finish_reason` or `[DONE]`). A call's arguments are capped at
 //! 1 MiB (an over-long call is reported invalid, its text dropped) and a
-//! turn at 64 calls (more is a malformed response). A compatible server
+//! turn at 64 calls (more is a malformed response). A call is announced
+//! (`ToolCallStart`) once its name is known, with the arguments buffered
+//! until then, as some compatible servers send the id and name after the
+//! first fragment; a piece with an id seen before continues that call, and
+//! a new id under an `index` whose call already has an id starts a new call
+//! (Ollama numbers every call of a turn 0). A compatible server
 //! that sends a call without an id gets one made up (`call_…`), and a turn
 //! with calls finishes with [`FinishReason::ToolCalls`] even where the
 //! server said `stop`.
@@ -526,16 +531,58 @@ pub(crate) const MAX_TOOL_CALLS: usize = 64;
 
 /// One call being assembled.
 struct CallAcc {
+    /// The provider's id, or one made up when the call is announced
+    /// without one; empty before that.
     id: String,
+    /// `id` came from the provider (not made up).
+    provider_id: bool,
     name: String,
     arguments: String,
     /// The arguments passed [`MAX_TOOL_ARGUMENT_BYTES`] and were dropped.
     too_long: bool,
+    /// `ToolCallStart` was emitted. A call is announced once its name is
+    /// known (some compatible servers send the id and name after the
+    /// first arguments fragment), or at the end of the turn.
+    announced: bool,
     /// `ToolCall`/`ToolCallInvalid` was emitted.
     complete: bool,
 }
 
 impl CallAcc {
+    /// Takes the id and name a piece carries while the call is not yet
+    /// announced (afterwards they could contradict the start event).
+    fn learn(&mut self, id: Option<String>, name: Option<String>) {
+        if self.announced {
+            return;
+        }
+        if let Some(id) = id.filter(|i| !i.is_empty()) {
+            self.id = id;
+            self.provider_id = true;
+        }
+        if let Some(name) = name {
+            self.name = name;
+        }
+    }
+
+    /// Emits `ToolCallStart` and the arguments buffered so far.
+    fn announce(&mut self, index: usize, out: &mut VecDeque<StreamEvent>) {
+        self.announced = true;
+        if self.id.is_empty() {
+            self.id = made_up_call_id();
+        }
+        out.push_back(StreamEvent::ToolCallStart {
+            index,
+            id: self.id.clone(),
+            name: self.name.clone(),
+        });
+        if !self.arguments.is_empty() {
+            out.push_back(StreamEvent::ToolCallDelta {
+                index,
+                fragment: self.arguments.clone(),
+            });
+        }
+    }
+
     /// Adds an arguments fragment; false when it was dropped (too long).
     fn push(&mut self, fragment: &str) -> bool {
         if self.too_long {
@@ -553,6 +600,9 @@ impl CallAcc {
     /// The finished call: parsed once, here.
     fn finish(&mut self, index: usize) -> Result<ToolCall, InvalidToolCall> {
         self.complete = true;
+        if self.id.is_empty() {
+            self.id = made_up_call_id();
+        }
         let arguments = std::mem::take(&mut self.arguments);
         let invalid = |raw_arguments: String, error: String| InvalidToolCall {
             index,
@@ -588,7 +638,7 @@ struct ToolCalls {
 }
 
 impl ToolCalls {
-    fn start(&mut self, id: Option<String>, name: Option<String>, ctx: &CallCtx) -> Result<usize> {
+    fn start(&mut self, ctx: &CallCtx) -> Result<usize> {
         if self.finished {
             return Err(ctx.malformed("a tool call started after the turn finished"));
         }
@@ -596,10 +646,12 @@ impl ToolCalls {
             return Err(ctx.malformed(format!("more than {MAX_TOOL_CALLS} tool calls in one turn")));
         }
         self.calls.push(CallAcc {
-            id: id.filter(|i| !i.is_empty()).unwrap_or_else(made_up_call_id),
-            name: name.unwrap_or_default(),
+            id: String::new(),
+            provider_id: false,
+            name: String::new(),
             arguments: String::new(),
             too_long: false,
+            announced: false,
             complete: false,
         });
         Ok(self.calls.len() - 1)
@@ -607,10 +659,12 @@ impl ToolCalls {
 
     /// A whole call of a non-streaming reply.
     fn add_whole(&mut self, mut call: WireCallIn, ctx: &CallCtx) -> Result<()> {
-        let name = call.name();
-        let position = self.start(call.id.take(), name, ctx)?;
-        if let (Some(args), Some(acc)) = (call.arguments(), self.calls.get_mut(position)) {
-            acc.push(&args);
+        let position = self.start(ctx)?;
+        if let Some(acc) = self.calls.get_mut(position) {
+            acc.learn(call.id.take(), call.name());
+            if let Some(args) = call.arguments() {
+                acc.push(&args);
+            }
         }
         Ok(())
     }
@@ -623,29 +677,15 @@ impl ToolCalls {
         ctx: &CallCtx,
         out: &mut VecDeque<StreamEvent>,
     ) -> Result<()> {
-        let known = match piece.index {
-            Some(i) => self.by_index.iter().find(|(k, _)| *k == i).map(|&(_, p)| p),
-            // Servers that omit `index` send a call whole or id-first: a
-            // new id starts a call, a piece without one continues the last.
-            None => match piece.id.as_deref().filter(|i| !i.is_empty()) {
-                Some(id) if self.calls.last().is_none_or(|c| c.id != id) => None,
-                _ => self.calls.len().checked_sub(1),
-            },
-        };
-        let position = match known {
+        let id = piece.id.take().filter(|i| !i.is_empty());
+        let position = match self.find(piece.index, id.as_deref()) {
             Some(p) => p,
             None => {
-                let name = piece.name();
-                let p = self.start(piece.id.take(), name, ctx)?;
+                let p = self.start(ctx)?;
                 if let Some(i) = piece.index {
+                    // A reused index now names the newest call.
+                    self.by_index.retain(|(k, _)| *k != i);
                     self.by_index.push((i, p));
-                }
-                if let Some(acc) = self.calls.get(p) {
-                    out.push_back(StreamEvent::ToolCallStart {
-                        index: p,
-                        id: acc.id.clone(),
-                        name: acc.name.clone(),
-                    });
                 }
                 p
             }
@@ -653,19 +693,46 @@ impl ToolCalls {
         let Some(acc) = self.calls.get_mut(position) else {
             return Ok(());
         };
-        let Some(fragment) = piece.arguments().filter(|f| !f.is_empty()) else {
-            return Ok(());
-        };
-        if acc.complete {
-            return Err(ctx.malformed("tool call arguments arrived after the call finished"));
+        acc.learn(id, piece.name());
+        if let Some(fragment) = piece.arguments().filter(|f| !f.is_empty()) {
+            if acc.complete {
+                return Err(ctx.malformed("tool call arguments arrived after the call finished"));
+            }
+            if acc.push(&fragment) && acc.announced {
+                out.push_back(StreamEvent::ToolCallDelta {
+                    index: position,
+                    fragment,
+                });
+            }
         }
-        if acc.push(&fragment) {
-            out.push_back(StreamEvent::ToolCallDelta {
-                index: position,
-                fragment,
-            });
+        if !acc.announced && !acc.name.is_empty() {
+            acc.announce(position, out);
         }
         Ok(())
+    }
+
+    /// The call a stream piece continues, if any. An id seen before decides;
+    /// otherwise the provider's `index`, unless the piece brings a new id
+    /// for a call that already has one (Ollama numbers every call of a turn
+    /// 0, each whole with its own id); a piece with neither continues the
+    /// last call (servers that omit `index` send a call whole or id-first).
+    fn find(&self, index: Option<u64>, id: Option<&str>) -> Option<usize> {
+        if let Some(id) = id {
+            if let Some(p) = self.calls.iter().position(|c| c.provider_id && c.id == id) {
+                return Some(p);
+            }
+        }
+        let by_index = match index {
+            Some(i) => self.by_index.iter().find(|(k, _)| *k == i).map(|&(_, p)| p),
+            None => self.calls.len().checked_sub(1),
+        }?;
+        let acc = self.calls.get(by_index)?;
+        match id {
+            // An id-less call announced under its index keeps it; without
+            // an index a new id is a new call, as it always was.
+            Some(_) if acc.provider_id || (acc.announced && index.is_none()) => None,
+            _ => Some(by_index),
+        }
     }
 
     /// Emits every call not yet complete, in order.
@@ -674,6 +741,9 @@ impl ToolCalls {
         for (index, acc) in self.calls.iter_mut().enumerate() {
             if acc.complete {
                 continue;
+            }
+            if !acc.announced {
+                acc.announce(index, out);
             }
             out.push_back(match acc.finish(index) {
                 Ok(call) => StreamEvent::ToolCall { index, call },
@@ -1085,6 +1155,92 @@ mod tests {
         assert_eq!(
             body["tools"],
             json!([{"type": "function", "function": {"name": "now"}}])
+        );
+    }
+
+    /// A compatible server that sends a call's id and name after its first
+    /// arguments fragment: the call keeps them (announced once they are
+    /// known) instead of becoming a nameless invalid call.
+    #[test]
+    fn a_call_whose_id_and_name_arrive_late_keeps_them() {
+        let body = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"city\\\"\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_x\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\":\\\"Oslo\\\"}\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let events = parse_chunks(&[body.as_bytes()]);
+        let mut arguments = serde_json::Map::new();
+        arguments.insert("city".into(), json!("Oslo"));
+        assert_eq!(
+            events,
+            [
+                StreamEvent::ToolCallStart {
+                    index: 0,
+                    id: "call_x".into(),
+                    name: "get_weather".into(),
+                },
+                // The text buffered until the announcement comes with it.
+                StreamEvent::ToolCallDelta {
+                    index: 0,
+                    fragment: "{\"city\":\"Oslo\"}".into(),
+                },
+                StreamEvent::ToolCall {
+                    index: 0,
+                    call: ToolCall::new("call_x", "get_weather", arguments),
+                },
+                StreamEvent::Done {
+                    usage: Usage::default(),
+                    finish_reason: Some(FinishReason::ToolCalls),
+                },
+            ]
+        );
+    }
+
+    /// A call whose name never comes is still announced (once, before its
+    /// completion) and reported invalid, with a made-up id.
+    #[test]
+    fn a_call_that_never_names_its_tool_is_announced_then_invalid() {
+        let body = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let events = parse_chunks(&[body.as_bytes()]);
+        let [
+            StreamEvent::ToolCallStart { index: 0, id, name },
+            StreamEvent::ToolCallDelta { index: 0, fragment },
+            StreamEvent::ToolCallInvalid(bad),
+            StreamEvent::Done { .. },
+        ] = events.as_slice()
+        else {
+            panic!("unexpected events {events:?}");
+        };
+        assert!(id.starts_with("call_") && name.is_empty() && fragment == "{}");
+        assert_eq!((&bad.id, bad.index), (id, 0));
+    }
+
+    /// Ollama labels every call of a turn `index: 0`, each whole with its
+    /// own id: a new id under a known index is a new call, not more
+    /// arguments for the first one.
+    #[test]
+    fn calls_that_share_an_index_but_not_an_id_are_separate() {
+        let body = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_a\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"{\\\"city\\\":\\\"Oslo\\\"}\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_b\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"{\\\"city\\\":\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\"Rome\\\"}\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_a\",\"function\":{\"arguments\":\"\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let events = parse_chunks(&[body.as_bytes()]);
+        let (_, fragments, calls) = summary(&events);
+        assert_eq!(fragments, ["{\"city\":\"Oslo\"}", "{\"city\":\"Rome\"}"]);
+        assert_eq!(
+            calls,
+            [
+                "0 call_a get_weather {\"city\":\"Oslo\"}",
+                "1 call_b get_weather {\"city\":\"Rome\"}",
+                "done Usage { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 } Some(ToolCalls)",
+            ]
         );
     }
 }
