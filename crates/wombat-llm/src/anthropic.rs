@@ -18,8 +18,10 @@
 //! message). A message that is one text block is still sent as a plain
 //! string, so requests without tools are unchanged. A streamed `tool_use`
 //! block becomes a tool-call start, its `partial_json` fragments deltas, and
-//! its `content_block_stop` the call, parsed once (at most 64 calls per turn
-//! and 1 MiB of arguments per call).
+//! its `content_block_stop` the call, parsed once (at most 64 calls per turn;
+//! a call with more than 1 MiB of arguments is reported invalid without its
+//! text, as by the OpenAI adapter). A block without an id gets one made up
+//! and one without a name is an invalid call, as in the other adapters.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -111,17 +113,29 @@ impl ChatProvider for AnthropicAdapter {
                 }
                 WireBlock::ToolUse { id, name, input } => {
                     let index = tool_calls.len() + invalid_tool_calls.len();
+                    let id = call_id(id);
+                    let invalid = |id, name, raw_arguments, error: &str| InvalidToolCall {
+                        index,
+                        id,
+                        name,
+                        raw_arguments,
+                        error: error.to_owned(),
+                    };
                     match input {
+                        _ if name.is_empty() => {
+                            invalid_tool_calls.push(invalid(id, name, input.to_string(), NO_NAME))
+                        }
                         Value::Object(arguments) => {
                             tool_calls.push(ToolCall::new(id, name, arguments));
                         }
-                        other => invalid_tool_calls.push(InvalidToolCall {
-                            index,
+                        // Absent input is no arguments, as in a stream.
+                        Value::Null => tool_calls.push(ToolCall::new(id, name, Map::new())),
+                        other => invalid_tool_calls.push(invalid(
                             id,
                             name,
-                            raw_arguments: other.to_string(),
-                            error: "tool arguments must be a JSON object".to_owned(),
-                        }),
+                            other.to_string(),
+                            "tool arguments must be a JSON object",
+                        )),
                     }
                 }
                 WireBlock::Other => {}
@@ -467,8 +481,23 @@ fn stop_reason(s: &str, forced_tool: bool) -> FinishReason {
 
 /// Most tool calls accepted in one streamed turn.
 const MAX_STREAM_CALLS: usize = 64;
-/// Most argument bytes accumulated for one streamed tool call.
+/// Most argument bytes accumulated for one streamed tool call; a longer
+/// call is reported invalid without its text (as by the OpenAI adapter).
 const MAX_CALL_ARGUMENT_BYTES: usize = 1024 * 1024;
+
+/// Why a `tool_use` block without a name is an invalid call (the OpenAI
+/// adapter's words).
+const NO_NAME: &str = "the tool call names no tool";
+
+/// The block's id, or one made up when Anthropic sent none (every call
+/// needs one for its result to name).
+fn call_id(id: String) -> String {
+    if id.is_empty() {
+        crate::openai::made_up_call_id()
+    } else {
+        id
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -554,11 +583,31 @@ struct OpenCall {
     arguments: String,
     /// The input the start event carried, used when no fragment follows.
     start_input: Option<Map<String, Value>>,
+    /// The arguments passed [`MAX_CALL_ARGUMENT_BYTES`] and were dropped.
+    too_long: bool,
 }
 
 impl OpenCall {
     /// The complete call, its arguments parsed once (no text is `{}`).
     fn finish(self) -> StreamEvent {
+        let invalid = |raw_arguments: String, error: String| {
+            StreamEvent::ToolCallInvalid(InvalidToolCall {
+                index: self.index,
+                id: self.id.clone(),
+                name: self.name.clone(),
+                raw_arguments,
+                error,
+            })
+        };
+        if self.too_long {
+            return invalid(
+                String::new(),
+                format!("tool call arguments exceed the {MAX_CALL_ARGUMENT_BYTES}-byte limit"),
+            );
+        }
+        if self.name.is_empty() {
+            return invalid(self.arguments, NO_NAME.to_owned());
+        }
         if self.arguments.is_empty() {
             let arguments = self.start_input.unwrap_or_default();
             return StreamEvent::ToolCall {
@@ -571,13 +620,7 @@ impl OpenCall {
                 index: self.index,
                 call: ToolCall::new(self.id, self.name, arguments),
             },
-            Err(error) => StreamEvent::ToolCallInvalid(InvalidToolCall {
-                index: self.index,
-                id: self.id,
-                name: self.name,
-                raw_arguments: self.arguments,
-                error,
-            }),
+            Err(error) => invalid(self.arguments, error),
         }
     }
 }
@@ -611,6 +654,7 @@ impl Parser {
         }
         let index = self.calls;
         self.calls += 1;
+        let id = call_id(id);
         out.push_back(StreamEvent::ToolCallStart {
             index,
             id: id.clone(),
@@ -623,37 +667,30 @@ impl Parser {
             name,
             arguments: String::new(),
             start_input: start_input.filter(|m| !m.is_empty()),
+            too_long: false,
         });
         Ok(())
     }
 
-    fn call_fragment(
-        &mut self,
-        block: usize,
-        fragment: String,
-        ctx: &CallCtx,
-        out: &mut VecDeque<StreamEvent>,
-    ) -> Result<()> {
+    fn call_fragment(&mut self, block: usize, fragment: String, out: &mut VecDeque<StreamEvent>) {
         // Fragments of blocks we do not track (server-side tools) are not
         // the caller's calls.
         let Some(call) = self.open.iter_mut().find(|c| c.block == block) else {
-            return Ok(());
+            return;
         };
-        if fragment.is_empty() {
-            return Ok(());
+        if fragment.is_empty() || call.too_long {
+            return;
         }
         if call.arguments.len() + fragment.len() > MAX_CALL_ARGUMENT_BYTES {
-            return Err(ctx.malformed(format!(
-                "tool call {:?} has more than {MAX_CALL_ARGUMENT_BYTES} bytes of arguments",
-                call.name
-            )));
+            call.too_long = true;
+            call.arguments = String::new();
+            return;
         }
         call.arguments.push_str(&fragment);
         out.push_back(StreamEvent::ToolCallDelta {
             index: call.index,
             fragment,
         });
-        Ok(())
     }
 }
 
@@ -689,7 +726,7 @@ impl SseParser for Parser {
                     }
                 }
                 WireDelta::InputJsonDelta { partial_json } => {
-                    self.call_fragment(index, partial_json, ctx, out)?;
+                    self.call_fragment(index, partial_json, out);
                 }
                 WireDelta::TextDelta { .. } | WireDelta::Other => {}
             },
@@ -1029,11 +1066,62 @@ mod tests {
         parser
             .on_event(fragment(MAX_CALL_ARGUMENT_BYTES), &ctx(), &mut out)
             .expect("exactly the limit");
-        let err = parser
+        // One byte over: the call is reported invalid without its text (as
+        // the OpenAI adapter does) and the stream goes on.
+        out.clear();
+        parser
             .on_event(fragment(1), &ctx(), &mut out)
-            .err()
-            .expect("one byte over");
-        assert!(err.to_string().contains("bytes of arguments"), "{err}");
+            .expect("an over-long call is not a stream error");
+        assert!(out.is_empty(), "the dropped fragment is not forwarded");
+        parser
+            .on_event(
+                ev(r#"{"type":"content_block_stop","index":0}"#.into()),
+                &ctx(),
+                &mut out,
+            )
+            .expect("stops");
+        let Some(StreamEvent::ToolCallInvalid(bad)) = out.pop_front() else {
+            panic!("an invalid call, got {out:?}");
+        };
+        assert!(bad.raw_arguments.is_empty(), "the text is dropped");
+        assert!(bad.error.contains("limit"), "{}", bad.error);
+        assert_eq!((bad.index, bad.id.as_str()), (0, "t0"));
+    }
+
+    /// A `tool_use` block without an id gets one made up, and one without a
+    /// name is an invalid call, as in the other adapters.
+    #[test]
+    fn a_tool_use_without_id_or_name_is_consistent_with_the_other_adapters() {
+        let body = sse(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "tool_use", "id": "", "name": "", "input": {}}}),
+        ) + &sse(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ) + &sse(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 1,
+                "content_block": {"type": "tool_use", "name": "now", "input": {}}}),
+        ) + &sse(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 1}),
+        ) + &sse("message_stop", json!({"type": "message_stop"}));
+        let events = parse_chunks(&[body.as_bytes()]);
+        let [
+            StreamEvent::ToolCallStart { id: id0, .. },
+            StreamEvent::ToolCallInvalid(bad),
+            StreamEvent::ToolCallStart { id: id1, .. },
+            StreamEvent::ToolCall { call, .. },
+            StreamEvent::Done { .. },
+        ] = events.as_slice()
+        else {
+            panic!("unexpected events {events:?}");
+        };
+        assert!(!id0.is_empty() && &bad.id == id0, "{id0:?} {bad:?}");
+        assert!(bad.error.contains("names no tool"), "{}", bad.error);
+        assert!(!id1.is_empty() && &call.id == id1 && id0 != id1);
+        assert_eq!(call.name, "now");
     }
 
     #[test]

@@ -478,24 +478,43 @@ impl TurnCalls {
             .filter(|id| !id.is_empty())
             .unwrap_or_else(new_call_id);
         match call.args {
+            // As in the other adapters, a call must name its tool.
+            args if call.name.is_empty() => {
+                self.push_invalid(index, id, call.name, args, "the tool call names no tool")
+            }
             None | Some(Value::Null) => {
                 self.push_valid(index, id, call.name, Map::new(), signature)
             }
             Some(Value::Object(arguments)) => {
                 self.push_valid(index, id, call.name, arguments, signature)
             }
-            Some(other) => {
-                let bad = InvalidToolCall {
-                    index,
-                    id,
-                    name: call.name,
-                    raw_arguments: other.to_string(),
-                    error: "tool arguments must be a JSON object".to_owned(),
-                };
-                self.invalid.push(bad.clone());
-                StreamEvent::ToolCallInvalid(bad)
-            }
+            other => self.push_invalid(
+                index,
+                id,
+                call.name,
+                other,
+                "tool arguments must be a JSON object",
+            ),
         }
+    }
+
+    fn push_invalid(
+        &mut self,
+        index: usize,
+        id: String,
+        name: String,
+        args: Option<Value>,
+        error: &str,
+    ) -> StreamEvent {
+        let bad = InvalidToolCall {
+            index,
+            id,
+            name,
+            raw_arguments: args.map(|a| a.to_string()).unwrap_or_default(),
+            error: error.to_owned(),
+        };
+        self.invalid.push(bad.clone());
+        StreamEvent::ToolCallInvalid(bad)
     }
 
     fn push_valid(

@@ -772,7 +772,7 @@ impl ToolCalls {
 
 /// An id for a call a compatible server sent without one: `call_` and 24
 /// random alphanumerics, unlikely to collide within a conversation.
-fn made_up_call_id() -> String {
+pub(crate) fn made_up_call_id() -> String {
     let mut id = String::with_capacity(29);
     id.push_str("call_");
     id.extend(std::iter::repeat_with(fastrand::alphanumeric).take(24));

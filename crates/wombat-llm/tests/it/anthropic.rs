@@ -681,3 +681,34 @@ async fn structured_output_with_tools_is_asked_by_instruction() {
         "{system}"
     );
 }
+
+/// A `tool_use` block without an id gets one made up and one without a name
+/// is an invalid call (as in the OpenAI and Gemini adapters), in a
+/// non-streaming reply too.
+#[tokio::test]
+async fn complete_makes_up_a_missing_id_and_refuses_a_nameless_call() {
+    let server = FakeServer::start(vec![Reply::json(
+        200,
+        json!({"content": [
+                {"type": "tool_use", "name": "now", "input": {}},
+                {"type": "tool_use", "id": "toolu_9", "name": "", "input": {}}
+            ],
+            "stop_reason": "tool_use",
+            "usage": {"input_tokens": 1, "output_tokens": 1}}),
+    )])
+    .await;
+    let (router, _) = router(config(
+        Provider::Anthropic,
+        "claude-sonnet-4",
+        &server.url(""),
+    ));
+    let mut req = hello();
+    req.tools = weather_tools();
+    let c = router.complete(req).await.expect("completes").completion;
+    assert_eq!(c.tool_calls.len(), 1, "{c:?}");
+    assert!(!c.tool_calls[0].id.is_empty());
+    assert_eq!(c.invalid_tool_calls.len(), 1, "{c:?}");
+    let bad = &c.invalid_tool_calls[0];
+    assert_eq!((bad.index, bad.id.as_str()), (1, "toolu_9"));
+    assert!(bad.error.contains("names no tool"), "{}", bad.error);
+}

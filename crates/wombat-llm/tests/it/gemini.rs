@@ -471,3 +471,24 @@ async fn stream_delivers_each_call_whole_with_text_and_usage() {
         assert_eq!(*finish_reason, Some(FinishReason::ToolCalls));
     }
 }
+
+/// A `functionCall` with an empty name is an invalid call, as in the other
+/// adapters, not a call of a tool named "".
+#[tokio::test]
+async fn a_nameless_function_call_is_invalid() {
+    let server = FakeServer::start(vec![Reply::json(
+        200,
+        json!({"candidates": [{"content": {"role": "model", "parts": [
+                {"functionCall": {"name": "", "args": {"city": "Paris"}}}
+            ]}, "finishReason": "STOP", "index": 0}]}),
+    )])
+    .await;
+    let router = gemini_router(&server);
+    let mut req = hello();
+    req.tools = vec![ToolSpec::new("get_weather", json!({"type": "object"}))];
+    let c = router.complete(req).await.expect("completes").completion;
+    assert!(c.tool_calls.is_empty(), "{c:?}");
+    assert_eq!(c.invalid_tool_calls.len(), 1, "{c:?}");
+    assert!(c.invalid_tool_calls[0].error.contains("names no tool"));
+    assert_eq!(c.finish_reason, Some(FinishReason::ToolCalls));
+}
