@@ -18,6 +18,15 @@ pub trait EventSink: Send + Sync {
     /// deltas ([`EventSink::text`]); otherwise the reply comes whole.
     const STREAMING: bool;
 
+    /// How the run awaits its cold phases (the backend write): in place for
+    /// a caller that waits for the whole reply (no allocation), boxed for a
+    /// stream, whose task lives as long as the stream and is as large as
+    /// its largest await point.
+    type Cold<F: Future + Send>: Future<Output = F::Output> + Send;
+
+    /// Wraps a cold phase (see [`EventSink::Cold`]).
+    fn cold<F: Future + Send>(f: F) -> Self::Cold<F>;
+
     /// The LLM phase begins; `false` when the client has gone away.
     fn start(&self) -> impl Future<Output = bool> + Send;
 

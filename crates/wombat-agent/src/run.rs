@@ -451,7 +451,7 @@ pub async fn start<H: Host>(
         .map(|w| Box::new(warning_json(w)));
     let mut resumed = Vec::new();
     if let Some(id) = crate::approval::resume_id(p.req.metadata.as_ref()) {
-        let result = resume(host, &mut p, task_id.as_deref(), &id, &server_tools).await;
+        let result = Box::pin(resume(host, &mut p, task_id.as_deref(), &id, &server_tools)).await;
         match result {
             Ok(entry) => resumed.push(entry),
             Err(e) => {
@@ -942,7 +942,7 @@ pub async fn execute<H: Host, S: EventSink>(
     let persisted = match task_id.as_deref() {
         Some(task) => {
             let key = request_key(&p);
-            match persist_within(host, &p, task, &answer, &key, deadline).await {
+            match S::cold(persist_within(host, &p, task, &answer, &key, deadline)).await {
                 Ok((message_id, document_id)) => Persisted::Stored {
                     message_id,
                     document_id,
@@ -1171,7 +1171,7 @@ async fn run_loop<H: Host, S: EventSink>(
             let token = token
                 .get_or_insert_with(|| host.agent_token(p.key.user_id(), p.key.role()))
                 .as_deref();
-            results.extend(run_calls(host, p, token, to_run, limits).await);
+            results.extend(Box::pin(run_calls(host, p, token, to_run, limits)).await);
         }
         let mut trace = ledger.total.as_mut().map(|t| &mut t.trace);
         for (call, outcome, took) in results {
@@ -1216,14 +1216,15 @@ async fn run_loop<H: Host, S: EventSink>(
             let key = request_key(p);
             let mut requests = Vec::with_capacity(for_approval.len());
             for call in &for_approval {
-                let created = crate::approval::create(
+                // Boxed: a cold phase, kept out of a stream task's size.
+                let created = Box::pin(crate::approval::create(
                     &agent,
                     task,
                     p.key.role(),
                     call,
                     &route.messages[turn_begin..],
                     &key,
-                )
+                ))
                 .await;
                 match created {
                     Ok(r) => {

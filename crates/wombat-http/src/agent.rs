@@ -4,6 +4,8 @@
 //! module implements its [`Host`] for the daemon's state and writes its
 //! events either as one JSON response or as server-sent events.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -182,6 +184,11 @@ struct JsonSink;
 
 impl EventSink for JsonSink {
     const STREAMING: bool = false;
+    type Cold<F: Future + Send> = F;
+
+    fn cold<F: Future + Send>(f: F) -> F {
+        f
+    }
 
     async fn start(&self) -> bool {
         true
@@ -341,6 +348,11 @@ struct SseSink(sse::SseSender);
 
 impl EventSink for SseSink {
     const STREAMING: bool = true;
+    type Cold<F: Future + Send> = Pin<Box<F>>;
+
+    fn cold<F: Future + Send>(f: F) -> Pin<Box<F>> {
+        Box::pin(f)
+    }
 
     async fn start(&self) -> bool {
         self.0.send("start", &json!({"type": "start"})).await
