@@ -20,7 +20,9 @@ use wombat_core::{
     ChatMessage, Cost, ModelRef, Part, Role, SessionKey, ToolCall, ToolResult, Usage,
 };
 use wombat_governance::Admitted;
-use wombat_llm::{InvalidToolCall, RouteRequest, RoutedEvent, ToolChoice, ToolSpec};
+use wombat_llm::{
+    InvalidToolCall, ModelChoice, RouteRequest, RoutedEvent, Tier, ToolChoice, ToolSpec,
+};
 use wombat_workspace::PromptRequest;
 
 use crate::ApiError;
@@ -57,6 +59,11 @@ pub struct Prepared<H: Host> {
     route: RouteRequest,
     /// Names of the request's caller tools (their specs are in `route`).
     caller_tools: Vec<String>,
+}
+
+/// An empty request standing in for one moved out (no allocation).
+fn placeholder() -> RouteRequest {
+    RouteRequest::new(ModelChoice::Tier(Tier::Default), Vec::new())
 }
 
 /// Most caller tools one request may declare.
@@ -838,10 +845,7 @@ pub async fn execute<H: Host, S: EventSink>(
         approval_tools,
         resumed,
     } = run;
-    let route = std::mem::replace(
-        &mut p.route,
-        RouteRequest::new(p.opts.model.clone(), Vec::new()),
-    );
+    let mut route = std::mem::replace(&mut p.route, placeholder());
     let mut ledger = Ledger {
         consumed: Consumed::default(),
         admitted,
@@ -858,7 +862,7 @@ pub async fn execute<H: Host, S: EventSink>(
                 host,
                 &p,
                 task_id.as_deref(),
-                route,
+                &mut route,
                 tools,
                 sink,
                 &mut ledger,
@@ -1016,7 +1020,7 @@ async fn run_loop<H: Host, S: EventSink>(
     host: &H,
     p: &Prepared<H>,
     task_id: Option<&str>,
-    mut route: RouteRequest,
+    route: &mut RouteRequest,
     tools: Tools<'_>,
     sink: &S,
     ledger: &mut Ledger,
@@ -1040,7 +1044,7 @@ async fn run_loop<H: Host, S: EventSink>(
                 .admit(
                     p.key.user_id(),
                     p.opts.limits.as_ref(),
-                    &route,
+                    route,
                     &p.primary.model,
                 )
                 .await
@@ -1056,21 +1060,19 @@ async fn run_loop<H: Host, S: EventSink>(
         }
         // Without tools there is exactly one step: the request moves into
         // it, no copy.
-        let request = if route.tools.is_empty() {
-            std::mem::replace(
-                &mut route,
-                RouteRequest::new(p.opts.model.clone(), Vec::new()),
-            )
+        let mut request = Some(if route.tools.is_empty() {
+            std::mem::replace(route, placeholder())
         } else {
             route.clone()
-        };
+        });
         if S::STREAMING {
             // Only a stream can be cut mid-step and need the estimate.
             let started = ledger.consumed.started;
-            ledger.consumed = Consumed::new(&request);
+            ledger.consumed = request.as_ref().map(Consumed::new).unwrap_or_default();
             ledger.consumed.started = started;
         }
-        let (answer, calls, invalid) = match step(host, request, sink, &mut ledger.consumed).await {
+        let stepped = step(host, &mut request, sink, &mut ledger.consumed).await;
+        let (answer, calls, invalid) = match stepped {
             StepEnd::Answered(a, calls, invalid) => (a, calls, invalid),
             StepEnd::Failed(e) => return LoopEnd::Failed(e),
             StepEnd::Cut(e) => return LoopEnd::Cut(e),
@@ -1333,10 +1335,20 @@ async fn run_calls<H: Host>(
 /// text accumulating in `consumed`.
 async fn step<H: Host, S: EventSink>(
     host: &H,
-    route: RouteRequest,
+    route: &mut Option<RouteRequest>,
     sink: &S,
     consumed: &mut Consumed,
 ) -> StepEnd {
+    // Taken by reference and moved out here: an async fn keeps a by-value
+    // argument in its state for its whole life, beside the copy it passes
+    // on (in a stream's task, for as long as the stream is open).
+    let Some(route) = route.take() else {
+        return StepEnd::Failed(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "LLM step without a request",
+        ));
+    };
     if !S::STREAMING {
         return match host.llm().complete(route).await {
             Ok(routed) => {
