@@ -67,6 +67,7 @@ impl RetryPolicy {
 /// Everything the router needs. Build it with [`RouterConfig::default`] and
 /// set fields, or from variables with [`RouterConfig::from_env_map`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RouterConfig {
     /// Provider of model strings without a `provider/` prefix
     /// (`LLM_PROVIDER`, `openai`).
@@ -123,6 +124,7 @@ impl Default for RouterConfig {
 /// One provider serving a configured model, as `/health` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct ProviderSummary {
     /// Where calls go: the base URL with only scheme, host, port and path
     /// (any user info, query or fragment removed, as they may hold
@@ -143,6 +145,7 @@ pub struct ProviderSummary {
 /// the keys themselves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct LlmSummary {
     /// `LLM_PROVIDER`.
     pub default_provider: Provider,

@@ -21,6 +21,7 @@ use wombat_core::Provider;
 
 /// Which provider and model failed, with what the provider said.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Failure {
     /// The provider that was called.
     pub provider: Provider,

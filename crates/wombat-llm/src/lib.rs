@@ -11,8 +11,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> wombat_llm::Result<()> {
-//! use wombat_core::ChatMessage;
-//! use wombat_llm::{RouteRequest, Router, RouterConfig, Tier};
+//! use wombat_llm::{ChatMessage, RouteRequest, Router, RouterConfig, Tier};
 //!
 //! let config = RouterConfig::from_env_map(&|k: &str| std::env::var(k).ok())?;
 //! let router = Router::new(config)?;
@@ -23,6 +22,73 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Embedding
+//!
+//! Everything an embedder needs is re-exported here, the `wombat-core`
+//! message and pricing types included, so `wombat-llm` is the only
+//! dependency. Structs and enums that will grow are `#[non_exhaustive]`:
+//! build them with their constructors (`RouteRequest::new`,
+//! `RouterConfig::default` then set fields...) and give `match`es a `_` arm.
+//!
+//! - **Errors**: [`Error::kind`] says what happened ([`ErrorKind`]),
+//!   [`Error::failure`] who (provider, model, HTTP status, the provider's
+//!   redacted message), [`Error::code`] a stable string for machines; the
+//!   router already retries and fails over by kind.
+//! - **Per-request options** ([`RequestOptions`], attached with
+//!   [`RouteRequest::with_options`]): a tenant's own API key, extra
+//!   headers, the end user, provider-specific body parameters.
+//! - **A hook around each provider call** ([`CallObserver`], set with
+//!   [`RouterBuilder::call_observer`]): the HTTP request (credentials
+//!   redacted) and response of each call and how it ended, for logging,
+//!   tracing and tests; [`RouterObserver`] sees retries and failovers.
+//! - **Your own backend**: implement [`ChatProvider`] and hand it to
+//!   [`RouterBuilder::provider`], which serves a provider's models with it.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use wombat_llm::{
+//!     ChatMessage, ChatProvider, ChatRequest, Completion, ErrorKind, EventStream, Failure,
+//!     FinishReason, Provider, RouteRequest, Router, RouterConfig, Tier, Usage,
+//! };
+//!
+//! /// A backend answering from a lookup table.
+//! struct Canned;
+//!
+//! #[async_trait::async_trait]
+//! impl ChatProvider for Canned {
+//!     async fn complete(&self, req: &ChatRequest) -> wombat_llm::Result<Completion> {
+//!         let question = req.messages.last().map(|m| m.text()).unwrap_or_default();
+//!         if question.is_empty() {
+//!             let failure = Failure::new(Provider::Mistral, req.model.clone(), "empty question");
+//!             return Err(wombat_llm::Error::new(ErrorKind::InvalidRequest, failure));
+//!         }
+//!         Ok(Completion::text("42", Usage::default(), Some(FinishReason::Stop)))
+//!     }
+//!
+//!     async fn stream(&self, _req: &ChatRequest) -> wombat_llm::Result<EventStream> {
+//!         Err(wombat_llm::Error::unsupported(Provider::Mistral, "no streaming"))
+//!     }
+//! }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut config = RouterConfig::default();
+//! config.default_provider = Provider::Mistral;
+//! config.default_model = "canned".into();
+//! let router = Router::builder(config)
+//!     .provider(Provider::Mistral, Arc::new(Canned))
+//!     .build()?;
+//! let routed = router
+//!     .complete(RouteRequest::new(Tier::Default, vec![ChatMessage::user("The answer?")]))
+//!     .await?;
+//! assert_eq!(routed.completion.text, "42");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Runnable programs are in `examples/` (`complete`, `stream`, `tools`,
+//! `custom_provider`), each against a local OpenAI-compatible server
+//! (`OPENAI_BASE_URL`) or offline with `LLM_PROVIDER=echo`.
 
 mod anthropic;
 mod call;
@@ -54,9 +120,12 @@ pub use types::{
     ApiKey, ChatProvider, ChatRequest, Completion, EventStream, FinishReason, InvalidToolCall,
     ResponseFormat, StreamEvent, ToolChoice, ToolSpec,
 };
+/// `wombat-core`'s error, which [`ErrorKind::InvalidModel`] wraps (a model
+/// string that does not parse).
+pub use wombat_core::Error as CoreError;
 /// The `wombat-core` types this crate's API uses, so an embedder needs only
 /// `wombat-llm`.
 pub use wombat_core::{
-    ChatMessage, Cost, ModelRef, Part, Provider, Role, TextPart, ToolCall, ToolContent, ToolResult,
-    Usage,
+    ChatMessage, Cost, DEFAULT_CONTEXT_WINDOW, ModelPrice, ModelRef, Part, PricingTable, Provider,
+    Role, TextPart, ToolCall, ToolContent, ToolResult, Usage,
 };

@@ -70,6 +70,7 @@ impl Tier {
 
 /// Which model a request wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ModelChoice {
     /// A configured tier.
     Tier(Tier),
@@ -86,6 +87,7 @@ impl From<Tier> for ModelChoice {
 /// A chat request to the router: like [`ChatRequest`], with a model choice
 /// instead of a provider model id.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RouteRequest {
     /// The model or tier to use first.
     pub model: ModelChoice,
@@ -159,6 +161,7 @@ impl RouteRequest {
 
 /// A completed routed call.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Routed {
     /// What the model said.
     pub completion: Completion,

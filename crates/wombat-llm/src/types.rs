@@ -153,6 +153,7 @@ impl InvalidToolCall {
 
 /// Structured-output request.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum ResponseFormat {
     /// Any JSON value (OpenAI `json_object`, Gemini
     /// `responseMimeType: application/json`, Anthropic by instruction).
@@ -170,6 +171,7 @@ pub enum ResponseFormat {
 
 /// Why the model stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FinishReason {
     /// A natural stop or stop sequence.
     Stop,

@@ -44,11 +44,9 @@ impl Sleeper for RecordingSleeper {
 /// A config whose default model is `model` on `provider`, served at `base`,
 /// with a key for every provider and no jitter.
 pub fn config(provider: Provider, model: &str, base: &str) -> RouterConfig {
-    let mut cfg = RouterConfig {
-        default_provider: provider,
-        default_model: model.to_owned(),
-        ..RouterConfig::default()
-    };
+    let mut cfg = RouterConfig::default();
+    cfg.default_provider = provider;
+    cfg.default_model = model.to_owned();
     cfg.retry.jitter = 0.0;
     for p in Provider::ALL {
         cfg.api_keys.insert(p, ApiKey::new(format!("test-key-{p}")));

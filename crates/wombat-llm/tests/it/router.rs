@@ -396,10 +396,8 @@ async fn echo_is_offline_and_explicit() {
     assert_eq!(routed.cost.total_cost, 0.0);
 
     // A request naming echo when echo is configured (here as the best tier).
-    let cfg = RouterConfig {
-        best_model: Some("echo/best".into()),
-        ..RouterConfig::default()
-    };
+    let mut cfg = RouterConfig::default();
+    cfg.best_model = Some("echo/best".into());
     let (router, _) = crate::router(cfg);
     let mut req = hello();
     req.model = ModelChoice::Explicit("echo/demo".into());
@@ -539,11 +537,9 @@ impl wombat_llm::ChatProvider for Flaky {
 
 #[tokio::test(start_paused = true)]
 async fn injected_providers_and_the_default_sleeper_on_a_paused_clock() {
-    let mut cfg = RouterConfig {
-        default_provider: Provider::Mistral,
-        default_model: "mistral-small-latest".into(),
-        ..RouterConfig::default()
-    };
+    let mut cfg = RouterConfig::default();
+    cfg.default_provider = Provider::Mistral;
+    cfg.default_model = "mistral-small-latest".into();
     cfg.retry.jitter = 0.0;
     let router = Router::builder(cfg)
         .provider(
@@ -615,12 +611,10 @@ fn limited_primary_router(
     retry_after: Duration,
     fallback: bool,
 ) -> (Router, Arc<AlwaysLimited>, Arc<ClockSleeper>) {
-    let mut cfg = RouterConfig {
-        default_provider: Provider::Mistral,
-        default_model: "mistral-small-latest".into(),
-        deadline: Duration::from_secs(120),
-        ..RouterConfig::default()
-    };
+    let mut cfg = RouterConfig::default();
+    cfg.default_provider = Provider::Mistral;
+    cfg.default_model = "mistral-small-latest".into();
+    cfg.deadline = Duration::from_secs(120);
     cfg.retry.jitter = 0.0;
     cfg.retry.attempts = 3;
     if fallback {
@@ -787,10 +781,8 @@ async fn a_request_cannot_select_ollama_when_it_is_not_configured() {
             .resolve(&ModelChoice::Explicit("ollama/llama3".into()))
             .is_ok()
     );
-    let cfg = RouterConfig {
-        cheap_model: Some("ollama/small".into()),
-        ..RouterConfig::default()
-    };
+    let mut cfg = RouterConfig::default();
+    cfg.cheap_model = Some("ollama/small".into());
     let (router, _) = crate::router(cfg);
     assert!(
         router
