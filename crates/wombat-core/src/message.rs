@@ -301,11 +301,43 @@ struct WireMessage {
     is_error: Option<bool>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum WireContent {
     Text(String),
     Parts(Vec<WireContentPart>),
+}
+
+/// A string or an array of parts. Not `#[serde(untagged)]`: a content of
+/// another type must keep 0.1.0's error, `invalid type: …, expected a
+/// string` (the daemon answers it with "Expected string, received …"),
+/// rather than untagged's "data did not match any variant".
+impl<'de> Deserialize<'de> for WireContent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = WireContent;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WireContent, E> {
+                Ok(WireContent::Text(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<WireContent, E> {
+                Ok(WireContent::Text(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<WireContent, A::Error> {
+                // Bounded by the request body; no capacity taken from a hint.
+                let mut parts = Vec::new();
+                while let Some(part) = seq.next_element()? {
+                    parts.push(part);
+                }
+                Ok(WireContent::Parts(parts))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -593,6 +625,25 @@ mod tests {
                 .expect_err("refused")
                 .to_string();
             assert!(err.contains(field), "{wire}: {err}");
+        }
+    }
+
+    /// 0.1.0's history error for a content of the wrong type was serde's
+    /// `invalid type: …, expected a string` (which the daemon turns into
+    /// "Expected string, received number"); the content-parts extension
+    /// must not change it.
+    #[test]
+    fn wrong_content_types_keep_the_0_1_0_error() {
+        for (content, got) in [
+            (json!(5), "integer `5`"),
+            (json!(true), "boolean `true`"),
+            (json!({"text": "x"}), "map"),
+        ] {
+            let err =
+                serde_json::from_value::<ChatMessage>(json!({"role": "user", "content": content}))
+                    .expect_err("refused")
+                    .to_string();
+            assert_eq!(err, format!("invalid type: {got}, expected a string"));
         }
     }
 
