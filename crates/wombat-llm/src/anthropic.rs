@@ -113,6 +113,11 @@ impl ChatProvider for AnthropicAdapter {
                 }
                 WireBlock::ToolUse { id, name, input } => {
                     let index = tool_calls.len() + invalid_tool_calls.len();
+                    if index >= MAX_STREAM_CALLS {
+                        return Err(ctx.malformed(format!(
+                            "more than {MAX_STREAM_CALLS} tool calls in one turn"
+                        )));
+                    }
                     let id = call_id(id);
                     let invalid = |id, name, raw_arguments, error: &str| InvalidToolCall {
                         index,
@@ -479,7 +484,8 @@ fn stop_reason(s: &str, forced_tool: bool) -> FinishReason {
 
 // ---- streaming ----
 
-/// Most tool calls accepted in one streamed turn.
+/// Most tool calls accepted in one turn, streamed or not (as by the OpenAI
+/// adapter); more is a malformed response.
 const MAX_STREAM_CALLS: usize = 64;
 /// Most argument bytes accumulated for one streamed tool call; a longer
 /// call is reported invalid without its text (as by the OpenAI adapter).

@@ -100,6 +100,11 @@ impl ChatProvider for GeminiAdapter {
             candidate.append_text(&mut text);
             for part in candidate.content.into_iter().flat_map(|c| c.parts) {
                 if let Some(call) = part.function_call {
+                    if turn.len() >= MAX_STREAM_CALLS {
+                        return Err(ctx.malformed(format!(
+                            "more than {MAX_STREAM_CALLS} tool calls in one turn"
+                        )));
+                    }
                     turn.add(call, part.thought_signature);
                 }
             }
@@ -556,7 +561,8 @@ fn invalid_request(ctx: &CallCtx, message: String) -> Error {
 
 // ---- streaming ----
 
-/// Most function calls accepted in one streamed turn.
+/// Most function calls accepted in one turn, streamed or not (as by the
+/// OpenAI adapter); more is a malformed response.
 const MAX_STREAM_CALLS: usize = 64;
 
 #[derive(Default)]

@@ -712,3 +712,28 @@ async fn complete_makes_up_a_missing_id_and_refuses_a_nameless_call() {
     assert_eq!((bad.index, bad.id.as_str()), (1, "toolu_9"));
     assert!(bad.error.contains("names no tool"), "{}", bad.error);
 }
+
+/// A non-streaming reply is held to the same 64-call limit as a stream (and
+/// as the OpenAI adapter's replies): more is a malformed response.
+#[tokio::test]
+async fn complete_with_more_than_64_calls_is_malformed_as_in_a_stream() {
+    let blocks: Vec<_> = (0..65)
+        .map(
+            |i| json!({"type": "tool_use", "id": format!("toolu_{i}"), "name": "now", "input": {}}),
+        )
+        .collect();
+    let server = FakeServer::start(vec![Reply::json(
+        200,
+        json!({"content": blocks, "stop_reason": "tool_use",
+            "usage": {"input_tokens": 1, "output_tokens": 1}}),
+    )])
+    .await;
+    let mut cfg = config(Provider::Anthropic, "claude-sonnet-4", &server.url(""));
+    cfg.retry.attempts = 1;
+    let (router, _) = router(cfg);
+    let mut req = hello();
+    req.tools = weather_tools();
+    let err = router.complete(req).await.expect_err("too many calls");
+    assert_eq!(err.code(), "malformed_response", "{err:?}");
+    assert!(err.to_string().contains("more than 64 tool calls"), "{err}");
+}

@@ -492,3 +492,25 @@ async fn a_nameless_function_call_is_invalid() {
     assert!(c.invalid_tool_calls[0].error.contains("names no tool"));
     assert_eq!(c.finish_reason, Some(FinishReason::ToolCalls));
 }
+
+/// A non-streaming reply is held to the same 64-call limit as a stream (and
+/// as the OpenAI adapter's replies): more is a malformed response.
+#[tokio::test]
+async fn complete_with_more_than_64_calls_is_malformed_as_in_a_stream() {
+    let parts: Vec<_> = (0..65)
+        .map(|_| json!({"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}}))
+        .collect();
+    let server = FakeServer::start(vec![Reply::json(
+        200,
+        json!({"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}]}),
+    )])
+    .await;
+    let mut cfg = config(Provider::Google, "gemini-2.5-flash", &server.url("/v1beta"));
+    cfg.retry.attempts = 1;
+    let (router, _) = router(cfg);
+    let mut req = hello();
+    req.tools = vec![ToolSpec::new("get_weather", json!({"type": "object"}))];
+    let err = router.complete(req).await.expect_err("too many calls");
+    assert_eq!(err.code(), "malformed_response", "{err:?}");
+    assert!(err.to_string().contains("more than 64 tool calls"), "{err}");
+}
