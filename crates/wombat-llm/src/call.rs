@@ -186,7 +186,9 @@ pub trait CallObserver: Send + Sync {
         let _ = response;
     }
 
-    /// A call of one model ended, with its usage or error.
+    /// A call of one model ended, with its usage or error. A call cut
+    /// short by the router's deadline, or dropped by the caller, reports no
+    /// outcome (the caller gets the deadline error or nothing).
     fn on_outcome(&self, outcome: &CallOutcome<'_>) {
         let _ = outcome;
     }

@@ -908,6 +908,37 @@ mod tests {
     }
 
     #[test]
+    fn observed_requests_hide_credentials() {
+        let client = Client::new();
+        let request = client
+            .post("https://user:pw@api.example.com:8443/v1/chat?key=AIza-secret")
+            .header("x-goog-api-key", "AIza-secret")
+            .header("x-trace", "visible")
+            .header("x-tenant", "tenant-secret")
+            .body("{}")
+            .build()
+            .expect("request builds");
+        let mut ctx = CallCtx::new(Provider::Google, "m".into(), None);
+        ctx.options = Some(Arc::new(
+            RequestOptions::new().with_header("X-Tenant", "tenant-secret"),
+        ));
+        let seen = describe(&request, &ctx);
+        // reqwest turns the URL's user info into a basic-auth header.
+        assert_eq!(seen.url, "https://api.example.com:8443/v1/chat?[redacted]");
+        let header = |name: &str| {
+            seen.headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(header("authorization"), Some("[redacted]"));
+        assert_eq!(header("x-goog-api-key"), Some("[redacted]"));
+        assert_eq!(header("x-tenant"), Some("[redacted]"));
+        assert_eq!(header("x-trace"), Some("visible"));
+        assert_eq!((seen.method, seen.body), ("POST", &b"{}"[..]));
+    }
+
+    #[test]
     fn path_segments_are_escaped() {
         assert_eq!(path_segment("gemini-2.0-flash"), "gemini-2.0-flash");
         assert_eq!(path_segment("../x?y=1"), "..%2Fx%3Fy%3D1");
