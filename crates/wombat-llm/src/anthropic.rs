@@ -641,6 +641,10 @@ struct Parser {
     calls: usize,
     /// Calls whose block has not stopped yet, in start order.
     open: Vec<OpenCall>,
+    /// The block index of every `tool_use` block started this turn (at
+    /// most [`MAX_STREAM_CALLS`]): a block started twice, or arguments for
+    /// one that already stopped, are a malformed stream.
+    tool_blocks: Vec<usize>,
 }
 
 impl Parser {
@@ -658,6 +662,10 @@ impl Parser {
                 "more than {MAX_STREAM_CALLS} tool calls in one turn"
             )));
         }
+        if self.tool_blocks.contains(&block) {
+            return Err(ctx.malformed(format!("tool_use block {block} started twice")));
+        }
+        self.tool_blocks.push(block);
         let index = self.calls;
         self.calls += 1;
         let id = call_id(id);
@@ -678,25 +686,36 @@ impl Parser {
         Ok(())
     }
 
-    fn call_fragment(&mut self, block: usize, fragment: String, out: &mut VecDeque<StreamEvent>) {
+    fn call_fragment(
+        &mut self,
+        block: usize,
+        fragment: String,
+        ctx: &CallCtx,
+        out: &mut VecDeque<StreamEvent>,
+    ) -> Result<()> {
         // Fragments of blocks we do not track (server-side tools) are not
-        // the caller's calls.
+        // the caller's calls; those of a call already emitted cannot be
+        // applied (as in the OpenAI adapter, the stream is malformed).
         let Some(call) = self.open.iter_mut().find(|c| c.block == block) else {
-            return;
+            if self.tool_blocks.contains(&block) && !fragment.is_empty() {
+                return Err(ctx.malformed("tool call arguments arrived after the call finished"));
+            }
+            return Ok(());
         };
         if fragment.is_empty() || call.too_long {
-            return;
+            return Ok(());
         }
         if call.arguments.len() + fragment.len() > MAX_CALL_ARGUMENT_BYTES {
             call.too_long = true;
             call.arguments = String::new();
-            return;
+            return Ok(());
         }
         call.arguments.push_str(&fragment);
         out.push_back(StreamEvent::ToolCallDelta {
             index: call.index,
             fragment,
         });
+        Ok(())
     }
 }
 
@@ -732,7 +751,7 @@ impl SseParser for Parser {
                     }
                 }
                 WireDelta::InputJsonDelta { partial_json } => {
-                    self.call_fragment(index, partial_json, out);
+                    self.call_fragment(index, partial_json, ctx, out)?;
                 }
                 WireDelta::TextDelta { .. } | WireDelta::Other => {}
             },
@@ -1128,6 +1147,43 @@ mod tests {
         assert!(bad.error.contains("names no tool"), "{}", bad.error);
         assert!(!id1.is_empty() && &call.id == id1 && id0 != id1);
         assert_eq!(call.name, "now");
+    }
+
+    /// Arguments for a `tool_use` block that already stopped (its call was
+    /// emitted) are a malformed stream, as in the OpenAI adapter, not
+    /// silently dropped; so is a block index started twice.
+    #[test]
+    fn fragments_after_a_call_stopped_and_restarted_blocks_are_errors() {
+        let start = sse(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 1,
+                "content_block": {"type": "tool_use", "id": "t1", "name": "now", "input": {}}}),
+        );
+        let stop = sse(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 1}),
+        );
+        let late = sse(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": "{\"a\":1}"}}),
+        );
+        for (body, want) in [
+            (format!("{start}{stop}{late}"), "after the call finished"),
+            (format!("{start}{start}"), "started twice"),
+        ] {
+            let mut decoder = crate::sse::SseDecoder::new();
+            let mut parser = Parser::default();
+            let mut events = Vec::new();
+            let mut out = VecDeque::new();
+            decoder.feed(body.as_bytes(), &mut events).expect("small");
+            let err = events
+                .drain(..)
+                .find_map(|ev| parser.on_event(ev, &ctx(), &mut out).err())
+                .expect("an error");
+            assert_eq!(err.code(), "malformed_response", "{err:?}");
+            assert!(err.to_string().contains(want), "{err}");
+        }
     }
 
     #[test]
