@@ -200,12 +200,14 @@ struct WireRequest<'a> {
     answer_tool: bool,
 }
 
+/// Fields in sorted order, as 0.1.0's `json!` sent the answer tool: a
+/// structured-output request without tools stays byte-identical.
 #[derive(Serialize)]
 struct WireTool<'a> {
-    name: Cow<'a, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<&'a str>,
     input_schema: &'a Value,
+    name: Cow<'a, str>,
 }
 
 #[derive(Serialize)]
@@ -1184,6 +1186,28 @@ mod tests {
             assert_eq!(err.code(), "malformed_response", "{err:?}");
             assert!(err.to_string().contains(want), "{err}");
         }
+    }
+
+    /// A structured-output request without the caller's tools sends the
+    /// forced answer tool byte for byte as before tools existed (0.1.0 built
+    /// it with `json!`, whose keys are sorted).
+    #[test]
+    fn the_answer_tool_is_sent_byte_identical_to_before() {
+        let mut req = ChatRequest::new("claude", vec![ChatMessage::user("hi")]);
+        req.response_format = Some(ResponseFormat::JsonSchema {
+            name: "answer".into(),
+            schema: json!({"type": "object"}),
+        });
+        let body = serde_json::to_string(&WireRequest::new(&req, false)).expect("serialises");
+        assert_eq!(
+            body,
+            concat!(
+                r#"{"model":"claude","max_tokens":4096,"messages":[{"role":"user","content":"hi"}],"#,
+                r#""tools":[{"description":"Record the answer. Its input is the complete response.","#,
+                r#""input_schema":{"type":"object"},"name":"answer"}],"#,
+                r#""tool_choice":{"name":"answer","type":"tool"}}"#
+            )
+        );
     }
 
     #[test]
