@@ -574,6 +574,10 @@ async fn bench(cfg: &Config) -> Result<Value> {
         }
         Some(("hold", _)) => {
             let held = hold_streams(cfg, &fakes, &server, &agent_body).await?;
+            // Stop the daemon first: its pool keeps thousands of idle
+            // connections to the fake LLM, whose sockets (in this process)
+            // would leave the floor's streams short of file descriptors.
+            drop(server);
             let mut out = json!({"only": "hold", "open_streams": held});
             if let Some(floor) = &floor {
                 let f = hold_streams(cfg, &fakes, &floor.server, &agent_body).await?;
