@@ -38,6 +38,7 @@
 //! ```
 
 mod config;
+mod pool;
 mod tools;
 
 pub use config::{

@@ -2,10 +2,11 @@
 //! (cached per server and tenant), validated and called over Streamable
 //! HTTP with the tenant's agent JWT.
 //!
-//! Every MCP operation opens its own client (handshake, one request, close)
-//! with that tenant's headers, so no connection state, session or header
-//! set is ever shared between tenants. Failures are outcomes, not errors:
-//! the run loop feeds them back to the model.
+//! An initialised client is kept per (server, tenant, agent JWT) and reused
+//! (see [`crate::pool`]), so after the first operation a list or call is one
+//! HTTP request; no client, session or header set is ever shared between
+//! tenants or tokens. Failures are outcomes, not errors: the run loop feeds
+//! them back to the model.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -14,15 +15,19 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue};
-use rmcp::ServiceExt;
-use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, Tool};
-use rmcp::service::{RoleClient, RunningService};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ContentBlock, PaginatedRequestParams,
+    RequestMetaObject, Tool,
+};
+use rmcp::service::ServiceError;
 use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::{ErrorData, ServiceExt};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Map, Value};
 pub use wombat_core::ToolContent;
 
 use crate::config::{McpConfig, McpServerConfig};
+use crate::pool::{Client, ClientKey, ClientPool, TracedHttp};
 
 /// Separator of server and tool in an exposed tool name (`<server>__<tool>`).
 pub const NAME_SEPARATOR: &str = "__";
@@ -63,6 +68,13 @@ pub struct McpOptions {
     /// is remembered for a tenant before it is tried again (default 5 s);
     /// meanwhile that server's tools are left out without a request.
     pub failure_ttl: Duration,
+    /// How long an initialised client (one per server, tenant and agent
+    /// JWT) is kept unused before it is closed (default 60 s, well under
+    /// an agent JWT's lifetime). Zero opens a client per operation.
+    pub client_idle_ttl: Duration,
+    /// Most initialised clients kept; the least recently used one is
+    /// closed first (default 1024). Zero opens a client per operation.
+    pub client_capacity: usize,
 }
 
 impl Default for McpOptions {
@@ -72,6 +84,8 @@ impl Default for McpOptions {
             cache_capacity: 1024,
             max_result_bytes: 16 * 1024,
             failure_ttl: Duration::from_secs(5),
+            client_idle_ttl: Duration::from_secs(60),
+            client_capacity: 1024,
         }
     }
 }
@@ -191,6 +205,8 @@ struct Inner {
     /// Per server: its last list failed (so a failure is logged once, not
     /// on every request, and the recovery once).
     failing: Vec<AtomicBool>,
+    /// Initialised clients by (server, tenant, token).
+    pool: Arc<ClientPool>,
 }
 
 /// The configured MCP servers' tools. Cheap to clone (shared state).
@@ -221,6 +237,10 @@ impl McpTools {
             .iter()
             .map(|_| AtomicBool::new(false))
             .collect();
+        let pool = Arc::new(ClientPool::new(
+            options.client_capacity,
+            options.client_idle_ttl,
+        ));
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -228,6 +248,7 @@ impl McpTools {
                 http,
                 cache: Mutex::new(HashMap::new()),
                 failing,
+                pool,
             }),
         })
     }
@@ -240,6 +261,11 @@ impl McpTools {
     /// Whether no server is configured (then `list` is always empty).
     pub fn is_empty(&self) -> bool {
         self.inner.config.is_empty()
+    }
+
+    /// How many initialised clients (open MCP sessions) are kept for reuse.
+    pub fn open_clients(&self) -> usize {
+        self.inner.pool.len()
     }
 
     /// Every tool the tenant may use, server by server in configuration
@@ -291,17 +317,13 @@ impl McpTools {
             return ToolOutcome::error(format!("invalid arguments for {name}: {problem}"));
         }
         let timeout = server.timeout();
-        let call = async {
-            let client = self.connect(server, tenant).await?;
-            let result = client
-                .call_tool(
-                    CallToolRequestParams::new(tool_name.to_owned()).with_arguments(arguments),
-                )
-                .await
-                .map_err(|e| bounded(&e.to_string()));
-            close(client);
-            result
-        };
+        let mut params = CallToolRequestParams::new(tool_name.to_owned()).with_arguments(arguments);
+        params.meta = trace_meta(tenant);
+        // Never retried once handed to the transport: the tool may have run.
+        let call = self.with_client(index, server, tenant, false, |client| {
+            let params = params.clone();
+            async move { client.call_tool(params).await }
+        });
         match tokio::time::timeout(timeout, call).await {
             Ok(Ok(result)) => self.outcome(result),
             Ok(Err(e)) => ToolOutcome::error(format!("tool {name} failed: {e}")),
@@ -344,7 +366,7 @@ impl McpTools {
         let Some(server) = self.inner.config.servers().get(index) else {
             return Err("no such server".to_owned());
         };
-        let fetched = tokio::time::timeout(server.timeout(), self.fetch(server, tenant))
+        let fetched = tokio::time::timeout(server.timeout(), self.fetch(index, server, tenant))
             .await
             .unwrap_or_else(|_| {
                 Err(format!(
@@ -425,19 +447,105 @@ impl McpTools {
         );
     }
 
-    /// Lists the server's tools as the tenant.
-    async fn fetch(
+    /// Runs `op` on the tenant's client of server `index`: the pooled one,
+    /// else a new one (then pooled). An MCP error answer leaves the client
+    /// pooled; a transport failure, a timeout or a cancelled operation
+    /// drops it, so the next operation starts a fresh session. With
+    /// `retry`, an operation that failed in the transport on a reused
+    /// client runs once more on a fresh one (only for operations that are
+    /// safe to repeat: `tools/list`).
+    ///
+    /// A call is never repeated here. What provably did not reach the
+    /// server is handled before or below: a pooled client whose transport
+    /// has closed is never used, and a stateful server's "session expired"
+    /// (HTTP 404, so the request was not processed) makes rmcp open a new
+    /// session and resend that request once.
+    async fn with_client<T, F, Fut>(
+        &self,
+        index: usize,
+        server: &McpServerConfig,
+        tenant: &McpTenant,
+        retry: bool,
+        op: F,
+    ) -> Result<T, String>
+    where
+        F: Fn(Arc<Client>) -> Fut,
+        Fut: Future<Output = Result<T, ServiceError>>,
+    {
+        let pool = &self.inner.pool;
+        let key: ClientKey = (index, tenant.user_id.clone(), tenant.agent_jwt.clone());
+        let pooled = if pool.enabled() { pool.get(&key) } else { None };
+        let reused = pooled.is_some();
+        let client = match pooled {
+            Some(client) => client,
+            None => self.open(server, tenant, &key).await?,
+        };
+        match self.run_on(&key, client, &op).await {
+            Err(Failure::Transport(e)) if retry && reused => {
+                tracing::debug!(server = server.name(), error = ?e, "mcp client failed; retrying on a new one");
+                let client = self.open(server, tenant, &key).await?;
+                self.run_on(&key, client, &op).await.map_err(Failure::into_message)
+            }
+            result => result.map_err(Failure::into_message),
+        }
+    }
+
+    /// A new client for the tenant, pooled for the next operations.
+    async fn open(
         &self,
         server: &McpServerConfig,
         tenant: &McpTenant,
+        key: &ClientKey,
+    ) -> Result<Arc<Client>, String> {
+        let client = Arc::new(self.connect(server, tenant).await?);
+        self.inner.pool.put(key.clone(), &client);
+        Ok(client)
+    }
+
+    /// `op` on `client`; the client leaves the pool unless the operation
+    /// ended with a result or an MCP error answer (also when the future is
+    /// dropped half way, e.g. by the per-tool timeout).
+    async fn run_on<T, F, Fut>(
+        &self,
+        key: &ClientKey,
+        client: Arc<Client>,
+        op: &F,
+    ) -> Result<T, Failure>
+    where
+        F: Fn(Arc<Client>) -> Fut,
+        Fut: Future<Output = Result<T, ServiceError>>,
+    {
+        let mut guard = DiscardUnlessHealthy {
+            pool: &self.inner.pool,
+            key,
+            client: Arc::clone(&client),
+            healthy: false,
+        };
+        match op(client).await {
+            Ok(value) => {
+                guard.healthy = true;
+                Ok(value)
+            }
+            Err(ServiceError::McpError(e)) => {
+                guard.healthy = true;
+                Err(Failure::Mcp(e))
+            }
+            Err(e) => Err(Failure::Transport(e)),
+        }
+    }
+
+    /// Lists the server's tools as the tenant.
+    async fn fetch(
+        &self,
+        index: usize,
+        server: &McpServerConfig,
+        tenant: &McpTenant,
     ) -> Result<Vec<CachedTool>, String> {
-        let client = self.connect(server, tenant).await?;
-        let listed = client
-            .list_all_tools()
-            .await
-            .map_err(|e| bounded(&e.to_string()));
-        close(client);
-        let listed = listed?;
+        let listed = self
+            .with_client(index, server, tenant, true, |client| async move {
+                list_all(&client, tenant).await
+            })
+            .await?;
         if listed.len() > MAX_TOOLS_PER_SERVER {
             tracing::warn!(
                 server = server.name(),
@@ -458,12 +566,12 @@ impl McpTools {
     }
 
     /// A new MCP client for this server and tenant only: its transport
-    /// carries this tenant's headers and is closed after one operation.
+    /// carries this tenant's headers (and token) for its whole life.
     async fn connect(
         &self,
         server: &McpServerConfig,
         tenant: &McpTenant,
-    ) -> Result<RunningService<RoleClient, ()>, String> {
+    ) -> Result<Client, String> {
         let mut headers: HashMap<HeaderName, HeaderValue> = server
             .headers()
             .iter()
@@ -473,11 +581,12 @@ impl McpTools {
             .map_err(|_| "the agent token is not a valid header value".to_owned())?;
         token.set_sensitive(true);
         headers.insert(HeaderName::from_static("x-agent-token"), token);
-        if let Some(tp) = &tenant.traceparent
-            && let Ok(value) = HeaderValue::from_str(tp)
-        {
-            headers.insert(HeaderName::from_static("traceparent"), value);
-        }
+        // Not a fixed header: each request carries its operation's trace
+        // (see `TracedHttp`); this one is for the handshake and cleanup.
+        let opened_in = tenant
+            .traceparent
+            .as_deref()
+            .and_then(|tp| HeaderValue::from_str(tp).ok());
         let mut config = StreamableHttpClientTransportConfig::with_uri(server.url())
             .custom_headers(headers)
             .max_json_response_size(MAX_RESPONSE_BYTES)
@@ -485,7 +594,11 @@ impl McpTools {
         if server.bearer() {
             config = config.auth_header(tenant.agent_jwt.clone());
         }
-        let transport = StreamableHttpClientTransport::with_client(self.inner.http.clone(), config);
+        let http = TracedHttp {
+            http: self.inner.http.clone(),
+            opened_in,
+        };
+        let transport = StreamableHttpClientTransport::with_client(http, config);
         ().serve(transport)
             .await
             .map_err(|e| bounded(&format!("cannot connect: {e}")))
@@ -533,12 +646,70 @@ fn http_client() -> Result<reqwest013::Client, McpError> {
         .map_err(|e| McpError::Client(e.to_string()))
 }
 
-/// Ends a client without waiting for it (a stateless server has nothing
-/// to close; a stateful one gets its DELETE in the background).
-fn close(client: RunningService<RoleClient, ()>) {
-    tokio::spawn(async move {
-        let _ = client.cancel().await;
-    });
+/// Why an operation on a client failed.
+enum Failure {
+    /// The server answered with an MCP error: the client is fine.
+    Mcp(ErrorData),
+    /// The transport failed (or the answer made no sense).
+    Transport(ServiceError),
+}
+
+impl Failure {
+    fn into_message(self) -> String {
+        match self {
+            Self::Mcp(e) => bounded(&ServiceError::McpError(e).to_string()),
+            Self::Transport(e) => bounded(&e.to_string()),
+        }
+    }
+}
+
+/// Takes a client out of the pool when dropped, unless the operation
+/// using it ended healthily. A drop guard, so a timed-out (dropped)
+/// operation also discards its client: a server that does not answer in
+/// time is not trusted with the next request of the tenant.
+struct DiscardUnlessHealthy<'a> {
+    pool: &'a ClientPool,
+    key: &'a ClientKey,
+    client: Arc<Client>,
+    healthy: bool,
+}
+
+impl Drop for DiscardUnlessHealthy<'_> {
+    fn drop(&mut self) {
+        if !self.healthy {
+            self.pool.discard(self.key, &self.client);
+        }
+    }
+}
+
+/// The tenant's trace for a request's `_meta.traceparent` (SEP-414).
+fn trace_meta(tenant: &McpTenant) -> Option<RequestMetaObject> {
+    let tp = tenant.traceparent.as_deref()?;
+    let mut meta = RequestMetaObject::new();
+    meta.set_traceparent(tp);
+    Some(meta)
+}
+
+/// Most pages of a `tools/list` followed (a server that keeps returning
+/// cursors is cut off; the timeout bounds it too).
+const MAX_LIST_PAGES: usize = 32;
+
+/// Every page of the server's tool list, each request carrying the
+/// tenant's trace; stops early once more tools than are kept arrived.
+async fn list_all(client: &Client, tenant: &McpTenant) -> Result<Vec<Tool>, ServiceError> {
+    let mut tools = Vec::new();
+    let mut cursor = None;
+    for _ in 0..MAX_LIST_PAGES {
+        let mut params = PaginatedRequestParams::default().with_cursor(cursor);
+        params.meta = trace_meta(tenant);
+        let page = client.list_tools(Some(params)).await?;
+        tools.extend(page.tools);
+        cursor = page.next_cursor;
+        if cursor.is_none() || tools.len() > MAX_TOOLS_PER_SERVER {
+            break;
+        }
+    }
+    Ok(tools)
 }
 
 /// A listed tool as exposed to the model, or `None` (logged) when its name
