@@ -5,5 +5,6 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod backend;
+mod pool;
 mod recording;
 mod support;

@@ -66,6 +66,8 @@ pub struct Recorded {
     pub authorization: Option<String>,
     pub traceparent: Option<String>,
     pub api_key: Option<String>,
+    /// `Mcp-Session-Id` (only with a stateful server).
+    pub session_id: Option<String>,
     /// `params.arguments.text` of a `tools/call`.
     pub text_argument: Option<String>,
 }
@@ -74,6 +76,10 @@ pub struct Recorded {
 pub struct RecordingServer {
     pub url: String,
     pub log: Arc<Mutex<Vec<Recorded>>>,
+    /// The `text` of every `echo` the server actually ran.
+    pub executed: Arc<Mutex<Vec<String>>>,
+    /// The stateful server's sessions (to expire one by hand).
+    pub sessions: Arc<LocalSessionManager>,
 }
 
 impl RecordingServer {
@@ -87,16 +93,39 @@ impl RecordingServer {
             .filter(|r| r.jsonrpc_method.as_deref() == Some(jsonrpc_method))
             .count()
     }
+
+    /// Requests with this JSON-RPC method.
+    pub fn with_method(&self, jsonrpc_method: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.jsonrpc_method.as_deref() == Some(jsonrpc_method))
+            .collect()
+    }
 }
 
+/// A stateless recording server (no sessions).
 pub async fn start_recording() -> RecordingServer {
+    start_recording_mode(false).await
+}
+
+/// A recording server with sessions (`Mcp-Session-Id`, `DELETE` to end one).
+pub async fn start_stateful_recording() -> RecordingServer {
+    start_recording_mode(true).await
+}
+
+async fn start_recording_mode(stateful: bool) -> RecordingServer {
     let config = StreamableHttpServerConfig::default()
-        .with_legacy_session_mode(false)
+        .with_legacy_session_mode(stateful)
         .with_json_response(true)
         .with_sse_keep_alive(None);
+    let executed: Arc<Mutex<Vec<String>>> = Arc::default();
+    let tools = TestTools {
+        executed: Arc::clone(&executed),
+    };
+    let sessions = Arc::new(LocalSessionManager::default());
     let service = Arc::new(StreamableHttpService::new(
-        || Ok(TestTools),
-        Arc::new(LocalSessionManager::default()),
+        move || Ok(tools.clone()),
+        Arc::clone(&sessions),
         config,
     ));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -131,6 +160,7 @@ pub async fn start_recording() -> RecordingServer {
                             authorization: header("authorization"),
                             traceparent: header("traceparent"),
                             api_key: header("x-api-key"),
+                            session_id: header("mcp-session-id"),
                             text_argument: parsed["params"]["arguments"]["text"]
                                 .as_str()
                                 .map(str::to_owned),
@@ -155,12 +185,16 @@ pub async fn start_recording() -> RecordingServer {
     RecordingServer {
         url: format!("http://{addr}/mcp"),
         log,
+        executed,
+        sessions,
     }
 }
 
 /// The recording server's tools.
-#[derive(Clone, Copy)]
-struct TestTools;
+#[derive(Clone)]
+struct TestTools {
+    executed: Arc<Mutex<Vec<String>>>,
+}
 
 fn object(v: Value) -> Arc<serde_json::Map<String, Value>> {
     Arc::new(v.as_object().unwrap().clone())
@@ -207,9 +241,11 @@ impl ServerHandler for TestTools {
     ) -> Result<CallToolResponse, ErrorData> {
         let args = request.arguments.unwrap_or_default();
         let result = match request.name.as_ref() {
-            "echo" => CallToolResult::success(vec![ContentBlock::text(
-                args["text"].as_str().unwrap_or_default(),
-            )]),
+            "echo" => {
+                let text = args["text"].as_str().unwrap_or_default();
+                self.executed.lock().unwrap().push(text.to_owned());
+                CallToolResult::success(vec![ContentBlock::text(text)])
+            }
             "whoami" => {
                 let token = context
                     .extensions
