@@ -11,6 +11,11 @@
 //!   bounded, short TTL) and calls them: arguments checked against the
 //!   tool's JSON Schema first, a per-server timeout, the result cut to a
 //!   budget. Failures are [`ToolOutcome`]s with `is_error`, never panics.
+//! - An initialised client is kept per server, tenant and agent JWT (never
+//!   shared across tenants or tokens; bounded, closed after an idle TTL),
+//!   so after a tenant's first operation a list or call is one HTTP
+//!   request instead of three; each request still carries its own
+//!   `traceparent`.
 //!
 //! What it does not do: decide approvals (it reports `destructive` and
 //! `requires_approval`), run a model, or start local processes — only

@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ContentBlock, PaginatedRequestParams,
-    RequestMetaObject, Tool,
+    CallToolRequestParams, CallToolResult, ContentBlock, PaginatedRequestParams, RequestMetaObject,
+    Tool,
 };
 use rmcp::service::ServiceError;
 use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::{ErrorData, ServiceExt};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{ErrorData, ServiceExt};
 use serde_json::{Map, Value};
 pub use wombat_core::ToolContent;
 
@@ -484,7 +484,9 @@ impl McpTools {
             Err(Failure::Transport(e)) if retry && reused => {
                 tracing::debug!(server = server.name(), error = ?e, "mcp client failed; retrying on a new one");
                 let client = self.open(server, tenant, &key).await?;
-                self.run_on(&key, client, &op).await.map_err(Failure::into_message)
+                self.run_on(&key, client, &op)
+                    .await
+                    .map_err(Failure::into_message)
             }
             result => result.map_err(Failure::into_message),
         }

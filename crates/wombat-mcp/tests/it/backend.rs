@@ -205,3 +205,36 @@ async fn a_rejected_token_means_no_tools_and_error_outcomes() {
     assert!(text.contains("unavailable"), "{text}");
     assert!(!text.contains("not-a-jwt"), "{text}");
 }
+
+/// Not a check, a measurement (run by hand with `--ignored --nocapture`):
+/// wall time of 100 sequential calls against the reference backend's
+/// `/mcp`, with reused clients and with a client per call.
+#[tokio::test]
+#[ignore = "a measurement, no assertion on time"]
+async fn measure_100_sequential_calls() {
+    let backend = start_mc_lite().await;
+    let tenant = McpTenant::new("alice", token("alice"));
+    let rounds = [
+        ("reused clients", 1024),
+        ("a client per call", 0),
+        ("reused clients", 1024),
+        ("a client per call", 0),
+    ];
+    for (label, capacity) in rounds {
+        let tools = tools(
+            mc(&backend.url()),
+            McpOptions {
+                client_capacity: capacity,
+                ..McpOptions::default()
+            },
+        );
+        bounded(tools.list(&tenant)).await;
+        let started = std::time::Instant::now();
+        for _ in 0..100 {
+            let found =
+                bounded(tools.call(&tenant, "mc__search_tasks", json!({"query": "x"}))).await;
+            assert!(!found.is_error, "{found:?}");
+        }
+        println!("100 sequential calls, {label}: {:?}", started.elapsed());
+    }
+}

@@ -60,7 +60,10 @@ async fn a_second_call_for_the_same_tenant_is_one_request() {
     let tools = tools(json!({"rec": {"url": server.url}}), McpOptions::default());
     let per_call = requests_per_later_call(&server, &tools).await;
     println!("requests per tools/call after the first: {per_call:?}");
-    assert_eq!(per_call, [1; 5], "one tools/call POST per call, no handshake");
+    assert_eq!(
+        per_call, [1; 5],
+        "one tools/call POST per call, no handshake"
+    );
     assert_eq!(server.count("initialize"), 1);
     assert_eq!(server.count("notifications/initialized"), 1);
     assert_eq!(server.count("tools/list"), 1);
@@ -160,8 +163,10 @@ async fn another_tenant_or_a_new_token_gets_its_own_session() {
     assert!(tokens_by_session.values().all(|tokens| tokens.len() == 1));
     assert_eq!(session_of_call["a1"], session_of_call["a3"]);
     assert_eq!(session_of_call["b1"], session_of_call["b2"]);
-    let distinct: BTreeSet<&String> =
-        ["a1", "b1", "a2"].iter().map(|c| &session_of_call[*c]).collect();
+    let distinct: BTreeSet<&String> = ["a1", "b1", "a2"]
+        .iter()
+        .map(|c| &session_of_call[*c])
+        .collect();
     assert_eq!(distinct.len(), 3);
     let whoami = bounded(tools.call(&alice_again, "rec__whoami", json!({"text": "x"}))).await;
     assert_eq!(text(&whoami), new_token);
@@ -186,7 +191,11 @@ async fn idle_clients_are_closed_after_the_ttl() {
     })
     .await;
     echo(&tools, &alice, "after").await;
-    assert_eq!(server.count("initialize"), 2, "a fresh session after the TTL");
+    assert_eq!(
+        server.count("initialize"),
+        2,
+        "a fresh session after the TTL"
+    );
 }
 
 #[tokio::test]
@@ -214,7 +223,11 @@ async fn the_least_recently_used_client_is_closed_when_the_pool_is_full() {
     })
     .await;
     echo(&tools, &alice, "a2").await;
-    assert_eq!(server.count("initialize"), 3, "alice reopens after eviction");
+    assert_eq!(
+        server.count("initialize"),
+        3,
+        "alice reopens after eviction"
+    );
 }
 
 #[tokio::test]
