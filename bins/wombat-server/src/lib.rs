@@ -21,6 +21,7 @@ use wombat_http::config::{
 use wombat_http::{Backend, Daemon};
 use wombat_llm::{Router, RouterConfig};
 use wombat_mc_lite::{DbLocation, McLite, McLiteConfig, RunningMcLite};
+use wombat_mcp::McpConfig;
 use wombat_workspace::{SkillEnv, Workspace, WorkspaceOptions};
 
 /// Exit code for invalid configuration (`EX_CONFIG`-style, as RUNTIME.md asks).
@@ -555,6 +556,54 @@ fn backend_client(
     })
 }
 
+/// The name the embedded backend's MCP server gets (its tools reach the
+/// model as `mc__<tool>`).
+const EMBEDDED_MCP_SERVER: &str = "mc";
+
+/// The configured MCP servers plus the embedded backend's `/mcp` as server
+/// `mc`, so the tools quickstart (docs/TOOLS.md) needs no configuration: with
+/// the embedded backend the tenant's own tasks and documents are the tools.
+/// A server already named `mc` (in `WOMBAT_MCP_SERVERS` or the workspace's
+/// `mcp.json`) is the operator's choice and wins; an unreadable `mcp.json`
+/// is left for the daemon to report.
+fn with_embedded_mcp(
+    configured: Option<McpConfig>,
+    workspace: &Workspace,
+    backend_url: &str,
+) -> Option<McpConfig> {
+    let named_mc = |c: &McpConfig| c.servers().iter().any(|s| s.name() == EMBEDDED_MCP_SERVER);
+    let file = workspace.path().join("mcp.json");
+    let in_file = file.is_file() && McpConfig::from_file(&file).map_or(true, |c| named_mc(&c));
+    if in_file || configured.as_ref().is_some_and(named_mc) {
+        return configured;
+    }
+    // The URL is ours (a loopback address and a port number): no quoting
+    // beyond JSON's is needed.
+    let document =
+        format!(r#"{{"mcpServers": {{"{EMBEDDED_MCP_SERVER}": {{"url": "{backend_url}/mcp"}}}}}}"#);
+    let embedded = match McpConfig::parse(&document, "the embedded backend") {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "the embedded backend's MCP server is not registered");
+            return configured;
+        }
+    };
+    tracing::info!(
+        url = %format!("{backend_url}/mcp"),
+        "embedded backend's MCP server registered as \"{EMBEDDED_MCP_SERVER}\" (tools mc__*)"
+    );
+    match configured {
+        None => Some(embedded),
+        Some(c) => match c.clone().merge(embedded) {
+            Ok(merged) => Some(merged),
+            Err(e) => {
+                tracing::warn!(error = %e, "the embedded backend's MCP server is not registered");
+                Some(c)
+            }
+        },
+    }
+}
+
 /// Runs the daemon until `shutdown` resolves.
 ///
 /// Nothing is created on disk before both ports are bound: a taken port
@@ -629,6 +678,11 @@ pub async fn run(
         &summary.model,
     );
 
+    let mut config = config;
+    if let Some(mc) = &embedded {
+        config.mcp_servers =
+            with_embedded_mcp(config.mcp_servers.take(), &plan.workspace, &mc.url());
+    }
     let daemon = Daemon::new(config, plan.workspace, plan.router, backend)
         .map_err(|e| RunError::Other(e.into()))?;
     daemon.serve(listener, shutdown).await;
@@ -717,6 +771,48 @@ mod tests {
             "{out:?}"
         );
         assert!(out.contains("status=400"), "{out:?}");
+    }
+
+    #[test]
+    fn the_embedded_mcp_server_yields_to_an_operators_mc() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = || Workspace::open(dir.path(), WorkspaceOptions::default()).expect("workspace");
+        let backend = "http://127.0.0.1:9001";
+        let urls = |c: &Option<McpConfig>| -> Vec<(String, String)> {
+            c.iter()
+                .flat_map(|c| c.servers())
+                .map(|s| (s.name().to_owned(), s.url().to_owned()))
+                .collect()
+        };
+        // Nothing configured: `mc` is the embedded backend's /mcp.
+        let got = with_embedded_mcp(None, &open(), backend);
+        assert_eq!(urls(&got), [("mc".to_owned(), format!("{backend}/mcp"))]);
+        // Other servers are kept beside it.
+        let other = McpConfig::parse(
+            r#"{"mcpServers": {"app": {"url": "https://app.example.com/mcp"}}}"#,
+            "test",
+        )
+        .expect("valid");
+        let got = with_embedded_mcp(Some(other), &open(), backend);
+        assert_eq!(urls(&got).len(), 2);
+        // An operator's `mc` (environment) wins.
+        let mine = McpConfig::parse(
+            r#"{"mcpServers": {"mc": {"url": "https://mc.example.com/mcp"}}}"#,
+            "test",
+        )
+        .expect("valid");
+        let got = with_embedded_mcp(Some(mine), &open(), backend);
+        assert_eq!(
+            urls(&got),
+            [("mc".to_owned(), "https://mc.example.com/mcp".to_owned())]
+        );
+        // So does the workspace's.
+        std::fs::write(
+            dir.path().join("mcp.json"),
+            r#"{"mcpServers": {"mc": {"url": "https://mc.example.com/mcp"}}}"#,
+        )
+        .expect("write");
+        assert!(with_embedded_mcp(None, &open(), backend).is_none());
     }
 
     #[test]

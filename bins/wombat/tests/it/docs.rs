@@ -653,6 +653,13 @@ async fn doc_command_lines_run_as_written() {
                 run_notify(&cmd, &args).await;
                 "mc-lite notify"
             }
+            // The tools quickstart needs the server, backend and earlier
+            // answers of its section: `tools_quickstart.rs` runs it in order.
+            (_, Some("wombat-mc-lite-bin" | "wombat-dispatcher"))
+                if cmd.at.starts_with("docs/TOOLS.md:") =>
+            {
+                "tools quickstart (tools_quickstart.rs)"
+            }
             (_, Some("wombat-mc-lite-bin")) => {
                 run_mc_lite(&cmd, &args).await;
                 "mc-lite"

@@ -6,3 +6,4 @@
 mod cli;
 mod docs;
 mod local_loop;
+mod tools_quickstart;
