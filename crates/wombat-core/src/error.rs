@@ -27,11 +27,20 @@ pub enum Error {
     },
     /// A provider name outside the supported set.
     #[error(
-        "unknown provider {name:?}: expected one of openai, anthropic, google, xai, groq, mistral, openrouter, ollama, echo"
+        "unknown provider {name:?}: expected one of openai, anthropic, google, xai, groq, mistral, openrouter, ollama, echo, or a configured custom provider"
     )]
     UnknownProvider {
         /// The provider name as received.
         name: String,
+    },
+    /// A custom provider name that breaks the naming rule, is a built-in
+    /// provider's, or does not fit the process's table of names.
+    #[error("invalid provider name {name:?}: {reason}")]
+    InvalidProviderName {
+        /// The name as received.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
     },
     /// A pricing override document that could not be read.
     #[error("invalid pricing table: {reason}")]

@@ -19,7 +19,7 @@ pub use error::{Error, Result};
 pub use message::{
     ChatMessage, Part, Role, TextPart, ToolCall, ToolContent, ToolResult, parse_tool_arguments,
 };
-pub use model::{ModelRef, Provider};
+pub use model::{ModelRef, Provider, ProviderName};
 pub use pricing::{Cost, DEFAULT_CONTEXT_WINDOW, ModelPrice, PricingTable};
 pub use session::{SessionKey, is_valid_role};
 pub use usage::Usage;

@@ -1,24 +1,30 @@
-//! Your own backend behind the router: a [`ChatProvider`] implementation
-//! that wraps the OpenAI-compatible adapter and rewrites each request
-//! (here: adds a house style to the system prompt), plus a
-//! [`CallObserver`] that logs every HTTP call the adapter makes.
+//! Your own backend behind the router, under its own provider name: a
+//! [`ChatProvider`] implementation that wraps the OpenAI-compatible adapter
+//! and rewrites each request (here: adds a house style to the system
+//! prompt), served as the custom provider `house`, plus a [`CallObserver`]
+//! that logs every HTTP call the adapter makes.
 //!
-//! The custom provider takes the `openai` slot, so `gpt-...`/`openai/...`
-//! models go through it, with the router's retries, failover, deadline
-//! and cost on top. Against a local OpenAI-compatible server:
+//! `house/<model>` model strings go through it, with the router's retries,
+//! failover (to `LLM_MODEL_FALLBACK`, on any provider), deadline and cost on
+//! top; every built-in provider stays available beside it. (A plain
+//! OpenAI-compatible endpoint needs no code at all: declare it in
+//! `WOMBAT_LLM_ENDPOINTS` or [`RouterConfig::endpoints`].) Against a local
+//! OpenAI-compatible server:
 //!
 //! ```text
-//! OPENAI_BASE_URL=http://127.0.0.1:8080/v1 LLM_MODEL_DEFAULT=qwen2.5-7b-instruct \
+//! HOUSE_BASE_URL=http://127.0.0.1:8080/v1 LLM_MODEL_DEFAULT=qwen2.5-7b-instruct \
 //!     cargo run -p wombat-llm --example custom_provider -- "Describe a wombat."
 //! ```
+//!
+//! `HOUSE_API_KEY` is sent as the bearer key when set.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use wombat_llm::{
     ApiKey, CallObserver, CallOutcome, ChatMessage, ChatProvider, ChatRequest, Completion,
-    EventStream, OpenAiAdapter, Provider, ProviderRequest, ProviderResponse, RouteRequest, Router,
-    RouterConfig, Tier,
+    EventStream, ModelRef, OpenAiAdapter, Provider, ProviderRequest, ProviderResponse,
+    RouteRequest, Router, RouterConfig, Tier,
 };
 
 /// Adds a house style to every request, then delegates.
@@ -82,21 +88,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prompt = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "Describe a wombat.".to_owned());
+    // The name must exist before model strings naming it are parsed.
+    let house = Provider::custom("house")?;
     let mut config = RouterConfig::from_env_map(&|k: &str| std::env::var(k).ok())?;
-    config.default_provider = Provider::OpenAi;
+    // The default tier's model, served by `house`.
+    let model = ModelRef::parse(&config.default_model, config.default_provider)?.model;
+    config.default_model = format!("house/{model}");
 
-    let base = std::env::var("OPENAI_BASE_URL")
-        .unwrap_or_else(|_| Provider::OpenAi.default_base_url().to_owned());
-    let key = std::env::var("OPENAI_API_KEY").ok().map(ApiKey::new);
+    let base =
+        std::env::var("HOUSE_BASE_URL").unwrap_or_else(|_| "http://127.0.0.1:8080/v1".to_owned());
+    let key = std::env::var("HOUSE_API_KEY").ok().map(ApiKey::new);
     let client = wombat_llm::build_client(Duration::from_secs(10), Duration::from_secs(120))?;
-    // A local server needs no key: call it without one rather than fail.
-    let adapter = OpenAiAdapter::new(client.clone(), Provider::OpenAi, base, key.clone())
-        .key_optional(key.is_none());
+    // A custom provider needs no key: without one, calls carry none.
+    let adapter = OpenAiAdapter::new(client.clone(), house, base, key);
 
     let router = Router::builder(config)
         .http_client(client)
         .provider(
-            Provider::OpenAi,
+            house,
             Arc::new(HouseStyle {
                 inner: Arc::new(adapter),
             }),
@@ -110,6 +119,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             vec![ChatMessage::user(prompt)],
         ))
         .await?;
+    eprintln!("answered by {}/{}", routed.provider, routed.model);
     println!("{}", routed.completion.text);
     Ok(())
 }

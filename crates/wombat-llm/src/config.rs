@@ -9,8 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use serde::Serialize;
-use wombat_core::{ModelRef, PricingTable, Provider};
+use wombat_core::{ModelRef, PricingTable, Provider, ProviderName};
 
+use crate::endpoint::{ENDPOINTS_VAR, EndpointConfig, parse_endpoints};
 use crate::types::ApiKey;
 use crate::{Error, Result};
 
@@ -86,6 +87,10 @@ pub struct RouterConfig {
     /// Base URL overrides by provider (`OPENAI_BASE_URL`, ...), without a
     /// trailing slash.
     pub base_urls: BTreeMap<Provider, String>,
+    /// Custom OpenAI-compatible endpoints by name (`WOMBAT_LLM_ENDPOINTS`):
+    /// each is served as the provider [`Provider::Custom`] of its name, so
+    /// `<name>/<model>` model strings go to it. See [`EndpointConfig`].
+    pub endpoints: BTreeMap<ProviderName, EndpointConfig>,
     /// Retries per model.
     pub retry: RetryPolicy,
     /// Total deadline of one routed request, retries, waits and failover
@@ -112,6 +117,7 @@ impl Default for RouterConfig {
             fallback_model: None,
             api_keys: BTreeMap::new(),
             base_urls: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
             retry: RetryPolicy::default(),
             deadline: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(10),
@@ -128,7 +134,8 @@ impl Default for RouterConfig {
 pub struct ProviderSummary {
     /// Where calls go: the base URL with only scheme, host, port and path
     /// (any user info, query or fragment removed, as they may hold
-    /// credentials); `None` for the offline echo provider.
+    /// credentials); `None` for the offline echo provider and for a custom
+    /// provider served by an injected backend.
     pub base_url: Option<String>,
     /// Whether a key is configured (never the key).
     pub key_set: bool,
@@ -160,7 +167,8 @@ pub struct LlmSummary {
     /// For every provider that needs a key, whether one is configured.
     pub keys: BTreeMap<Provider, bool>,
     /// Each provider serving one of the configured models (default, cheap,
-    /// best, fallback), with where its calls go.
+    /// best, fallback), and every custom provider (used or not), with where
+    /// its calls go.
     pub providers: BTreeMap<Provider, ProviderSummary>,
 }
 
@@ -181,7 +189,7 @@ impl LlmSummary {
 /// `url` with only scheme, host, port and path: user info, query and
 /// fragment may carry credentials and are dropped. An unparseable URL is
 /// not shown at all.
-fn display_base_url(url: &str) -> String {
+pub(crate) fn display_base_url(url: &str) -> String {
     let Ok(parsed) = reqwest::Url::parse(url) else {
         return "(unparseable url)".to_owned();
     };
@@ -198,7 +206,35 @@ impl RouterConfig {
     /// in a binary) and validates it. Unset or empty variables keep their
     /// defaults. Errors name the variable: an unknown provider, a malformed
     /// model string, a non-numeric or zero attempt count, a jitter outside
-    /// `0..=1`, a base URL that is not `http(s)://`.
+    /// `0..=1`, a base URL that is not `http(s)://`, a
+    /// `WOMBAT_LLM_ENDPOINTS` that is not a valid endpoint document.
+    ///
+    /// `WOMBAT_LLM_ENDPOINTS` declares custom OpenAI-compatible endpoints as
+    /// a JSON object (at most 64 KiB and 32 endpoints; unknown fields are
+    /// errors), each key read through `get` from the variable its
+    /// `api_key_env` names:
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use wombat_llm::{Provider, RouterConfig};
+    ///
+    /// let vars = HashMap::from([
+    ///     (
+    ///         "WOMBAT_LLM_ENDPOINTS".to_owned(),
+    ///         r#"{"corp": {"base_url": "https://llm.corp.example/v1",
+    ///                      "api_key_env": "CORP_LLM_KEY",
+    ///                      "headers": {"X-Team": "agents"}}}"#
+    ///             .to_owned(),
+    ///     ),
+    ///     ("CORP_LLM_KEY".to_owned(), "sk-corp".to_owned()),
+    ///     ("LLM_MODEL_DEFAULT".to_owned(), "corp/llama-3.3-70b".to_owned()),
+    /// ]);
+    /// let config = RouterConfig::from_map(&vars)?;
+    /// let corp = Provider::custom("corp")?;
+    /// assert_eq!(config.base_url(corp), "https://llm.corp.example/v1");
+    /// assert_eq!(config.summary().model, "corp/llama-3.3-70b");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_env_map(get: &impl Fn(&str) -> Option<String>) -> Result<Self> {
         let var = |name: &str| {
             get(name)
@@ -207,11 +243,16 @@ impl RouterConfig {
         };
         let mut cfg = Self::default();
 
+        // First: the endpoints' names must be known before model strings
+        // naming them (`corp/llama`) or `LLM_PROVIDER=corp` are parsed.
+        if let Some(doc) = var(ENDPOINTS_VAR) {
+            cfg.endpoints = parse_endpoints(&doc, &var)?;
+        }
         if let Some(p) = var("LLM_PROVIDER") {
             cfg.default_provider = p.to_ascii_lowercase().parse().map_err(|_| Error::config(
                 "LLM_PROVIDER",
                 format!(
-                    "unknown provider {p:?}: expected one of openai, anthropic, google, xai, groq, mistral, openrouter, ollama, echo"
+                    "unknown provider {p:?}: expected one of openai, anthropic, google, xai, groq, mistral, openrouter, ollama, echo, or an endpoint of WOMBAT_LLM_ENDPOINTS"
                 ),
 ))?;
         }
@@ -301,8 +342,15 @@ impl RouterConfig {
         Self::from_env_map(&|k: &str| vars.get(k).cloned())
     }
 
-    /// The base URL used for `provider`: the override or the public default.
+    /// The base URL used for `provider`: the override or the public
+    /// default; for a custom provider, its endpoint's (empty without one).
     pub fn base_url(&self, provider: Provider) -> &str {
+        if let Provider::Custom(name) = provider {
+            return self
+                .endpoints
+                .get(&name)
+                .map_or("", |e| e.base_url.trim().trim_end_matches('/'));
+        }
         self.base_urls
             .get(&provider)
             .map_or(provider.default_base_url(), String::as_str)
@@ -401,23 +449,49 @@ impl RouterConfig {
             ("best", Some(self.tier_model(crate::Tier::Best))),
             ("fallback", self.fallback_model.as_deref()),
         ];
-        let mut out: BTreeMap<Provider, ProviderSummary> = BTreeMap::new();
+        let mut out: BTreeMap<Provider, ProviderSummary> = self
+            .endpoints
+            .keys()
+            .map(|name| {
+                let p = Provider::Custom(*name);
+                (p, self.provider_summary(p))
+            })
+            .collect();
         for (name, model) in uses {
             let Some(Ok(model)) = model.map(|m| ModelRef::parse(m, self.default_provider)) else {
                 continue;
             };
             let p = model.provider;
             out.entry(p)
-                .or_insert_with(|| ProviderSummary {
-                    base_url: (p != Provider::Echo).then(|| display_base_url(self.base_url(p))),
-                    key_set: self.api_keys.contains_key(&p),
-                    key_required: self.key_required(p),
-                    uses: Vec::new(),
-                })
+                .or_insert_with(|| self.provider_summary(p))
                 .uses
                 .push(name);
         }
         out
+    }
+
+    /// `provider`'s summary, not yet used by any model.
+    pub(crate) fn provider_summary(&self, p: Provider) -> ProviderSummary {
+        let (base_url, key_set) = match p {
+            Provider::Echo => (None, false),
+            Provider::Custom(name) => match self.endpoints.get(&name) {
+                Some(e) => (
+                    Some(display_base_url(self.base_url(p))),
+                    e.api_key.is_some(),
+                ),
+                None => (None, false),
+            },
+            _ => (
+                Some(display_base_url(self.base_url(p))),
+                self.api_keys.contains_key(&p),
+            ),
+        };
+        ProviderSummary {
+            base_url,
+            key_set,
+            key_required: self.key_required(p),
+            uses: Vec::new(),
+        }
     }
 }
 

@@ -43,7 +43,13 @@
 //!   redacted) and response of each call and how it ended, for logging,
 //!   tracing and tests; [`RouterObserver`] sees retries and failovers.
 //! - **Your own backend**: implement [`ChatProvider`] and hand it to
-//!   [`RouterBuilder::provider`], which serves a provider's models with it.
+//!   [`RouterBuilder::provider`], which serves a provider's models with it:
+//!   a built-in provider's, or a custom provider's under its own name
+//!   ([`Provider::custom`], addressed as `<name>/<model>`).
+//! - **Any number of OpenAI-compatible endpoints**, each under its own
+//!   name with its base URL, key and extra headers ([`EndpointConfig`] in
+//!   [`RouterConfig::endpoints`], or `WOMBAT_LLM_ENDPOINTS` for
+//!   [`RouterConfig::from_env_map`]), routed like the built-in providers.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -94,6 +100,7 @@ mod anthropic;
 mod call;
 mod config;
 mod echo;
+mod endpoint;
 mod error;
 mod gemini;
 mod http;
@@ -107,6 +114,7 @@ pub use anthropic::{ANTHROPIC_DEFAULT_MAX_TOKENS, AnthropicAdapter};
 pub use call::{CallObserver, CallOutcome, ProviderRequest, ProviderResponse, RequestOptions};
 pub use config::{LlmSummary, ProviderSummary, RetryPolicy, RouterConfig};
 pub use echo::EchoProvider;
+pub use endpoint::EndpointConfig;
 pub use error::{Error, ErrorKind, Failure, Result};
 pub use gemini::GeminiAdapter;
 pub use http::{MAX_SUCCESS_BODY, build_client};
@@ -127,5 +135,5 @@ pub use wombat_core::Error as CoreError;
 /// `wombat-llm`.
 pub use wombat_core::{
     ChatMessage, Cost, DEFAULT_CONTEXT_WINDOW, ModelPrice, ModelRef, Part, PricingTable, Provider,
-    Role, TextPart, ToolCall, ToolContent, ToolResult, Usage,
+    ProviderName, Role, TextPart, ToolCall, ToolContent, ToolResult, Usage,
 };

@@ -64,6 +64,9 @@ pub struct OpenAiAdapter {
     /// Calls without a key go out without `Authorization` instead of
     /// failing (a local server behind a base URL override).
     key_optional: bool,
+    /// A custom endpoint's extra headers (values marked sensitive); empty,
+    /// and never cloned, for the built-in providers.
+    headers: reqwest::header::HeaderMap,
 }
 
 impl OpenAiAdapter {
@@ -85,7 +88,17 @@ impl OpenAiAdapter {
             )),
             key,
             key_optional: false,
+            headers: reqwest::header::HeaderMap::new(),
         }
+    }
+
+    /// Sends `headers` with every call (a custom endpoint's). An
+    /// `Authorization` among them gives way to a key, should a call have
+    /// one.
+    #[must_use]
+    pub(crate) fn with_headers(mut self, headers: reqwest::header::HeaderMap) -> Self {
+        self.headers = headers;
+        self
     }
 
     /// With `optional`, a provider that normally needs a key is called
@@ -116,6 +129,13 @@ impl OpenAiAdapter {
         let ctx = CallCtx::new(self.provider, req.model.clone(), key.cloned()).for_request(req);
         let body = WireRequest::new(self.provider, req, stream);
         let mut builder = self.endpoint.post(&self.client).json(&body);
+        if !self.headers.is_empty() {
+            let mut headers = self.headers.clone();
+            if key.is_some() {
+                headers.remove(reqwest::header::AUTHORIZATION);
+            }
+            builder = builder.headers(headers);
+        }
         if let Some(k) = key {
             builder = builder.bearer_auth(k.expose());
         }

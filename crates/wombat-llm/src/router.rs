@@ -273,7 +273,52 @@ pub struct RouterBuilder {
 }
 
 impl RouterBuilder {
-    /// Serves `provider` with `backend` instead of the built-in adapter.
+    /// Serves `provider` with `backend`: instead of the built-in adapter
+    /// for a built-in provider, or instead of the endpoint of the same name
+    /// in [`RouterConfig::endpoints`] for a custom one. A custom provider
+    /// ([`Provider::custom`]) may have no endpoint at all: its model strings
+    /// (`<name>/<model>`) then go to `backend` alone, with the router's
+    /// retries, failover, fallback model, deadline and cost.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use wombat_llm::{
+    ///     ChatMessage, ChatProvider, ChatRequest, Completion, EventStream, FinishReason,
+    ///     ModelChoice, Provider, RouteRequest, Router, RouterConfig, StreamEvent, Usage,
+    /// };
+    ///
+    /// /// Answers every question with the model id it was asked for.
+    /// struct Parrot;
+    ///
+    /// #[async_trait::async_trait]
+    /// impl ChatProvider for Parrot {
+    ///     async fn complete(&self, req: &ChatRequest) -> wombat_llm::Result<Completion> {
+    ///         Ok(Completion::text(req.model.clone(), Usage::default(), Some(FinishReason::Stop)))
+    ///     }
+    ///
+    ///     async fn stream(&self, req: &ChatRequest) -> wombat_llm::Result<EventStream> {
+    ///         let events: Vec<wombat_llm::Result<StreamEvent>> = vec![
+    ///             Ok(StreamEvent::Delta(req.model.clone())),
+    ///             Ok(StreamEvent::Done { usage: Usage::default(), finish_reason: None }),
+    ///         ];
+    ///         Ok(Box::pin(futures::stream::iter(events)))
+    ///     }
+    /// }
+    ///
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let parrot = Provider::custom("parrot")?;
+    /// let router = Router::builder(RouterConfig::default())
+    ///     .provider(parrot, Arc::new(Parrot))
+    ///     .build()?;
+    /// let req = RouteRequest::new(
+    ///     ModelChoice::Explicit("parrot/polly-1".into()),
+    ///     vec![ChatMessage::user("Who are you?")],
+    /// );
+    /// let routed = router.complete(req).await?;
+    /// assert_eq!((routed.provider, routed.completion.text.as_str()), (parrot, "polly-1"));
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn provider(mut self, provider: Provider, backend: Arc<dyn ChatProvider>) -> Self {
         self.providers.insert(provider, backend);
@@ -311,8 +356,15 @@ impl RouterBuilder {
         self
     }
 
-    /// Builds the router. Every provider without an injected backend gets
-    /// its built-in adapter, all sharing one HTTP client (one pool).
+    /// Builds the router. Every built-in provider without an injected
+    /// backend gets its built-in adapter, and every endpoint of
+    /// [`RouterConfig::endpoints`] an OpenAI-compatible adapter, all sharing
+    /// one HTTP client (one pool).
+    ///
+    /// Fails with [`ErrorKind::Config`] for an endpoint that is not valid
+    /// (see [`crate::EndpointConfig`]), or a configured model or default
+    /// provider naming a custom provider with neither an endpoint nor an
+    /// injected backend.
     pub fn build(self) -> Result<Router> {
         let RouterBuilder {
             config,
@@ -333,6 +385,8 @@ impl RouterBuilder {
             let key = config.api_keys.get(&provider).cloned();
             let base = config.base_url(provider).to_owned();
             let adapter: Arc<dyn ChatProvider> = match provider {
+                // `ALL` lists only the built-in providers.
+                Provider::Custom(_) => continue,
                 Provider::Anthropic => Arc::new(AnthropicAdapter::new(client.clone(), base, key)),
                 Provider::Google => Arc::new(GeminiAdapter::new(client.clone(), base, key)),
                 Provider::Echo => Arc::new(EchoProvider),
@@ -348,6 +402,22 @@ impl RouterBuilder {
             };
             providers.insert(provider, adapter);
         }
+        for (name, endpoint) in &config.endpoints {
+            let provider = Provider::Custom(*name);
+            if providers.contains_key(&provider) {
+                continue;
+            }
+            let (base, headers) = endpoint
+                .prepare()
+                .map_err(|reason| Error::config(format!("endpoints.{name}"), reason))?;
+            // The key is the endpoint's, or none (a local server).
+            let adapter =
+                OpenAiAdapter::new(client.clone(), provider, base, endpoint.api_key.clone())
+                    .key_optional(true)
+                    .with_headers(headers);
+            providers.insert(provider, Arc::new(adapter));
+        }
+        check_custom_providers(&config, &providers)?;
         let echo_configured = config.uses_echo();
         let ollama_configured = config.uses_ollama();
         Ok(Router {
@@ -362,6 +432,46 @@ impl RouterBuilder {
             }),
         })
     }
+}
+
+/// Fails when the default provider or a configured model names a custom
+/// provider the router has no backend for: every request using it would
+/// fail.
+fn check_custom_providers(
+    config: &RouterConfig,
+    providers: &HashMap<Provider, Arc<dyn ChatProvider>>,
+) -> Result<()> {
+    let missing = |p: Provider| p.custom_name().is_some() && !providers.contains_key(&p);
+    if missing(config.default_provider) {
+        return Err(Error::config(
+            "default_provider",
+            format!(
+                "no endpoint or backend is configured for the custom provider {:?}",
+                config.default_provider.as_str()
+            ),
+        ));
+    }
+    let models = [
+        ("default_model", Some(&config.default_model)),
+        ("cheap_model", config.cheap_model.as_ref()),
+        ("best_model", config.best_model.as_ref()),
+        ("fallback_model", config.fallback_model.as_ref()),
+    ];
+    for (field, model) in models {
+        let Some(Ok(model)) = model.map(|m| ModelRef::parse(m, config.default_provider)) else {
+            continue;
+        };
+        if missing(model.provider) {
+            return Err(Error::config(
+                field,
+                format!(
+                    "no endpoint or backend is configured for the custom provider {:?}",
+                    model.provider.as_str()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 struct Inner {
@@ -438,9 +548,21 @@ impl Router {
         self.inner.config.pricing.context_window(&model.model)
     }
 
-    /// What `/health` may show about the LLM configuration.
+    /// What `/health` may show about the LLM configuration: the
+    /// configuration's summary ([`RouterConfig::summary`]), plus the custom
+    /// providers served by injected backends.
     pub fn summary(&self) -> LlmSummary {
-        self.inner.config.summary()
+        let config = &self.inner.config;
+        let mut summary = config.summary();
+        for provider in self.inner.providers.keys() {
+            if provider.custom_name().is_some() {
+                summary
+                    .providers
+                    .entry(*provider)
+                    .or_insert_with(|| config.provider_summary(*provider));
+            }
+        }
+        summary
     }
 
     /// Resolves a tier or model string to a provider and model.
@@ -452,6 +574,9 @@ impl Router {
     /// make it build large schema samples). The same holds for Ollama, which
     /// needs no key: only when the configuration uses it (see
     /// [`RouterConfig::uses_ollama`]). Otherwise [`ErrorKind::ModelNotAllowed`].
+    ///
+    /// A custom provider this router has no backend for (a name created by
+    /// another configuration in the process) is [`ErrorKind::Unsupported`].
     pub fn resolve(&self, choice: &ModelChoice) -> Result<ModelRef> {
         let config = &self.inner.config;
         let s = match choice {
@@ -462,6 +587,9 @@ impl Router {
         let allowed = match model.provider {
             Provider::Echo => self.inner.echo_configured,
             Provider::Ollama => self.inner.ollama_configured,
+            Provider::Custom(_) if !self.inner.providers.contains_key(&model.provider) => {
+                return Err(no_backend(model.provider));
+            }
             _ => true,
         };
         if !allowed {
@@ -693,9 +821,9 @@ impl Router {
                 }
             }
             let Some(provider) = inner.providers.get(&model.provider).cloned() else {
-                // Unreachable with `build`, which fills every provider; kept
-                // as an error rather than a panic.
-                errors.push(Error::unsupported(model.provider, "no backend configured"));
+                // Only a custom provider can be missing (`build` fills every
+                // built-in one): a name another configuration created.
+                errors.push(no_backend(model.provider));
                 continue;
             };
             let chat = Arc::new(req.to_chat(&model.model, &inner.call_observer));
@@ -771,6 +899,11 @@ impl Router {
         }
         Err(finish(attempts, errors))
     }
+}
+
+/// [`ErrorKind::Unsupported`]: the router has no backend for `provider`.
+fn no_backend(provider: Provider) -> Error {
+    Error::unsupported(provider, "no backend configured")
 }
 
 /// The answering model, usage and finish reason on a `chat` span.

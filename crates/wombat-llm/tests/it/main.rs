@@ -7,6 +7,7 @@
 #![expect(missing_docs, reason = "test helpers need no rustdoc")]
 
 mod anthropic;
+mod custom;
 mod fake;
 mod gemini;
 mod openai;
