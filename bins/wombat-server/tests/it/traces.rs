@@ -28,11 +28,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
-type Log = Arc<Mutex<Vec<(String, http::HeaderMap, Bytes)>>>;
+pub(super) type Log = Arc<Mutex<Vec<(String, http::HeaderMap, Bytes)>>>;
 
 /// A loopback HTTP/1 server answering every request with `answer(path)`
 /// and logging path, headers and body.
-async fn serve(answer: fn(&str, &[u8]) -> (&'static str, Vec<u8>)) -> (SocketAddr, Log) {
+pub(super) async fn serve(answer: fn(&str, &[u8]) -> (&'static str, Vec<u8>)) -> (SocketAddr, Log) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let log: Log = Arc::default();
@@ -84,7 +84,7 @@ fn otlp_answer(_: &str, _: &[u8]) -> (&'static str, Vec<u8>) {
 
 /// OpenAI Chat Completions: JSON, or SSE when the request asks to stream
 /// (deltas, a finish chunk, the usage tail, `[DONE]`).
-fn openai_answer(_: &str, request: &[u8]) -> (&'static str, Vec<u8>) {
+pub(super) fn openai_answer(_: &str, request: &[u8]) -> (&'static str, Vec<u8>) {
     let request: serde_json::Value = serde_json::from_slice(request).unwrap_or_default();
     if request["stream"] == true {
         let chunk = |v: serde_json::Value| format!("data: {v}\n\n");
@@ -134,7 +134,7 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 /// Starts the server in a temp dir with `vars`; returns it and its port.
-async fn start(dir: &Path, vars: &[(&str, String)]) -> (Child, u16) {
+pub(super) async fn start(dir: &Path, vars: &[(&str, String)]) -> (Child, u16) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     copy_tree(&root.join("workspace-examples/default"), &dir.join("ws"));
     let port = free_port();
@@ -169,7 +169,7 @@ async fn start(dir: &Path, vars: &[(&str, String)]) -> (Child, u16) {
     (child, port)
 }
 
-async fn stop(mut child: Child) {
+pub(super) async fn stop(mut child: Child) {
     let pid = child.id().expect("pid").to_string();
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -183,7 +183,7 @@ async fn stop(mut child: Child) {
     assert!(status.success(), "{status:?}");
 }
 
-async fn send(port: u16, traceparent: &str) -> serde_json::Value {
+pub(super) async fn send(port: u16, traceparent: &str) -> serde_json::Value {
     let text = post(port, "send", traceparent).await;
     serde_json::from_str(&text).expect("json")
 }
