@@ -821,8 +821,9 @@ impl Router {
                 }
             }
             let Some(provider) = inner.providers.get(&model.provider).cloned() else {
-                // Only a custom provider can be missing (`build` fills every
-                // built-in one): a name another configuration created.
+                // Unreachable: `build` fills every built-in provider and
+                // checks the configured custom ones, and `resolve` refuses
+                // the others. Kept as an error rather than a panic.
                 errors.push(no_backend(model.provider));
                 continue;
             };
