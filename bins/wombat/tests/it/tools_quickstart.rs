@@ -320,7 +320,7 @@ async fn tools_quickstart_runs_as_written() {
         .unwrap_or_else(|| panic!("{at}: the answer names its document_id: {answer}"))
         .to_owned();
     let documents = |task: String| {
-        let get = get.clone();
+        let get = &get;
         async move {
             let list = get(format!("tasks/{task}/documents")).await;
             list["items"]
