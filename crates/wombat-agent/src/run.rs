@@ -318,7 +318,13 @@ use tracing::Instrument;
 /// A run past its checks: task resolved, tools listed, LLM slot taken,
 /// first step admitted. Everything from here on is reported through the
 /// sink.
-pub struct Started<H: Host> {
+///
+/// Boxed: it moves from the handler into a stream's task and then into
+/// [`execute`], and every async frame it passes through by value keeps a
+/// slot of its size; a pointer keeps a held stream's task small.
+pub struct Started<H: Host>(Box<StartedParts<H>>);
+
+struct StartedParts<H: Host> {
     p: Prepared<H>,
     task_id: Option<String>,
     permit: H::Permit,
@@ -339,7 +345,7 @@ impl<H: Host> Started<H> {
     /// The task the reply will be written to (`None`: a stream that names
     /// no task, which is not persisted).
     pub fn task_id(&self) -> Option<&str> {
-        self.task_id.as_deref()
+        self.0.task_id.as_deref()
     }
 }
 
@@ -467,7 +473,7 @@ pub async fn start<H: Host>(
             }
         }
     }
-    Ok(Started {
+    Ok(Started(Box::new(StartedParts {
         p,
         task_id,
         permit,
@@ -476,7 +482,7 @@ pub async fn start<H: Host>(
         server_tools,
         approval_tools,
         resumed,
-    })
+    })))
 }
 
 /// Resumes an approval: consumes the decision (at most once), runs the
@@ -835,7 +841,7 @@ pub async fn execute<H: Host, S: EventSink>(
     sink: &S,
     deadline: &mut Deadline<'_>,
 ) -> Result<Reply, Stop> {
-    let Started {
+    let StartedParts {
         mut p,
         task_id,
         permit,
@@ -844,7 +850,7 @@ pub async fn execute<H: Host, S: EventSink>(
         server_tools,
         approval_tools,
         resumed,
-    } = run;
+    } = *run.0;
     let mut route = std::mem::replace(&mut p.route, placeholder());
     let mut ledger = Ledger {
         consumed: Consumed::default(),
@@ -1040,14 +1046,15 @@ async fn run_loop<H: Host, S: EventSink>(
         if step_no > 1 {
             // Each step is admitted (and reserved) on its own: a long loop
             // cannot outspend the budget by more than one step's estimate.
-            match host
-                .admit(
-                    p.key.user_id(),
-                    p.opts.limits.as_ref(),
-                    route,
-                    &p.primary.model,
-                )
-                .await
+            // Boxed: only a run that called tools gets here, and the
+            // admission's future would otherwise size every step's frame.
+            match Box::pin(host.admit(
+                p.key.user_id(),
+                p.opts.limits.as_ref(),
+                route,
+                &p.primary.model,
+            ))
+            .await
             {
                 Ok(a) => ledger.admitted = a,
                 Err(e) => return LoopEnd::Failed(e),
@@ -1100,184 +1107,246 @@ async fn run_loop<H: Host, S: EventSink>(
                 None => answer,
             });
         }
-        let text = answer.text.clone();
-        ledger.total = Some(match ledger.total.take() {
-            Some(t) => t.then(answer),
-            None => answer,
-        });
-        if last {
-            return LoopEnd::Failed(ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "tool_loop_limit",
-                format!(
-                    "the model still called tools at the last allowed step ({} of WOMBAT_TOOL_MAX_STEPS)",
-                    limits.max_steps
-                ),
-            ));
-        }
-        // The assistant turn as the model said it, then one result per call.
-        let mut parts = Vec::with_capacity(1 + calls.len() + invalid.len());
-        if !text.is_empty() {
-            parts.push(Part::text(text));
-        }
-        parts.extend(calls.iter().cloned().map(Part::ToolCall));
-        parts.extend(invalid.iter().map(|c| Part::ToolCall(c.to_call())));
-        let turn_start = route.messages.len();
-        route
-            .messages
-            .push(ChatMessage::with_parts(Role::Assistant, parts));
-        let target = |name: &str| {
-            if tools.approval.iter().any(|t| t == name) {
-                Some(Target::Approval)
-            } else if tools.server.iter().any(|t| t == name) {
-                Some(Target::Server)
-            } else if p.caller_tools.iter().any(|t| t == name) {
-                Some(Target::Caller)
-            } else {
-                None
-            }
-        };
-        let mut for_caller = Vec::new();
-        let mut for_approval = Vec::new();
-        let mut to_run = Vec::new();
-        let mut results: Vec<(ToolCall, ToolOutcome, Duration)> = Vec::new();
-        for call in calls {
-            match target(&call.name) {
-                Some(Target::Server) => to_run.push(call),
-                Some(Target::Approval) if task_id.is_some() => for_approval.push(call),
-                Some(Target::Approval) => {
-                    let outcome = ToolOutcome::error(format!(
-                        "{} needs a person's approval, which needs a task; name one to use it",
-                        call.name
-                    ));
-                    results.push((call, outcome, Duration::ZERO));
-                }
-                Some(Target::Caller) => for_caller.push(call),
-                None => {
-                    let outcome = ToolOutcome::error(format!(
-                        "unknown tool {:?}; use one of the declared tools",
-                        call.name
-                    ));
-                    results.push((call, outcome, Duration::ZERO));
-                }
-            }
-        }
-        for call in invalid {
-            let outcome = ToolOutcome::error(format!(
-                "the arguments of {} are not a JSON object: {}",
-                call.name, call.error
-            ));
-            results.push((call.to_call(), outcome, Duration::ZERO));
-        }
-        if !to_run.is_empty() {
-            let token = token
-                .get_or_insert_with(|| host.agent_token(p.key.user_id(), p.key.role()))
-                .as_deref();
-            results.extend(Box::pin(run_calls(host, p, token, to_run, limits)).await);
-        }
-        let mut trace = ledger.total.as_mut().map(|t| &mut t.trace);
-        for (call, outcome, took) in results {
-            let ToolCall {
-                id,
-                name,
-                arguments,
-                ..
-            } = call;
-            host.observe_tool(&name, outcome.is_error, took);
-            let content = bounded(outcome.content, limits.max_result_bytes);
-            if !sink
-                .tool_result(&id, &name, outcome.is_error, &content)
-                .await
-            {
-                return LoopEnd::Cut(None);
-            }
-            if let Some(trace) = trace.as_deref_mut() {
-                trace.push(TraceEntry {
-                    id: id.clone(),
-                    name,
-                    arguments,
-                    is_error: outcome.is_error,
-                    duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
-                    result: crate::tools::truncate(&content.to_text(), TRACE_RESULT_BYTES)
-                        .into_owned(),
-                });
-            }
-            let mut result = ToolResult::new(id, content);
-            result.is_error = outcome.is_error;
-            route.messages.push(ChatMessage::tool_result(result));
-        }
-        if let (false, Some(task)) = (for_approval.is_empty(), task_id) {
-            let Some(backend) = host.control_plane() else {
-                return LoopEnd::Failed(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "backend_not_configured",
-                    "approvals need a backend",
-                ));
-            };
-            let agent = backend.agent(p.key.user_id(), p.key.role());
-            let key = request_key(p);
-            let mut requests = Vec::with_capacity(for_approval.len());
-            for call in &for_approval {
-                // Boxed: a cold phase, kept out of a stream task's size.
-                let created = Box::pin(crate::approval::create(
-                    &agent,
-                    task,
-                    p.key.role(),
-                    call,
-                    &route.messages[turn_begin..],
-                    &key,
-                ))
-                .await;
-                match created {
-                    Ok(r) => {
-                        requests.push(json!({"id": r.id, "tool": r.tool, "arguments": r.arguments}))
-                    }
-                    Err(e) => {
-                        return LoopEnd::Failed(backend_error(host, "creating a tool request", &e));
-                    }
-                }
-            }
-            let Some(mut total) = ledger.total.take() else {
-                return LoopEnd::Failed(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "tool loop lost its answer",
-                ));
-            };
-            total.tool_requests = Some(Value::Array(requests));
-            return LoopEnd::AwaitingApproval(total);
-        }
-        if !for_caller.is_empty() {
-            let tool_calls: Vec<Value> = for_caller
-                .iter()
-                .map(|c| {
-                    json!({
-                        "id": c.id,
-                        "type": "function",
-                        "function": {
-                            "name": c.name,
-                            "arguments": Value::Object(c.arguments.clone()).to_string(),
-                        },
-                    })
-                })
-                .collect();
-            let messages = json!(route.messages[turn_start..]);
-            let Some(total) = ledger.total.take() else {
-                return LoopEnd::Failed(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "tool loop lost its answer",
-                ));
-            };
-            return LoopEnd::RequiresAction(
-                total,
-                RequiresAction {
-                    tool_calls: Value::Array(tool_calls),
-                    messages,
-                },
-            );
+        // Boxed: a cold phase for a run without tools, whose locals would
+        // otherwise size the frame every step (and a held stream) waits in.
+        let phase = Box::pin(after_calls(
+            Cx {
+                host,
+                p,
+                task_id,
+                tools,
+                sink,
+                limits,
+                turn_begin,
+                last,
+            },
+            route,
+            ledger,
+            &mut token,
+            (answer, calls, invalid),
+        ))
+        .await;
+        if let Some(end) = phase {
+            return end;
         }
     }
+}
+
+/// What the tool phase of a step works with, besides the loop's state.
+struct Cx<'a, H: Host, S> {
+    host: &'a H,
+    p: &'a Prepared<H>,
+    task_id: Option<&'a str>,
+    tools: Tools<'a>,
+    sink: &'a S,
+    limits: crate::tools::LoopLimits,
+    /// Where this turn began (its user message).
+    turn_begin: usize,
+    /// This was the last step allowed.
+    last: bool,
+}
+
+/// After a step that called tools: the assistant turn into the history,
+/// the server calls run, their results sent and added; approvals and
+/// caller tools end the run. `None`: the loop goes on to the next step.
+async fn after_calls<H: Host, S: EventSink>(
+    cx: Cx<'_, H, S>,
+    route: &mut RouteRequest,
+    ledger: &mut Ledger,
+    token: &mut Option<Option<String>>,
+    (answer, calls, invalid): (Answer, Vec<ToolCall>, Vec<InvalidToolCall>),
+) -> Option<LoopEnd> {
+    let Cx {
+        host,
+        p,
+        task_id,
+        tools,
+        sink,
+        limits,
+        turn_begin,
+        last,
+    } = cx;
+    let text = answer.text.clone();
+    ledger.total = Some(match ledger.total.take() {
+        Some(t) => t.then(answer),
+        None => answer,
+    });
+    if last {
+        return Some(LoopEnd::Failed(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "tool_loop_limit",
+            format!(
+                "the model still called tools at the last allowed step ({} of WOMBAT_TOOL_MAX_STEPS)",
+                limits.max_steps
+            ),
+        )));
+    }
+    // The assistant turn as the model said it, then one result per call.
+    let mut parts = Vec::with_capacity(1 + calls.len() + invalid.len());
+    if !text.is_empty() {
+        parts.push(Part::text(text));
+    }
+    parts.extend(calls.iter().cloned().map(Part::ToolCall));
+    parts.extend(invalid.iter().map(|c| Part::ToolCall(c.to_call())));
+    let turn_start = route.messages.len();
+    route
+        .messages
+        .push(ChatMessage::with_parts(Role::Assistant, parts));
+    let target = |name: &str| {
+        if tools.approval.iter().any(|t| t == name) {
+            Some(Target::Approval)
+        } else if tools.server.iter().any(|t| t == name) {
+            Some(Target::Server)
+        } else if p.caller_tools.iter().any(|t| t == name) {
+            Some(Target::Caller)
+        } else {
+            None
+        }
+    };
+    let mut for_caller = Vec::new();
+    let mut for_approval = Vec::new();
+    let mut to_run = Vec::new();
+    let mut results: Vec<(ToolCall, ToolOutcome, Duration)> = Vec::new();
+    for call in calls {
+        match target(&call.name) {
+            Some(Target::Server) => to_run.push(call),
+            Some(Target::Approval) if task_id.is_some() => for_approval.push(call),
+            Some(Target::Approval) => {
+                let outcome = ToolOutcome::error(format!(
+                    "{} needs a person's approval, which needs a task; name one to use it",
+                    call.name
+                ));
+                results.push((call, outcome, Duration::ZERO));
+            }
+            Some(Target::Caller) => for_caller.push(call),
+            None => {
+                let outcome = ToolOutcome::error(format!(
+                    "unknown tool {:?}; use one of the declared tools",
+                    call.name
+                ));
+                results.push((call, outcome, Duration::ZERO));
+            }
+        }
+    }
+    for call in invalid {
+        let outcome = ToolOutcome::error(format!(
+            "the arguments of {} are not a JSON object: {}",
+            call.name, call.error
+        ));
+        results.push((call.to_call(), outcome, Duration::ZERO));
+    }
+    if !to_run.is_empty() {
+        let token = token
+            .get_or_insert_with(|| host.agent_token(p.key.user_id(), p.key.role()))
+            .as_deref();
+        results.extend(Box::pin(run_calls(host, p, token, to_run, limits)).await);
+    }
+    let mut trace = ledger.total.as_mut().map(|t| &mut t.trace);
+    for (call, outcome, took) in results {
+        let ToolCall {
+            id,
+            name,
+            arguments,
+            ..
+        } = call;
+        host.observe_tool(&name, outcome.is_error, took);
+        let content = bounded(outcome.content, limits.max_result_bytes);
+        if !sink
+            .tool_result(&id, &name, outcome.is_error, &content)
+            .await
+        {
+            return Some(LoopEnd::Cut(None));
+        }
+        if let Some(trace) = trace.as_deref_mut() {
+            trace.push(TraceEntry {
+                id: id.clone(),
+                name,
+                arguments,
+                is_error: outcome.is_error,
+                duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                result: crate::tools::truncate(&content.to_text(), TRACE_RESULT_BYTES).into_owned(),
+            });
+        }
+        let mut result = ToolResult::new(id, content);
+        result.is_error = outcome.is_error;
+        route.messages.push(ChatMessage::tool_result(result));
+    }
+    if let (false, Some(task)) = (for_approval.is_empty(), task_id) {
+        let Some(backend) = host.control_plane() else {
+            return Some(LoopEnd::Failed(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "backend_not_configured",
+                "approvals need a backend",
+            )));
+        };
+        let agent = backend.agent(p.key.user_id(), p.key.role());
+        let key = request_key(p);
+        let mut requests = Vec::with_capacity(for_approval.len());
+        for call in &for_approval {
+            // Boxed: a cold phase, kept out of a stream task's size.
+            let created = Box::pin(crate::approval::create(
+                &agent,
+                task,
+                p.key.role(),
+                call,
+                &route.messages[turn_begin..],
+                &key,
+            ))
+            .await;
+            match created {
+                Ok(r) => {
+                    requests.push(json!({"id": r.id, "tool": r.tool, "arguments": r.arguments}))
+                }
+                Err(e) => {
+                    return Some(LoopEnd::Failed(backend_error(
+                        host,
+                        "creating a tool request",
+                        &e,
+                    )));
+                }
+            }
+        }
+        let Some(mut total) = ledger.total.take() else {
+            return Some(LoopEnd::Failed(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "tool loop lost its answer",
+            )));
+        };
+        total.tool_requests = Some(Value::Array(requests));
+        return Some(LoopEnd::AwaitingApproval(total));
+    }
+    if !for_caller.is_empty() {
+        let tool_calls: Vec<Value> = for_caller
+            .iter()
+            .map(|c| {
+                json!({
+                    "id": c.id,
+                    "type": "function",
+                    "function": {
+                        "name": c.name,
+                        "arguments": Value::Object(c.arguments.clone()).to_string(),
+                    },
+                })
+            })
+            .collect();
+        let messages = json!(route.messages[turn_start..]);
+        let Some(total) = ledger.total.take() else {
+            return Some(LoopEnd::Failed(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "tool loop lost its answer",
+            )));
+        };
+        return Some(LoopEnd::RequiresAction(
+            total,
+            RequiresAction {
+                tool_calls: Value::Array(tool_calls),
+                messages,
+            },
+        ));
+    }
+    None
 }
 
 /// Runs a step's server-side calls, concurrently (at most
