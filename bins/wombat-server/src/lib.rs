@@ -157,11 +157,15 @@ pub fn init_tracing(settings: &Settings) -> Telemetry {
     use tracing_subscriber::util::SubscriberInitExt as _;
     let (provider, tracer, capture) = telemetry;
     // Its own level: `RUST_LOG=warn` quietens the logs, not the traces.
+    // Only Wombat's own spans: a library's (the MCP client's session
+    // tasks, say) would each be a trace of its own, not part of a request.
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_tracked_inactivity(false)
         .with_threads(false)
-        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+        .with_filter(
+            tracing_subscriber::filter::Targets::new().with_target("wombat", tracing::Level::INFO),
+        );
     let registry = tracing_subscriber::registry().with(otel);
     let result = if json {
         registry

@@ -420,7 +420,10 @@ async fn start_stream(app: &Arc<App>, body: SendRequest) -> Result<http::Respons
         let mut deadline = Deadline::new(&app.agent, timer);
         app.metrics.streams_open.fetch_add(1, Relaxed);
         let sink = SseSink(tx);
-        match wombat_agent::execute(&*app, run, &sink, &mut deadline).await {
+        // Bound first: a future in the `match` itself would live (and take
+        // room in this task) through the arms' awaits too.
+        let result = wombat_agent::execute(&*app, run, &sink, &mut deadline).await;
+        match result {
             Ok(reply) => {
                 let a = &reply.answer;
                 let (message_id, persist_error) = match &reply.persisted {
