@@ -817,8 +817,10 @@ struct Ledger {
     consumed: Consumed,
     /// The current step's admission, until it is settled.
     admitted: Option<Admitted>,
-    /// The steps answered so far, summed (`None` before the first).
-    total: Option<Answer>,
+    /// The steps answered so far, summed (`None` before the first; boxed:
+    /// only a run with tools has one, and the ledger lives in every run's
+    /// frame).
+    total: Option<Box<Answer>>,
 }
 
 /// The longest streamed reply kept (and relayed): the cap on a non-streamed
@@ -890,7 +892,7 @@ pub async fn execute<H: Host, S: EventSink>(
         LoopEnd::RequiresAction(answer, action) => (answer, Some(action)),
         LoopEnd::Failed(e) => {
             host.release(ledger.admitted.take()).await;
-            record_partial(host, &p, ledger.total.as_ref(), false);
+            record_partial(host, &p, ledger.total.as_deref(), false);
             fire_webhook(host, &p, task_id.as_deref(), None, Some(&e.message));
             return Err(Stop::Failed(e));
         }
@@ -1167,10 +1169,10 @@ async fn after_calls<H: Host, S: EventSink>(
         last,
     } = cx;
     let text = answer.text.clone();
-    ledger.total = Some(match ledger.total.take() {
+    ledger.total = Some(Box::new(match ledger.total.take() {
         Some(t) => t.then(answer),
         None => answer,
-    });
+    }));
     if last {
         return Some(LoopEnd::Failed(ApiError::new(
             StatusCode::BAD_GATEWAY,
@@ -1314,7 +1316,7 @@ async fn after_calls<H: Host, S: EventSink>(
             )));
         };
         total.tool_requests = Some(Value::Array(requests));
-        return Some(LoopEnd::AwaitingApproval(total));
+        return Some(LoopEnd::AwaitingApproval(*total));
     }
     if !for_caller.is_empty() {
         let tool_calls: Vec<Value> = for_caller
@@ -1339,7 +1341,7 @@ async fn after_calls<H: Host, S: EventSink>(
             )));
         };
         return Some(LoopEnd::RequiresAction(
-            total,
+            *total,
             RequiresAction {
                 tool_calls: Value::Array(tool_calls),
                 messages,
@@ -1419,7 +1421,10 @@ async fn step<H: Host, S: EventSink>(
         ));
     };
     if !S::STREAMING {
-        return match host.llm().complete(route).await {
+        // Through `cold`: in place for a caller waiting for the whole reply;
+        // for a stream (which never gets here) a pointer instead of the
+        // call's whole future in the frame a held stream waits in.
+        return match S::cold(host.llm().complete(route)).await {
             Ok(routed) => {
                 let prompt_tokens = routed.completion.usage.prompt_tokens;
                 StepEnd::Answered(
