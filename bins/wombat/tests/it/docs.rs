@@ -697,3 +697,89 @@ async fn doc_command_lines_run_as_written() {
         assert!(ran.contains_key(kind), "no {kind} command found: {ran:?}");
     }
 }
+
+/// A documented `serve` line running as written, on free ports: the daemon
+/// with its embedded backend and a private copy of the example workspace.
+/// The docs' fixed ports (8081, 9001) become this run's ([`LocalServe::rewrite`]).
+pub(crate) struct LocalServe {
+    /// Killed when this is dropped.
+    _server: Running,
+    pub(crate) daemon_url: String,
+    pub(crate) mc_url: String,
+    pub(crate) cwd: tempfile::TempDir,
+    _workspace: tempfile::TempDir,
+}
+
+impl LocalServe {
+    /// Starts `wombat serve ARGS` with the documented `env`, and waits until
+    /// `/health?deep=true` reports the embedded backend reachable.
+    pub(crate) async fn start(env: &[(String, String)], args: &[String], at: &str) -> Self {
+        let (daemon_port, mc_port) = (free_port(), free_port());
+        let cwd = tempfile::tempdir().unwrap();
+        let workspace = crate::cli::example_workspace();
+        let mut env: BTreeMap<String, String> = env.iter().cloned().collect();
+        for (k, v) in [
+            ("WOMBAT_HOST", "127.0.0.1".to_owned()),
+            ("WOMBAT_PORT", daemon_port.to_string()),
+            ("MC_LITE_PORT", mc_port.to_string()),
+            ("MC_LITE_DB", ":memory:".to_owned()),
+            ("WOMBAT_WORKSPACE", workspace.path().display().to_string()),
+            ("RUST_LOG", "warn".to_owned()),
+        ] {
+            env.insert(k.to_owned(), v);
+        }
+        let mut argv = vec!["serve".to_owned()];
+        argv.extend(args.iter().cloned());
+        let child = wombat(cwd.path(), &argv, &env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut server = Running(child);
+        let daemon_url = format!("http://127.0.0.1:{daemon_port}");
+        let health = wait_healthy(&mut server, &format!("{daemon_url}/health?deep=true"), at)
+            .await
+            .unwrap_or_else(|e| panic!("{at}: {e}"));
+        assert_eq!(health["backend"]["status"], "ok", "{at}: {health}");
+        Self {
+            _server: server,
+            daemon_url,
+            mc_url: format!("http://127.0.0.1:{mc_port}"),
+            cwd,
+            _workspace: workspace,
+        }
+    }
+
+    /// `v` with the docs' URLs of the daemon and backend made this run's.
+    pub(crate) fn rewrite(&self, v: &str) -> String {
+        v.replace("http://127.0.0.1:9001", &self.mc_url)
+            .replace("http://localhost:9001", &self.mc_url)
+            .replace("http://localhost:8081", &self.daemon_url)
+    }
+
+    /// `GET /api/mission-control/PATH` on the embedded backend as `user`'s
+    /// agent (a token signed with `secret`): the JSON answer, which must be
+    /// a success.
+    pub(crate) async fn backend_get(&self, secret: &str, user: &str, path: &str) -> Value {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let token = wombat_controlplane::jwt::mint(
+            &JwtConfig::new(secret, JwtAlgorithm::HS256).unwrap(),
+            user,
+            "agent",
+            None,
+            now,
+        )
+        .unwrap();
+        let r = reqwest::Client::new()
+            .get(format!("{}/api/mission-control/{path}", self.mc_url))
+            .header("X-Agent-Token", token)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+}

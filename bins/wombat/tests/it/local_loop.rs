@@ -9,14 +9,10 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use serde_json::Value;
-use wombat_controlplane::{JwtAlgorithm, JwtConfig, jwt};
 
-use crate::docs::{
-    DocCommand, Running, doc_commands, free_port, run_to_success, wait_healthy, wombat,
-};
+use crate::docs::{DocCommand, LocalServe, doc_commands, run_to_success};
 
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
@@ -129,43 +125,9 @@ async fn quickstart_local_loop_runs_as_written() {
 
     // 1. serve, on free ports, with a private copy of the workspace.
     let serve = &cmds[0];
-    let (daemon_port, mc_port) = (free_port(), free_port());
-    let daemon_url = format!("http://127.0.0.1:{daemon_port}");
-    let mc_url = format!("http://127.0.0.1:{mc_port}");
-    let rewrite = |v: &str| {
-        v.replace("http://127.0.0.1:9001", &mc_url)
-            .replace("http://localhost:9001", &mc_url)
-            .replace("http://localhost:8081", &daemon_url)
-    };
-    let cwd = tempfile::tempdir().unwrap();
-    let workspace = crate::cli::example_workspace();
-    let mut env: BTreeMap<String, String> = serve.env.iter().cloned().collect();
-    for (k, v) in [
-        ("WOMBAT_HOST", "127.0.0.1".to_owned()),
-        ("WOMBAT_PORT", daemon_port.to_string()),
-        ("MC_LITE_PORT", mc_port.to_string()),
-        ("MC_LITE_DB", ":memory:".to_owned()),
-        ("WOMBAT_WORKSPACE", workspace.path().display().to_string()),
-        ("RUST_LOG", "warn".to_owned()),
-    ] {
-        env.insert(k.to_owned(), v);
-    }
-    let mut argv = vec!["serve".to_owned()];
-    argv.extend(kinds[0].1.iter().cloned());
-    let child = wombat(cwd.path(), &argv, &env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut server = Running(child);
-    let health = wait_healthy(
-        &mut server,
-        &format!("{daemon_url}/health?deep=true"),
-        &serve.at,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{}: {e}", serve.at));
-    assert_eq!(health["backend"]["status"], "ok", "{}: {health}", serve.at);
+    let local = LocalServe::start(&serve.env, &kinds[0].1, &serve.at).await;
+    let rewrite = |v: &str| local.rewrite(v);
+    let (cwd, mc_url) = (&local.cwd, &local.mc_url);
 
     // 2. notify, against the embedded backend.
     let notify = &cmds[1];
@@ -194,50 +156,22 @@ async fn quickstart_local_loop_runs_as_written() {
     matches_documented(&documented_json(dispatch), &tick, &dispatch.at, "$");
 
     // The reply is on the task titled "Notifications".
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
     let secret = &serve
         .env
         .iter()
         .find(|(k, _)| k == "AGENT_JWT_SECRET")
         .expect("the serve line sets AGENT_JWT_SECRET")
         .1;
-    let token = jwt::mint(
-        &JwtConfig::new(secret.as_str(), JwtAlgorithm::HS256).unwrap(),
-        "demo",
-        "agent",
-        None,
-        now,
-    )
-    .unwrap();
-    let http = reqwest::Client::new();
-    let get = |path: String| {
-        let (http, token) = (http.clone(), token.clone());
-        async move {
-            http.get(path)
-                .header("X-Agent-Token", token)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
-    };
-    let tasks = get(format!(
-        "{mc_url}/api/mission-control/tasks?title=Notifications"
-    ))
-    .await;
+    let tasks = local
+        .backend_get(secret, "demo", "tasks?title=Notifications")
+        .await;
     let task_id = tasks["items"][0]["id"]
         .as_str()
         .unwrap_or_else(|| panic!("{}: no Notifications task: {tasks}", dispatch.at))
         .to_owned();
-    let messages = get(format!(
-        "{mc_url}/api/mission-control/tasks/{task_id}/messages"
-    ))
-    .await;
+    let messages = local
+        .backend_get(secret, "demo", &format!("tasks/{task_id}/messages"))
+        .await;
     let content = messages["items"][0]["content"].as_str().unwrap_or_default();
     assert!(
         content.contains("Time for the daily standup"),
@@ -277,5 +211,5 @@ async fn quickstart_local_loop_runs_as_written() {
         let reply: Value = serde_json::from_str(lines[0]).unwrap();
         matches_documented(&documented_json(cmd), &reply, &cmd.at, "$");
     }
-    drop(server);
+    drop(local);
 }

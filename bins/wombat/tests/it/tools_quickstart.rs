@@ -13,12 +13,10 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use serde_json::{Value, json};
-use wombat_controlplane::{JwtAlgorithm, JwtConfig, jwt};
 
-use crate::docs::{Running, free_port, run_to_success, wait_healthy, wombat};
+use crate::docs::{LocalServe, run_to_success};
 
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 const DOC_PLACEHOLDER: &str = "<document_id from the first answer>";
@@ -217,75 +215,25 @@ async fn tools_quickstart_runs_as_written() {
         "{}: the embedded backend's MCP server needs no configuration",
         lines[0].at
     );
-    let (daemon_port, mc_port) = (free_port(), free_port());
-    let daemon_url = format!("http://127.0.0.1:{daemon_port}");
-    let mc_url = format!("http://127.0.0.1:{mc_port}");
-    let rewrite = |v: &str| {
-        v.replace("http://127.0.0.1:9001", &mc_url)
-            .replace("http://localhost:9001", &mc_url)
-            .replace("http://localhost:8081", &daemon_url)
-    };
-    let cwd = tempfile::tempdir().unwrap();
-    let workspace = crate::cli::example_workspace();
-    let mut env = serve.env.clone();
-    for (k, v) in [
-        ("WOMBAT_HOST", "127.0.0.1".to_owned()),
-        ("WOMBAT_PORT", daemon_port.to_string()),
-        ("MC_LITE_PORT", mc_port.to_string()),
-        ("MC_LITE_DB", ":memory:".to_owned()),
-        ("WOMBAT_WORKSPACE", workspace.path().display().to_string()),
-        ("RUST_LOG", "warn".to_owned()),
-    ] {
-        env.insert(k.to_owned(), v);
-    }
-    let mut argv = vec!["serve".to_owned()];
-    argv.extend(package_and_args(&serve.words, &lines[0].at).1);
-    let child = wombat(cwd.path(), &argv, &env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut server = Running(child);
-    let health = wait_healthy(
-        &mut server,
-        &format!("{daemon_url}/health?deep=true"),
+    let local = LocalServe::start(
+        &serve.env.clone().into_iter().collect::<Vec<_>>(),
+        &package_and_args(&serve.words, &lines[0].at).1,
         &lines[0].at,
     )
-    .await
-    .unwrap_or_else(|e| panic!("{}: {e}", lines[0].at));
-    assert_eq!(health["backend"]["status"], "ok", "{health}");
+    .await;
+    let rewrite = |v: &str| local.rewrite(v);
+    let (cwd, mc_url, daemon_url) = (&local.cwd, &local.mc_url, &local.daemon_url);
 
     // The backend, as the tenant, to check what the steps did.
     let secret = serve
         .env
         .get("AGENT_JWT_SECRET")
         .expect("serve sets AGENT_JWT_SECRET");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let token = jwt::mint(
-        &JwtConfig::new(secret.as_str(), JwtAlgorithm::HS256).unwrap(),
-        "demo",
-        "agent",
-        None,
-        now,
-    )
-    .unwrap();
-    let http = reqwest::Client::new();
     let get = |path: String| {
-        let (http, token, url) = (http.clone(), token.clone(), mc_url.clone());
-        async move {
-            let r = http
-                .get(format!("{url}/api/mission-control/{path}"))
-                .header("X-Agent-Token", token)
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_success(), "GET {path}: {}", r.status());
-            r.json::<Value>().await.unwrap()
-        }
+        let local = &local;
+        async move { local.backend_get(secret, "demo", &path).await }
     };
+    let http = reqwest::Client::new();
 
     // 2. A tool round trip through the embedded backend's MCP server.
     let at = &lines[1].at;
@@ -427,5 +375,5 @@ async fn tools_quickstart_runs_as_written() {
     let body: Value = replay.json().await.unwrap();
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["code"], "tool_request_consumed", "{body}");
-    drop(server);
+    drop(local);
 }
