@@ -302,7 +302,10 @@ pub fn resolve_secret_files(
     s: &mut Settings,
     read: impl Fn(&std::path::Path) -> std::io::Result<String>,
 ) -> Result<(), ConfigError> {
-    for var in secret_vars() {
+    let fixed = secret_vars().into_iter().map(str::to_owned);
+    let endpoint_keys = endpoint_key_vars(s);
+    for var in fixed.chain(endpoint_keys) {
+        let var = var.as_str();
         let file_var = format!("{var}_FILE");
         let Some(path) = get(s, &file_var).map(PathBuf::from) else {
             continue;
@@ -332,6 +335,36 @@ pub fn resolve_secret_files(
         s.insert(var.to_owned(), value.to_owned());
     }
     Ok(())
+}
+
+/// The variables `WOMBAT_LLM_ENDPOINTS` names as `api_key_env` (custom
+/// endpoints' keys), so that they too have a `<NAME>_FILE` form. Read
+/// loosely: a value that is not valid JSON, too long or oddly shaped
+/// contributes nothing here and is reported by the LLM configuration, which
+/// parses it properly.
+fn endpoint_key_vars(s: &Settings) -> Vec<String> {
+    // The LLM configuration's own bound on the document.
+    const MAX_DOCUMENT: usize = 64 * 1024;
+    let Some(doc) = get(s, "WOMBAT_LLM_ENDPOINTS").filter(|d| d.len() <= MAX_DOCUMENT) else {
+        return Vec::new();
+    };
+    let Ok(serde_json::Value::Object(endpoints)) = serde_json::from_str(doc) else {
+        return Vec::new();
+    };
+    let fixed = secret_vars();
+    let mut vars: Vec<String> = Vec::new();
+    for spec in endpoints.values() {
+        let Some(var) = spec.get("api_key_env").and_then(serde_json::Value::as_str) else {
+            continue;
+        };
+        let name_like = !var.is_empty()
+            && var.len() <= 128
+            && var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if name_like && !fixed.contains(&var) && !vars.iter().any(|v| v == var) {
+            vars.push(var.to_owned());
+        }
+    }
+    vars
 }
 
 /// Flattens a figment (typically `wombat.toml` merged with the environment)
@@ -830,5 +863,32 @@ mod tests {
         );
         let mut empty = settings(&[("INTERNAL_TOKEN_FILE", "/run/secrets/empty")]);
         assert!(resolve_secret_files(&mut empty, read).is_err());
+
+        // A custom endpoint's key variable has the same `_FILE` form.
+        let endpoints = r#"{"corp": {"base_url": "https://llm.corp.example/v1", "api_key_env": "CORP_LLM_KEY"},
+            "lab": {"base_url": "http://10.0.0.2/v1", "api_key_env": "OPENAI_API_KEY"},
+            "open": {"base_url": "http://10.0.0.3/v1"}}"#;
+        let mut s = settings(&[
+            ("WOMBAT_LLM_ENDPOINTS", endpoints),
+            ("CORP_LLM_KEY_FILE", "/run/secrets/key"),
+            ("OPENAI_API_KEY_FILE", "/run/secrets/crlf"),
+        ]);
+        resolve_secret_files(&mut s, read).expect("resolved");
+        assert_eq!(s["CORP_LLM_KEY"], "s3cret");
+        assert_eq!(s["OPENAI_API_KEY"], "tok");
+        let mut both = settings(&[
+            ("WOMBAT_LLM_ENDPOINTS", endpoints),
+            ("CORP_LLM_KEY", "inline"),
+            ("CORP_LLM_KEY_FILE", "/run/secrets/key"),
+        ]);
+        let e = resolve_secret_files(&mut both, read).expect_err("both");
+        assert_eq!(e.var, "CORP_LLM_KEY_FILE");
+        // Names that are not variable names are not turned into `_FILE`
+        // lookups, and a malformed document is left to the LLM config.
+        for doc in [r#"{"x": {"api_key_env": "A B"}}"#, "not json", "[1]"] {
+            let mut s = settings(&[("WOMBAT_LLM_ENDPOINTS", doc), ("A B_FILE", "/run/secrets/key")]);
+            resolve_secret_files(&mut s, read).expect("nothing to resolve");
+            assert!(!s.contains_key("A B"));
+        }
     }
 }

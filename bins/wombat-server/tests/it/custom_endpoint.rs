@@ -2,7 +2,8 @@
 //! end to end on the real binary: the default model `<name>/<model>` answers
 //! a `/send` through a fake provider, which receives the endpoint's key and
 //! headers and the model id without the prefix; `/health` lists the
-//! endpoint without its secrets.
+//! endpoint without its secrets. The key comes from a file
+//! (`CORP_LLM_KEY_FILE`), as a Kubernetes secret would give it.
 
 use std::time::Duration;
 
@@ -12,6 +13,8 @@ use crate::traces::{openai_answer, send, serve, start, stop};
 async fn a_custom_endpoint_as_the_default_model_answers_send() {
     let (llm, llm_log) = serve(openai_answer).await;
     let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("corp-key");
+    std::fs::write(&key_file, "sk-corp-not-a-key\n").expect("key file");
     let endpoints = serde_json::json!({
         "corp": {
             "base_url": format!("http://{llm}/gateway/v1"),
@@ -23,7 +26,7 @@ async fn a_custom_endpoint_as_the_default_model_answers_send() {
         dir.path(),
         &[
             ("WOMBAT_LLM_ENDPOINTS", endpoints.to_string()),
-            ("CORP_LLM_KEY", "sk-corp-not-a-key".into()),
+            ("CORP_LLM_KEY_FILE", key_file.display().to_string()),
             ("LLM_MODEL_DEFAULT", "corp/llama-3.3-70b".into()),
         ],
     )
