@@ -886,7 +886,10 @@ mod tests {
         // Names that are not variable names are not turned into `_FILE`
         // lookups, and a malformed document is left to the LLM config.
         for doc in [r#"{"x": {"api_key_env": "A B"}}"#, "not json", "[1]"] {
-            let mut s = settings(&[("WOMBAT_LLM_ENDPOINTS", doc), ("A B_FILE", "/run/secrets/key")]);
+            let mut s = settings(&[
+                ("WOMBAT_LLM_ENDPOINTS", doc),
+                ("A B_FILE", "/run/secrets/key"),
+            ]);
             resolve_secret_files(&mut s, read).expect("nothing to resolve");
             assert!(!s.contains_key("A B"));
         }
