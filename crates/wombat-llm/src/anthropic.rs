@@ -25,12 +25,14 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use reqwest::Client;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use wombat_core::{Part, Provider, Role, ToolCall, Usage, parse_tool_arguments};
 
+use crate::escaped::{EscapeCache, OwnedText};
 use crate::http::{self, CallCtx, Endpoint, ErrorResponse, SseParser, Step};
 use crate::sse::SseEvent;
 use crate::types::{
@@ -51,6 +53,8 @@ pub struct AnthropicAdapter {
     /// `{base}/v1/messages`.
     endpoint: Endpoint,
     key: Option<ApiKey>,
+    /// Recent system prompts, already escaped for the body.
+    escaped: Arc<EscapeCache>,
 }
 
 impl AnthropicAdapter {
@@ -64,6 +68,7 @@ impl AnthropicAdapter {
                 base_url.into().trim_end_matches('/')
             )),
             key,
+            escaped: Arc::default(),
         }
     }
 
@@ -80,7 +85,10 @@ impl AnthropicAdapter {
         };
         let ctx = CallCtx::new(Provider::Anthropic, req.model.clone(), Some(key.clone()))
             .for_request(req);
-        let body = WireRequest::new(req, stream);
+        let mut body = WireRequest::new(req, stream);
+        if let Some(system) = body.system.as_mut() {
+            system.escaped = self.escaped.get(&system.text);
+        }
         let forced_tool = body.answer_tool;
         let builder = self
             .endpoint
@@ -184,7 +192,7 @@ struct WireRequest<'a> {
     model: &'a str,
     max_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
-    system: Option<String>,
+    system: Option<OwnedText>,
     messages: Vec<WireMessage<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
@@ -402,7 +410,7 @@ impl<'a> WireRequest<'a> {
         Self {
             model: &req.model,
             max_tokens: req.max_tokens.unwrap_or(ANTHROPIC_DEFAULT_MAX_TOKENS),
-            system,
+            system: system.map(OwnedText::new),
             messages,
             // Anthropic accepts 0..=1 and answers 400 outside it, while the
             // other providers (and the daemon API) accept up to 2.
@@ -855,6 +863,19 @@ fn classify_error_object(
 mod tests {
     use super::*;
     use wombat_core::ChatMessage;
+
+    #[test]
+    fn a_cached_system_prompt_gives_the_same_body_byte_for_byte() {
+        let cache = EscapeCache::default();
+        let mut req = ChatRequest::new("claude", vec![ChatMessage::user("hi")]);
+        req.system = Some("# Soul\n\nBe \"brief\"\t\\ ✓\u{7}\n".repeat(64));
+        let plain = serde_json::to_string(&WireRequest::new(&req, true)).expect("serialises");
+        let mut body = WireRequest::new(&req, true);
+        let system = body.system.as_mut().expect("system");
+        system.escaped = cache.get(&system.text);
+        assert!(system.escaped.is_some());
+        assert_eq!(serde_json::to_string(&body).expect("serialises"), plain);
+    }
 
     #[test]
     fn object_schema_becomes_a_forced_tool_and_others_an_instruction() {

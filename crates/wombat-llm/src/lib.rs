@@ -102,6 +102,7 @@ mod config;
 mod echo;
 mod endpoint;
 mod error;
+mod escaped;
 mod gemini;
 mod http;
 mod openai;

@@ -38,12 +38,14 @@
 use std::collections::VecDeque;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use reqwest::Client;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use wombat_core::{ChatMessage, Provider, Role, ToolCall, ToolResult, Usage};
 
+use crate::escaped::{EscapeCache, Escaped, Text};
 use crate::http::{self, CallCtx, Endpoint, ErrorResponse, SseParser, Step};
 use crate::sse::SseEvent;
 use crate::types::{
@@ -67,6 +69,8 @@ pub struct OpenAiAdapter {
     /// A custom endpoint's extra headers (values marked sensitive); empty,
     /// and never cloned, for the built-in providers.
     headers: reqwest::header::HeaderMap,
+    /// Recent system prompts, already escaped for the body.
+    escaped: Arc<EscapeCache>,
 }
 
 impl OpenAiAdapter {
@@ -89,6 +93,7 @@ impl OpenAiAdapter {
             key,
             key_optional: false,
             headers: reqwest::header::HeaderMap::new(),
+            escaped: Arc::default(),
         }
     }
 
@@ -127,7 +132,8 @@ impl OpenAiAdapter {
             (None, _) => None,
         };
         let ctx = CallCtx::new(self.provider, req.model.clone(), key.cloned()).for_request(req);
-        let body = WireRequest::new(self.provider, req, stream);
+        let system = req.system.as_deref().and_then(|s| self.escaped.get(s));
+        let body = WireRequest::new(self.provider, req, stream, system.as_deref());
         let mut builder = self.endpoint.post(&self.client).json(&body);
         if !self.headers.is_empty() {
             let mut headers = self.headers.clone();
@@ -267,7 +273,7 @@ fn is_reasoning_model(model: &str) -> bool {
 struct WireMessage<'a> {
     role: &'static str,
     /// `null` only for an assistant turn that calls tools and says nothing.
-    content: Option<Cow<'a, str>>,
+    content: Option<Text<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<WireCallOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -278,7 +284,7 @@ impl<'a> WireMessage<'a> {
     fn text(role: &'static str, content: Cow<'a, str>) -> Self {
         Self {
             role,
-            content: Some(content),
+            content: Some(Text::Plain(content)),
             tool_calls: Vec::new(),
             tool_call_id: None,
         }
@@ -337,7 +343,7 @@ fn push_message<'a>(out: &mut Vec<WireMessage<'a>>, m: &'a ChatMessage) {
     } else {
         out.push(WireMessage {
             role: m.role.as_str(),
-            content: (!text.is_empty()).then_some(text),
+            content: (!text.is_empty()).then_some(Text::Plain(text)),
             tool_calls,
             tool_call_id: None,
         });
@@ -356,10 +362,20 @@ fn tool_result_content(r: &ToolResult) -> Cow<'_, str> {
 }
 
 impl<'a> WireRequest<'a> {
-    fn new(provider: Provider, req: &'a ChatRequest, stream: bool) -> Self {
+    /// The body for `req`; `system` is the cached escaped form of its
+    /// system prompt, if there is one.
+    fn new(
+        provider: Provider,
+        req: &'a ChatRequest,
+        stream: bool,
+        system: Option<&'a Escaped>,
+    ) -> Self {
         let mut messages = Vec::with_capacity(req.messages.len() + 1);
         if let Some(s) = &req.system {
-            messages.push(WireMessage::text("system", Cow::Borrowed(s.as_str())));
+            messages.push(WireMessage {
+                content: Some(Text::of(s, system)),
+                ..WireMessage::text("system", Cow::Borrowed(""))
+            });
         }
         for m in &req.messages {
             push_message(&mut messages, m);
@@ -1032,19 +1048,41 @@ mod tests {
         let mut req = ChatRequest::new("m", vec![wombat_core::ChatMessage::user("hi")]);
         req.system = Some("be brief".into());
         req.max_tokens = Some(10);
-        let openai = serde_json::to_value(WireRequest::new(Provider::OpenAi, &req, true))
+        let openai = serde_json::to_value(WireRequest::new(Provider::OpenAi, &req, true, None))
             .expect("serialises");
         assert_eq!(openai["max_completion_tokens"], 10);
         assert!(openai.get("max_tokens").is_none());
         assert_eq!(openai["stream_options"]["include_usage"], true);
         assert_eq!(openai["messages"][0]["role"], "system");
-        let mistral = serde_json::to_value(WireRequest::new(Provider::Mistral, &req, true))
+        let mistral = serde_json::to_value(WireRequest::new(Provider::Mistral, &req, true, None))
             .expect("serialises");
         assert_eq!(mistral["max_tokens"], 10);
         assert!(mistral.get("stream_options").is_none());
-        let plain = serde_json::to_value(WireRequest::new(Provider::Groq, &req, false))
+        let plain = serde_json::to_value(WireRequest::new(Provider::Groq, &req, false, None))
             .expect("serialises");
         assert!(plain.get("stream").is_none() && plain.get("stream_options").is_none());
+    }
+
+    #[test]
+    fn a_cached_system_prompt_gives_the_same_body_byte_for_byte() {
+        let cache = EscapeCache::default();
+        let mut req = ChatRequest::new("m", vec![wombat_core::ChatMessage::user("hi \"there\"")]);
+        req.system = Some("# Soul\n\nBe \"brief\"\t\\ ✓\u{7}\n".repeat(64));
+        let plain = serde_json::to_string(&WireRequest::new(Provider::OpenAi, &req, true, None))
+            .expect("serialises");
+        for _ in 0..2 {
+            let system = cache
+                .get(req.system.as_deref().expect("system"))
+                .expect("kept");
+            let cached = serde_json::to_string(&WireRequest::new(
+                Provider::OpenAi,
+                &req,
+                true,
+                Some(&system),
+            ))
+            .expect("serialises");
+            assert_eq!(cached, plain);
+        }
     }
 
     /// Two parallel calls whose arguments arrive in fragments, text first,
@@ -1160,7 +1198,7 @@ mod tests {
             ],
         );
         req.tools = vec![ToolSpec::new("now", Value::Null)];
-        let body = serde_json::to_value(WireRequest::new(Provider::Groq, &req, false))
+        let body = serde_json::to_value(WireRequest::new(Provider::Groq, &req, false, None))
             .expect("serialises");
         assert_eq!(
             body["messages"],
