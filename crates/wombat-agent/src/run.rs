@@ -326,8 +326,12 @@ pub struct Started<H: Host>(Box<StartedParts<H>>);
 
 struct StartedParts<H: Host> {
     p: Prepared<H>,
+    /// The LLM request, moved out of `p` (the loop changes it while `p` is
+    /// read).
+    route: RouteRequest,
     task_id: Option<String>,
-    permit: H::Permit,
+    /// Held until the LLM phase ends (`None` after).
+    permit: Option<H::Permit>,
     admitted: Option<Admitted>,
     /// The soft-limit warning of the admission (boxed: rare, and this lives
     /// in a stream's task).
@@ -474,9 +478,10 @@ pub async fn start<H: Host>(
         }
     }
     Ok(Started(Box::new(StartedParts {
+        route: std::mem::replace(&mut p.route, placeholder()),
         p,
         task_id,
-        permit,
+        permit: Some(permit),
         admitted,
         budget_warning,
         server_tools,
@@ -843,39 +848,33 @@ pub async fn execute<H: Host, S: EventSink>(
     sink: &S,
     deadline: &mut Deadline<'_>,
 ) -> Result<Reply, Stop> {
+    // The run's state stays behind its box, used through references: moved
+    // out, every part would be a slot of this future, which a stream's task
+    // holds for as long as the stream is open.
+    let mut run = run.0;
     let StartedParts {
-        mut p,
+        p,
+        route,
         task_id,
-        permit,
         admitted,
-        budget_warning,
         server_tools,
         approval_tools,
-        resumed,
-    } = *run.0;
-    let mut route = std::mem::replace(&mut p.route, placeholder());
+        ..
+    } = &mut *run;
+    let p = &*p;
     let mut ledger = Ledger {
         consumed: Consumed::default(),
-        admitted,
+        admitted: admitted.take(),
         total: None,
     };
     let end = {
         // Pinned here, dropped with this block: `ledger` is free again below.
         let work = std::pin::pin!(async {
             let tools = Tools {
-                server: &server_tools,
-                approval: &approval_tools,
+                server: server_tools,
+                approval: approval_tools,
             };
-            Ok(run_loop(
-                host,
-                &p,
-                task_id.as_deref(),
-                &mut route,
-                tools,
-                sink,
-                &mut ledger,
-            )
-            .await)
+            Ok(run_loop(host, p, task_id.as_deref(), route, tools, sink, &mut ledger).await)
         });
         tokio::select! {
             biased;
@@ -886,20 +885,43 @@ pub async fn execute<H: Host, S: EventSink>(
             finished = deadline.bound(work) => finished.unwrap_or_else(|e| LoopEnd::Cut(Some(e))),
         }
     };
-    drop(permit);
+    // Everything after the LLM phase in its own future, boxed for a stream
+    // (`S::cold`): `end` and what follows from it never take room in the
+    // future a held stream waits in.
+    S::cold(conclude::<H, S>(host, &mut run, ledger, end, deadline)).await
+}
+
+/// The run after its LLM phase: release or settle, record, persist, webhook.
+async fn conclude<H: Host, S: EventSink>(
+    host: &H,
+    run: &mut StartedParts<H>,
+    mut ledger: Ledger,
+    end: LoopEnd,
+    deadline: &mut Deadline<'_>,
+) -> Result<Reply, Stop> {
+    let StartedParts {
+        p,
+        task_id,
+        permit,
+        budget_warning,
+        resumed,
+        ..
+    } = run;
+    let p = &*p;
+    drop(permit.take());
     let (mut answer, requires_action) = match end {
         LoopEnd::Answered(answer) | LoopEnd::AwaitingApproval(answer) => (answer, None),
         LoopEnd::RequiresAction(answer, action) => (answer, Some(action)),
         LoopEnd::Failed(e) => {
             host.release(ledger.admitted.take()).await;
-            record_partial(host, &p, ledger.total.as_deref(), false);
-            fire_webhook(host, &p, task_id.as_deref(), None, Some(&e.message));
+            record_partial(host, p, ledger.total.as_deref(), false);
+            fire_webhook(host, p, task_id.as_deref(), None, Some(&e.message));
             return Err(Stop::Failed(e));
         }
         LoopEnd::Cut(error) => {
             let mut estimated = false;
             let total = if ledger.consumed.opened {
-                let (usage, cost) = estimate_cut(host, &p, &ledger.consumed);
+                let (usage, cost) = estimate_cut(host, p, &ledger.consumed);
                 host.account(ledger.admitted.take(), p.key.user_id(), &usage, &cost, true)
                     .await;
                 estimated = true;
@@ -922,17 +944,17 @@ pub async fn execute<H: Host, S: EventSink>(
                     } else {
                         e.message.as_str()
                     };
-                    fire_webhook(host, &p, task_id.as_deref(), None, Some(message));
+                    fire_webhook(host, p, task_id.as_deref(), None, Some(message));
                     Stop::Failed(e)
                 }
                 None => Stop::Abandoned,
             });
         }
     };
-    answer.budget_warning = budget_warning;
+    answer.budget_warning = budget_warning.take();
     if !resumed.is_empty() {
         let later = std::mem::take(&mut answer.trace);
-        answer.trace = resumed;
+        answer.trace = std::mem::take(resumed);
         answer.trace.extend(later);
     }
     if answer.tool_requests.is_some() && answer.text.is_empty() {
@@ -942,9 +964,9 @@ pub async fn execute<H: Host, S: EventSink>(
     host.record_usage(p.key.user_id(), &answer.usage, &answer.cost, false);
     let context_warning = context_warning(host, &answer.model, answer.prompt_tokens);
     if let Some(action) = requires_action {
-        fire_requires_action(host, &p, task_id.as_deref(), &answer, &action);
+        fire_requires_action(host, p, task_id.as_deref(), &answer, &action);
         return Ok(Reply {
-            task_id,
+            task_id: task_id.take(),
             answer,
             context_warning,
             persisted: Persisted::Deferred,
@@ -953,8 +975,8 @@ pub async fn execute<H: Host, S: EventSink>(
     }
     let persisted = match task_id.as_deref() {
         Some(task) => {
-            let key = request_key(&p);
-            match S::cold(persist_within(host, &p, task, &answer, &key, deadline)).await {
+            let key = request_key(p);
+            match S::cold(persist_within(host, p, task, &answer, &key, deadline)).await {
                 Ok((message_id, document_id)) => Persisted::Stored {
                     message_id,
                     document_id,
@@ -984,13 +1006,13 @@ pub async fn execute<H: Host, S: EventSink>(
     };
     fire_webhook(
         host,
-        &p,
+        p,
         task_id.as_deref(),
         Some(&answer),
         persist_error.as_deref(),
     );
     Ok(Reply {
-        task_id,
+        task_id: task_id.take(),
         answer,
         context_warning,
         persisted,
@@ -1081,57 +1103,73 @@ async fn run_loop<H: Host, S: EventSink>(
             ledger.consumed.started = started;
         }
         let stepped = step(host, &mut request, sink, &mut ledger.consumed).await;
-        let (answer, calls, invalid) = match stepped {
-            StepEnd::Answered(a, calls, invalid) => (a, calls, invalid),
-            StepEnd::Failed(e) => return LoopEnd::Failed(e),
-            StepEnd::Cut(e) => return LoopEnd::Cut(e),
+        let cx = Cx {
+            host,
+            p,
+            task_id,
+            tools,
+            sink,
+            limits,
+            turn_begin,
+            last,
         };
-        ledger.consumed.opened = false;
-        host.observe_llm(
-            answer.provider,
-            &answer.model,
-            true,
-            &answer.usage,
-            answer.cost.total_micros(),
-        );
-        host.observe_route(answer.attempts, answer.failovers);
-        host.account(
-            ledger.admitted.take(),
-            p.key.user_id(),
-            &answer.usage,
-            &answer.cost,
-            false,
-        )
-        .await;
-        if calls.is_empty() && invalid.is_empty() {
-            return LoopEnd::Answered(match ledger.total.take() {
-                Some(t) => t.then(answer),
-                None => answer,
-            });
-        }
-        // Boxed: a cold phase for a run without tools, whose locals would
-        // otherwise size the frame every step (and a held stream) waits in.
-        let phase = Box::pin(after_calls(
-            Cx {
-                host,
-                p,
-                task_id,
-                tools,
-                sink,
-                limits,
-                turn_begin,
-                last,
-            },
-            route,
-            ledger,
-            &mut token,
-            (answer, calls, invalid),
-        ))
-        .await;
-        if let Some(end) = phase {
+        // What follows a step in its own future, boxed for a stream
+        // (`S::cold`): the answer and the calls never take room in the
+        // future a held stream waits in.
+        let next = S::cold(after_step(cx, route, ledger, &mut token, stepped)).await;
+        if let Some(end) = next {
             return end;
         }
     }
+}
+
+/// After a step: settle it, then the answer, or the tool phase (`None`:
+/// the loop goes on with the next step).
+async fn after_step<H: Host, S: EventSink>(
+    cx: Cx<'_, H, S>,
+    route: &mut RouteRequest,
+    ledger: &mut Ledger,
+    token: &mut Option<Option<String>>,
+    stepped: StepEnd,
+) -> Option<LoopEnd> {
+    let host = cx.host;
+    let (answer, calls, invalid) = match stepped {
+        StepEnd::Answered(a, calls, invalid) => (a, calls, invalid),
+        StepEnd::Failed(e) => return Some(LoopEnd::Failed(e)),
+        StepEnd::Cut(e) => return Some(LoopEnd::Cut(e)),
+    };
+    ledger.consumed.opened = false;
+    host.observe_llm(
+        answer.provider,
+        &answer.model,
+        true,
+        &answer.usage,
+        answer.cost.total_micros(),
+    );
+    host.observe_route(answer.attempts, answer.failovers);
+    host.account(
+        ledger.admitted.take(),
+        cx.p.key.user_id(),
+        &answer.usage,
+        &answer.cost,
+        false,
+    )
+    .await;
+    if calls.is_empty() && invalid.is_empty() {
+        return Some(LoopEnd::Answered(match ledger.total.take() {
+            Some(t) => t.then(answer),
+            None => answer,
+        }));
+    }
+    // Boxed: a cold phase for a run without tools.
+    Box::pin(after_calls(
+        cx,
+        route,
+        ledger,
+        token,
+        (answer, calls, invalid),
+    ))
+    .await
 }
 
 /// What the tool phase of a step works with, besides the loop's state.

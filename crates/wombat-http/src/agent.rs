@@ -398,6 +398,63 @@ impl EventSink for SseSink {
     }
 }
 
+/// Writes a stream's last event: `done` with the reply, or `error`.
+async fn finish_stream(sink: &SseSink, result: Result<wombat_agent::Reply, Stop>) {
+    match result {
+        Ok(reply) => {
+            let a = &reply.answer;
+            let (message_id, persist_error) = match &reply.persisted {
+                Persisted::Stored { message_id, .. } => (Some(message_id.as_str()), None),
+                Persisted::Failed { failure, .. } => (None, Some(failure.message())),
+                Persisted::NoTask | Persisted::Deferred => (None, None),
+            };
+            // Bounded: a client that stopped reading must not keep this
+            // task for as long as it holds the connection.
+            sink.0
+                .send_last(
+                    "done",
+                    &Done {
+                        r#type: "done",
+                        usage: &a.usage,
+                        cost: &a.cost,
+                        model: &a.model,
+                        provider: a.provider,
+                        task_id: reply.task_id.as_deref(),
+                        persisted: message_id.is_some(),
+                        message_id,
+                        persist_error: persist_error.as_deref(),
+                        context_warning: reply.context_warning.as_deref(),
+                        budget_warning: a.budget_warning.as_deref(),
+                        status: if reply.requires_action.is_some() {
+                            Some("requires_action")
+                        } else if a.tool_requests.is_some() {
+                            Some("awaiting_approval")
+                        } else {
+                            None
+                        },
+                        tool_calls: reply.requires_action.as_ref().map(|r| &r.tool_calls),
+                        messages: reply.requires_action.as_ref().map(|r| &r.messages),
+                        tool_requests: a.tool_requests.as_ref(),
+                    },
+                )
+                .await;
+        }
+        Err(Stop::Failed(e)) => {
+            sink.0
+                .send_last(
+                    "error",
+                    &StreamError {
+                        r#type: "error",
+                        error: &e.message,
+                        code: Some(e.code),
+                    },
+                )
+                .await;
+        }
+        Err(Stop::Abandoned) => {}
+    }
+}
+
 /// Validation, task resolution, the LLM slot and the first admission happen
 /// before the `200` so that they can still answer with a proper status
 /// (504 when the request deadline passes while resolving, as for `send`);
@@ -421,61 +478,11 @@ async fn start_stream(app: &Arc<App>, body: SendRequest) -> Result<http::Respons
         app.metrics.streams_open.fetch_add(1, Relaxed);
         let sink = SseSink(tx);
         // Bound first: a future in the `match` itself would live (and take
-        // room in this task) through the arms' awaits too.
+        // room in this task) through the arms' awaits too. The last event is
+        // written by its own boxed future: the result then never takes room
+        // in this task, which waits in `execute` for the stream's whole life.
         let result = wombat_agent::execute(&*app, run, &sink, &mut deadline).await;
-        match result {
-            Ok(reply) => {
-                let a = &reply.answer;
-                let (message_id, persist_error) = match &reply.persisted {
-                    Persisted::Stored { message_id, .. } => (Some(message_id.as_str()), None),
-                    Persisted::Failed { failure, .. } => (None, Some(failure.message())),
-                    Persisted::NoTask | Persisted::Deferred => (None, None),
-                };
-                // Bounded: a client that stopped reading must not keep this
-                // task for as long as it holds the connection.
-                sink.0
-                    .send_last(
-                        "done",
-                        &Done {
-                            r#type: "done",
-                            usage: &a.usage,
-                            cost: &a.cost,
-                            model: &a.model,
-                            provider: a.provider,
-                            task_id: reply.task_id.as_deref(),
-                            persisted: message_id.is_some(),
-                            message_id,
-                            persist_error: persist_error.as_deref(),
-                            context_warning: reply.context_warning.as_deref(),
-                            budget_warning: a.budget_warning.as_deref(),
-                            status: if reply.requires_action.is_some() {
-                                Some("requires_action")
-                            } else if a.tool_requests.is_some() {
-                                Some("awaiting_approval")
-                            } else {
-                                None
-                            },
-                            tool_calls: reply.requires_action.as_ref().map(|r| &r.tool_calls),
-                            messages: reply.requires_action.as_ref().map(|r| &r.messages),
-                            tool_requests: a.tool_requests.as_ref(),
-                        },
-                    )
-                    .await;
-            }
-            Err(Stop::Failed(e)) => {
-                sink.0
-                    .send_last(
-                        "error",
-                        &StreamError {
-                            r#type: "error",
-                            error: &e.message,
-                            code: Some(e.code),
-                        },
-                    )
-                    .await;
-            }
-            Err(Stop::Abandoned) => {}
-        }
+        Box::pin(finish_stream(&sink, result)).await;
         app.metrics.streams_open.fetch_sub(1, Relaxed);
     };
     tokio::spawn(work.instrument(tracing::Span::current()));
