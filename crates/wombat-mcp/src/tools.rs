@@ -601,9 +601,16 @@ impl McpTools {
             opened_in,
         };
         let transport = StreamableHttpClientTransport::with_client(http, config);
-        ().serve(transport)
-            .await
-            .map_err(|e| bounded(&format!("cannot connect: {e}")))
+        // Connected in a task of its own, outside the caller's span: rmcp's
+        // session loop keeps the span that is current when it starts, and a
+        // pooled session outlives the request that opened it, which would
+        // keep that request's span (its trace's root) open, and unexported,
+        // for the session's whole life. Aborted if the caller gives up.
+        let connecting = AbortOnDrop(tokio::spawn(async move { ().serve(transport).await }));
+        match connecting.await {
+            Ok(connected) => connected.map_err(|e| bounded(&format!("cannot connect: {e}"))),
+            Err(e) => Err(bounded(&format!("cannot connect: {e}"))),
+        }
     }
 
     /// A call result as an outcome, cut to the budget.
@@ -855,6 +862,26 @@ fn json_kind(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+/// A spawned task that is aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
     }
 }
 
