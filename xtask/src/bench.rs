@@ -928,11 +928,18 @@ impl Drop for Redis {
     }
 }
 
+/// Rounds of the limits comparison: each measures the in-memory store's
+/// daemon, then the Redis store's, back to back.
+const LIMIT_ROUNDS: usize = 3;
+
 /// `send` at c=1 with per-user limits in force (a requests-per-minute limit
 /// no run reaches, so every send is admitted, settled and, with Redis,
-/// recorded in the shared ledger): once with the in-memory store, once with
-/// a local `redis-server`. Reports what Redis adds per send: the daemon's
-/// CPU, the p50 latency, and the Redis server's own CPU.
+/// recorded in the shared ledger): one daemon with the in-memory store and
+/// one on a local `redis-server`, both started up front and measured in
+/// alternation over [`LIMIT_ROUNDS`] rounds, so that the machine's drift
+/// falls on both. Reports what Redis adds per send as the median of the
+/// rounds' differences: the daemon's CPU, the p50 latency; and the Redis
+/// server's own CPU.
 async fn limit_runs(
     cfg: &Config,
     fakes: &Fakes,
@@ -951,7 +958,7 @@ async fn limit_runs(
     let redis = Redis::start(&cfg.out_dir).await?;
     let limits = [("WOMBAT_RATE_RPM", "1000000000".to_owned())];
     let url = format!("redis://127.0.0.1:{}/", redis.port);
-    let mut runs = serde_json::Map::new();
+    let mut daemons = Vec::new();
     for (name, with_redis) in [("memory", false), ("redis", true)] {
         let mut env = limits.to_vec();
         if with_redis {
@@ -979,40 +986,72 @@ async fn limit_runs(
             &format!("limits {name} warm-up"),
             &run_json(&mut w, hz, false),
         )?;
-        let r0 = stats::cpu_ticks(redis.child.id());
-        let mut m = measure(Scenario::Send, &targets, 1, cfg.duration(), server.pid()).await?;
-        let r1 = stats::cpu_ticks(redis.child.id());
-        let mut v = run_json(&mut m, hz, true);
-        check_run(&format!("limits {name} c=1"), &v)?;
-        if m.run.errors > 0 {
-            bail!(
-                "limits {name}: {} error(s), first: {}",
-                m.run.errors,
-                m.run.first_error.unwrap_or_default()
-            );
-        }
-        if with_redis {
-            let ticks = r1.zip(r0).map_or(0, |(b, a)| b.since(a).total());
-            v["redis_cpu_us_per_request"] = json!(stats::cpu_per_request_us(ticks, hz, m.run.ok));
-        }
-        println!(
-            "bench: limits ({name} store) send c=1: {:.0} req/s, p50 {:.3} ms, {:.1} µs server CPU/send",
-            f(&v["rps"]),
-            f(&v["latency_us"]["p50"]) / 1e3,
-            f(&v["server_cpu_us_per_request"]),
-        );
-        runs.insert(name.to_owned(), v);
+        daemons.push((name, with_redis, server, targets));
     }
-    let d = |k: &dyn Fn(&Value) -> f64| k(&runs["redis"]) - k(&runs["memory"]);
-    let added_cpu = d(&|v| f(&v["server_cpu_us_per_request"]));
-    let added_p50 = d(&|v| f(&v["latency_us"]["p50"]));
+    let mut rounds: Vec<serde_json::Map<String, Value>> = Vec::new();
+    for round in 0..LIMIT_ROUNDS {
+        let mut runs = serde_json::Map::new();
+        for (name, with_redis, server, targets) in &daemons {
+            let r0 = stats::cpu_ticks(redis.child.id());
+            let mut m = measure(Scenario::Send, targets, 1, cfg.duration(), server.pid()).await?;
+            let r1 = stats::cpu_ticks(redis.child.id());
+            let mut v = run_json(&mut m, hz, true);
+            check_run(&format!("limits {name} c=1"), &v)?;
+            if m.run.errors > 0 {
+                bail!(
+                    "limits {name}: {} error(s), first: {}",
+                    m.run.errors,
+                    m.run.first_error.unwrap_or_default()
+                );
+            }
+            if *with_redis {
+                let ticks = r1.zip(r0).map_or(0, |(b, a)| b.since(a).total());
+                v["redis_cpu_us_per_request"] =
+                    json!(stats::cpu_per_request_us(ticks, hz, m.run.ok));
+            }
+            println!(
+                "bench: limits round {} ({name} store) send c=1: {:.0} req/s, p50 {:.3} ms, {:.1} µs server CPU/send",
+                round + 1,
+                f(&v["rps"]),
+                f(&v["latency_us"]["p50"]) / 1e3,
+                f(&v["server_cpu_us_per_request"]),
+            );
+            runs.insert((*name).to_owned(), v);
+        }
+        rounds.push(runs);
+    }
+    let added = |key: fn(&Value) -> f64| -> Vec<f64> {
+        rounds
+            .iter()
+            .map(|r| key(&r["redis"]) - key(&r["memory"]))
+            .collect()
+    };
+    let cpu = added(|v| f(&v["server_cpu_us_per_request"]));
+    let p50 = added(|v| f(&v["latency_us"]["p50"]));
+    let redis_cpu: Vec<f64> = rounds
+        .iter()
+        .map(|r| f(&r["redis"]["redis_cpu_us_per_request"]))
+        .collect();
+    let last = rounds.last().cloned().unwrap_or_default();
     Ok(json!({
         "concurrency": 1,
-        "memory": runs["memory"],
-        "redis": runs["redis"],
-        "redis_added_server_cpu_us_per_send": added_cpu,
-        "redis_added_p50_us": added_p50,
+        "rounds": LIMIT_ROUNDS,
+        "memory": last.get("memory"),
+        "redis": last.get("redis"),
+        "redis_added_server_cpu_us_per_send": median_f64(&cpu),
+        "redis_added_p50_us": median_f64(&p50),
+        "redis_server_cpu_us_per_send": median_f64(&redis_cpu),
+        "redis_added_server_cpu_us_per_round": cpu,
+        "redis_added_p50_us_per_round": p50,
+        "all_rounds": rounds,
     }))
+}
+
+/// The median of `values` (0 for none).
+fn median_f64(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Opens many SSE streams that the fake LLM holds after their first chunk,
@@ -1255,11 +1294,15 @@ fn print_report(r: &Value) {
     let l = &r["limits"];
     if l.get("redis").is_some() {
         println!(
-            "\nper-user limits, send c=1: Redis store vs in-memory store adds {:.1} µs of daemon CPU per send \
-             (target < 20) and {:.3} ms p50 (target < 0.2); redis-server itself used {:.1} µs per send",
+            "\nper-user limits, send c=1, median of {} alternating rounds: Redis store vs in-memory store adds \
+             {:.1} µs of daemon CPU per send (target < 20; rounds {}) and {:.3} ms p50 (target < 0.2; rounds {} µs); \
+             redis-server itself used {:.1} µs per send",
+            l["rounds"],
             f(&l["redis_added_server_cpu_us_per_send"]),
+            l["redis_added_server_cpu_us_per_round"],
             f(&l["redis_added_p50_us"]) / 1e3,
-            f(&l["redis"]["redis_cpu_us_per_request"]),
+            l["redis_added_p50_us_per_round"],
+            f(&l["redis_server_cpu_us_per_send"]),
         );
     }
     println!(
