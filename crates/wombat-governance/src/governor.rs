@@ -1,8 +1,9 @@
 //! [`Governor`]: what the daemon calls around each LLM call.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -121,17 +122,84 @@ pub enum Refused {
 #[derive(Debug)]
 #[must_use = "settle the reservation after the LLM call"]
 pub struct Admitted {
-    lease: Option<Lease>,
+    lease: Option<Arc<Grant>>,
     /// The soft-limit warning, when a threshold is crossed.
     pub warning: Option<BudgetWarning>,
 }
 
+/// Most requests one grant covers (see [`Governor::admit`]).
+pub(crate) const GRANT_UNITS: u32 = 64;
+/// How long a replica admits from a grant; then what is left of it is
+/// given back (by the next admission of the user, or the background
+/// writer's sweep within another [`GRANT_TTL`]).
+pub(crate) const GRANT_TTL: Duration = Duration::from_secs(1);
+/// Most users with a grant held at once by one replica; past it, new
+/// users' admissions take one request at a time.
+const MAX_GRANTS: usize = 10_000;
+
+/// A reservation in the store: `units` requests of one size (one, without
+/// grants), admitted one by one.
 #[derive(Debug)]
-struct Lease {
+pub(crate) struct Grant {
     id: String,
     user: String,
-    prompt_tokens: u64,
-    tpm: Option<u64>,
+    limits: Limits,
+    /// Prompt tokens charged per request.
+    unit_tokens: u64,
+    /// Micro-dollars reserved per request.
+    unit_micros: u64,
+    /// Until when requests may be admitted from it.
+    expires: Instant,
+    /// The warning of the admission that took the grant (its figures count
+    /// the whole grant as reserved, so it errs early, never late).
+    warning: Option<BudgetWarning>,
+    counts: Mutex<Counts>,
+}
+
+#[derive(Debug)]
+struct Counts {
+    /// Requests not handed out yet.
+    left: u32,
+    /// Handed out and not settled yet.
+    in_flight: u32,
+    /// No more requests are handed out.
+    retired: bool,
+    /// The release (the lease dropped, unused requests given back) is on
+    /// its way: it happens once.
+    released: bool,
+}
+
+impl Grant {
+    fn counts(&self) -> MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One request of the grant is settled: whether that ends the grant,
+    /// and how many requests it leaves unused.
+    fn settle_one(&self) -> (bool, u32) {
+        let mut c = self.counts();
+        c.in_flight = c.in_flight.saturating_sub(1);
+        c.release_if_done()
+    }
+
+    /// No more requests from it: whether it can be released now (nothing
+    /// in flight), and how many requests it leaves unused.
+    fn retire(&self) -> (bool, u32) {
+        let mut c = self.counts();
+        c.retired = true;
+        c.release_if_done()
+    }
+}
+
+impl Counts {
+    fn release_if_done(&mut self) -> (bool, u32) {
+        if self.retired && self.in_flight == 0 && !self.released {
+            self.released = true;
+            (true, std::mem::take(&mut self.left))
+        } else {
+            (false, 0)
+        }
+    }
 }
 
 /// Counters for `/metrics` (per replica).
@@ -164,6 +232,9 @@ pub struct GovernorMetrics {
     /// Finished calls settled on the request path because the background
     /// queue was full (shared store).
     pub settle_inline: AtomicU64,
+    /// Requests admitted from a grant this replica held, without a store
+    /// round trip (shared store; included in `admitted`).
+    pub admitted_local: AtomicU64,
 }
 
 /// Budgets, rates and concurrency per user, and the shared usage ledger.
@@ -182,6 +253,9 @@ pub(crate) struct Core {
     metrics: GovernorMetrics,
     /// Seconds (Unix) of the last store-error log line.
     last_error_log: AtomicU64,
+    /// The grant each user's next requests are admitted from (shared store).
+    grants: Mutex<HashMap<String, Arc<Grant>>>,
+    timezone: TimeZone,
 }
 
 impl Drop for Governor {
@@ -209,6 +283,8 @@ impl Governor {
                 store_timeout: config.store_timeout,
                 metrics: GovernorMetrics::default(),
                 last_error_log: AtomicU64::new(0),
+                grants: Mutex::new(HashMap::new()),
+                timezone: config.timezone.clone(),
             }),
             shared,
             config,
@@ -266,6 +342,17 @@ impl Governor {
         let Some(s) = &self.settler else {
             return true;
         };
+        // The grants held go back first.
+        let released = self.core.retire_grants(|_| true);
+        if !released.is_empty() {
+            for job in released {
+                if let Some(job) = s.push(&self.core, job) {
+                    self.core
+                        .settle_jobs(std::slice::from_ref(&job), "releasing a grant")
+                        .await;
+                }
+            }
+        }
         let flushed = s.flush(bound).await;
         if !flushed {
             tracing::error!(
@@ -313,6 +400,122 @@ impl Core {
         let batch: Vec<Settlement<'_>> = jobs.iter().map(Job::view).collect();
         let _ = self.call(what, self.store.settle_many(&batch)).await;
     }
+
+    fn grants(&self) -> MutexGuard<'_, HashMap<String, Arc<Grant>>> {
+        // Plain data, each update complete: a panic elsewhere cannot leave
+        // it half-updated.
+        self.grants.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether any grant is held.
+    pub(crate) fn holds_grants(&self) -> bool {
+        !self.grants().is_empty()
+    }
+
+    /// One request for `user` under `limits` from the grant held, when it
+    /// has one left that fits `estimate`.
+    fn take_local(&self, user: &str, limits: &Limits, estimate: &Estimate) -> Option<Arc<Grant>> {
+        let mut grants = self.grants();
+        let g = grants.get(user)?;
+        if g.limits != *limits
+            || estimate.prompt_tokens > g.unit_tokens
+            || estimate.cost_micros > g.unit_micros
+            || Instant::now() >= g.expires
+        {
+            return None;
+        }
+        let mut c = g.counts();
+        if c.retired || c.left == 0 {
+            return None;
+        }
+        c.left -= 1;
+        c.in_flight += 1;
+        let last = c.left == 0;
+        c.retired |= last;
+        drop(c);
+        let g = g.clone();
+        if last {
+            grants.remove(user);
+        }
+        Some(g)
+    }
+
+    /// Holds `grant` for its user's next requests (retiring the one held
+    /// before): the release of that one, when it is due now.
+    fn hold(&self, grant: &Arc<Grant>) -> Option<Job> {
+        let mut grants = self.grants();
+        if grants.len() >= MAX_GRANTS && !grants.contains_key(&grant.user) {
+            drop(grants);
+            // Not held: its unused requests go back at its settlement.
+            grant.retire();
+            return None;
+        }
+        let old = grants.insert(grant.user.clone(), grant.clone())?;
+        drop(grants);
+        self.release_job(&old, old.retire())
+    }
+
+    /// Retires the grants `which` selects: the releases due now.
+    pub(crate) fn retire_grants(&self, which: impl Fn(&Grant) -> bool) -> Vec<Job> {
+        let retired: Vec<Arc<Grant>> = {
+            let mut grants = self.grants();
+            let mut out = Vec::new();
+            grants.retain(|_, g| {
+                if which(g) {
+                    out.push(g.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            out
+        };
+        retired
+            .iter()
+            .filter_map(|g| self.release_job(g, g.retire()))
+            .collect()
+    }
+
+    /// Retires the grants past their time: the releases due now.
+    pub(crate) fn sweep_grants(&self) -> Vec<Job> {
+        let now = Instant::now();
+        self.retire_grants(|g| now >= g.expires)
+    }
+
+    /// The release of `grant`, when `(due, unused)` says it is due.
+    fn release_job(&self, grant: &Grant, (due, unused): (bool, u32)) -> Option<Job> {
+        due.then(|| {
+            let now = Timestamp::now();
+            let periods = Periods::at(now, &self.timezone);
+            Job {
+                lease: Some(LeaseSettle {
+                    user: grant.user.clone(),
+                    id: grant.id.clone(),
+                    cost_micros: 0,
+                    token_delta: token_delta(
+                        0,
+                        grant.unit_tokens.saturating_mul(u64::from(unused)),
+                    ),
+                    unit_micros: grant.unit_micros,
+                    release: true,
+                    unused_units: unused,
+                    rpm: grant.limits.rpm,
+                    tpm: grant.limits.tpm,
+                }),
+                record: false,
+                user: String::new(),
+                model: String::new(),
+                input: 0,
+                output: 0,
+                total: 0,
+                cost_micros: 0,
+                estimated: false,
+                day_ttl_secs: periods.ttl_secs(PeriodKind::Day, now),
+                month_ttl_secs: periods.ttl_secs(PeriodKind::Month, now),
+                periods,
+            }
+        })
+    }
 }
 
 impl Governor {
@@ -327,12 +530,38 @@ impl Governor {
     /// Checks `limits` for `user` and reserves `estimate`. Refusals reserve
     /// nothing. With the store unreachable: admitted without a reservation
     /// (fail-open) or [`Refused::Unavailable`] (fail-closed).
+    ///
+    /// With a shared store and no concurrency limit, an admission takes a
+    /// *grant*: the store admits up to [`GRANT_UNITS`] requests of this
+    /// one's size at once (never more than 1/16 of what is left under any
+    /// limit; one near a limit), each counted against the rates and the
+    /// budget as if admitted then. The user's next requests on this replica
+    /// are admitted from it without a round trip while they fit its size
+    /// and limits, for at most [`GRANT_TTL`]; what is left then goes back
+    /// to the store. The overshoot bound is unchanged: a grant is a
+    /// reservation, so spend stays within the budget plus the reservations
+    /// held. What it costs: other replicas see up to 1/16 of a user's
+    /// headroom taken by this one until it is used or given back, so they
+    /// may refuse a little early (never late). A user under a concurrency
+    /// limit is admitted one request at a time, as is every user without a
+    /// shared store.
     pub async fn admit(
         &self,
         user: &str,
         limits: &Limits,
         estimate: Estimate,
     ) -> Result<Admitted, Refused> {
+        let m = &self.core.metrics;
+        let grants = self.shared && limits.concurrency.is_none();
+        if grants && let Some(g) = self.core.take_local(user, limits, &estimate) {
+            m.admitted.fetch_add(1, Relaxed);
+            m.admitted_local.fetch_add(1, Relaxed);
+            m.reserved_micros.fetch_add(g.unit_micros, Relaxed);
+            return Ok(Admitted {
+                warning: g.warning.clone(),
+                lease: Some(g),
+            });
+        }
         if limits.concurrency.is_some()
             && let Some(s) = &self.settler
             && s.pending()
@@ -344,21 +573,39 @@ impl Governor {
             // store call; past it the admission goes ahead.
             s.flush(self.config.store_timeout).await;
         }
+        // A grant's requests are sized with room to grow (a conversation's
+        // prompt grows by a message each time), so the next ones still fit.
+        let (units, unit) = if grants {
+            (
+                GRANT_UNITS,
+                Estimate {
+                    cost_micros: estimate
+                        .cost_micros
+                        .saturating_add(estimate.cost_micros / 2),
+                    prompt_tokens: estimate
+                        .prompt_tokens
+                        .saturating_add(estimate.prompt_tokens / 2),
+                },
+            )
+        } else {
+            (1, estimate)
+        };
         let now = Timestamp::now();
         let periods = Periods::at(now, &self.config.timezone);
         let lease = lease_id();
         let req = AdmitRequest {
             user,
             lease: &lease,
-            lease_ttl: self.config.lease_ttl,
-            reserve_micros: estimate.cost_micros,
-            tokens: estimate.prompt_tokens,
+            // A grant's last request may start just before it expires.
+            lease_ttl: self.config.lease_ttl + if grants { GRANT_TTL } else { Duration::ZERO },
+            reserve_micros: unit.cost_micros,
+            tokens: unit.prompt_tokens,
+            units,
             limits,
             periods: &periods,
             day_ttl_secs: periods.ttl_secs(PeriodKind::Day, now),
             month_ttl_secs: periods.ttl_secs(PeriodKind::Month, now),
         };
-        let m = &self.core.metrics;
         match self
             .call("admitting a request", self.core.store.admit(&req))
             .await
@@ -367,9 +614,10 @@ impl Governor {
                 day_spent_micros,
                 month_spent_micros,
                 reserved_micros,
+                units,
             }) => {
                 m.admitted.fetch_add(1, Relaxed);
-                m.reserved_micros.fetch_add(estimate.cost_micros, Relaxed);
+                m.reserved_micros.fetch_add(unit.cost_micros, Relaxed);
                 let warning = limits.soft_percent.and_then(|pct| {
                     [
                         (
@@ -401,13 +649,29 @@ impl Governor {
                 if warning.is_some() {
                     m.warnings.fetch_add(1, Relaxed);
                 }
-                Ok(Admitted {
-                    lease: Some(Lease {
-                        id: lease,
-                        user: user.to_owned(),
-                        prompt_tokens: estimate.prompt_tokens,
-                        tpm: limits.tpm,
+                let units = units.max(1);
+                let grant = Arc::new(Grant {
+                    id: lease,
+                    user: user.to_owned(),
+                    limits: *limits,
+                    unit_tokens: unit.prompt_tokens,
+                    unit_micros: unit.cost_micros,
+                    expires: Instant::now() + GRANT_TTL,
+                    warning: warning.clone(),
+                    counts: Mutex::new(Counts {
+                        left: units - 1,
+                        in_flight: 1,
+                        retired: units == 1,
+                        released: false,
                     }),
+                });
+                if units > 1
+                    && let Some(job) = self.core.hold(&grant)
+                {
+                    self.release(job).await;
+                }
+                Ok(Admitted {
+                    lease: Some(grant),
                     warning,
                 })
             }
@@ -460,18 +724,32 @@ impl Governor {
         }
     }
 
+    /// Queues (or, when the queue cannot take it, writes) a grant's release.
+    async fn release(&self, job: Job) {
+        let job = match &self.settler {
+            Some(s) => match s.push(&self.core, job) {
+                None => return,
+                Some(job) => job,
+            },
+            None => job,
+        };
+        self.core
+            .settle_jobs(std::slice::from_ref(&job), "releasing a grant")
+            .await;
+    }
+
     /// Settles an admitted request: adds `cost_micros` (what the call really
     /// cost; 0 when it failed before consuming anything) to the budgets,
     /// corrects the token charge by `tokens_used`, and releases the
     /// reservation. A store failure is logged and counted; the reservation
     /// then expires with its lease.
     pub async fn settle(&self, admitted: Admitted, cost_micros: u64, tokens_used: u64) {
-        let Some(lease) = admitted.lease else {
+        let Some(grant) = admitted.lease else {
             return;
         };
         let now = Timestamp::now();
         let periods = Periods::at(now, &self.config.timezone);
-        let req = settle_request(&lease, cost_micros, tokens_used, &periods, now);
+        let req = settle_request(&grant, cost_micros, tokens_used, &periods, now);
         self.core
             .metrics
             .settled_micros
@@ -500,18 +778,13 @@ impl Governor {
         let now = Timestamp::now();
         let periods = Periods::at(now, &self.config.timezone);
         let m = &self.core.metrics;
-        let lease = admitted.and_then(|a| a.lease).map(|l| {
+        let lease = admitted.and_then(|a| a.lease).map(|g| {
             m.settled_micros.fetch_add(call.cost_micros, Relaxed);
-            LeaseSettle {
-                token_delta: token_delta(tokens, l.prompt_tokens),
-                user: l.user,
-                id: l.id,
-                cost_micros: call.cost_micros,
-                tpm: l.tpm,
-            }
+            lease_settle(&g, call.cost_micros, tokens)
         });
         let job = Job {
             lease,
+            record: true,
             user: call.user.to_owned(),
             model: call.model.to_owned(),
             input: call.input,
@@ -560,20 +833,46 @@ impl Governor {
     }
 }
 
-/// The settlement of `lease` at `now`.
+/// The settlement of one request of `grant`: its real cost and tokens and,
+/// when it is the grant's last, the release.
+fn lease_settle(grant: &Grant, cost_micros: u64, tokens_used: u64) -> LeaseSettle {
+    let (release, unused) = grant.settle_one();
+    let charged = grant.unit_tokens.saturating_mul(1 + u64::from(unused));
+    LeaseSettle {
+        user: grant.user.clone(),
+        id: grant.id.clone(),
+        cost_micros,
+        token_delta: token_delta(tokens_used, charged),
+        unit_micros: grant.unit_micros,
+        release,
+        unused_units: unused,
+        rpm: grant.limits.rpm,
+        tpm: grant.limits.tpm,
+    }
+}
+
+/// The settlement of one request of `grant` at `now`.
 fn settle_request<'a>(
-    lease: &'a Lease,
+    grant: &'a Grant,
     cost_micros: u64,
     tokens_used: u64,
     periods: &'a Periods,
     now: Timestamp,
 ) -> SettleRequest<'a> {
+    let (release, unused) = grant.settle_one();
     SettleRequest {
-        user: &lease.user,
-        lease: &lease.id,
+        user: &grant.user,
+        lease: &grant.id,
         cost_micros,
-        token_delta: token_delta(tokens_used, lease.prompt_tokens),
-        tpm: lease.tpm,
+        token_delta: token_delta(
+            tokens_used,
+            grant.unit_tokens.saturating_mul(1 + u64::from(unused)),
+        ),
+        unit_micros: grant.unit_micros,
+        release,
+        unused_units: unused,
+        rpm: grant.limits.rpm,
+        tpm: grant.limits.tpm,
         periods,
         day_ttl_secs: periods.ttl_secs(PeriodKind::Day, now),
         month_ttl_secs: periods.ttl_secs(PeriodKind::Month, now),

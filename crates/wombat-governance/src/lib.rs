@@ -22,6 +22,12 @@
 //! With a shared store, settlements leave the request path: the governor
 //! queues them and one background task writes them in batches (see
 //! `settler.rs`); a reservation holds until its settlement is written.
+//!
+//! With a shared store, admissions mostly leave it too: an admission takes
+//! a *grant* of up to 64 requests of its size (at most 1/16 of the headroom
+//! left under any limit, one near a limit; see [`grant_units`]), and the
+//! replica admits the user's next requests from it locally for up to a
+//! second, then gives back what is left ([`Governor::admit`]).
 
 mod governor;
 mod limits;
@@ -38,6 +44,6 @@ pub use limits::{Limits, PeriodKind, Periods, RateKind};
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
 pub use store::{
-    Admission, AdmitRequest, Refusal, SettleRequest, Settlement, Store, StoreError, UsageRecord,
-    UsageSnapshot, UsageTotals,
+    Admission, AdmitRequest, GRANT_SHARE, Refusal, SettleRequest, Settlement, Store, StoreError,
+    UsageRecord, UsageSnapshot, UsageTotals, budget_headroom, grant_units,
 };

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::limits::{PeriodKind, RateKind};
 use crate::store::{
     Admission, AdmitRequest, MAX_MODELS, MAX_USERS, OTHER, Refusal, SettleRequest, Store,
-    StoreError, UsageRecord, UsageSnapshot, UsageTotals,
+    StoreError, UsageRecord, UsageSnapshot, UsageTotals, budget_headroom, grant_units,
 };
 
 /// The rate window: limits are per minute.
@@ -173,7 +173,18 @@ impl Store for MemoryStore {
                 }
             }
         }
-        let mut rpm = user.rpm;
+        // What is left under each limit, and what one request takes of it.
+        let mut headroom = [(0.0, 0.0); 4];
+        for (slot, limit, spent) in [
+            (0, limits.budget_day_micros, day_spent),
+            (1, limits.budget_month_micros, month_spent),
+        ] {
+            if let Some(limit) = limit {
+                let left = limit.saturating_sub(spent.saturating_add(reserved));
+                headroom[slot] = budget_headroom(left, req.reserve_micros);
+            }
+        }
+        let mut rpm_level = None;
         if let Some(limit) = limits.rpm.filter(|r| *r > 0).map(f64::from) {
             let level = user.rpm.level(now, limit);
             if level + 1.0 > limit {
@@ -182,12 +193,10 @@ impl Store for MemoryStore {
                     retry_after: retry((level + 1.0 - limit) * WINDOW_MS / limit),
                 }));
             }
-            rpm = Bucket {
-                level: level + 1.0,
-                at: now,
-            };
+            headroom[2] = (limit - level, 1.0);
+            rpm_level = Some(level);
         }
-        let mut tpm = user.tpm;
+        let mut tpm_level = None;
         if let Some(limit) = limits.tpm.filter(|t| *t > 0).map(|t| t as f64) {
             let level = user.tpm.level(now, limit);
             if level >= limit {
@@ -196,20 +205,37 @@ impl Store for MemoryStore {
                     retry_after: retry((level - limit + 1.0) * WINDOW_MS / limit),
                 }));
             }
-            tpm = Bucket {
-                level: level + req.tokens as f64,
+            headroom[3] = (limit - level, req.tokens as f64);
+            tpm_level = Some(level);
+        }
+        // A concurrency limit counts leases: one request per lease.
+        let units = if limits.concurrency.is_some() {
+            1
+        } else {
+            grant_units(req.units, &headroom)
+        };
+        let n = f64::from(units);
+        if let Some(level) = rpm_level {
+            user.rpm = Bucket {
+                level: level + n,
                 at: now,
             };
         }
-        user.rpm = rpm;
-        user.tpm = tpm;
+        if let Some(level) = tpm_level {
+            user.tpm = Bucket {
+                level: level + n * req.tokens as f64,
+                at: now,
+            };
+        }
+        let reserve = req.reserve_micros.saturating_mul(u64::from(units));
         let ttl_ms = req.lease_ttl.as_secs_f64() * 1000.0;
         user.leases
-            .insert(req.lease.to_owned(), (now + ttl_ms, req.reserve_micros));
+            .insert(req.lease.to_owned(), (now + ttl_ms, reserve));
         Ok(Admission::Admitted {
             day_spent_micros: day_spent,
             month_spent_micros: month_spent,
-            reserved_micros: reserved.saturating_add(req.reserve_micros),
+            reserved_micros: reserved.saturating_add(reserve),
+            units,
         })
     }
 
@@ -217,7 +243,18 @@ impl Store for MemoryStore {
         let now = self.now_ms();
         let mut state = self.lock();
         let user = state.users.entry(req.user.to_owned()).or_default();
-        user.leases.remove(req.lease);
+        if req.release {
+            user.leases.remove(req.lease);
+            if let Some(limit) = req.rpm.filter(|r| *r > 0 && req.unused_units > 0) {
+                let limit = f64::from(limit);
+                user.rpm = Bucket {
+                    level: (user.rpm.level(now, limit) - f64::from(req.unused_units)).max(0.0),
+                    at: now,
+                };
+            }
+        } else if let Some((_, reserved)) = user.leases.get_mut(req.lease) {
+            *reserved = reserved.saturating_sub(req.unit_micros);
+        }
         for (slot, key) in [
             (&mut user.day, &req.periods.day),
             (&mut user.month, &req.periods.month),

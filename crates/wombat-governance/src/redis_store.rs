@@ -46,16 +46,29 @@ for _, l in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
 end
 local conc = tonumber(ARGV[9])
 if conc > 0 and redis.call('ZCARD', KEYS[1]) >= conc then
-  return {1, conc, 0, 0}
+  return {1, conc, 0, 0, 0}
 end
+-- The grant: at most ARGV[10] requests, and at most 1/16 of what is left
+-- under each limit (in requests of this size), at least this one.
+local n = tonumber(ARGV[10])
+local reserve, tokens = tonumber(ARGV[3]), tonumber(ARGV[4])
+local function bound(left, per)
+  if per > 0 then n = math.min(n, math.max(1, math.floor(left / (per * 16)))) end
+end
+-- A request that reserves nothing against a budget (an unpriced model) is
+-- granted alone: its real cost is not bounded by its estimate.
+local function budget(left) if reserve > 0 then bound(left, reserve) else n = 1 end end
+if conc > 0 then n = 1 end
 local reserved = 0
 for _, v in ipairs(redis.call('HVALS', KEYS[2])) do reserved = reserved + tonumber(v) end
 local day = tonumber(redis.call('HGET', KEYS[3], 'spent') or '0')
 local month = tonumber(redis.call('HGET', KEYS[4], 'spent') or '0')
 local day_limit = tonumber(ARGV[5])
-if day_limit >= 0 and day + reserved >= day_limit then return {2, day_limit, day, reserved} end
+if day_limit >= 0 and day + reserved >= day_limit then return {2, day_limit, day, reserved, 0} end
+if day_limit >= 0 then budget(day_limit - day - reserved) end
 local month_limit = tonumber(ARGV[6])
-if month_limit >= 0 and month + reserved >= month_limit then return {3, month_limit, month, reserved} end
+if month_limit >= 0 and month + reserved >= month_limit then return {3, month_limit, month, reserved, 0} end
+if month_limit >= 0 then budget(month_limit - month - reserved) end
 local window = 60000
 -- Leaky buckets: a level (requests or tokens) that drains at the limit per
 -- minute. The level is kept, not the rate, so a tenant whose plan changes
@@ -74,27 +87,48 @@ local rpm = tonumber(ARGV[7])
 local rpm_level = 0
 if rpm > 0 then
   rpm_level = level(KEYS[5], rpm)
-  if rpm_level + 1 > rpm then return {4, math.ceil((rpm_level + 1 - rpm) * window / rpm), 0, 0} end
+  if rpm_level + 1 > rpm then return {4, math.ceil((rpm_level + 1 - rpm) * window / rpm), 0, 0, 0} end
+  bound(rpm - rpm_level, 1)
 end
 local tpm = tonumber(ARGV[8])
 local tpm_level = 0
 if tpm > 0 then
   tpm_level = level(KEYS[6], tpm)
-  if tpm_level >= tpm then return {5, math.ceil((tpm_level - tpm + 1) * window / tpm), 0, 0} end
+  if tpm_level >= tpm then return {5, math.ceil((tpm_level - tpm + 1) * window / tpm), 0, 0, 0} end
+  bound(tpm - tpm_level, tokens)
 end
-if rpm > 0 then keep(KEYS[5], rpm_level + 1, rpm) end
-if tpm > 0 then keep(KEYS[6], tpm_level + tonumber(ARGV[4]), tpm) end
+if rpm > 0 then keep(KEYS[5], rpm_level + n, rpm) end
+if tpm > 0 then keep(KEYS[6], tpm_level + n * tokens, tpm) end
 local ttl = tonumber(ARGV[2])
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], string.format('%d', n * reserve))
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
-return {0, day, month, reserved + tonumber(ARGV[3])}
+return {0, day, month, reserved + n * reserve, n}
 ";
 
 const SETTLE: &str = r"
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[8] == '1' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  -- The grant's unused requests go back to the requests-per-minute bucket.
+  local rpm, unused = tonumber(ARGV[10]), tonumber(ARGV[9])
+  if rpm > 0 and unused > 0 then
+    local h = redis.call('HMGET', KEYS[6], 'l', 't')
+    local l, at = tonumber(h[1] or '0'), tonumber(h[2] or tostring(now))
+    l = math.max(0, l - math.max(0, now - at) * rpm / 60000) - unused
+    if l > 0 then
+      redis.call('HSET', KEYS[6], 'l', string.format('%.6f', l), 't', now)
+      redis.call('PEXPIRE', KEYS[6], math.ceil(l * 60000 / rpm) + 1)
+    else
+      redis.call('DEL', KEYS[6])
+    end
+  end
+elseif redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
+  redis.call('HINCRBY', KEYS[2], ARGV[1], string.format('%d', -tonumber(ARGV[7])))
+end
 local cost = tonumber(ARGV[2])
 if cost > 0 then
   redis.call('HINCRBY', KEYS[3], 'spent', cost)
@@ -105,8 +139,6 @@ end
 local tpm = tonumber(ARGV[4])
 local delta = tonumber(ARGV[3])
 if tpm > 0 and delta ~= 0 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local h = redis.call('HMGET', KEYS[5], 'l', 't')
   local l, at = tonumber(h[1] or '0'), tonumber(h[2] or tostring(now))
   l = math.max(0, l - math.max(0, now - at) * tpm / 60000) + delta
@@ -170,14 +202,21 @@ pub struct RedisStore {
     settle_record: Script,
 }
 
-/// The body of the combined script: SETTLE on its keys and first six
-/// arguments (skipped when no keys are given), RECORD on the rest.
+/// Arguments of SETTLE.
+const SETTLE_ARGS: usize = 10;
+/// Arguments of RECORD.
+const RECORD_ARGS: usize = 12;
+
+/// The body of the combined script: SETTLE on its keys and first
+/// [`SETTLE_ARGS`] arguments (skipped when no keys are given), RECORD on
+/// the rest (skipped when they are empty: a grant's release alone).
 fn settle_record_source() -> String {
     format!(
         "local function settle(KEYS, ARGV)\n{SETTLE}\nend\n\
          local function record(ARGV)\n{RECORD}\nend\n\
-         if #KEYS > 0 then settle(KEYS, {{ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]}}) end\n\
-         record({{unpack(ARGV, 7)}})\nreturn 1\n"
+         if #KEYS > 0 then settle(KEYS, {{unpack(ARGV, 1, {SETTLE_ARGS})}}) end\n\
+         if ARGV[{first}] ~= '' then record({{unpack(ARGV, {first})}}) end\nreturn 1\n",
+        first = SETTLE_ARGS + 1
     )
 }
 
@@ -295,27 +334,32 @@ fn split(fields: &BTreeMap<String, i64>) -> (UsageTotals, BTreeMap<String, Usage
     (totals(fields, ""), by_model)
 }
 
-/// SETTLE's five keys.
+/// SETTLE's six keys.
 fn settle_keys(cmd: &mut Cmd, req: &SettleRequest<'_>) {
     let u = req.user;
     cmd.arg(Key(["l:", u]))
         .arg(Key(["lv:", u]))
         .arg(Key(["bd:", &req.periods.day, ":", u]))
         .arg(Key(["bm:", &req.periods.month, ":", u]))
-        .arg(Key(["tpm:", u]));
+        .arg(Key(["tpm:", u]))
+        .arg(Key(["rpm:", u]));
 }
 
-/// SETTLE's six arguments.
+/// SETTLE's [`SETTLE_ARGS`] arguments.
 fn settle_args(cmd: &mut Cmd, req: &SettleRequest<'_>) {
     cmd.arg(req.lease)
         .arg(req.cost_micros)
         .arg(req.token_delta)
         .arg(req.tpm.unwrap_or(0))
         .arg(req.day_ttl_secs)
-        .arg(req.month_ttl_secs);
+        .arg(req.month_ttl_secs)
+        .arg(req.unit_micros)
+        .arg(u8::from(req.release))
+        .arg(req.unused_units)
+        .arg(req.rpm.unwrap_or(0));
 }
 
-/// RECORD's twelve arguments.
+/// RECORD's [`RECORD_ARGS`] arguments.
 fn record_args(cmd: &mut Cmd, rec: &UsageRecord<'_>) {
     cmd.arg(PREFIX)
         .arg(rec.user)
@@ -332,12 +376,17 @@ fn record_args(cmd: &mut Cmd, rec: &UsageRecord<'_>) {
 }
 
 impl RedisStore {
-    /// The combined settle-and-record command of one finished call.
-    fn settle_record_cmd(&self, settle: Option<&SettleRequest<'_>>, rec: &UsageRecord<'_>) -> Cmd {
+    /// The combined settle-and-record command of one finished call (or a
+    /// grant's release alone, without a record).
+    fn settle_record_cmd(
+        &self,
+        settle: Option<&SettleRequest<'_>>,
+        rec: Option<&UsageRecord<'_>>,
+    ) -> Cmd {
         let mut cmd = evalsha(
             &self.settle_record,
-            if settle.is_some() { 5 } else { 0 },
-            18,
+            if settle.is_some() { 6 } else { 0 },
+            SETTLE_ARGS + RECORD_ARGS,
         );
         match settle {
             Some(req) => {
@@ -345,12 +394,19 @@ impl RedisStore {
                 settle_args(&mut cmd, req);
             }
             None => {
-                for _ in 0..6 {
+                for _ in 0..SETTLE_ARGS {
                     cmd.arg(0);
                 }
             }
         }
-        record_args(&mut cmd, rec);
+        match rec {
+            Some(rec) => record_args(&mut cmd, rec),
+            None => {
+                for _ in 0..RECORD_ARGS {
+                    cmd.arg("");
+                }
+            }
+        }
         cmd
     }
 }
@@ -361,7 +417,7 @@ impl Store for RedisStore {
         let mut conn = self.conn().await?;
         let u = req.user;
         let l = req.limits;
-        let mut cmd = evalsha(&self.admit, 6, 9);
+        let mut cmd = evalsha(&self.admit, 6, 10);
         cmd.arg(Key(["l:", u]))
             .arg(Key(["lv:", u]))
             .arg(Key(["bd:", &req.periods.day, ":", u]))
@@ -380,9 +436,11 @@ impl Store for RedisStore {
             .arg(limit_arg(l.budget_month_micros))
             .arg(l.rpm.unwrap_or(0))
             .arg(l.tpm.unwrap_or(0))
-            .arg(l.concurrency.unwrap_or(0));
+            .arg(l.concurrency.unwrap_or(0))
+            .arg(req.units.max(1));
         // A fixed-size reply, read without allocating a vector.
-        let (code, a, b, c): (i64, i64, i64, i64) = eval(&mut conn, &self.admit, &cmd).await?;
+        let (code, a, b, c, n): (i64, i64, i64, i64, i64) =
+            eval(&mut conn, &self.admit, &cmd).await?;
         let budget = |period| {
             Admission::Refused(Refusal::Budget {
                 period,
@@ -402,6 +460,7 @@ impl Store for RedisStore {
                 day_spent_micros: to_u64(a),
                 month_spent_micros: to_u64(b),
                 reserved_micros: to_u64(c),
+                units: u32::try_from(n).unwrap_or(1).clamp(1, req.units.max(1)),
             },
             1 => Admission::Refused(Refusal::Concurrency {
                 limit: u32::try_from(a).unwrap_or(u32::MAX),
@@ -416,7 +475,7 @@ impl Store for RedisStore {
 
     async fn settle(&self, req: &SettleRequest<'_>) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let mut cmd = evalsha(&self.settle, 5, 6);
+        let mut cmd = evalsha(&self.settle, 6, SETTLE_ARGS);
         settle_keys(&mut cmd, req);
         settle_args(&mut cmd, req);
         let _: i64 = eval(&mut conn, &self.settle, &cmd).await?;
@@ -425,7 +484,7 @@ impl Store for RedisStore {
 
     async fn record(&self, rec: &UsageRecord<'_>) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let mut cmd = evalsha(&self.record, 0, 12);
+        let mut cmd = evalsha(&self.record, 0, RECORD_ARGS);
         record_args(&mut cmd, rec);
         let _: i64 = eval(&mut conn, &self.record, &cmd).await?;
         Ok(())
@@ -437,7 +496,7 @@ impl Store for RedisStore {
         rec: &UsageRecord<'_>,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let cmd = self.settle_record_cmd(settle, rec);
+        let cmd = self.settle_record_cmd(settle, Some(rec));
         let _: i64 = eval(&mut conn, &self.settle_record, &cmd).await?;
         Ok(())
     }
@@ -449,7 +508,7 @@ impl Store for RedisStore {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for s in batch {
-            pipe.add_command(self.settle_record_cmd(s.settle.as_ref(), &s.record));
+            pipe.add_command(self.settle_record_cmd(s.settle.as_ref(), s.record.as_ref()));
         }
         let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
         if replies.len() != batch.len() {
@@ -464,7 +523,7 @@ impl Store for RedisStore {
         for (s, reply) in batch.iter().zip(replies) {
             if let Value::ServerError(e) = reply {
                 if e.kind() == Some(redis::ServerErrorKind::NoScript) {
-                    again.add_command(self.settle_record_cmd(s.settle.as_ref(), &s.record));
+                    again.add_command(self.settle_record_cmd(s.settle.as_ref(), s.record.as_ref()));
                 } else if first_error.is_none() {
                     first_error = Some(StoreError::Redis(e.into()));
                 }
@@ -543,5 +602,13 @@ impl Store for RedisStore {
             by_user,
             by_day,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_admit_script_takes_the_documented_share_of_the_headroom() {
+        assert!(super::ADMIT.contains(&format!("(per * {})", crate::GRANT_SHARE)));
     }
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
-use crate::governor::Core;
+use crate::governor::{Core, GRANT_TTL};
 use crate::limits::Periods;
 use crate::store::{SettleRequest, Settlement, UsageRecord};
 
@@ -52,13 +52,20 @@ pub(crate) struct LeaseSettle {
     pub(crate) id: String,
     pub(crate) cost_micros: u64,
     pub(crate) token_delta: i64,
+    pub(crate) unit_micros: u64,
+    pub(crate) release: bool,
+    pub(crate) unused_units: u32,
+    pub(crate) rpm: Option<u32>,
     pub(crate) tpm: Option<u64>,
 }
 
-/// One finished call, owned, waiting in the queue.
+/// One finished call (or a grant's release alone), owned, waiting in the
+/// queue.
 #[derive(Debug)]
 pub(crate) struct Job {
     pub(crate) lease: Option<LeaseSettle>,
+    /// Whether the call goes to the usage ledger (not for a release alone).
+    pub(crate) record: bool,
     pub(crate) user: String,
     pub(crate) model: String,
     pub(crate) input: u64,
@@ -80,12 +87,16 @@ impl Job {
                 lease: &l.id,
                 cost_micros: l.cost_micros,
                 token_delta: l.token_delta,
+                unit_micros: l.unit_micros,
+                release: l.release,
+                unused_units: l.unused_units,
+                rpm: l.rpm,
                 tpm: l.tpm,
                 periods: &self.periods,
                 day_ttl_secs: self.day_ttl_secs,
                 month_ttl_secs: self.month_ttl_secs,
             }),
-            record: UsageRecord {
+            record: self.record.then(|| UsageRecord {
                 user: &self.user,
                 model: &self.model,
                 input: self.input,
@@ -94,7 +105,7 @@ impl Job {
                 cost_micros: self.cost_micros,
                 estimated: self.estimated,
                 day: &self.periods.day,
-            },
+            }),
         }
     }
 }
@@ -218,14 +229,34 @@ impl Settler {
 }
 
 /// The worker: writes the queue in batches until it is closed and empty.
+/// While grants are held it also gives back, every [`GRANT_TTL`], those
+/// past their time that no admission replaced (a user who went quiet).
 async fn run(core: Arc<Core>, settler: Arc<Settler>) {
+    let mut next_sweep = tokio::time::Instant::now() + GRANT_TTL;
     loop {
+        if tokio::time::Instant::now() >= next_sweep {
+            next_sweep = tokio::time::Instant::now() + GRANT_TTL;
+            let released = core.sweep_grants();
+            if !released.is_empty() {
+                core.settle_jobs(&released, "releasing grants").await;
+            }
+        }
         let (batch, closed) = settler.take();
         if batch.is_empty() {
             if closed {
                 return;
             }
-            settler.wake.notified().await;
+            if core.holds_grants() {
+                // Woken by work or by the next sweep, whichever is first.
+                if tokio::time::timeout_at(next_sweep, settler.wake.notified())
+                    .await
+                    .is_err()
+                {
+                    continue;
+                }
+            } else {
+                settler.wake.notified().await;
+            }
             let _ = tokio::time::timeout(LINGER, settler.kick.notified()).await;
             continue;
         }

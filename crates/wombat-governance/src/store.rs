@@ -20,7 +20,9 @@ pub enum StoreError {
     Protocol(String),
 }
 
-/// One admission check and, when it passes, one reservation.
+/// One admission check and, when it passes, one reservation: a *grant* of
+/// up to [`AdmitRequest::units`] requests of this request's size, so that a
+/// replica can admit the next ones locally (see [`grant_units`]).
 #[derive(Debug, Clone)]
 pub struct AdmitRequest<'a> {
     /// The user (`user_id`).
@@ -35,6 +37,11 @@ pub struct AdmitRequest<'a> {
     /// Tokens charged to the tokens-per-minute limit now (the prompt
     /// estimate); the rest is charged when settling.
     pub tokens: u64,
+    /// How many requests of this size to admit at once (at least 1). The
+    /// store grants fewer near a limit ([`grant_units`]); the lease then
+    /// reserves `units × reserve_micros` and charges `units` requests and
+    /// `units × tokens` tokens to the rates.
+    pub units: u32,
     /// The limits that apply.
     pub limits: &'a Limits,
     /// The current periods.
@@ -84,12 +91,15 @@ pub enum Admission {
         month_spent_micros: u64,
         /// Reservations in flight for the user, this one included.
         reserved_micros: u64,
+        /// Requests granted (1 ..= the units asked for).
+        units: u32,
     },
     /// Refused; nothing was reserved or charged.
     Refused(Refusal),
 }
 
-/// Settles (or releases) one reservation.
+/// Settles one request of a grant and, with [`SettleRequest::release`],
+/// ends the grant.
 #[derive(Debug, Clone)]
 pub struct SettleRequest<'a> {
     /// The user.
@@ -98,8 +108,19 @@ pub struct SettleRequest<'a> {
     pub lease: &'a str,
     /// What the call really cost (0 when it consumed nothing).
     pub cost_micros: u64,
-    /// Tokens really used minus those charged at admission.
+    /// Tokens really used minus those charged at admission (and, on
+    /// release, minus the tokens of the unused units).
     pub token_delta: i64,
+    /// The reservation of one request of the grant, taken off the lease
+    /// (when it is not released).
+    pub unit_micros: u64,
+    /// Whether this ends the grant: the lease is dropped and its unused
+    /// requests are given back to the requests-per-minute limit.
+    pub release: bool,
+    /// Requests of the grant never used (given back on release).
+    pub unused_units: u32,
+    /// The requests-per-minute limit the grant was admitted under.
+    pub rpm: Option<u32>,
     /// The tokens-per-minute limit the request was admitted under.
     pub tpm: Option<u64>,
     /// The periods the cost is counted in.
@@ -132,13 +153,51 @@ pub struct UsageRecord<'a> {
 }
 
 /// One finished call: its settlement (when it was admitted under a limit)
-/// and its usage-ledger record, as [`Store::settle_and_record`] takes them.
+/// and its usage-ledger record, as [`Store::settle_and_record`] takes them;
+/// or a grant's release alone (no record).
 #[derive(Debug, Clone)]
 pub struct Settlement<'a> {
     /// The reservation to settle, if any.
     pub settle: Option<SettleRequest<'a>>,
-    /// The call for the ledger.
-    pub record: UsageRecord<'a>,
+    /// The call for the ledger (none for a release alone).
+    pub record: Option<UsageRecord<'a>>,
+}
+
+/// Fraction of the headroom left under a limit that one grant may take:
+/// a grant is at most 1/`GRANT_SHARE` of what is left.
+pub const GRANT_SHARE: u64 = 16;
+
+/// How many of `want` requests a store grants at once: at least one (the
+/// request itself, admitted by the usual checks), and never more than
+/// 1/[`GRANT_SHARE`] of the headroom left under any limit, counted in
+/// requests of this size. So far from every limit a replica takes a slice
+/// and admits the next requests without a round trip; near a limit grants
+/// shrink to one request and every admission is checked in the store, as
+/// if there were no grants. `headroom` gives, per limit that is set, what
+/// is left and what one request takes of it (a request that takes nothing
+/// is not bounded by that limit). A request that reserves nothing against
+/// a budget (an unpriced model) must be granted alone, since its real cost
+/// is not bounded by its estimate: [`budget_headroom`] says so.
+pub fn grant_units(want: u32, headroom: &[(f64, f64)]) -> u32 {
+    let mut n = f64::from(want.max(1));
+    for &(left, per_request) in headroom {
+        if per_request > 0.0 {
+            n = n.min((left / (per_request * GRANT_SHARE as f64)).floor().max(1.0));
+        }
+    }
+    // `n` is between 1 and `want`.
+    n as u32
+}
+
+/// The [`grant_units`] entry of a budget with `left` micro-dollars left,
+/// for requests that reserve `reserve` each: one that reserves nothing
+/// counts as taking all that is left (granted alone).
+pub fn budget_headroom(left: u64, reserve: u64) -> (f64, f64) {
+    if reserve == 0 {
+        (0.0, 1.0)
+    } else {
+        (left as f64, reserve as f64)
+    }
 }
 
 /// Totals of a set of LLM calls.
@@ -215,12 +274,17 @@ pub trait Store: Send + Sync + 'static {
         }
         self.record(rec).await
     }
-    /// [`Store::settle_and_record`] of many calls, in order, in as few
-    /// steps as the store can (one round trip to Redis). Each settlement is
-    /// atomic on its own; an error means some may not have been applied.
+    /// [`Store::settle_and_record`] of many calls (or [`Store::settle`]
+    /// alone, for entries without a record), in order, in as few steps as
+    /// the store can (one round trip to Redis). Each settlement is atomic
+    /// on its own; an error means some may not have been applied.
     async fn settle_many(&self, batch: &[Settlement<'_>]) -> Result<(), StoreError> {
         for s in batch {
-            self.settle_and_record(s.settle.as_ref(), &s.record).await?;
+            match (&s.settle, &s.record) {
+                (settle, Some(rec)) => self.settle_and_record(settle.as_ref(), rec).await?,
+                (Some(settle), None) => self.settle(settle).await?,
+                (None, None) => {}
+            }
         }
         Ok(())
     }

@@ -215,6 +215,11 @@ pub(crate) fn render_metrics(app: &App, out: &mut String) {
             &m.store_errors,
         ),
         (
+            "wombat_limits_admitted_local_total",
+            "LLM calls admitted from a grant this replica held, without a store round trip (included in wombat_limits_admitted_total).",
+            &m.admitted_local,
+        ),
+        (
             "wombat_limits_fail_open_total",
             "Requests let through while the store was unreachable.",
             &m.fail_open,

@@ -310,3 +310,99 @@ async fn background_settlements_reload_scripts_the_server_forgot() {
     assert_eq!(relaxed(&g.metrics().store_errors), 0);
     wait_for_requests(&g, "iris", 4).await;
 }
+
+fn rpm(n: u32) -> Limits {
+    Limits {
+        rpm: Some(n),
+        ..Limits::default()
+    }
+}
+
+#[tokio::test]
+async fn replicas_admit_from_grants_and_the_rate_holds_across_them() {
+    let redis = RedisServer::start();
+    let a = Governor::redis(&redis.url(), config(FailMode::Closed)).expect("url");
+    let b = Governor::redis(&redis.url(), config(FailMode::Closed)).expect("url");
+    // 160 a minute: the first admission takes 10 (1/16 of the headroom),
+    // the next 9 need no round trip.
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        held.push(
+            a.admit("alice", &rpm(160), Estimate::default())
+                .await
+                .expect("admitted"),
+        );
+    }
+    assert_eq!(relaxed(&a.metrics().admitted_local), 9);
+    held.push(
+        a.admit("alice", &rpm(160), Estimate::default())
+            .await
+            .expect("admitted"),
+    );
+    assert_eq!(relaxed(&a.metrics().admitted_local), 9, "a new grant");
+    // Spread over both replicas, never more than the limit in the minute.
+    let mut admitted = 11;
+    for i in 0..400 {
+        let g = if i % 2 == 0 { &b } else { &a };
+        if let Ok(x) = g.admit("alice", &rpm(160), Estimate::default()).await {
+            admitted += 1;
+            held.push(x);
+        }
+    }
+    assert!(admitted <= 160, "{admitted} admitted");
+    // Grants near the limit are of one request: nearly all of it is usable.
+    assert!(admitted >= 158, "only {admitted} admitted");
+    for x in held {
+        a.settle_and_record(Some(x), &call("alice", 0)).await;
+    }
+    assert!(a.flush(Duration::from_secs(10)).await);
+    assert!(b.flush(Duration::from_secs(10)).await);
+    assert_eq!(
+        relaxed(&a.metrics().store_errors) + relaxed(&b.metrics().store_errors),
+        0
+    );
+}
+
+#[tokio::test]
+async fn an_unused_grant_goes_back_after_its_time() {
+    let redis = RedisServer::start();
+    let a = Governor::redis(&redis.url(), config(FailMode::Closed)).expect("url");
+    let b = Governor::redis(&redis.url(), config(FailMode::Closed)).expect("url");
+    // 320 a minute: a takes 20 and uses one.
+    let x = a
+        .admit("alice", &rpm(320), Estimate::default())
+        .await
+        .expect("admitted");
+    a.settle_and_record(Some(x), &call("alice", 0)).await;
+    // Past the grant's time the background writer gives back the 19 unused.
+    // The bucket drains 320 a minute: after 2.5 s it is empty if they came
+    // back (b's grant: 1/16 of 320, 20), at ~6.7 if not (1/16 of 313, 19).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let y = b
+        .admit("alice", &rpm(320), Estimate::default())
+        .await
+        .expect("admitted");
+    let mut held = Vec::new();
+    for _ in 0..19 {
+        held.push(
+            b.admit("alice", &rpm(320), Estimate::default())
+                .await
+                .expect("admitted"),
+        );
+    }
+    assert_eq!(relaxed(&b.metrics().admitted_local), 19);
+    held.push(
+        b.admit("alice", &rpm(320), Estimate::default())
+            .await
+            .expect("admitted"),
+    );
+    assert_eq!(
+        relaxed(&b.metrics().admitted_local),
+        19,
+        "the 21st takes a new grant"
+    );
+    held.push(y);
+    for x in held {
+        b.settle_and_record(Some(x), &call("alice", 0)).await;
+    }
+}

@@ -20,6 +20,7 @@ struct Call<'a> {
     lease: &'a str,
     reserve: u64,
     tokens: u64,
+    units: u32,
     limits: Limits,
     periods: Periods,
     ttl: Duration,
@@ -31,6 +32,7 @@ fn call<'a>(user: &'a str, lease: &'a str, limits: Limits) -> Call<'a> {
         lease,
         reserve: 0,
         tokens: 0,
+        units: 1,
         limits,
         periods: periods("2026-12-01"),
         ttl: Duration::from_secs(60),
@@ -45,6 +47,7 @@ async fn admit(store: &dyn Store, c: &Call<'_>) -> Admission {
             lease_ttl: c.ttl,
             reserve_micros: c.reserve,
             tokens: c.tokens,
+            units: c.units,
             limits: &c.limits,
             periods: &c.periods,
             day_ttl_secs: 90_000,
@@ -55,12 +58,22 @@ async fn admit(store: &dyn Store, c: &Call<'_>) -> Admission {
 }
 
 async fn settle(store: &dyn Store, c: &Call<'_>, cost: u64, delta: i64) {
+    settle_unit(store, c, cost, delta, Some(0)).await;
+}
+
+/// Settles one request of `c`'s grant; `release` ends the grant with that
+/// many requests unused.
+async fn settle_unit(store: &dyn Store, c: &Call<'_>, cost: u64, delta: i64, release: Option<u32>) {
     store
         .settle(&SettleRequest {
             user: c.user,
             lease: c.lease,
             cost_micros: cost,
             token_delta: delta,
+            unit_micros: c.reserve,
+            release: release.is_some(),
+            unused_units: release.unwrap_or(0),
+            rpm: c.limits.rpm,
             tpm: c.limits.tpm,
             periods: &c.periods,
             day_ttl_secs: 90_000,
@@ -124,6 +137,7 @@ async fn budget_admits_while_spend_plus_reservations_is_below_the_limit() {
                 day_spent_micros: 900,
                 month_spent_micros: 900,
                 reserved_micros: 400,
+                units: 1,
             }
         );
         settle(store, &calls[3], 300, 0).await;
@@ -333,6 +347,10 @@ async fn settle_and_record_in_one_step() {
             lease: "a",
             cost_micros: 100,
             token_delta: 0,
+            unit_micros: 10,
+            release: true,
+            unused_units: 0,
+            rpm: None,
             tpm: None,
             periods: &c.periods,
             day_ttl_secs: 90_000,
@@ -356,5 +374,133 @@ async fn settle_and_record_in_one_step() {
         let all = store.usage(None, &[]).await.expect("usage");
         assert_eq!(all.totals.requests, 2);
         assert_eq!(all.by_user.expect("by user").len(), 2);
+    }
+}
+
+fn units(a: &Admission) -> u32 {
+    match a {
+        Admission::Admitted { units, .. } => *units,
+        Admission::Refused(r) => panic!("refused: {r:?}"),
+    }
+}
+
+#[tokio::test]
+async fn grants_take_a_sixteenth_of_the_headroom_and_give_back_what_is_unused() {
+    for (store, _redis) in stores() {
+        let store = &*store;
+        let grant = |lease, limits| Call {
+            units: 64,
+            ..call("alice", lease, limits)
+        };
+        // Requests per minute: 160 left, a grant takes 10 of them.
+        let rpm = Limits {
+            rpm: Some(160),
+            ..Limits::default()
+        };
+        let first = grant("r1", rpm);
+        assert_eq!(units(&admit(store, &first).await), 10);
+        // Given back unused: the next grant finds the same headroom.
+        settle_unit(store, &first, 0, 0, Some(10)).await;
+        let second = grant("r2", rpm);
+        assert_eq!(units(&admit(store, &second).await), 10);
+        // Not given back: 150 left, 9 granted.
+        assert_eq!(units(&admit(store, &grant("r3", rpm)).await), 9);
+        // Near the limit, one request at a time; never more than asked.
+        let tight = Limits {
+            rpm: Some(3),
+            ..Limits::default()
+        };
+        let t1 = Call {
+            units: 64,
+            ..call("dave", "t1", tight)
+        };
+        assert_eq!(units(&admit(store, &t1).await), 1);
+        assert_eq!(units(&admit(store, &call("carol", "c1", rpm)).await), 1);
+
+        // Budget: 1,600 left at 10 per request: 10 requests, 100 reserved.
+        let budget = Limits {
+            budget_day_micros: Some(1600),
+            ..Limits::default()
+        };
+        let b = Call {
+            reserve: 10,
+            ..grant("b1", budget)
+        };
+        let Admission::Admitted {
+            reserved_micros,
+            units: n,
+            ..
+        } = admit(store, &b).await
+        else {
+            panic!("admitted")
+        };
+        assert_eq!((n, reserved_micros), (10, 100));
+        // One request settled: its 10 leave the reservation, its cost is spent.
+        settle_unit(store, &b, 5, 0, None).await;
+        let probe = Call {
+            reserve: 10,
+            ..call("alice", "b2", budget)
+        };
+        let Admission::Admitted {
+            day_spent_micros,
+            reserved_micros,
+            ..
+        } = admit(store, &probe).await
+        else {
+            panic!("admitted")
+        };
+        assert_eq!((day_spent_micros, reserved_micros), (5, 100));
+        // The grant ends with 9 unused: only the probe is reserved now.
+        settle_unit(store, &b, 0, 0, Some(9)).await;
+        let Admission::Admitted {
+            reserved_micros, ..
+        } = admit(
+            store,
+            &Call {
+                reserve: 0,
+                ..call("alice", "b3", budget)
+            },
+        )
+        .await
+        else {
+            panic!("admitted")
+        };
+        assert_eq!(reserved_micros, 10);
+
+        // A request that reserves nothing against a budget is granted alone.
+        assert_eq!(units(&admit(store, &grant("b4", budget)).await), 1);
+        // Tokens per minute: 10,000 left at 100 per request: 6 requests.
+        let tpm = Limits {
+            tpm: Some(10_000),
+            ..Limits::default()
+        };
+        let t = Call {
+            tokens: 100,
+            ..grant("k1", tpm)
+        };
+        assert_eq!(units(&admit(store, &t).await), 6);
+        // A concurrency limit counts leases: one request per lease.
+        let conc = Limits {
+            concurrency: Some(100),
+            ..Limits::default()
+        };
+        assert_eq!(units(&admit(store, &grant("n1", conc)).await), 1);
+        // No limit bounds it: the whole grant.
+        assert_eq!(
+            units(
+                &admit(
+                    store,
+                    &grant(
+                        "u1",
+                        Limits {
+                            rpm: Some(1_000_000_000),
+                            ..Limits::default()
+                        }
+                    )
+                )
+                .await
+            ),
+            64
+        );
     }
 }
