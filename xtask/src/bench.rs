@@ -344,6 +344,27 @@ async fn health_ok(addr: SocketAddr) -> bool {
     matches!(c.send_request(req).await, Ok(r) if r.status() == hyper::StatusCode::OK)
 }
 
+/// The value of the counter `name` in the daemon's `/metrics`, if it has it.
+async fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
+    use http_body_util::BodyExt as _;
+    let mut c = load::connect_h1(addr).await.ok()?;
+    let mut req = hyper::Request::new(http_body_util::Full::new(Bytes::new()));
+    *req.uri_mut() = hyper::Uri::from_static("/metrics");
+    req.headers_mut()
+        .insert(hyper::header::HOST, addr.to_string().parse().ok()?);
+    let body = c
+        .send_request(req)
+        .await
+        .ok()?
+        .into_body()
+        .collect()
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&body.to_bytes()).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// What the server process did during a run.
 #[derive(Debug, Default)]
 struct Measured {
@@ -956,7 +977,11 @@ async fn limit_runs(
         return Ok(json!({"skipped": "redis-server not installed"}));
     }
     let redis = Redis::start(&cfg.out_dir).await?;
-    let limits = [("WOMBAT_RATE_RPM", "1000000000".to_owned())];
+    let limits = [
+        ("WOMBAT_RATE_RPM", "1000000000".to_owned()),
+        // The admission counters are read from it after the runs.
+        ("WOMBAT_METRICS_PUBLIC", "true".to_owned()),
+    ];
     let url = format!("redis://127.0.0.1:{}/", redis.port);
     let mut daemons = Vec::new();
     for (name, with_redis) in [("memory", false), ("redis", true)] {
@@ -1032,6 +1057,16 @@ async fn limit_runs(
         .iter()
         .map(|r| f(&r["redis"]["redis_cpu_us_per_request"]))
         .collect();
+    // How the Redis daemon admitted: from grants it held, or with a round trip.
+    let mut admissions = serde_json::Map::new();
+    if let Some((_, _, server, _)) = daemons.iter().find(|d| d.1) {
+        for name in [
+            "wombat_limits_admitted_total",
+            "wombat_limits_admitted_local_total",
+        ] {
+            admissions.insert(name.to_owned(), json!(metric(server.addr, name).await));
+        }
+    }
     let last = rounds.last().cloned().unwrap_or_default();
     Ok(json!({
         "concurrency": 1,
@@ -1043,6 +1078,7 @@ async fn limit_runs(
         "redis_server_cpu_us_per_send": median_f64(&redis_cpu),
         "redis_added_server_cpu_us_per_round": cpu,
         "redis_added_p50_us_per_round": p50,
+        "redis_daemon_admissions": admissions,
         "all_rounds": rounds,
     }))
 }
