@@ -155,7 +155,9 @@ return 1
 const RECORD: &str = r"
 local p = ARGV[1]
 local user, model = ARGV[2], ARGV[3]
-local ttl, estimated = ARGV[12], ARGV[4] == '1'
+-- ARGV[13] calls of which ARGV[4] estimated (a batch's calls of one user,
+-- model and day are recorded at once).
+local ttl, estimated, calls = ARGV[12], tonumber(ARGV[4]), ARGV[13]
 local function bound(set, name, max)
   if redis.call('SISMEMBER', set, name) == 1 then return name end
   if redis.call('SCARD', set) >= max then
@@ -168,8 +170,8 @@ end
 model = bound(p .. 'u:models', model, tonumber(ARGV[10]))
 user = bound(p .. 'u:users', user, tonumber(ARGV[11]))
 local function add(key, suffix)
-  redis.call('HINCRBY', key, 'r' .. suffix, 1)
-  if estimated then redis.call('HINCRBY', key, 'e' .. suffix, 1) end
+  redis.call('HINCRBY', key, 'r' .. suffix, calls)
+  if estimated > 0 then redis.call('HINCRBY', key, 'e' .. suffix, estimated) end
   redis.call('HINCRBY', key, 'i' .. suffix, ARGV[5])
   redis.call('HINCRBY', key, 'o' .. suffix, ARGV[6])
   redis.call('HINCRBY', key, 't' .. suffix, ARGV[7])
@@ -205,7 +207,7 @@ pub struct RedisStore {
 /// Arguments of SETTLE.
 const SETTLE_ARGS: usize = 10;
 /// Arguments of RECORD.
-const RECORD_ARGS: usize = 12;
+const RECORD_ARGS: usize = 13;
 
 /// The body of the combined script: SETTLE on its keys and first
 /// [`SETTLE_ARGS`] arguments (skipped when no keys are given), RECORD on
@@ -359,12 +361,46 @@ fn settle_args(cmd: &mut Cmd, req: &SettleRequest<'_>) {
         .arg(req.rpm.unwrap_or(0));
 }
 
-/// RECORD's [`RECORD_ARGS`] arguments.
+/// RECORD's [`RECORD_ARGS`] arguments for one call.
 fn record_args(cmd: &mut Cmd, rec: &UsageRecord<'_>) {
+    record_many_args(cmd, &Merged::of(rec));
+}
+
+/// Calls of one user, model and day, added up: recorded in one script.
+#[derive(Debug)]
+struct Merged<'a> {
+    rec: UsageRecord<'a>,
+    calls: u64,
+    estimated: u64,
+}
+
+impl<'a> Merged<'a> {
+    fn of(rec: &UsageRecord<'a>) -> Self {
+        Self {
+            rec: rec.clone(),
+            calls: 1,
+            estimated: u64::from(rec.estimated),
+        }
+    }
+
+    fn add(&mut self, rec: &UsageRecord<'_>) {
+        let r = &mut self.rec;
+        r.input = r.input.saturating_add(rec.input);
+        r.output = r.output.saturating_add(rec.output);
+        r.total = r.total.saturating_add(rec.total);
+        r.cost_micros = r.cost_micros.saturating_add(rec.cost_micros);
+        self.calls += 1;
+        self.estimated += u64::from(rec.estimated);
+    }
+}
+
+/// RECORD's [`RECORD_ARGS`] arguments for merged calls.
+fn record_many_args(cmd: &mut Cmd, m: &Merged<'_>) {
+    let rec = &m.rec;
     cmd.arg(PREFIX)
         .arg(rec.user)
         .arg(rec.model)
-        .arg(u8::from(rec.estimated))
+        .arg(m.estimated)
         .arg(rec.input)
         .arg(rec.output)
         .arg(rec.total)
@@ -372,7 +408,57 @@ fn record_args(cmd: &mut Cmd, rec: &UsageRecord<'_>) {
         .arg(rec.day)
         .arg(MAX_MODELS)
         .arg(MAX_USERS)
-        .arg(USAGE_TTL_SECS);
+        .arg(USAGE_TTL_SECS)
+        .arg(m.calls);
+}
+
+/// The settlements of one batch, added up per lease (and day): a grant's
+/// requests settled within one batch take one script.
+fn merge_settles<'b>(batch: &'b [Settlement<'b>]) -> Vec<SettleRequest<'b>> {
+    let mut out: Vec<SettleRequest<'b>> = Vec::new();
+    let mut index: std::collections::HashMap<(&str, &str), usize> =
+        std::collections::HashMap::new();
+    for s in batch.iter().filter_map(|s| s.settle.as_ref()) {
+        match index.get(&(s.lease, s.periods.day.as_str())) {
+            Some(&i) => {
+                let m = &mut out[i];
+                m.cost_micros = m.cost_micros.saturating_add(s.cost_micros);
+                m.token_delta = m.token_delta.saturating_add(s.token_delta);
+                if s.release {
+                    m.release = true;
+                    m.unused_units = s.unused_units;
+                } else {
+                    m.unit_micros = m.unit_micros.saturating_add(s.unit_micros);
+                }
+            }
+            None => {
+                index.insert((s.lease, s.periods.day.as_str()), out.len());
+                let mut first = s.clone();
+                if first.release {
+                    first.unit_micros = 0;
+                }
+                out.push(first);
+            }
+        }
+    }
+    out
+}
+
+/// The records of one batch, added up per user, model and day.
+fn merge_records<'b>(batch: &'b [Settlement<'b>]) -> Vec<Merged<'b>> {
+    let mut out: Vec<Merged<'b>> = Vec::new();
+    let mut index: std::collections::HashMap<(&str, &str, &str), usize> =
+        std::collections::HashMap::new();
+    for r in batch.iter().filter_map(|s| s.record.as_ref()) {
+        match index.get(&(r.user, r.model, r.day)) {
+            Some(&i) => out[i].add(r),
+            None => {
+                index.insert((r.user, r.model, r.day), out.len());
+                out.push(Merged::of(r));
+            }
+        }
+    }
+    out
 }
 
 impl RedisStore {
@@ -503,15 +589,41 @@ impl Store for RedisStore {
 
     async fn settle_many(&self, batch: &[Settlement<'_>]) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        // One pipeline: one write and one read for the whole batch. Each
-        // script is atomic on its own; their order is the batch's.
+        // One pipeline: one write and one read for the whole batch. The
+        // batch is added up first (per lease, and per user, model and day
+        // for the ledger): under steady traffic a batch holds many calls of
+        // few users, and the ledger script is the server's largest cost.
+        // Each script is atomic on its own; settlements go first, so a
+        // reservation is never released after the ledger of a later call.
+        let settles = merge_settles(batch);
+        let records = merge_records(batch);
+        let count = settles.len() + records.len();
+        if count == 0 {
+            return Ok(());
+        }
+        // The i-th command of the pipeline, and its script.
+        let command = |i: usize| -> (&Script, Cmd) {
+            match settles.get(i) {
+                Some(req) => {
+                    let mut cmd = evalsha(&self.settle, 6, SETTLE_ARGS);
+                    settle_keys(&mut cmd, req);
+                    settle_args(&mut cmd, req);
+                    (&self.settle, cmd)
+                }
+                None => {
+                    let mut cmd = evalsha(&self.record, 0, RECORD_ARGS);
+                    record_many_args(&mut cmd, &records[i - settles.len()]);
+                    (&self.record, cmd)
+                }
+            }
+        };
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        for s in batch {
-            pipe.add_command(self.settle_record_cmd(s.settle.as_ref(), s.record.as_ref()));
+        for i in 0..count {
+            pipe.add_command(command(i).1);
         }
         let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
-        if replies.len() != batch.len() {
+        if replies.len() != count {
             return Err(StoreError::Protocol("short pipeline reply".into()));
         }
         // A server that lost its scripts (restarted) refuses every EVALSHA
@@ -520,17 +632,24 @@ impl Store for RedisStore {
         let mut first_error = None;
         let mut again = redis::pipe();
         again.ignore_errors();
-        for (s, reply) in batch.iter().zip(replies) {
+        let mut load: Vec<&Script> = Vec::new();
+        for (i, reply) in replies.into_iter().enumerate() {
             if let Value::ServerError(e) = reply {
                 if e.kind() == Some(redis::ServerErrorKind::NoScript) {
-                    again.add_command(self.settle_record_cmd(s.settle.as_ref(), s.record.as_ref()));
+                    let (script, cmd) = command(i);
+                    if !load.iter().any(|l| std::ptr::eq(*l, script)) {
+                        load.push(script);
+                    }
+                    again.add_command(cmd);
                 } else if first_error.is_none() {
                     first_error = Some(StoreError::Redis(e.into()));
                 }
             }
         }
         if !again.is_empty() {
-            self.settle_record.load_async(&mut conn).await?;
+            for script in load {
+                script.load_async(&mut conn).await?;
+            }
             let replies: Vec<Value> = again.query_async(&mut conn).await?;
             for reply in replies {
                 if let Value::ServerError(e) = reply {

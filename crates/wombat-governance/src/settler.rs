@@ -16,7 +16,7 @@
 //!   `settle_inline`. On shutdown [`crate::Governor::flush`] drains it within
 //!   a bound, and dropping the governor lets the worker finish the queue.
 //! - Other replicas see a settlement once it is written: normally within
-//!   [`LINGER`] (2 ms) plus a Redis round trip of the call's end; when the
+//!   [`LINGER`] (10 ms) plus a Redis round trip of the call's end; when the
 //!   store is slow, within the store timeout per batch ahead of it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,10 +36,14 @@ pub(crate) const CAPACITY: usize = 8192;
 
 /// How long the worker, woken by a first settlement, lets others join its
 /// batch before writing. Under steady traffic this turns one round trip
-/// (and its task wake-ups and syscalls) per call into one per batch; it is
-/// also how late another replica may see a settlement (plus a round trip).
-/// Anyone who waits for the queue ([`Settler::flush`]) cuts it short.
-pub(crate) const LINGER: Duration = Duration::from_millis(2);
+/// (and its task wake-ups and syscalls) per call into one per batch, and
+/// the store adds a batch up per user before writing it; it is also how
+/// late another replica may see a settlement (plus a round trip), while
+/// the reservation still counts. Anyone who waits for the queue
+/// ([`Settler::flush`]) cuts it short. 10 ms rather than 2: at one user's
+/// c=1 send rate (~3,000/s) 2 ms batches cost the daemon ~21 µs of CPU per
+/// send and 10 ms ones ~5.5 µs (`XTASK_BENCH_ONLY=limits cargo xtask bench`).
+pub(crate) const LINGER: Duration = Duration::from_millis(10);
 
 /// Most settlements in one round trip (bounds one pipeline's size and how
 /// long the store works on it).

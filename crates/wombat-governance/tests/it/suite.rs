@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use wombat_governance::{
     Admission, AdmitRequest, Limits, MemoryStore, PeriodKind, Periods, RateKind, RedisStore,
-    Refusal, SettleRequest, Store, UsageRecord,
+    Refusal, SettleRequest, Settlement, Store, UsageRecord,
 };
 
 use crate::redis_server::RedisServer;
@@ -501,6 +501,107 @@ async fn grants_take_a_sixteenth_of_the_headroom_and_give_back_what_is_unused() 
                 .await
             ),
             64
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_settlements_adds_up_like_one_by_one() {
+    for (store, _redis) in stores() {
+        let store = &*store;
+        let limits = Limits {
+            budget_day_micros: Some(16_000),
+            ..Limits::default()
+        };
+        // A grant of 10 requests at 100 each (1,000 reserved).
+        let g = Call {
+            reserve: 100,
+            units: 64,
+            ..call("alice", "g", limits)
+        };
+        let Admission::Admitted { units: 10, .. } = admit(store, &g).await else {
+            panic!("a grant of 10")
+        };
+        let settle = |cost, release: Option<u32>| SettleRequest {
+            user: "alice",
+            lease: "g",
+            cost_micros: cost,
+            token_delta: 0,
+            unit_micros: 100,
+            release: release.is_some(),
+            unused_units: release.unwrap_or(0),
+            rpm: None,
+            tpm: None,
+            periods: &g.periods,
+            day_ttl_secs: 90_000,
+            month_ttl_secs: 3_000_000,
+        };
+        let rec = |user, model, estimated| UsageRecord {
+            user,
+            model,
+            input: 10,
+            output: 5,
+            total: 15,
+            cost_micros: 7,
+            estimated,
+            day: "2026-12-01",
+        };
+        // Three requests of the grant settled, the last one ending it with
+        // 7 unused; four ledger records of two users and two models.
+        let batch = [
+            Settlement {
+                settle: Some(settle(40, None)),
+                record: Some(rec("alice", "m1", false)),
+            },
+            Settlement {
+                settle: Some(settle(50, None)),
+                record: Some(rec("alice", "m1", true)),
+            },
+            Settlement {
+                settle: None,
+                record: Some(rec("bob", "m1", false)),
+            },
+            Settlement {
+                settle: Some(settle(60, Some(7))),
+                record: Some(rec("alice", "m2", false)),
+            },
+        ];
+        store.settle_many(&batch).await.expect("store answers");
+        // Spent 150; the grant's reservation is gone.
+        let Admission::Admitted {
+            day_spent_micros,
+            reserved_micros,
+            ..
+        } = admit(store, &call("alice", "next", limits)).await
+        else {
+            panic!("admitted")
+        };
+        assert_eq!((day_spent_micros, reserved_micros), (150, 0));
+        let all = store
+            .usage(None, &["2026-12-01".into()])
+            .await
+            .expect("usage");
+        assert_eq!(
+            (
+                all.totals.requests,
+                all.totals.estimated,
+                all.totals.cost_micros
+            ),
+            (4, 1, 28)
+        );
+        assert_eq!(all.by_model["m1"].requests, 3);
+        assert_eq!(all.by_model["m1"].estimated, 1);
+        assert_eq!(all.by_model["m2"].input, 10);
+        let users = all.by_user.expect("by user");
+        assert_eq!((users["alice"].requests, users["bob"].requests), (3, 1));
+        assert_eq!(all.by_day[0].1.total, 60);
+        let alice = store
+            .usage(Some("alice"), &["2026-12-01".into()])
+            .await
+            .expect("usage");
+        assert_eq!(
+            (alice.totals.requests, alice.by_model["m1"].output),
+            (3, 10)
         );
     }
 }
