@@ -151,7 +151,8 @@ pub(crate) struct Grant {
     /// Until when requests may be admitted from it.
     expires: Instant,
     /// The warning of the admission that took the grant (its figures count
-    /// the whole grant as reserved, so it errs early, never late).
+    /// the whole grant as reserved: this replica's own use never makes it
+    /// late; other replicas' spend since is seen at the next grant).
     warning: Option<BudgetWarning>,
     counts: Mutex<Counts>,
 }
