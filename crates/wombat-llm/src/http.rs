@@ -695,7 +695,11 @@ impl<P> SseState<P> {
 /// After the end marker the rest of the body is read briefly so the
 /// connection can be reused; on an error, or when the returned stream is
 /// dropped, the body (and so the connection) is dropped at once.
-pub(crate) fn sse_stream<P: SseParser>(resp: Response, ctx: CallCtx, parser: P) -> EventStream {
+pub(crate) fn sse_stream<P: SseParser + Unpin>(
+    resp: Response,
+    ctx: CallCtx,
+    parser: P,
+) -> EventStream {
     let state = SseState {
         body: resp.bytes_stream().boxed(),
         decoder: SseDecoder::new(),
@@ -706,19 +710,36 @@ pub(crate) fn sse_stream<P: SseParser>(resp: Response, ctx: CallCtx, parser: P) 
         error: None,
         done: false,
     };
-    futures::stream::unfold(Some(state), |state| async move {
-        let mut st = state?;
+    state.boxed()
+}
+
+/// The stream itself: a hand-written [`Stream`] rather than an `unfold`
+/// over an async block, whose future would keep a second copy of the state
+/// (a held stream's memory is mostly this).
+impl<P: SseParser + Unpin> futures::Stream for SseState<P> {
+    type Item = Result<StreamEvent>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let st = self.get_mut();
         loop {
             if let Some(ev) = st.queue.pop_front() {
-                return Some((Ok(ev), Some(st)));
+                return Poll::Ready(Some(Ok(ev)));
             }
             if let Some(e) = st.error.take() {
-                return Some((Err(e), None));
+                // `done` is set with every error: the next poll ends it.
+                // The body (and its connection) goes at once, not with
+                // the stream (a boxed empty stream allocates nothing).
+                st.body = futures::stream::empty().boxed();
+                return Poll::Ready(Some(Err(e)));
             }
             if st.done {
-                return None;
+                return Poll::Ready(None);
             }
-            match st.body.next().await {
+            match std::task::ready!(st.body.poll_next_unpin(cx)) {
                 Some(Ok(bytes)) => {
                     let fed = st.decoder.feed(&bytes, &mut st.events);
                     // Events completed before the oversized one still count.
@@ -750,8 +771,7 @@ pub(crate) fn sse_stream<P: SseParser>(resp: Response, ctx: CallCtx, parser: P) 
                 }
             }
         }
-    })
-    .boxed()
+    }
 }
 
 /// Percent-encodes a path segment (a model id in a Gemini URL) so that an
