@@ -20,12 +20,14 @@
 //! with [`FinishReason::ToolCalls`] although Gemini says `STOP`.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use reqwest::Client;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use wombat_core::{Part, Provider, Role, ToolCall, ToolContent, ToolResult, Usage};
 
+use crate::escaped::{EscapeCache, OwnedText};
 use crate::http::{self, CallCtx, ErrorResponse, SseParser, Step};
 use crate::sse::SseEvent;
 use crate::types::{
@@ -44,6 +46,8 @@ pub struct GeminiAdapter {
     client: Client,
     base_url: String,
     key: Option<ApiKey>,
+    /// Recent system instructions, already escaped for the body.
+    escaped: Arc<EscapeCache>,
 }
 
 impl GeminiAdapter {
@@ -54,6 +58,7 @@ impl GeminiAdapter {
             client,
             base_url: base_url.into().trim_end_matches('/').to_owned(),
             key,
+            escaped: Arc::default(),
         }
     }
 
@@ -78,7 +83,11 @@ impl GeminiAdapter {
             self.base_url,
             http::path_segment(model)
         );
-        let body = WireRequest::new(req).map_err(|message| invalid_request(&ctx, message))?;
+        let mut body = WireRequest::new(req).map_err(|message| invalid_request(&ctx, message))?;
+        if let Some(system) = body.system_instruction.as_mut() {
+            let [part] = &mut system.parts;
+            part.text.escaped = self.escaped.get(&part.text.text);
+        }
         let builder = self
             .client
             .post(url)
@@ -143,13 +152,25 @@ impl ChatProvider for GeminiAdapter {
 struct WireRequest {
     contents: Vec<WireContent>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    system_instruction: Option<WireContent>,
+    system_instruction: Option<SystemInstruction>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tools: Vec<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_config: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     generation_config: Option<Value>,
+}
+
+/// `systemInstruction`: one text part, which may carry its cached escaped
+/// form.
+#[derive(Serialize)]
+struct SystemInstruction {
+    parts: [SystemPart; 1],
+}
+
+#[derive(Serialize)]
+struct SystemPart {
+    text: OwnedText,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -344,9 +365,10 @@ impl WireRequest {
                 }
             }
         }
-        let system_instruction = http::collect_system(req).map(|text| WireContent {
-            role: None,
-            parts: vec![WirePart::text(text)],
+        let system_instruction = http::collect_system(req).map(|text| SystemInstruction {
+            parts: [SystemPart {
+                text: OwnedText::new(text),
+            }],
         });
         let (tools, tool_config) = if req.tools.is_empty() {
             (Vec::new(), None)
@@ -826,6 +848,20 @@ mod tests {
             .err()
             .expect("one call too many");
         assert!(err.to_string().contains("more than 64 tool calls"), "{err}");
+    }
+
+    #[test]
+    fn a_cached_system_instruction_gives_the_same_body_byte_for_byte() {
+        let cache = EscapeCache::default();
+        let mut req = ChatRequest::new("gemini-2.0-flash", vec![ChatMessage::user("hi")]);
+        req.system = Some("# Soul\n\nBe \"brief\"\t\\ ✓\u{7}\n".repeat(64));
+        let plain =
+            serde_json::to_string(&WireRequest::new(&req).expect("builds")).expect("serialises");
+        let mut body = WireRequest::new(&req).expect("builds");
+        let [part] = &mut body.system_instruction.as_mut().expect("system").parts;
+        part.text.escaped = cache.get(&part.text.text);
+        assert!(part.text.escaped.is_some());
+        assert_eq!(serde_json::to_string(&body).expect("serialises"), plain);
     }
 
     #[test]
