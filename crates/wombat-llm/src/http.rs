@@ -739,7 +739,19 @@ impl<P: SseParser + Unpin> futures::Stream for SseState<P> {
             if st.done {
                 return Poll::Ready(None);
             }
-            match std::task::ready!(st.body.poll_next_unpin(cx)) {
+            let Poll::Ready(next) = st.body.poll_next_unpin(cx) else {
+                // Idle until the provider sends more (for a held stream, a
+                // long time): the emptied buffers go back now rather than
+                // with the stream. One allocation per chunk gap at most.
+                if st.queue.capacity() > 0 {
+                    st.queue = VecDeque::new();
+                }
+                if st.events.capacity() > 0 {
+                    st.events = Vec::new();
+                }
+                return Poll::Pending;
+            };
+            match next {
                 Some(Ok(bytes)) => {
                     let fed = st.decoder.feed(&bytes, &mut st.events);
                     // Events completed before the oversized one still count.
