@@ -607,13 +607,13 @@ impl OpenCall {
     /// The complete call, its arguments parsed once (no text is `{}`).
     fn finish(self) -> StreamEvent {
         let invalid = |raw_arguments: String, error: String| {
-            StreamEvent::ToolCallInvalid(InvalidToolCall {
+            StreamEvent::ToolCallInvalid(Box::new(InvalidToolCall {
                 index: self.index,
                 id: self.id.clone(),
                 name: self.name.clone(),
                 raw_arguments,
                 error,
-            })
+            }))
         };
         if self.too_long {
             return invalid(
@@ -628,13 +628,13 @@ impl OpenCall {
             let arguments = self.start_input.unwrap_or_default();
             return StreamEvent::ToolCall {
                 index: self.index,
-                call: ToolCall::new(self.id, self.name, arguments),
+                call: Box::new(ToolCall::new(self.id, self.name, arguments)),
             };
         }
         match parse_tool_arguments(&self.arguments) {
             Ok(arguments) => StreamEvent::ToolCall {
                 index: self.index,
-                call: ToolCall::new(self.id, self.name, arguments),
+                call: Box::new(ToolCall::new(self.id, self.name, arguments)),
             },
             Err(error) => invalid(self.arguments, error),
         }
@@ -1021,7 +1021,11 @@ mod tests {
         );
         let call = |index: usize, id: &str, name: &str, args: Value| StreamEvent::ToolCall {
             index,
-            call: ToolCall::new(id, name, args.as_object().cloned().unwrap_or_default()),
+            call: Box::new(ToolCall::new(
+                id,
+                name,
+                args.as_object().cloned().unwrap_or_default(),
+            )),
         };
         assert_eq!(finals.len(), 4, "{finals:?}");
         assert_eq!(

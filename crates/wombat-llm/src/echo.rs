@@ -234,7 +234,7 @@ fn call_events(completion: &Completion, out: &mut Vec<Result<StreamEvent>>) {
                 &bad.id,
                 &bad.name,
                 bad.raw_arguments.clone(),
-                StreamEvent::ToolCallInvalid(bad.clone()),
+                StreamEvent::ToolCallInvalid(Box::new(bad.clone())),
             ),
             None => {
                 let Some(call) = valid.next() else { break };
@@ -244,7 +244,7 @@ fn call_events(completion: &Completion, out: &mut Vec<Result<StreamEvent>>) {
                     serde_json::Value::Object(call.arguments.clone()).to_string(),
                     StreamEvent::ToolCall {
                         index,
-                        call: call.clone(),
+                        call: Box::new(call.clone()),
                     },
                 )
             }

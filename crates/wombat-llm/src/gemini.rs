@@ -541,7 +541,7 @@ impl TurnCalls {
             error: error.to_owned(),
         };
         self.invalid.push(bad.clone());
-        StreamEvent::ToolCallInvalid(bad)
+        StreamEvent::ToolCallInvalid(Box::new(bad))
     }
 
     fn push_valid(
@@ -555,7 +555,10 @@ impl TurnCalls {
         let mut call = ToolCall::new(id, name, arguments);
         call.signature = signature;
         self.calls.push(call.clone());
-        StreamEvent::ToolCall { index, call }
+        StreamEvent::ToolCall {
+            index,
+            call: Box::new(call),
+        }
     }
 
     /// Gemini says `STOP` for a turn that called functions; the caller

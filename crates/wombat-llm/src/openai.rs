@@ -782,8 +782,11 @@ impl ToolCalls {
                 acc.announce(index, out);
             }
             out.push_back(match acc.finish(index) {
-                Ok(call) => StreamEvent::ToolCall { index, call },
-                Err(bad) => StreamEvent::ToolCallInvalid(bad),
+                Ok(call) => StreamEvent::ToolCall {
+                    index,
+                    call: Box::new(call),
+                },
+                Err(bad) => StreamEvent::ToolCallInvalid(Box::new(bad)),
             });
         }
     }
@@ -1245,7 +1248,7 @@ mod tests {
                 },
                 StreamEvent::ToolCall {
                     index: 0,
-                    call: ToolCall::new("call_x", "get_weather", arguments),
+                    call: Box::new(ToolCall::new("call_x", "get_weather", arguments)),
                 },
                 StreamEvent::Done {
                     usage: Usage::default(),

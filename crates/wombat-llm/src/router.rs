@@ -1045,8 +1045,8 @@ impl RoutedStream {
             StreamEvent::ToolCallDelta { index, fragment } => {
                 RoutedEvent::ToolCallDelta { index, fragment }
             }
-            StreamEvent::ToolCall { index, call } => RoutedEvent::ToolCall { index, call },
-            StreamEvent::ToolCallInvalid(bad) => RoutedEvent::ToolCallInvalid(bad),
+            StreamEvent::ToolCall { index, call } => RoutedEvent::ToolCall { index, call: *call },
+            StreamEvent::ToolCallInvalid(bad) => RoutedEvent::ToolCallInvalid(*bad),
             StreamEvent::Done {
                 usage,
                 finish_reason,

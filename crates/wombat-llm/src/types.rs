@@ -289,11 +289,13 @@ pub enum StreamEvent {
     ToolCall {
         /// Position among this turn's calls.
         index: usize,
-        /// The call.
-        call: ToolCall,
+        /// The call (boxed: events wait in a stream's queue, and the rare
+        /// large variants would make every text delta as large).
+        call: Box<ToolCall>,
     },
-    /// A call is complete but its arguments are not a JSON object.
-    ToolCallInvalid(InvalidToolCall),
+    /// A call is complete but its arguments are not a JSON object (boxed,
+    /// like [`StreamEvent::ToolCall`]'s call).
+    ToolCallInvalid(Box<InvalidToolCall>),
     /// The stream ended with the provider's end marker.
     Done {
         /// Final usage as the provider reported it.
@@ -354,5 +356,15 @@ mod tests {
         let key = ApiKey::new("sk-secret-123");
         assert_eq!(format!("{key:?}"), "ApiKey([redacted])");
         assert_eq!(key.expose(), "sk-secret-123");
+    }
+}
+#[cfg(test)]
+mod size {
+    /// Events wait in a stream's queue (a held stream's memory is mostly
+    /// its queue): the rare large variants are boxed so that a text delta
+    /// takes no more room than the largest small variant.
+    #[test]
+    fn stream_events_stay_small() {
+        assert!(size_of::<super::StreamEvent>() <= 56);
     }
 }
