@@ -184,11 +184,16 @@ impl Grant {
     }
 
     /// No more requests from it: whether it can be released now (nothing
-    /// in flight), and how many requests it leaves unused.
+    /// in flight), and how many requests it leaves unused. With calls still
+    /// in flight the unused requests are given back now all the same (the
+    /// lease stays for those calls, released by the last one's settlement).
     fn retire(&self) -> (bool, u32) {
         let mut c = self.counts();
         c.retired = true;
-        c.release_if_done()
+        match c.release_if_done() {
+            (false, _) => (false, std::mem::take(&mut c.left)),
+            due => due,
+        }
     }
 }
 
@@ -441,15 +446,22 @@ impl Core {
         Some(g)
     }
 
+    /// Whether a grant for `user` could be held (the map has room, or holds
+    /// one of theirs): if not, admissions take one request at a time.
+    fn may_hold(&self, user: &str) -> bool {
+        let grants = self.grants();
+        grants.len() < MAX_GRANTS || grants.contains_key(user)
+    }
+
     /// Holds `grant` for its user's next requests (retiring the one held
-    /// before): the release of that one, when it is due now.
+    /// before): what the retired one gives back now, if anything.
     fn hold(&self, grant: &Arc<Grant>) -> Option<Job> {
         let mut grants = self.grants();
         if grants.len() >= MAX_GRANTS && !grants.contains_key(&grant.user) {
             drop(grants);
-            // Not held: its unused requests go back at its settlement.
-            grant.retire();
-            return None;
+            // Not held (the map filled up since `may_hold`): what it has
+            // left goes back now.
+            return self.release_job(grant, grant.retire());
         }
         let old = grants.insert(grant.user.clone(), grant.clone())?;
         drop(grants);
@@ -483,9 +495,11 @@ impl Core {
         self.retire_grants(|g| now >= g.expires)
     }
 
-    /// The release of `grant`, when `(due, unused)` says it is due.
+    /// What `grant` gives back per `(due, unused)`: the release (the lease
+    /// dropped) when due, and the `unused` requests (their reservation and
+    /// rate charges) either way; nothing when there is neither.
     fn release_job(&self, grant: &Grant, (due, unused): (bool, u32)) -> Option<Job> {
-        due.then(|| {
+        (due || unused > 0).then(|| {
             let now = Timestamp::now();
             let periods = Periods::at(now, &self.timezone);
             Job {
@@ -497,8 +511,8 @@ impl Core {
                         0,
                         grant.unit_tokens.saturating_mul(u64::from(unused)),
                     ),
-                    unit_micros: grant.unit_micros,
-                    release: true,
+                    unit_micros: grant.unit_micros.saturating_mul(u64::from(unused)),
+                    release: due,
                     unused_units: unused,
                     rpm: grant.limits.rpm,
                     tpm: grant.limits.tpm,
@@ -576,6 +590,8 @@ impl Governor {
         }
         // A grant's requests are sized with room to grow (a conversation's
         // prompt grows by a message each time), so the next ones still fit.
+        // Past MAX_GRANTS users, one request at a time.
+        let grants = grants && self.core.may_hold(user);
         let (units, unit) = if grants {
             (
                 GRANT_UNITS,
@@ -666,10 +682,15 @@ impl Governor {
                         released: false,
                     }),
                 });
-                if units > 1
-                    && let Some(job) = self.core.hold(&grant)
-                {
-                    self.release(job).await;
+                if units > 1 {
+                    let job = self.core.hold(&grant);
+                    if let Some(s) = &self.settler {
+                        // The worker sweeps held grants: make sure it runs.
+                        s.start(&self.core);
+                    }
+                    if let Some(job) = job {
+                        self.release(job).await;
+                    }
                 }
                 Ok(Admitted {
                     lease: Some(grant),
@@ -744,17 +765,50 @@ impl Governor {
     /// corrects the token charge by `tokens_used`, and releases the
     /// reservation. A store failure is logged and counted; the reservation
     /// then expires with its lease.
+    ///
+    /// With a shared store the settlement goes through the background queue
+    /// like [`Governor::settle_and_record`]'s (without a ledger record), so
+    /// it never overtakes the settlements queued before it, and this waits
+    /// (bounded by the store timeout) until the queue is written that far.
     pub async fn settle(&self, admitted: Admitted, cost_micros: u64, tokens_used: u64) {
         let Some(grant) = admitted.lease else {
             return;
         };
         let now = Timestamp::now();
         let periods = Periods::at(now, &self.config.timezone);
-        let req = settle_request(&grant, cost_micros, tokens_used, &periods, now);
         self.core
             .metrics
             .settled_micros
             .fetch_add(cost_micros, Relaxed);
+        if let Some(settler) = self.settler.as_ref().filter(|_| self.shared) {
+            let job = Job {
+                lease: Some(lease_settle(&grant, cost_micros, tokens_used)),
+                record: false,
+                user: String::new(),
+                model: String::new(),
+                input: 0,
+                output: 0,
+                total: 0,
+                cost_micros: 0,
+                estimated: false,
+                day_ttl_secs: periods.ttl_secs(PeriodKind::Day, now),
+                month_ttl_secs: periods.ttl_secs(PeriodKind::Month, now),
+                periods,
+            };
+            match settler.push(&self.core, job) {
+                // Written when this returns, as without a queue (bounded).
+                None => {
+                    settler.flush(self.config.store_timeout).await;
+                }
+                Some(job) => {
+                    self.core
+                        .settle_jobs(std::slice::from_ref(&job), "settling a request")
+                        .await;
+                }
+            }
+            return;
+        }
+        let req = settle_request(&grant, cost_micros, tokens_used, &periods, now);
         let _ = self
             .call("settling a request", self.core.store.settle(&req))
             .await;
@@ -844,7 +898,7 @@ fn lease_settle(grant: &Grant, cost_micros: u64, tokens_used: u64) -> LeaseSettl
         id: grant.id.clone(),
         cost_micros,
         token_delta: token_delta(tokens_used, charged),
-        unit_micros: grant.unit_micros,
+        unit_micros: grant.unit_micros.saturating_mul(1 + u64::from(unused)),
         release,
         unused_units: unused,
         rpm: grant.limits.rpm,
@@ -869,7 +923,7 @@ fn settle_request<'a>(
             tokens_used,
             grant.unit_tokens.saturating_mul(1 + u64::from(unused)),
         ),
-        unit_micros: grant.unit_micros,
+        unit_micros: grant.unit_micros.saturating_mul(1 + u64::from(unused)),
         release,
         unused_units: unused,
         rpm: grant.limits.rpm,

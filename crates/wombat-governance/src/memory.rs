@@ -245,15 +245,15 @@ impl Store for MemoryStore {
         let user = state.users.entry(req.user.to_owned()).or_default();
         if req.release {
             user.leases.remove(req.lease);
-            if let Some(limit) = req.rpm.filter(|r| *r > 0 && req.unused_units > 0) {
-                let limit = f64::from(limit);
-                user.rpm = Bucket {
-                    level: (user.rpm.level(now, limit) - f64::from(req.unused_units)).max(0.0),
-                    at: now,
-                };
-            }
         } else if let Some((_, reserved)) = user.leases.get_mut(req.lease) {
             *reserved = reserved.saturating_sub(req.unit_micros);
+        }
+        if let Some(limit) = req.rpm.filter(|r| *r > 0 && req.unused_units > 0) {
+            let limit = f64::from(limit);
+            user.rpm = Bucket {
+                level: (user.rpm.level(now, limit) - f64::from(req.unused_units)).max(0.0),
+                at: now,
+            };
         }
         for (slot, key) in [
             (&mut user.day, &req.periods.day),

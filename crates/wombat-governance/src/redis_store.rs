@@ -113,21 +113,23 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[8] == '1' then
   redis.call('ZREM', KEYS[1], ARGV[1])
   redis.call('HDEL', KEYS[2], ARGV[1])
-  -- The grant's unused requests go back to the requests-per-minute bucket.
-  local rpm, unused = tonumber(ARGV[10]), tonumber(ARGV[9])
-  if rpm > 0 and unused > 0 then
-    local h = redis.call('HMGET', KEYS[6], 'l', 't')
-    local l, at = tonumber(h[1] or '0'), tonumber(h[2] or tostring(now))
-    l = math.max(0, l - math.max(0, now - at) * rpm / 60000) - unused
-    if l > 0 then
-      redis.call('HSET', KEYS[6], 'l', string.format('%.6f', l), 't', now)
-      redis.call('PEXPIRE', KEYS[6], math.ceil(l * 60000 / rpm) + 1)
-    else
-      redis.call('DEL', KEYS[6])
-    end
-  end
 elseif redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
+  -- The settled request's reservation (and any given-back requests') leave
+  -- the lease; the lease stays for the requests still in flight.
   redis.call('HINCRBY', KEYS[2], ARGV[1], string.format('%d', -tonumber(ARGV[7])))
+end
+-- A grant's unused requests go back to the requests-per-minute bucket.
+local rpm, unused = tonumber(ARGV[10]), tonumber(ARGV[9])
+if rpm > 0 and unused > 0 then
+  local h = redis.call('HMGET', KEYS[6], 'l', 't')
+  local l, at = tonumber(h[1] or '0'), tonumber(h[2] or tostring(now))
+  l = math.max(0, l - math.max(0, now - at) * rpm / 60000) - unused
+  if l > 0 then
+    redis.call('HSET', KEYS[6], 'l', string.format('%.6f', l), 't', now)
+    redis.call('PEXPIRE', KEYS[6], math.ceil(l * 60000 / rpm) + 1)
+  else
+    redis.call('DEL', KEYS[6])
+  end
 end
 local cost = tonumber(ARGV[2])
 if cost > 0 then
@@ -424,20 +426,14 @@ fn merge_settles<'b>(batch: &'b [Settlement<'b>]) -> Vec<SettleRequest<'b>> {
                 let m = &mut out[i];
                 m.cost_micros = m.cost_micros.saturating_add(s.cost_micros);
                 m.token_delta = m.token_delta.saturating_add(s.token_delta);
-                if s.release {
-                    m.release = true;
-                    m.unused_units = s.unused_units;
-                } else {
-                    m.unit_micros = m.unit_micros.saturating_add(s.unit_micros);
-                }
+                m.unused_units = m.unused_units.saturating_add(s.unused_units);
+                m.release |= s.release;
+                m.unit_micros = m.unit_micros.saturating_add(s.unit_micros);
             }
             None => {
                 index.insert((s.lease, s.periods.day.as_str()), out.len());
-                let mut first = s.clone();
-                if first.release {
-                    first.unit_micros = 0;
-                }
-                out.push(first);
+                // A release drops the lease: its reservation figure is moot.
+                out.push(s.clone());
             }
         }
     }

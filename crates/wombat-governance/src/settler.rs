@@ -185,6 +185,20 @@ impl Settler {
         None
     }
 
+    /// Starts the worker if it is not running, and wakes it (it sweeps the
+    /// grants held, which may have been taken since it last looked).
+    pub(crate) fn start(self: &Arc<Self>, core: &Arc<Core>) {
+        if !self.started.load(Ordering::Acquire) {
+            let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            if !self.started.swap(true, Ordering::AcqRel) {
+                rt.spawn(run(core.clone(), self.clone()));
+            }
+        }
+        self.wake.notify_one();
+    }
+
     /// Whether settlements are queued or being written.
     pub(crate) fn pending(&self) -> bool {
         self.queued.load(Ordering::Acquire) > *self.done.borrow()
@@ -240,9 +254,13 @@ async fn run(core: Arc<Core>, settler: Arc<Settler>) {
     loop {
         if tokio::time::Instant::now() >= next_sweep {
             next_sweep = tokio::time::Instant::now() + GRANT_TTL;
-            let released = core.sweep_grants();
-            if !released.is_empty() {
-                core.settle_jobs(&released, "releasing grants").await;
+            // Behind the settlements already queued: a grant's release
+            // never overtakes its calls' costs.
+            for job in core.sweep_grants() {
+                if let Some(job) = settler.push(&core, job) {
+                    core.settle_jobs(std::slice::from_ref(&job), "releasing a grant")
+                        .await;
+                }
             }
         }
         let (batch, closed) = settler.take();

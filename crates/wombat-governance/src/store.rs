@@ -111,13 +111,13 @@ pub struct SettleRequest<'a> {
     /// Tokens really used minus those charged at admission (and, on
     /// release, minus the tokens of the unused units).
     pub token_delta: i64,
-    /// The reservation of one request of the grant, taken off the lease
-    /// (when it is not released).
+    /// The reservation taken off the lease when it is not released: the
+    /// settled request's, plus the given-back requests'.
     pub unit_micros: u64,
-    /// Whether this ends the grant: the lease is dropped and its unused
-    /// requests are given back to the requests-per-minute limit.
+    /// Whether this ends the grant: the lease is dropped.
     pub release: bool,
-    /// Requests of the grant never used (given back on release).
+    /// Requests of the grant never used, given back to the
+    /// requests-per-minute limit (their tokens are in `token_delta`).
     pub unused_units: u32,
     /// The requests-per-minute limit the grant was admitted under.
     pub rpm: Option<u32>,
