@@ -128,11 +128,11 @@ pub struct Admitted {
 }
 
 /// Most requests one grant covers (see [`Governor::admit`]).
-pub(crate) const GRANT_UNITS: u32 = 64;
+pub const GRANT_UNITS: u32 = 64;
 /// How long a replica admits from a grant; then what is left of it is
 /// given back (by the next admission of the user, or the background
 /// writer's sweep within another [`GRANT_TTL`]).
-pub(crate) const GRANT_TTL: Duration = Duration::from_secs(1);
+pub const GRANT_TTL: Duration = Duration::from_secs(1);
 /// Most users with a grant held at once by one replica; past it, new
 /// users' admissions take one request at a time.
 const MAX_GRANTS: usize = 10_000;

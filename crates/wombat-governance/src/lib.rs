@@ -37,8 +37,8 @@ mod settler;
 mod store;
 
 pub use governor::{
-    Admitted, BudgetWarning, Call, Estimate, FailMode, Governor, GovernorConfig, GovernorMetrics,
-    Refused,
+    Admitted, BudgetWarning, Call, Estimate, FailMode, GRANT_TTL, GRANT_UNITS, Governor,
+    GovernorConfig, GovernorMetrics, Refused,
 };
 pub use limits::{Limits, PeriodKind, Periods, RateKind};
 pub use memory::MemoryStore;
