@@ -500,36 +500,39 @@ impl Core {
     /// rate charges) either way; nothing when there is neither.
     fn release_job(&self, grant: &Grant, (due, unused): (bool, u32)) -> Option<Job> {
         (due || unused > 0).then(|| {
-            let now = Timestamp::now();
-            let periods = Periods::at(now, &self.timezone);
-            Job {
-                lease: Some(LeaseSettle {
-                    user: grant.user.clone(),
-                    id: grant.id.clone(),
-                    cost_micros: 0,
-                    token_delta: token_delta(
-                        0,
-                        grant.unit_tokens.saturating_mul(u64::from(unused)),
-                    ),
-                    unit_micros: grant.unit_micros.saturating_mul(u64::from(unused)),
-                    release: due,
-                    unused_units: unused,
-                    rpm: grant.limits.rpm,
-                    tpm: grant.limits.tpm,
-                }),
-                record: false,
-                user: String::new(),
-                model: String::new(),
-                input: 0,
-                output: 0,
-                total: 0,
+            self.lease_job(LeaseSettle {
+                user: grant.user.clone(),
+                id: grant.id.clone(),
                 cost_micros: 0,
-                estimated: false,
-                day_ttl_secs: periods.ttl_secs(PeriodKind::Day, now),
-                month_ttl_secs: periods.ttl_secs(PeriodKind::Month, now),
-                periods,
-            }
+                token_delta: token_delta(0, grant.unit_tokens.saturating_mul(u64::from(unused))),
+                unit_micros: grant.unit_micros.saturating_mul(u64::from(unused)),
+                release: due,
+                unused_units: unused,
+                rpm: grant.limits.rpm,
+                tpm: grant.limits.tpm,
+            })
         })
+    }
+
+    /// A queued settlement of `lease` alone (no ledger record), in the
+    /// current periods.
+    fn lease_job(&self, lease: LeaseSettle) -> Job {
+        let now = Timestamp::now();
+        let periods = Periods::at(now, &self.timezone);
+        Job {
+            lease: Some(lease),
+            record: false,
+            user: String::new(),
+            model: String::new(),
+            input: 0,
+            output: 0,
+            total: 0,
+            cost_micros: 0,
+            estimated: false,
+            day_ttl_secs: periods.ttl_secs(PeriodKind::Day, now),
+            month_ttl_secs: periods.ttl_secs(PeriodKind::Month, now),
+            periods,
+        }
     }
 }
 
@@ -774,27 +777,14 @@ impl Governor {
         let Some(grant) = admitted.lease else {
             return;
         };
-        let now = Timestamp::now();
-        let periods = Periods::at(now, &self.config.timezone);
         self.core
             .metrics
             .settled_micros
             .fetch_add(cost_micros, Relaxed);
         if let Some(settler) = self.settler.as_ref().filter(|_| self.shared) {
-            let job = Job {
-                lease: Some(lease_settle(&grant, cost_micros, tokens_used)),
-                record: false,
-                user: String::new(),
-                model: String::new(),
-                input: 0,
-                output: 0,
-                total: 0,
-                cost_micros: 0,
-                estimated: false,
-                day_ttl_secs: periods.ttl_secs(PeriodKind::Day, now),
-                month_ttl_secs: periods.ttl_secs(PeriodKind::Month, now),
-                periods,
-            };
+            let job = self
+                .core
+                .lease_job(lease_settle(&grant, cost_micros, tokens_used));
             match settler.push(&self.core, job) {
                 // Written when this returns, as without a queue (bounded).
                 None => {
@@ -808,6 +798,8 @@ impl Governor {
             }
             return;
         }
+        let now = Timestamp::now();
+        let periods = Periods::at(now, &self.config.timezone);
         let req = settle_request(&grant, cost_micros, tokens_used, &periods, now);
         let _ = self
             .call("settling a request", self.core.store.settle(&req))

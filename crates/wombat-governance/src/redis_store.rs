@@ -118,19 +118,21 @@ elseif redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
   -- the lease; the lease stays for the requests still in flight.
   redis.call('HINCRBY', KEYS[2], ARGV[1], string.format('%d', -tonumber(ARGV[7])))
 end
--- A grant's unused requests go back to the requests-per-minute bucket.
-local rpm, unused = tonumber(ARGV[10]), tonumber(ARGV[9])
-if rpm > 0 and unused > 0 then
-  local h = redis.call('HMGET', KEYS[6], 'l', 't')
+-- Adds `delta` to a leaky bucket (drained to now at `limit` a minute).
+local function add(key, limit, delta)
+  local h = redis.call('HMGET', key, 'l', 't')
   local l, at = tonumber(h[1] or '0'), tonumber(h[2] or tostring(now))
-  l = math.max(0, l - math.max(0, now - at) * rpm / 60000) - unused
+  l = math.max(0, l - math.max(0, now - at) * limit / 60000) + delta
   if l > 0 then
-    redis.call('HSET', KEYS[6], 'l', string.format('%.6f', l), 't', now)
-    redis.call('PEXPIRE', KEYS[6], math.ceil(l * 60000 / rpm) + 1)
+    redis.call('HSET', key, 'l', string.format('%.6f', l), 't', now)
+    redis.call('PEXPIRE', key, math.ceil(l * 60000 / limit) + 1)
   else
-    redis.call('DEL', KEYS[6])
+    redis.call('DEL', key)
   end
 end
+-- A grant's unused requests go back to the requests-per-minute bucket.
+local rpm, unused = tonumber(ARGV[10]), tonumber(ARGV[9])
+if rpm > 0 and unused > 0 then add(KEYS[6], rpm, -unused) end
 local cost = tonumber(ARGV[2])
 if cost > 0 then
   redis.call('HINCRBY', KEYS[3], 'spent', cost)
@@ -140,17 +142,7 @@ if cost > 0 then
 end
 local tpm = tonumber(ARGV[4])
 local delta = tonumber(ARGV[3])
-if tpm > 0 and delta ~= 0 then
-  local h = redis.call('HMGET', KEYS[5], 'l', 't')
-  local l, at = tonumber(h[1] or '0'), tonumber(h[2] or tostring(now))
-  l = math.max(0, l - math.max(0, now - at) * tpm / 60000) + delta
-  if l > 0 then
-    redis.call('HSET', KEYS[5], 'l', string.format('%.6f', l), 't', now)
-    redis.call('PEXPIRE', KEYS[5], math.ceil(l * 60000 / tpm) + 1)
-  else
-    redis.call('DEL', KEYS[5])
-  end
-end
+if tpm > 0 and delta ~= 0 then add(KEYS[5], tpm, delta) end
 return 1
 ";
 
