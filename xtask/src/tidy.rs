@@ -18,8 +18,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // OpenTelemetry glue, beside core at the bottom, so core stays pure.
     ("wombat-telemetry", &[]),
     ("wombat-workspace", &["wombat-core"]),
-    ("wombat-llm", &["wombat-core", "wombat-telemetry"]),
-    ("wombat-controlplane", &["wombat-core", "wombat-telemetry"]),
+    // The outbound HTTP client llm and controlplane share, beside core.
+    ("wombat-transport", &[]),
+    (
+        "wombat-llm",
+        &["wombat-core", "wombat-telemetry", "wombat-transport"],
+    ),
+    (
+        "wombat-controlplane",
+        &["wombat-core", "wombat-telemetry", "wombat-transport"],
+    ),
     ("wombat-governance", &["wombat-core"]),
     // MCP client: a middle crate like llm and controlplane (outbound HTTP
     // to the operator's MCP servers); the run loop above it wires it in.

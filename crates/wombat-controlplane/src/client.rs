@@ -17,16 +17,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
-use reqwest::{Method, StatusCode, Url};
+use http::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use http::{Method, Request, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tracing::Instrument as _;
+use url::Url;
 use wombat_core::controlplane::{
     Capabilities, Document, ErrorBody, HeartbeatRequest, Message, NewDocument, NewMessage, NewTask,
     NewToolRequest, StandupRequest, Task, TaskPage, ToolRequest, ToolRequestDecision,
     ToolRequestPage, ToolRequestStatus, Undelivered,
 };
+use wombat_transport::{ErrorKind, Target};
 
 use crate::config::{ControlPlaneConfig, RetryPolicy};
 use crate::error::{Error, Result};
@@ -105,8 +107,10 @@ fn unix_now() -> u64 {
 type TokenKey = (String, String, Option<String>);
 
 struct Inner {
-    http: reqwest::Client,
+    http: wombat_transport::Client,
     base: Url,
+    /// The whole-call bound of one attempt (connect, headers, body).
+    request_timeout: Duration,
     jwt: JwtConfig,
     internal_token: Option<HeaderValue>,
     retry: RetryPolicy,
@@ -201,13 +205,10 @@ impl ControlPlane {
             }
             _ => None,
         };
-        let http = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            // A redirect would carry X-Agent-Token / X-Internal-Token to
-            // another host: never follow one.
-            .redirect(reqwest::redirect::Policy::none())
+        // wombat-transport never follows a redirect: one would carry
+        // X-Agent-Token / X-Internal-Token to another host.
+        let http = wombat_transport::Client::builder()
             .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
             .user_agent(concat!("wombat-controlplane/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Config(format!("cannot build HTTP client: {e}")))?;
@@ -215,6 +216,7 @@ impl ControlPlane {
             inner: Arc::new(Inner {
                 http,
                 base,
+                request_timeout: config.request_timeout,
                 jwt: config.jwt,
                 internal_token,
                 retry: config.retry,
@@ -272,20 +274,24 @@ impl ControlPlane {
             .map_err(|()| Error::Config("base_url cannot have a path".into()))?
             .pop_if_empty()
             .push("health");
-        let resp = self
-            .inner
-            .http
-            .get(url)
-            .timeout(self.inner.health_timeout)
-            .send()
-            .await
-            .map_err(|e| Error::Transport(describe(&e)))?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(());
+        let request = match request(&Method::GET, &url, None) {
+            Ok(request) => request,
+            Err(e) => return Err(Error::Transport(describe(&e))),
+        };
+        let exchange = async {
+            let mut resp = self.inner.http.send(request).await?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(Ok(()));
+            }
+            let body = read_body(&mut resp).await.unwrap_or_default();
+            Ok(Err(status_error(status, &body)))
+        };
+        match tokio::time::timeout(self.inner.health_timeout, exchange).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => Err(Error::Transport(describe(&e))),
+            Err(_) => Err(Error::Timeout("no answer within the health timeout".into())),
         }
-        let body = resp.bytes().await.unwrap_or_default();
-        Err(status_error(status, &body))
     }
 
     /// Whether the backend filters `GET tasks` by `title`: asked once (as
@@ -465,37 +471,44 @@ impl ControlPlane {
         auth: &Auth<'_>,
         body: Option<Bytes>,
     ) -> Attempt {
-        let mut req = self
-            .inner
-            .http
-            .request(method.clone(), url.clone())
-            .header(ACCEPT, "application/json");
+        let mut req = match request(method, url, body) {
+            Ok(req) => req,
+            Err(e) => return transport_failure(&e),
+        };
+        let headers = req.headers_mut();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         match auth {
             Auth::Agent(agent) => match self.token(agent) {
-                Ok(token) => req = req.header("X-Agent-Token", token),
+                Ok(token) => {
+                    headers.insert(HeaderName::from_static("x-agent-token"), token);
+                }
                 Err(e) => return Attempt::Done(Err(e)),
             },
             Auth::Internal => match &self.inner.internal_token {
-                Some(token) => req = req.header("X-Internal-Token", token.clone()),
+                Some(token) => {
+                    headers.insert(HeaderName::from_static("x-internal-token"), token.clone());
+                }
                 None => return Attempt::Done(Err(Error::NoInternalToken)),
             },
         }
-        if let Some(body) = body {
-            req = req.header(CONTENT_TYPE, "application/json").body(body);
-        }
         if let Some(trace) = wombat_telemetry::outgoing_headers() {
-            req = req.headers(trace);
+            headers.extend(trace);
         }
-        let resp = match req.send().await {
-            Ok(resp) => resp,
-            Err(e) => return transport_failure(&e),
+        let exchange = async {
+            let mut resp = self.inner.http.send(req).await?;
+            let bytes = read_body(&mut resp).await?;
+            Ok::<_, wombat_transport::Error>((resp, bytes))
+        };
+        let (resp, bytes) = match tokio::time::timeout(self.inner.request_timeout, exchange).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => return transport_failure(&e),
+            Err(_) => {
+                let error = Error::Timeout("no answer within the request timeout".into());
+                return Attempt::Retryable(error, None);
+            }
         };
         let status = resp.status();
         let retry_after = retry_after(resp.headers());
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => return transport_failure(&e),
-        };
         if status.is_success() {
             return Attempt::Done(Ok(bytes));
         }
@@ -513,26 +526,74 @@ enum Attempt {
     Retryable(Error, Option<Duration>),
 }
 
-fn transport_failure(e: &reqwest::Error) -> Attempt {
+/// Largest response body read from the backend: the contract's answers
+/// are small JSON documents (a page of 50 tasks is a few KiB); this only
+/// stops a broken or hostile backend from making the daemon buffer
+/// without limit.
+const MAX_RESPONSE_BODY: usize = 16 * 1024 * 1024;
+
+/// A request to `url` (user info in it becomes basic auth), with `body` as
+/// JSON.
+fn request(
+    method: &Method,
+    url: &Url,
+    body: Option<Bytes>,
+) -> std::result::Result<Request<Bytes>, wombat_transport::Error> {
+    let target = Target::parse(url.as_str())?;
+    let mut req = Request::new(body.clone().unwrap_or_default());
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = target.uri().clone();
+    let headers = req.headers_mut();
+    if let Some(auth) = target.basic_auth() {
+        headers.insert(http::header::AUTHORIZATION, auth.clone());
+    }
+    if body.is_some() {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    Ok(req)
+}
+
+/// The whole body, at most [`MAX_RESPONSE_BODY`] bytes.
+async fn read_body(
+    resp: &mut wombat_transport::Response,
+) -> std::result::Result<Bytes, wombat_transport::Error> {
+    let first = resp.chunk().await?;
+    let Some(first) = first else {
+        return Ok(Bytes::new());
+    };
+    // Most answers come in one chunk: no copy then.
+    let Some(second) = resp.chunk().await? else {
+        return Ok(first);
+    };
+    let mut body = Vec::with_capacity(first.len() + second.len());
+    body.extend_from_slice(&first);
+    body.extend_from_slice(&second);
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BODY {
+            return Err(wombat_transport::Error::body("larger than 16 MiB"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(body))
+}
+
+fn transport_failure(e: &wombat_transport::Error) -> Attempt {
     let error = if e.is_timeout() {
         Error::Timeout(describe(e))
     } else {
         Error::Transport(describe(e))
     };
-    if e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() {
-        Attempt::Retryable(error, None)
-    } else {
+    if e.kind() == ErrorKind::Builder {
         Attempt::Done(Err(error))
+    } else {
+        Attempt::Retryable(error, None)
     }
 }
 
-/// The error and its sources on one line; reqwest's own text is terse.
-fn describe(e: &reqwest::Error) -> String {
-    // Without ` for url (...)`: the base URL may carry credentials.
+/// The error and its sources on one line. The transport's texts never
+/// contain the URL (the base URL may carry credentials).
+fn describe(e: &wombat_transport::Error) -> String {
     let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = text.replace(&format!(" for url ({url})"), "");
-    }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         text.push_str(": ");

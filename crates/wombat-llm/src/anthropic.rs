@@ -27,10 +27,11 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use reqwest::Client;
+use ::http::header::HeaderName;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use wombat_core::{Part, Provider, Role, ToolCall, Usage, parse_tool_arguments};
+use wombat_transport::Client;
 
 use crate::escaped::{EscapeCache, OwnedText};
 use crate::http::{self, CallCtx, Endpoint, ErrorResponse, SseParser, Step};
@@ -63,7 +64,7 @@ impl AnthropicAdapter {
     pub fn new(client: Client, base_url: impl Into<String>, key: Option<ApiKey>) -> Self {
         Self {
             client,
-            endpoint: Endpoint::new(format!(
+            endpoint: Endpoint::new(&format!(
                 "{}/v1/messages",
                 base_url.into().trim_end_matches('/')
             )),
@@ -72,11 +73,7 @@ impl AnthropicAdapter {
         }
     }
 
-    fn prepare(
-        &self,
-        req: &ChatRequest,
-        stream: bool,
-    ) -> Result<(reqwest::RequestBuilder, CallCtx, bool)> {
+    fn prepare(&self, req: &ChatRequest, stream: bool) -> Result<(http::Outgoing, CallCtx, bool)> {
         let Some(key) = req.key_override().or(self.key.as_ref()) else {
             return Err(Error::missing_api_key(
                 Provider::Anthropic,
@@ -93,8 +90,8 @@ impl AnthropicAdapter {
         let builder = self
             .endpoint
             .post(&self.client)
-            .header("x-api-key", key.expose())
-            .header("anthropic-version", API_VERSION)
+            .secret_header(HeaderName::from_static("x-api-key"), key.expose())
+            .header(HeaderName::from_static("anthropic-version"), API_VERSION)
             .json(&body);
         Ok((builder, ctx, forced_tool))
     }

@@ -190,11 +190,14 @@ impl LlmSummary {
 /// fragment may carry credentials and are dropped. An unparseable URL is
 /// not shown at all.
 pub(crate) fn display_base_url(url: &str) -> String {
-    let Ok(parsed) = reqwest::Url::parse(url) else {
+    let Ok(parsed) = url.parse::<http::Uri>() else {
         return "(unparseable url)".to_owned();
     };
-    let mut out = format!("{}://{}", parsed.scheme(), parsed.host_str().unwrap_or(""));
-    if let Some(port) = parsed.port() {
+    let Some(scheme) = parsed.scheme_str() else {
+        return "(unparseable url)".to_owned();
+    };
+    let mut out = format!("{scheme}://{}", parsed.host().unwrap_or(""));
+    if let Some(port) = parsed.port_u16() {
         out.push_str(&format!(":{port}"));
     }
     out.push_str(parsed.path().trim_end_matches('/'));

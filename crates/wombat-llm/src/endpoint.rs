@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 use wombat_core::ProviderName;
 
@@ -106,7 +106,7 @@ impl EndpointConfig {
     pub(crate) fn prepare(&self) -> std::result::Result<(String, HeaderMap), String> {
         let base = self.base_url.trim().trim_end_matches('/');
         let scheme_ok = base.starts_with("http://") || base.starts_with("https://");
-        if !scheme_ok || reqwest::Url::parse(base).is_err() {
+        if !scheme_ok || wombat_transport::Target::parse(base).is_err() {
             // Not quoted: a base URL may carry credentials.
             return Err("base_url is not an http:// or https:// url".to_owned());
         }
@@ -120,7 +120,7 @@ impl EndpointConfig {
             if RESERVED_HEADERS.contains(&header.as_str()) {
                 return Err(format!("header {header} is set by the adapter"));
             }
-            if header == reqwest::header::AUTHORIZATION && self.api_key.is_some() {
+            if header == AUTHORIZATION && self.api_key.is_some() {
                 return Err(
                     "header authorization conflicts with the api key (set one of them)".to_owned(),
                 );

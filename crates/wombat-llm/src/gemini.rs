@@ -22,10 +22,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use reqwest::Client;
+use ::http::header::HeaderName;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use wombat_core::{Part, Provider, Role, ToolCall, ToolContent, ToolResult, Usage};
+use wombat_transport::Client;
 
 use crate::escaped::{EscapeCache, OwnedText};
 use crate::http::{self, CallCtx, ErrorResponse, SseParser, Step};
@@ -62,11 +63,7 @@ impl GeminiAdapter {
         }
     }
 
-    fn prepare(
-        &self,
-        req: &ChatRequest,
-        stream: bool,
-    ) -> Result<(reqwest::RequestBuilder, CallCtx)> {
+    fn prepare(&self, req: &ChatRequest, stream: bool) -> Result<(http::Outgoing, CallCtx)> {
         let Some(key) = req.key_override().or(self.key.as_ref()) else {
             return Err(Error::missing_api_key(Provider::Google, "GEMINI_API_KEY"));
         };
@@ -88,10 +85,10 @@ impl GeminiAdapter {
             let [part] = &mut system.parts;
             part.text.escaped = self.escaped.get(&part.text.text);
         }
-        let builder = self
-            .client
-            .post(url)
-            .header("x-goog-api-key", key.expose())
+        // Parsed per call: the model is part of the path.
+        let builder = http::Endpoint::new(&url)
+            .post(&self.client)
+            .secret_header(HeaderName::from_static("x-goog-api-key"), key.expose())
             .json(&body);
         Ok((builder, ctx))
     }

@@ -1,4 +1,4 @@
-//! HTTP plumbing shared by the adapters: the one `reqwest::Client`, sending a
+//! HTTP plumbing shared by the adapters: the one [`Client`], sending a
 //! JSON body, reading error bodies and retry hints, turning transport errors
 //! into typed errors, and driving an SSE body through a provider parser.
 //!
@@ -11,11 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use futures::StreamExt;
-use futures::stream::BoxStream;
-use reqwest::header::HeaderMap;
-use reqwest::{Client, RequestBuilder, Response};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request};
 use wombat_core::Provider;
+use wombat_transport::{Client, Response, Target};
 
 use serde_json::Value;
 
@@ -25,61 +24,133 @@ use crate::types::{ApiKey, EventStream, StreamEvent};
 use crate::{Error, ErrorKind, Failure, Result};
 
 /// A fixed request URL, parsed once when the adapter is built so that
-/// requests do not re-parse it. A URL that does not parse is kept as text:
-/// the call then fails with the same builder error it always did.
+/// requests do not re-parse it (a request clones its URI: a reference
+/// count). A URL that does not parse is kept as the reason: every call then
+/// fails with it, as a transport error of kind `Builder`.
 #[derive(Debug, Clone)]
-pub(crate) enum Endpoint {
-    Parsed(reqwest::Url),
-    Unparsed(String),
-}
+pub(crate) struct Endpoint(std::result::Result<Target, String>);
 
 impl Endpoint {
-    pub(crate) fn new(url: String) -> Self {
-        match reqwest::Url::parse(&url) {
-            Ok(parsed) => Self::Parsed(parsed),
-            Err(_) => Self::Unparsed(url),
-        }
+    pub(crate) fn new(url: &str) -> Self {
+        Self(Target::parse(url).map_err(|e| {
+            let why = std::error::Error::source(&e).map(ToString::to_string);
+            why.unwrap_or_else(|| e.to_string())
+        }))
     }
 
     /// A `POST` to this URL on `client`.
-    pub(crate) fn post(&self, client: &Client) -> RequestBuilder {
-        match self {
-            Self::Parsed(url) => client.post(url.clone()),
-            Self::Unparsed(text) => client.post(text.as_str()),
+    pub(crate) fn post(&self, client: &Client) -> Outgoing {
+        match &self.0 {
+            Ok(target) => Outgoing::new(client, target),
+            Err(why) => Outgoing::invalid(client, why.clone()),
         }
+    }
+}
+
+/// A request being built by an adapter: headers and a JSON body, then
+/// [`send`]. A header or body that cannot be made is kept as the reason
+/// and reported by [`send`], as a builder error.
+pub(crate) struct Outgoing {
+    client: Client,
+    request: Request<Bytes>,
+    invalid: Option<String>,
+}
+
+impl Outgoing {
+    pub(crate) fn new(client: &Client, target: &Target) -> Self {
+        let mut request = Request::new(Bytes::new());
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = target.uri().clone();
+        if let Some(auth) = target.basic_auth() {
+            request.headers_mut().insert(AUTHORIZATION, auth.clone());
+        }
+        Self {
+            client: client.clone(),
+            request,
+            invalid: None,
+        }
+    }
+
+    fn invalid(client: &Client, why: String) -> Self {
+        Self {
+            client: client.clone(),
+            request: Request::new(Bytes::new()),
+            invalid: Some(why),
+        }
+    }
+
+    /// Adds `name: value` (a value that is no header value: the send fails).
+    pub(crate) fn header(mut self, name: HeaderName, value: &str) -> Self {
+        match HeaderValue::from_str(value) {
+            Ok(value) => {
+                self.request.headers_mut().append(name, value);
+            }
+            Err(_) => self.fail(format!("the value of header {name} is not valid")),
+        }
+        self
+    }
+
+    /// Adds `value` as a credential (never shown, see [`describe`]).
+    pub(crate) fn secret_header(mut self, name: HeaderName, value: &str) -> Self {
+        match HeaderValue::from_str(value) {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                self.request.headers_mut().append(name, value);
+            }
+            Err(_) => self.fail(format!("the value of header {name} is not valid")),
+        }
+        self
+    }
+
+    /// Adds every header of `headers`.
+    pub(crate) fn headers(mut self, headers: HeaderMap) -> Self {
+        self.request.headers_mut().extend(headers);
+        self
+    }
+
+    /// `Authorization: Bearer <token>`, sensitive.
+    pub(crate) fn bearer_auth(self, token: &str) -> Self {
+        self.secret_header(AUTHORIZATION, &format!("Bearer {token}"))
+    }
+
+    /// `body` serialised as the JSON body.
+    pub(crate) fn json<T: serde::Serialize + ?Sized>(mut self, body: &T) -> Self {
+        match serde_json::to_vec(body) {
+            Ok(bytes) => {
+                *self.request.body_mut() = Bytes::from(bytes);
+                self.request
+                    .headers_mut()
+                    .entry(CONTENT_TYPE)
+                    .or_insert(HeaderValue::from_static("application/json"));
+            }
+            Err(e) => self.fail(format!("the request body does not serialise: {e}")),
+        }
+        self
+    }
+
+    fn fail(&mut self, why: String) {
+        self.invalid.get_or_insert(why);
     }
 }
 
 /// Error bodies larger than this are cut; providers' are a few hundred bytes.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-/// Builds the shared client: rustls, HTTP/2 when offered, `TCP_NODELAY`, a
-/// connect timeout and a per-read timeout (which also bounds the wait for
-/// response headers and for each stream chunk). There is deliberately no
-/// whole-request timeout: long generations stream for minutes, and the
-/// router's total deadline covers the whole call.
+/// Builds the shared client ([`wombat_transport`]): rustls, HTTP/2 when
+/// offered, `TCP_NODELAY`, proxies from the environment, a connect timeout
+/// and a per-read timeout (which also bounds the wait for response headers
+/// and for each stream chunk). There is deliberately no whole-request
+/// timeout: long generations stream for minutes, and the router's total
+/// deadline covers the whole call. Redirects are never followed: one would
+/// carry provider key headers (x-api-key, x-goog-api-key) to another host.
 pub fn build_client(connect_timeout: Duration, read_timeout: Duration) -> Result<Client> {
     Client::builder()
         .connect_timeout(connect_timeout)
         .read_timeout(read_timeout)
-        .tcp_nodelay(true)
-        // A redirect would carry provider key headers (x-api-key,
-        // x-goog-api-key) to another host: never follow one.
-        .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(90))
         .user_agent(concat!("wombat/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| Error::config("http client", e.to_string()))
-}
-
-/// reqwest's message without its ` for url (...)` part: a base URL may
-/// carry credentials or a key in its query, and errors reach API callers.
-pub(crate) fn without_url(err: &reqwest::Error) -> String {
-    let text = err.to_string();
-    match err.url() {
-        Some(url) => text.replace(&format!(" for url ({url})"), ""),
-        None => text,
-    }
 }
 
 /// Who a call goes to, for error context and key redaction, with the
@@ -167,10 +238,11 @@ impl CallCtx {
         Error::new(ErrorKind::Truncated, self.failure(None, ""))
     }
 
-    /// Classifies a reqwest error. reqwest's own messages never contain
-    /// request headers, so the key cannot leak through them.
-    pub(crate) fn transport(&self, err: &reqwest::Error) -> Error {
-        let mut message = without_url(err);
+    /// Classifies a transport error. Its messages never contain the URL or
+    /// request headers, so neither the key nor a URL's credentials can leak
+    /// through them.
+    pub(crate) fn transport(&self, err: &wombat_transport::Error) -> Error {
+        let mut message = err.to_string();
         let mut source = std::error::Error::source(err);
         while let Some(s) = source {
             message.push_str(": ");
@@ -178,7 +250,7 @@ impl CallCtx {
             source = s.source();
         }
         let failure = self.failure(None, message);
-        if is_timeout(err) {
+        if err.is_timeout() {
             Error::new(ErrorKind::Timeout, failure)
         } else {
             Error::new(ErrorKind::Transport, failure)
@@ -241,29 +313,6 @@ pub(crate) fn scrub_secrets(message: &str, key: Option<&str>) -> String {
         rest = &rest[end..];
     }
     out
-}
-
-/// reqwest marks its own timeouts; a read timeout surfacing through the body
-/// is wrapped in an io error, so the source chain is searched too.
-fn is_timeout(err: &reqwest::Error) -> bool {
-    if err.is_timeout() {
-        return true;
-    }
-    let mut source = std::error::Error::source(err);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return true;
-            }
-        }
-        if s.downcast_ref::<reqwest::Error>()
-            .is_some_and(reqwest::Error::is_timeout)
-        {
-            return true;
-        }
-        source = s.source();
-    }
-    false
 }
 
 /// Retry hints from response headers: the wait (`retry-after-ms`, then
@@ -347,36 +396,33 @@ impl ErrorResponse {
 /// request's [`RequestOptions`] (headers, user, provider parameters) are
 /// applied here, and the call observer told, when there are any.
 pub(crate) async fn send(
-    req: RequestBuilder,
+    req: Outgoing,
     ctx: &CallCtx,
     classify: fn(&CallCtx, &ErrorResponse) -> Error,
 ) -> Result<Response> {
+    let Outgoing {
+        client,
+        mut request,
+        invalid,
+    } = req;
+    if let Some(why) = invalid {
+        return Err(ctx.transport(&wombat_transport::Error::builder(&why)));
+    }
     // The provider joins the caller's trace (W3C `traceparent`) when
     // traces are exported; otherwise nothing is added.
-    let req = match wombat_telemetry::outgoing_headers() {
-        Some(trace) => req.headers(trace),
-        None => req,
-    };
-    let rewrite = ctx.options.as_deref().filter(|o| o.touches_request());
-    if rewrite.is_none() && ctx.observer.is_none() {
-        let resp = req.send().await.map_err(|e| ctx.transport(&e))?;
-        return check_status(resp, ctx, classify).await;
+    if let Some(trace) = wombat_telemetry::outgoing_headers() {
+        request.headers_mut().extend(trace);
     }
-    let (client, request) = req.build_split();
-    let mut request = request.map_err(|e| ctx.transport(&e))?;
-    if let Some(options) = rewrite {
+    if let Some(options) = ctx.options.as_deref().filter(|o| o.touches_request()) {
         apply_options(&mut request, options, ctx)?;
     }
     let Some(observer) = ctx.observer.as_deref() else {
-        let resp = client
-            .execute(request)
-            .await
-            .map_err(|e| ctx.transport(&e))?;
+        let resp = client.send(request).await.map_err(|e| ctx.transport(&e))?;
         return check_status(resp, ctx, classify).await;
     };
     observer.on_request(&describe(&request, ctx));
     let started = Instant::now();
-    let answer = match client.execute(request).await {
+    let answer = match client.send(request).await {
         Ok(resp) => {
             let status = resp.status().as_u16();
             let result = check_status(resp, ctx, classify).await;
@@ -414,14 +460,14 @@ const CREDENTIAL_HEADERS: &[&str] = &[
 /// or top-level body field that is already there is refused (an
 /// [`ErrorKind::InvalidRequest`] naming it), never silently replaced.
 fn apply_options(
-    request: &mut reqwest::Request,
+    request: &mut Request<Bytes>,
     options: &RequestOptions,
     ctx: &CallCtx,
 ) -> Result<()> {
     let invalid =
         |message: String| Error::new(ErrorKind::InvalidRequest, ctx.failure(None, message));
     for (name, value) in &options.headers {
-        let header = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
             invalid(format!(
                 "extra header name {name:?} is not a valid header name"
             ))
@@ -432,7 +478,7 @@ fn apply_options(
             )));
         }
         // The value is not quoted: it may be a credential.
-        let mut value = reqwest::header::HeaderValue::from_str(value)
+        let mut value = HeaderValue::from_str(value)
             .map_err(|_| invalid(format!("the value of extra header {header} is not valid")))?;
         value.set_sensitive(true);
         request.headers_mut().append(header, value);
@@ -444,10 +490,7 @@ fn apply_options(
     if user.is_none() && options.provider_params.is_empty() {
         return Ok(());
     }
-    let bytes = request
-        .body()
-        .and_then(reqwest::Body::as_bytes)
-        .unwrap_or_default();
+    let bytes = request.body();
     let mut body: serde_json::Map<String, Value> = serde_json::from_slice(bytes)
         .map_err(|e| invalid(format!("the request body is not a JSON object: {e}")))?;
     for (key, value) in &options.provider_params {
@@ -480,7 +523,7 @@ fn apply_options(
     }
     let bytes = serde_json::to_vec(&body)
         .map_err(|e| invalid(format!("the request body does not serialise: {e}")))?;
-    *request.body_mut() = Some(reqwest::Body::from(bytes));
+    *request.body_mut() = Bytes::from(bytes);
     Ok(())
 }
 
@@ -491,14 +534,12 @@ fn has_user_field(provider: Provider) -> bool {
 }
 
 /// The request as a [`CallObserver`] sees it, credentials redacted.
-fn describe<'a>(request: &'a reqwest::Request, ctx: &'a CallCtx) -> ProviderRequest<'a> {
-    let url = request.url();
-    let mut shown = format!("{}://", url.scheme());
-    if !url.username().is_empty() || url.password().is_some() {
-        shown.push_str("[redacted]@");
-    }
-    shown.push_str(url.host_str().unwrap_or_default());
-    if let Some(port) = url.port() {
+fn describe<'a>(request: &'a Request<Bytes>, ctx: &'a CallCtx) -> ProviderRequest<'a> {
+    // The URI never holds user info: `Target` turned it into a header.
+    let url = request.uri();
+    let mut shown = format!("{}://", url.scheme_str().unwrap_or("http"));
+    shown.push_str(url.host().unwrap_or_default());
+    if let Some(port) = url.port_u16() {
         shown.push_str(&format!(":{port}"));
     }
     shown.push_str(url.path());
@@ -531,10 +572,7 @@ fn describe<'a>(request: &'a reqwest::Request, ctx: &'a CallCtx) -> ProviderRequ
         method: request.method().as_str(),
         url: shown,
         headers,
-        body: request
-            .body()
-            .and_then(reqwest::Body::as_bytes)
-            .unwrap_or_default(),
+        body: request.body(),
     }
 }
 
@@ -634,7 +672,8 @@ pub(crate) trait SseParser: Send + 'static {
 }
 
 struct SseState<P> {
-    body: BoxStream<'static, reqwest::Result<Bytes>>,
+    /// `None` once the body (and so its connection) was let go.
+    body: Option<wombat_transport::Body>,
     decoder: SseDecoder,
     parser: P,
     ctx: CallCtx,
@@ -675,11 +714,17 @@ impl<P> SseState<P> {
     /// and size) in a background task, so that hyper can reuse the
     /// connection without delaying the final events.
     fn finish_body(&mut self) {
-        let mut body = std::mem::replace(&mut self.body, futures::stream::empty().boxed());
+        let Some(mut body) = self.body.take() else {
+            return;
+        };
+        if body.is_end_stream() {
+            // Already read to its end: the connection is back in the pool.
+            return;
+        }
         tokio::spawn(async move {
             let _ = tokio::time::timeout(TAIL_WAIT, async {
                 let mut read = 0;
-                while let Some(Ok(bytes)) = body.next().await {
+                while let Ok(Some(bytes)) = body.chunk().await {
                     read += bytes.len();
                     if read > TAIL_LIMIT {
                         break;
@@ -701,7 +746,7 @@ pub(crate) fn sse_stream<P: SseParser + Unpin>(
     parser: P,
 ) -> EventStream {
     let state = SseState {
-        body: resp.bytes_stream().boxed(),
+        body: Some(resp.into_body()),
         decoder: SseDecoder::new(),
         parser,
         ctx,
@@ -710,7 +755,7 @@ pub(crate) fn sse_stream<P: SseParser + Unpin>(
         error: None,
         done: false,
     };
-    state.boxed()
+    futures::StreamExt::boxed(state)
 }
 
 /// The stream itself: a hand-written [`Stream`] rather than an `unfold`
@@ -733,13 +778,18 @@ impl<P: SseParser + Unpin> futures::Stream for SseState<P> {
                 // `done` is set with every error: the next poll ends it.
                 // The body (and its connection) goes at once, not with
                 // the stream (a boxed empty stream allocates nothing).
-                st.body = futures::stream::empty().boxed();
+                st.body = None;
                 return Poll::Ready(Some(Err(e)));
             }
             if st.done {
                 return Poll::Ready(None);
             }
-            let Poll::Ready(next) = st.body.poll_next_unpin(cx) else {
+            let Some(body) = st.body.as_mut() else {
+                // Let go after the end marker: nothing more will come.
+                st.done = true;
+                continue;
+            };
+            let Poll::Ready(next) = body.poll_chunk(cx).map(Result::transpose) else {
                 // Idle until the provider sends more (for a held stream, a
                 // long time): the emptied buffers go back now rather than
                 // with the stream. One allocation per chunk gap at most.
@@ -821,7 +871,6 @@ pub(crate) fn collect_system(req: &crate::ChatRequest) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -941,21 +990,21 @@ mod tests {
 
     #[test]
     fn observed_requests_hide_credentials() {
-        let client = Client::new();
-        let request = client
-            .post("https://user:pw@api.example.com:8443/v1/chat?key=AIza-secret")
-            .header("x-goog-api-key", "AIza-secret")
-            .header("x-trace", "visible")
-            .header("x-tenant", "tenant-secret")
-            .body("{}")
-            .build()
-            .expect("request builds");
+        let client = Client::builder().build().expect("client");
+        let request = Endpoint::new("https://user:pw@api.example.com:8443/v1/chat?key=AIza-secret")
+            .post(&client)
+            .header(HeaderName::from_static("x-goog-api-key"), "AIza-secret")
+            .header(HeaderName::from_static("x-trace"), "visible")
+            .header(HeaderName::from_static("x-tenant"), "tenant-secret")
+            .json(&serde_json::json!({}));
+        assert!(request.invalid.is_none());
+        let request = request.request;
         let mut ctx = CallCtx::new(Provider::Google, "m".into(), None);
         ctx.options = Some(Arc::new(
             RequestOptions::new().with_header("X-Tenant", "tenant-secret"),
         ));
         let seen = describe(&request, &ctx);
-        // reqwest turns the URL's user info into a basic-auth header.
+        // The URL's user info became a basic-auth header.
         assert_eq!(seen.url, "https://api.example.com:8443/v1/chat?[redacted]");
         let header = |name: &str| {
             seen.headers

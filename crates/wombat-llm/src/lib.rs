@@ -138,3 +138,7 @@ pub use wombat_core::{
     ChatMessage, Cost, DEFAULT_CONTEXT_WINDOW, ModelPrice, ModelRef, Part, PricingTable, Provider,
     ProviderName, Role, TextPart, ToolCall, ToolContent, ToolResult, Usage,
 };
+/// The HTTP client the built-in adapters share ([`build_client`],
+/// [`RouterBuilder::http_client`]): re-exported so an embedder can build
+/// one with its own settings without naming the crate.
+pub use wombat_transport as transport;

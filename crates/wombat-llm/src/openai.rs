@@ -40,10 +40,10 @@ use std::collections::VecDeque;
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use reqwest::Client;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use wombat_core::{ChatMessage, Provider, Role, ToolCall, ToolResult, Usage};
+use wombat_transport::Client;
 
 use crate::escaped::{EscapeCache, Escaped, Text};
 use crate::http::{self, CallCtx, Endpoint, ErrorResponse, SseParser, Step};
@@ -68,7 +68,7 @@ pub struct OpenAiAdapter {
     key_optional: bool,
     /// A custom endpoint's extra headers (values marked sensitive); empty,
     /// and never cloned, for the built-in providers.
-    headers: reqwest::header::HeaderMap,
+    headers: ::http::header::HeaderMap,
     /// Recent system prompts, already escaped for the body.
     escaped: Arc<EscapeCache>,
 }
@@ -86,13 +86,13 @@ impl OpenAiAdapter {
         Self {
             client,
             provider,
-            endpoint: Endpoint::new(format!(
+            endpoint: Endpoint::new(&format!(
                 "{}/chat/completions",
                 base_url.into().trim_end_matches('/')
             )),
             key,
             key_optional: false,
-            headers: reqwest::header::HeaderMap::new(),
+            headers: ::http::header::HeaderMap::new(),
             escaped: Arc::default(),
         }
     }
@@ -101,7 +101,7 @@ impl OpenAiAdapter {
     /// `Authorization` among them gives way to a key, should a call have
     /// one.
     #[must_use]
-    pub(crate) fn with_headers(mut self, headers: reqwest::header::HeaderMap) -> Self {
+    pub(crate) fn with_headers(mut self, headers: ::http::header::HeaderMap) -> Self {
         self.headers = headers;
         self
     }
@@ -116,11 +116,7 @@ impl OpenAiAdapter {
         self
     }
 
-    fn prepare(
-        &self,
-        req: &ChatRequest,
-        stream: bool,
-    ) -> Result<(reqwest::RequestBuilder, CallCtx)> {
+    fn prepare(&self, req: &ChatRequest, stream: bool) -> Result<(http::Outgoing, CallCtx)> {
         let key = match (
             req.key_override().or(self.key.as_ref()),
             self.provider.api_key_env(),
@@ -138,7 +134,7 @@ impl OpenAiAdapter {
         if !self.headers.is_empty() {
             let mut headers = self.headers.clone();
             if key.is_some() {
-                headers.remove(reqwest::header::AUTHORIZATION);
+                headers.remove(::http::header::AUTHORIZATION);
             }
             builder = builder.headers(headers);
         }
@@ -146,7 +142,7 @@ impl OpenAiAdapter {
             builder = builder.bearer_auth(k.expose());
         }
         if stream {
-            builder = builder.header(reqwest::header::ACCEPT, "text/event-stream");
+            builder = builder.header(::http::header::ACCEPT, "text/event-stream");
         }
         Ok((builder, ctx))
     }

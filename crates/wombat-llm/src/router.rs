@@ -269,7 +269,7 @@ pub struct RouterBuilder {
     sleeper: Arc<dyn Sleeper>,
     observer: Option<Arc<dyn RouterObserver>>,
     call_observer: Option<Arc<dyn CallObserver>>,
-    client: Option<reqwest::Client>,
+    client: Option<wombat_transport::Client>,
 }
 
 impl RouterBuilder {
@@ -351,7 +351,7 @@ impl RouterBuilder {
     /// Uses `client` for the built-in adapters instead of building one from
     /// the config's timeouts.
     #[must_use]
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+    pub fn http_client(mut self, client: wombat_transport::Client) -> Self {
         self.client = Some(client);
         self
     }
