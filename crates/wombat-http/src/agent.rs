@@ -228,7 +228,10 @@ pub(crate) async fn send(
 ) -> Result<http::Response<Body>, ApiError> {
     let body = read_send_request(app, req).await?;
     if body.stream {
-        return start_stream(app, body).await;
+        // Boxed: its future (the run's start, ~6 KB) would otherwise size
+        // this one, and so every request's handler future, which is moved
+        // (copied) into a box per request.
+        return Box::pin(start_stream(app, body)).await;
     }
     let p = wombat_agent::prepare(&**app, body)?;
     let app = app.clone();
@@ -340,7 +343,8 @@ pub(crate) async fn stream(
     req: http::Request<Incoming>,
 ) -> Result<http::Response<Body>, ApiError> {
     let body = read_send_request(app, req).await?;
-    start_stream(app, body).await
+    // Boxed for the same reason as in `send`.
+    Box::pin(start_stream(app, body)).await
 }
 
 /// The sink of a stream: a frame per event.

@@ -367,8 +367,11 @@ async fn dispatch(
     match (req.method().clone(), route) {
         (Method::POST, "/api/agents/send") => agent::send(app, req).await,
         (Method::POST, "/api/agents/stream") => agent::stream(app, req).await,
-        (Method::POST, "/compact") => tasks::compact(app, req).await,
-        (Method::POST, "/llm-task") => tasks::llm_task(app, req).await,
+        // Boxed: an arm's future sizes the whole handler future, which every
+        // request moves into a box (a copy of its size); these two hold an
+        // LLM call in place, and are not the hot path.
+        (Method::POST, "/compact") => Box::pin(tasks::compact(app, req)).await,
+        (Method::POST, "/llm-task") => Box::pin(tasks::llm_task(app, req)).await,
         (Method::GET, "/health") => {
             let deep = param("deep").is_some_and(|v| v == "true" || v == "1");
             Ok(info::health(app, deep).await)

@@ -621,9 +621,16 @@ pub const MAX_SUCCESS_BODY: usize = 16 * 1024 * 1024;
 /// Reads a successful JSON body (at most [`MAX_SUCCESS_BODY`] bytes, else a
 /// [`ErrorKind::MalformedResponse`]) and parses it as `T`.
 pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
-    mut resp: Response,
+    resp: Response,
     ctx: &CallCtx,
 ) -> Result<T> {
+    let body = read_success_body(resp, ctx).await?;
+    serde_json::from_slice(&body).map_err(|e| ctx.malformed(format!("invalid json body: {e}")))
+}
+
+/// Reads a successful body, at most [`MAX_SUCCESS_BODY`] bytes (else a
+/// [`ErrorKind::MalformedResponse`]).
+pub(crate) async fn read_success_body(mut resp: Response, ctx: &CallCtx) -> Result<Vec<u8>> {
     let too_large = || {
         ctx.malformed(format!(
             "response body exceeds the {} MiB limit",
@@ -642,7 +649,7 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
         }
         body.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&body).map_err(|e| ctx.malformed(format!("invalid json body: {e}")))
+    Ok(body)
 }
 
 /// What a provider parser makes of one SSE event.

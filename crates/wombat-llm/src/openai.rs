@@ -153,12 +153,22 @@ impl ChatProvider for OpenAiAdapter {
     async fn complete(&self, req: &ChatRequest) -> Result<Completion> {
         let (builder, ctx) = self.prepare(req, false)?;
         let resp = http::send(builder, &ctx, classifier(req)).await?;
-        let body: Value = http::read_json(resp, &ctx).await?;
-        if let Some(err) = body.get("error").filter(|e| !e.is_null()) {
-            return Err(classify_body_error(&ctx, None, err));
-        }
-        let wire: WireResponse = serde_json::from_value(body)
-            .map_err(|e| ctx.malformed(format!("unexpected response shape: {e}")))?;
+        let bytes = http::read_success_body(resp, &ctx).await?;
+        // The usual answer parses straight into its shape; a body that
+        // does not, or that carries an `error`, is read as a JSON value to
+        // tell the two apart.
+        let wire = match serde_json::from_slice::<WireResponse>(&bytes) {
+            Ok(wire) if wire.error.as_ref().is_none_or(Value::is_null) => wire,
+            _ => {
+                let body: Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| ctx.malformed(format!("invalid json body: {e}")))?;
+                if let Some(err) = body.get("error").filter(|e| !e.is_null()) {
+                    return Err(classify_body_error(&ctx, None, err));
+                }
+                serde_json::from_value(body)
+                    .map_err(|e| ctx.malformed(format!("unexpected response shape: {e}")))?
+            }
+        };
         let choice = wire
             .choices
             .into_iter()
@@ -426,6 +436,9 @@ impl<'a> WireRequest<'a> {
 
 #[derive(Deserialize)]
 struct WireResponse {
+    /// An error some compatible servers send with a 200.
+    #[serde(default)]
+    error: Option<Value>,
     #[serde(default)]
     choices: Vec<WireChoice>,
     usage: Option<WireUsage>,

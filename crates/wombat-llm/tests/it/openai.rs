@@ -163,6 +163,28 @@ async fn error_object_inside_a_200_stream_is_a_typed_error() {
 }
 
 #[tokio::test]
+async fn error_object_inside_a_200_answer_is_a_typed_error() {
+    // With and without the usual fields beside it: the answer is parsed
+    // straight into its shape, and an `error` must still win.
+    for body in [
+        json!({"error": {"message": "The server had an error", "type": "server_error"}}),
+        json!({
+            "error": {"message": "The server had an error", "type": "server_error"},
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}, "finish_reason": "stop"}]
+        }),
+        json!({"error": {"message": "The server had an error", "type": "server_error"}, "choices": 7}),
+    ] {
+        let server = FakeServer::start(vec![Reply::json(200, body)]).await;
+        let mut cfg = config(Provider::OpenAi, "gpt-4o-mini", &server.url("/v1"));
+        cfg.retry.attempts = 1;
+        let (router, _) = router(cfg);
+        let err = router.complete(hello()).await.expect_err("an error");
+        assert!(matches!(err.kind(), ErrorKind::Overloaded), "{err:?}");
+        assert!(err.to_string().contains("The server had an error"), "{err}");
+    }
+}
+
+#[tokio::test]
 async fn malformed_json_is_a_malformed_response_error() {
     let server =
         FakeServer::start(vec![Reply::raw(200, "application/json", "{\"choices\": [")]).await;
