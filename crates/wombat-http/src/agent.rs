@@ -238,8 +238,11 @@ pub(crate) async fn send(
     let work = async move {
         let timer = std::pin::pin!(tokio::time::sleep_until(deadline_at(&app.agent)));
         let mut deadline = Deadline::new(&app.agent, timer);
-        let run = wombat_agent::start(&*app, p, &mut deadline, true).await?;
-        match wombat_agent::execute(&*app, run, &JsonSink, &mut deadline).await {
+        // Both phases boxed: in place they would size this task's future
+        // (6.7 KB), which the spawn moves several times; boxed, each is
+        // copied once into its box and the task is a few hundred bytes.
+        let run = Box::pin(wombat_agent::start(&*app, p, &mut deadline, true)).await?;
+        match Box::pin(wombat_agent::execute(&*app, run, &JsonSink, &mut deadline)).await {
             Ok(reply) => Ok(send_response(&reply)),
             Err(Stop::Failed(e)) => Err(e),
             // The JSON sink never closes.
