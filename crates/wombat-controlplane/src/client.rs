@@ -276,7 +276,7 @@ impl ControlPlane {
             .push("health");
         let request = match request(&Method::GET, &url, None) {
             Ok(request) => request,
-            Err(e) => return Err(Error::Transport(describe(&e))),
+            Err(e) => return Err(Error::Transport(e.describe())),
         };
         let exchange = async {
             let mut resp = self.inner.http.send(request).await?;
@@ -285,11 +285,11 @@ impl ControlPlane {
                 return Ok(Ok(()));
             }
             let body = read_body(&mut resp).await.unwrap_or_default();
-            Ok(Err(status_error(status, &body)))
+            Ok::<_, wombat_transport::Error>(Err(status_error(status, &body)))
         };
         match tokio::time::timeout(self.inner.health_timeout, exchange).await {
             Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => Err(Error::Transport(describe(&e))),
+            Ok(Err(e)) => Err(Error::Transport(e.describe())),
             Err(_) => Err(Error::Timeout("no answer within the health timeout".into())),
         }
     }
@@ -577,30 +577,20 @@ async fn read_body(
     Ok(Bytes::from(body))
 }
 
+/// A failed exchange: retried unless the request could not be built. The
+/// transport's texts never contain the URL (the base URL may carry
+/// credentials).
 fn transport_failure(e: &wombat_transport::Error) -> Attempt {
     let error = if e.is_timeout() {
-        Error::Timeout(describe(e))
+        Error::Timeout(e.describe())
     } else {
-        Error::Transport(describe(e))
+        Error::Transport(e.describe())
     };
     if e.kind() == ErrorKind::Builder {
         Attempt::Done(Err(error))
     } else {
         Attempt::Retryable(error, None)
     }
-}
-
-/// The error and its sources on one line. The transport's texts never
-/// contain the URL (the base URL may carry credentials).
-fn describe(e: &wombat_transport::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Maps a non-success response to a typed error, keeping the backend's

@@ -242,14 +242,7 @@ impl CallCtx {
     /// request headers, so neither the key nor a URL's credentials can leak
     /// through them.
     pub(crate) fn transport(&self, err: &wombat_transport::Error) -> Error {
-        let mut message = err.to_string();
-        let mut source = std::error::Error::source(err);
-        while let Some(s) = source {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            source = s.source();
-        }
-        let failure = self.failure(None, message);
+        let failure = self.failure(None, err.describe());
         if err.is_timeout() {
             Error::new(ErrorKind::Timeout, failure)
         } else {

@@ -581,6 +581,20 @@ impl Error {
         self.kind
     }
 
+    /// The error and its sources on one line (`connection failed: tcp
+    /// connect error: Connection refused (os error 111)`), for logs and
+    /// error bodies: no URL in it.
+    pub fn describe(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = StdError::source(self);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
+    }
+
     /// Whether a timeout (connect or read) ended the call.
     pub fn is_timeout(&self) -> bool {
         self.kind == ErrorKind::Timeout || self.chain_timed_out()

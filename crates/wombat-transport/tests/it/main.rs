@@ -178,7 +178,7 @@ async fn https_goes_through_a_connect_tunnel() {
         Some("Basic cHU6cHA="),
         "{head}"
     );
-    let text = chain(&err);
+    let text = err.describe();
     assert!(!text.contains("AIza") && !text.contains("key@"), "{text}");
 }
 
@@ -196,7 +196,7 @@ async fn a_refused_connection_is_a_connect_error_without_the_url() {
         .await
         .expect_err("nothing listens");
     assert_eq!(err.kind(), ErrorKind::Connect);
-    let text = chain(&err);
+    let text = err.describe();
     assert!(
         !text.contains("sk-secret") && !text.contains("pw"),
         "{text}"
@@ -246,15 +246,4 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
         let (n, v) = line.split_once(':')?;
         n.eq_ignore_ascii_case(name).then(|| v.trim())
     })
-}
-
-fn chain(e: &wombat_transport::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
