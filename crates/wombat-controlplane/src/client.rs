@@ -211,7 +211,7 @@ impl ControlPlane {
             .connect_timeout(config.connect_timeout)
             .user_agent(concat!("wombat-controlplane/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| Error::Config(format!("cannot build HTTP client: {e}")))?;
+            .map_err(|e| Error::Config(format!("cannot build HTTP client: {}", e.describe())))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
@@ -570,23 +570,23 @@ async fn read_body(
     body.extend_from_slice(&second);
     while let Some(chunk) = resp.chunk().await? {
         if body.len() + chunk.len() > MAX_RESPONSE_BODY {
-            return Err(wombat_transport::Error::body("larger than 16 MiB"));
+            return Err(wombat_transport::Error::too_large("more than 16 MiB"));
         }
         body.extend_from_slice(&chunk);
     }
     Ok(Bytes::from(body))
 }
 
-/// A failed exchange: retried unless the request could not be built. The
-/// transport's texts never contain the URL (the base URL may carry
-/// credentials).
+/// A failed exchange: retried unless the request could not be built or the
+/// answer was too large (it would be again). The transport's texts never
+/// contain the URL (the base URL may carry credentials).
 fn transport_failure(e: &wombat_transport::Error) -> Attempt {
     let error = if e.is_timeout() {
         Error::Timeout(e.describe())
     } else {
         Error::Transport(e.describe())
     };
-    if e.kind() == ErrorKind::Builder {
+    if matches!(e.kind(), ErrorKind::Builder | ErrorKind::TooLarge) {
         Attempt::Done(Err(error))
     } else {
         Attempt::Retryable(error, None)

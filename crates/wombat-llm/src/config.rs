@@ -291,6 +291,16 @@ impl RouterConfig {
                         format!("{url:?} is not an http:// or https:// url"),
                     ));
                 }
+                if wombat_transport::Target::parse(&url).is_err() {
+                    // Not quoted: a base URL may carry credentials.
+                    return Err(Error::config(
+                        env.to_owned(),
+                        "is not a valid url (a host in ASCII, punycode for an \
+                         international name; spaces and other reserved characters \
+                         percent-encoded)"
+                            .to_owned(),
+                    ));
+                }
                 cfg.base_urls
                     .insert(provider, url.trim_end_matches('/').to_owned());
             }
@@ -517,6 +527,20 @@ mod tests {
             }
             other => panic!("expected a config error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn base_urls_the_transport_cannot_send_to_are_refused_at_start() {
+        for url in [
+            "http://bücher.example/v1",
+            "http://host/v1 beta",
+            "https://user:sk-1@/x",
+        ] {
+            let err = from(&[("OPENAI_BASE_URL", url)]).expect_err(url);
+            assert_eq!(err.config_var(), Some("OPENAI_BASE_URL"), "{url}");
+            assert!(!err.to_string().contains("sk-1"), "{err}");
+        }
+        assert!(from(&[("OPENAI_BASE_URL", "http://xn--bcher-kva.example/v1")]).is_ok());
     }
 
     #[test]

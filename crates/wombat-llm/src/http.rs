@@ -150,7 +150,7 @@ pub fn build_client(connect_timeout: Duration, read_timeout: Duration) -> Result
         .pool_idle_timeout(Duration::from_secs(90))
         .user_agent(concat!("wombat/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| Error::config("http client", e.to_string()))
+        .map_err(|e| Error::config("http client", e.describe()))
 }
 
 /// Who a call goes to, for error context and key redaction, with the

@@ -16,9 +16,11 @@
 //!   `https://` targets through a `CONNECT` tunnel, `http://` targets
 //!   forwarded in absolute form; proxy credentials from the proxy URL's user
 //!   info; only `http://` proxy URLs. [`Builder::no_proxy`] turns it off;
-//! - **timeouts**: connect, and a read timeout that bounds the wait for
-//!   response headers and for every body chunk after (no whole-request
-//!   timeout: a caller that wants one wraps the call);
+//! - **timeouts**: connect (TCP, a proxy's `CONNECT` and the TLS
+//!   handshake), and a read timeout that bounds the wait for response
+//!   headers and each wait for a body chunk after (counted from when the
+//!   caller starts waiting; no whole-request timeout: a caller that wants
+//!   one wraps the call);
 //! - **errors that never contain the URL** (a base URL may carry
 //!   credentials or a key), typed by [`ErrorKind`];
 //! - **no redirects**: a redirect would carry credential headers to
@@ -61,7 +63,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, HeaderValue, PROXY_AUTHORIZATION, USER_AGENT};
+use http::header::{ACCEPT, AUTHORIZATION, HeaderValue, PROXY_AUTHORIZATION, USER_AGENT};
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body::Body as _;
@@ -113,7 +115,7 @@ impl fmt::Debug for Client {
 }
 
 /// Settings for a [`Client`]; start with [`Client::builder`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Builder {
     connect_timeout: Option<Duration>,
     read_timeout: Option<Duration>,
@@ -123,11 +125,30 @@ pub struct Builder {
     http2: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum ProxySource {
     Env,
     All(String),
     Off,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the proxy URL: it may carry credentials.
+        let proxy = match self.proxy {
+            ProxySource::Env => "from the environment",
+            ProxySource::All(_) => "set",
+            ProxySource::Off => "off",
+        };
+        f.debug_struct("Builder")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .field("pool_idle_timeout", &self.pool_idle_timeout)
+            .field("user_agent", &self.user_agent)
+            .field("proxy", &proxy)
+            .field("http2", &self.http2)
+            .finish()
+    }
 }
 
 impl Default for Builder {
@@ -201,7 +222,9 @@ impl Builder {
     ///
     /// # Errors
     /// [`ErrorKind::Builder`] when the user agent is not a valid header
-    /// value or TLS cannot be set up.
+    /// value, a proxy URL (given or from the environment) is not
+    /// `http://` (the error names the variable, not its value), or TLS
+    /// cannot be set up.
     pub fn build(self) -> Result<Client, Error> {
         let user_agent = self
             .user_agent
@@ -225,11 +248,28 @@ impl Builder {
         http.set_nodelay(true);
         http.set_connect_timeout(self.connect_timeout);
         let proxy = match self.proxy {
-            ProxySource::Env => PROXY_VARS
-                .iter()
-                .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
-                .then(|| Arc::new(Matcher::from_env())),
-            ProxySource::All(url) => Some(Arc::new(Matcher::builder().all(url).build())),
+            ProxySource::Env => {
+                let mut set = false;
+                for var in PROXY_VARS {
+                    let Some(value) = std::env::var_os(var).filter(|v| !v.is_empty()) else {
+                        continue;
+                    };
+                    if !plain_http_proxy(&value.to_string_lossy()) {
+                        // Named, not quoted: the value may carry credentials.
+                        return Err(Error::builder(&format!(
+                            "{var}: only http:// proxy URLs are supported"
+                        )));
+                    }
+                    set = true;
+                }
+                set.then(|| Arc::new(Matcher::from_env()))
+            }
+            ProxySource::All(url) => {
+                if !plain_http_proxy(&url) {
+                    return Err(Error::builder("only http:// proxy URLs are supported"));
+                }
+                Some(Arc::new(Matcher::builder().all(url).build()))
+            }
             ProxySource::Off => None,
         };
         let tls = Arc::new(tls);
@@ -240,6 +280,7 @@ impl Builder {
             tls,
             http2: self.http2,
             proxy: proxy.clone(),
+            connect_timeout: self.connect_timeout,
         };
         let hyper = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_idle_timeout(self.pool_idle_timeout)
@@ -274,12 +315,14 @@ impl Client {
     /// them contains the URL.
     pub async fn send(&self, mut request: Request<Bytes>) -> Result<Response, Error> {
         let inner = &*self.inner;
+        let headers = request.headers_mut();
         if let Some(agent) = &inner.user_agent {
-            request
-                .headers_mut()
-                .entry(USER_AGENT)
-                .or_insert_with(|| agent.clone());
+            headers.entry(USER_AGENT).or_insert_with(|| agent.clone());
         }
+        // As reqwest sent it: some servers refuse a request without one.
+        headers
+            .entry(ACCEPT)
+            .or_insert(HeaderValue::from_static("*/*"));
         if let Some(matcher) = &inner.proxy {
             // A forwarding proxy reads its credentials from the request;
             // a tunnel's `CONNECT` carries them (see `Connector`).
@@ -438,10 +481,14 @@ impl Response {
 pub struct Body {
     incoming: Incoming,
     read_timeout: Option<Duration>,
-    /// When the last chunk came (or the headers).
+    /// When the current wait began: the first poll that found nothing
+    /// after a chunk (a caller that pauses between chunks is not charged
+    /// for its pause).
     since: Instant,
-    /// Armed while waiting; it is not reset at every chunk: when it fires
-    /// early (chunks came meanwhile) it is moved to `since + read_timeout`.
+    /// Whether `since` is the start of the wait in progress.
+    waiting: bool,
+    /// Created on the first wait, then moved to `since + read_timeout` at
+    /// each new wait (a deadline change, not a new timer).
     timer: Option<Pin<Box<Sleep>>>,
 }
 
@@ -459,6 +506,7 @@ impl Body {
             incoming,
             read_timeout,
             since: Instant::now(),
+            waiting: false,
             timer: None,
         }
     }
@@ -480,9 +528,7 @@ impl Body {
         loop {
             match Pin::new(&mut self.incoming).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    if self.read_timeout.is_some() {
-                        self.since = Instant::now();
-                    }
+                    self.waiting = false;
                     match frame.into_data() {
                         Ok(data) if !data.is_empty() => return Poll::Ready(Ok(Some(data))),
                         _ => continue,
@@ -507,7 +553,14 @@ impl Body {
         let Some(limit) = self.read_timeout else {
             return Poll::Pending;
         };
-        let due = self.since + limit;
+        if !self.waiting {
+            self.since = Instant::now();
+            self.waiting = true;
+        }
+        let Some(due) = self.since.checked_add(limit) else {
+            // A timeout too large to reach: none.
+            return Poll::Pending;
+        };
         let timer = self
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
@@ -537,6 +590,8 @@ pub enum ErrorKind {
     Request,
     /// Reading the response body failed.
     Body,
+    /// The body is larger than the caller accepts ([`Error::too_large`]).
+    TooLarge,
 }
 
 /// A transport error. Its text (and its sources') never contains the URL.
@@ -555,10 +610,10 @@ impl Error {
         Self::new(ErrorKind::Builder, Some(why.to_owned().into()))
     }
 
-    /// A [`ErrorKind::Body`] error saying `why` (for a caller's own bounds
-    /// on a body, such as its size).
-    pub fn body(why: &str) -> Self {
-        Self::new(ErrorKind::Body, Some(why.to_owned().into()))
+    /// A [`ErrorKind::TooLarge`] error saying `why` (for a caller's own
+    /// bound on a body's size).
+    pub fn too_large(why: &str) -> Self {
+        Self::new(ErrorKind::TooLarge, Some(why.to_owned().into()))
     }
 
     /// hyper-util's error, kept as the source; its own top line ("client
@@ -631,6 +686,7 @@ impl fmt::Display for Error {
             ErrorKind::Timeout => "timed out",
             ErrorKind::Request => "request failed",
             ErrorKind::Body => "reading the response body failed",
+            ErrorKind::TooLarge => "response body too large",
         })
     }
 }
@@ -658,6 +714,32 @@ struct Connector {
     tls: Arc<rustls::ClientConfig>,
     http2: bool,
     proxy: Option<Arc<Matcher>>,
+    /// Bounds the whole connect: TCP, a proxy's `CONNECT`, the TLS
+    /// handshake (the TCP part alone is also bounded per address).
+    connect_timeout: Option<Duration>,
+}
+
+/// Whether `url` names a plain `http://` proxy (a bare `host:port` is one).
+fn plain_http_proxy(url: &str) -> bool {
+    match url.split_once("://") {
+        Some((scheme, _)) => scheme.eq_ignore_ascii_case("http"),
+        None => true,
+    }
+}
+
+/// `connecting`, bounded by `limit` when there is one.
+fn bounded(connecting: Connecting, limit: Option<Duration>) -> Connecting {
+    let Some(limit) = limit else {
+        return connecting;
+    };
+    Box::pin(async move {
+        match tokio::time::timeout(limit, connecting).await {
+            Ok(done) => done,
+            Err(_) => {
+                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out").into())
+            }
+        }
+    })
 }
 
 /// TLS (for `https` targets) over `connector`, offering HTTP/2 by ALPN
@@ -685,6 +767,13 @@ impl tower_service::Service<Uri> for Connector {
     }
 
     fn call(&mut self, dst: Uri) -> Self::Future {
+        bounded(self.connect(dst), self.connect_timeout)
+    }
+}
+
+impl Connector {
+    fn connect(&mut self, dst: Uri) -> Connecting {
+        use tower_service::Service as _;
         let intercept = self.proxy.as_ref().and_then(|m| m.intercept(&dst));
         let Some(intercept) = intercept else {
             let connecting = self.direct.call(dst);

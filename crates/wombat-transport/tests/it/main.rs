@@ -247,3 +247,79 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
         n.eq_ignore_ascii_case(name).then(|| v.trim())
     })
 }
+
+#[tokio::test]
+async fn the_connect_timeout_covers_a_proxy_that_never_answers_connect() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let proxy = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        // Accepts, reads the CONNECT, never answers.
+        let (mut s, _) = listener.accept().await.expect("accept");
+        read_head(&mut s).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    let client = Client::builder()
+        .connect_timeout(Duration::from_millis(300))
+        .proxy(format!("http://{proxy}"))
+        .build()
+        .expect("client");
+    // No read timeout: only the connect timeout can end this wait (without
+    // it, the error would come when the proxy hangs up, 30 s on, and not
+    // be a timeout).
+    let err = client
+        .send(get("https://provider.invalid/v1/chat"))
+        .await
+        .expect_err("the tunnel never opened");
+    assert!(err.is_timeout(), "{err:?}");
+}
+
+#[tokio::test]
+async fn proxies_other_than_http_are_refused_when_the_client_is_built() {
+    for url in [
+        "https://proxy.example:3128",
+        "socks5://u:secret@proxy.example:1080",
+    ] {
+        let err = Client::builder().proxy(url).build().expect_err("refused");
+        assert_eq!(err.kind(), ErrorKind::Builder);
+        let text = err.describe();
+        assert!(text.contains("only http:// proxy URLs"), "{text}");
+        assert!(!text.contains("secret"), "{text}");
+        let builder = format!("{:?}", Client::builder().proxy(url));
+        assert!(!builder.contains("secret"), "{builder}");
+    }
+}
+
+#[tokio::test]
+async fn a_caller_pausing_between_chunks_is_not_charged_for_its_pause() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (resumed_tx, mut resumed_rx) = mpsc::unbounded_channel::<()>();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        read_head(&mut s).await;
+        s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n")
+            .await
+            .expect("write");
+        // The next chunk only once the caller is back, and a little later.
+        let _ = resumed_rx.recv().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.write_all(b"1\r\nb\r\n0\r\n\r\n").await.expect("write");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let client = Client::builder()
+        .read_timeout(Duration::from_millis(400))
+        .build()
+        .expect("client");
+    let mut resp = client
+        .send(get(&format!("http://{addr}/")))
+        .await
+        .expect("headers");
+    assert_eq!(resp.chunk().await.expect("a"), Some(Bytes::from("a")));
+    // Longer than the read timeout, between two reads.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    resumed_tx.send(()).expect("server alive");
+    assert_eq!(
+        resp.chunk().await.expect("b within the timeout"),
+        Some(Bytes::from("b"))
+    );
+}
