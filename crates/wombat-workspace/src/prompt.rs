@@ -153,7 +153,7 @@ pub(crate) fn assemble(snapshot: &Snapshot, a: &Assembly<'_>) -> (String, Vec<In
         }
     }
     if a.include_time {
-        b.push_part(&a.zone.time_context(a.now));
+        b.push_part(&a.zone.clock(a.now).block);
     }
     (b.out, b.injected)
 }
@@ -180,7 +180,7 @@ fn full(snapshot: &Snapshot, a: &Assembly<'_>, b: &mut Builder) {
         Cow::Borrowed(MEMORY),
         snapshot.memory.as_ref(),
     );
-    let today = a.zone.date(a.now);
+    let today = a.zone.clock(a.now).date;
     if let Ok(yesterday) = today.yesterday() {
         if let Some(file) = snapshot.daily.get(&yesterday) {
             b.push_file(

@@ -3,25 +3,57 @@
 //! Zone names are resolved through jiff's IANA database. The caller injects the
 //! clock (`now`), so nothing here reads the system time.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use jiff::Timestamp;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 
 use crate::{Error, Result};
 
-/// A resolved zone together with the name shown in the prompt.
+/// A resolved zone together with the name shown in the prompt. Cheap to
+/// clone (one shared allocation).
 #[derive(Debug, Clone)]
-pub(crate) struct Zone {
-    pub(crate) name: String,
-    pub(crate) tz: TimeZone,
+pub(crate) struct Zone(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    name: String,
+    tz: TimeZone,
+    /// The date and time block of the last local minute asked for: every
+    /// prompt of that minute shows the same block, so it is formatted once
+    /// per minute, not per request.
+    minute: Mutex<Option<Minute>>,
+}
+
+/// What [`Zone::clock`] gives for every instant of one local minute.
+#[derive(Debug, Clone)]
+pub(crate) struct Clock {
+    /// The civil date.
+    pub(crate) date: Date,
+    /// The `## Current Time` block.
+    pub(crate) block: Arc<str>,
+}
+
+#[derive(Debug)]
+struct Minute {
+    /// Unix seconds: the minute's first second and the next minute's.
+    from: i64,
+    until: i64,
+    clock: Clock,
 }
 
 impl Zone {
+    fn new(name: String, tz: TimeZone) -> Self {
+        Self(Arc::new(Inner {
+            name,
+            tz,
+            minute: Mutex::new(None),
+        }))
+    }
+
     pub(crate) fn utc() -> Self {
-        Self {
-            name: "UTC".to_owned(),
-            tz: TimeZone::UTC,
-        }
+        Self::new("UTC".to_owned(), TimeZone::UTC)
     }
 
     /// Looks `name` up in the IANA database.
@@ -35,10 +67,7 @@ impl Zone {
         let tz = TimeZone::get(trimmed).map_err(|_| Error::UnknownTimeZone {
             name: name.to_owned(),
         })?;
-        Ok(Self {
-            name: trimmed.to_owned(),
-            tz,
-        })
+        Ok(Self::new(trimmed.to_owned(), tz))
     }
 
     /// The system zone when it has an IANA name, else UTC (an unnamed zone
@@ -46,28 +75,49 @@ impl Zone {
     pub(crate) fn system_or_utc() -> Self {
         let tz = TimeZone::system();
         match tz.iana_name() {
-            Some(name) => Self {
-                name: name.to_owned(),
-                tz,
-            },
+            Some(name) => Self::new(name.to_owned(), tz),
             None => Self::utc(),
         }
     }
 
-    /// The civil date of `now` in this zone.
-    pub(crate) fn date(&self, now: Timestamp) -> Date {
-        now.to_zoned_datetime(self.tz.clone()).date()
+    /// The date and the time block of `now`, formatted once per local minute
+    /// (the block shows hours and minutes; the minute's bounds are taken from
+    /// the local time, so a zone whose offset is not whole minutes is right
+    /// too).
+    pub(crate) fn clock(&self, now: Timestamp) -> Clock {
+        // Whole seconds, rounded down (jiff truncates towards zero).
+        let second = now.as_second() - i64::from(now.subsec_nanosecond() < 0);
+        let mut cached = self.0.minute.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(m) = cached.as_ref().filter(|m| (m.from..m.until).contains(&second)) {
+            return m.clock.clone();
+        }
+        let zoned = now.to_zoned_datetime(self.0.tz.clone());
+        let from = second - i64::from(zoned.second());
+        let clock = Clock {
+            date: zoned.date(),
+            block: self.time_block(&zoned).into(),
+        };
+        *cached = Some(Minute {
+            from,
+            until: from + 60,
+            clock: clock.clone(),
+        });
+        clock
     }
 
     /// `## Current Time` block, for example
     /// `## Current Time\n\n- **Date:** Sunday, February 1, 2026\n- **Time:** 7:15 PM\n- **Timezone:** America/Los_Angeles`.
+    #[cfg(test)]
     pub(crate) fn time_context(&self, now: Timestamp) -> String {
-        let zoned = now.to_zoned_datetime(self.tz.clone());
+        self.time_block(&now.to_zoned_datetime(self.0.tz.clone()))
+    }
+
+    fn time_block(&self, zoned: &jiff::ZonedDateTime) -> String {
         format!(
             "## Current Time\n\n- **Date:** {}\n- **Time:** {}\n- **Timezone:** {}",
             zoned.strftime("%A, %B %-d, %Y"),
             zoned.strftime("%-I:%M %p"),
-            self.name
+            self.0.name
         )
     }
 }
@@ -99,8 +149,31 @@ mod tests {
         let now = ts("2026-02-02T03:00:00Z");
         let la = Zone::lookup("America/Los_Angeles").expect("zone");
         let tokyo = Zone::lookup("Asia/Tokyo").expect("zone");
-        assert_eq!(la.date(now).to_string(), "2026-02-01");
-        assert_eq!(tokyo.date(now).to_string(), "2026-02-02");
+        assert_eq!(la.clock(now).date.to_string(), "2026-02-01");
+        assert_eq!(tokyo.clock(now).date.to_string(), "2026-02-02");
+    }
+
+    /// The per-minute cache gives what formatting each instant would, across
+    /// minute and day boundaries, backwards in time, and in a zone whose
+    /// offset was not whole minutes (Monrovia, −0:44:30 until 1972).
+    #[test]
+    fn the_cached_clock_matches_formatting_every_instant() {
+        for (name, start) in [
+            ("America/Los_Angeles", "2026-02-02T07:58:31Z"),
+            ("Africa/Monrovia", "1971-06-30T23:58:01Z"),
+            ("UTC", "2026-12-31T23:58:59.5Z"),
+        ] {
+            let zone = Zone::lookup(name).expect("zone");
+            let start = ts(start);
+            let steps = (0..60).chain((0..60).rev());
+            for step in steps {
+                let now = start + jiff::SignedDuration::from_millis(step * 3_500);
+                let zoned = now.to_zoned_datetime(zone.0.tz.clone());
+                let clock = zone.clock(now);
+                assert_eq!(&*clock.block, zone.time_context(now), "{name} {now}");
+                assert_eq!(clock.date, zoned.date(), "{name} {now}");
+            }
+        }
     }
 
     #[test]
