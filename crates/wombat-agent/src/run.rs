@@ -14,6 +14,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use http::StatusCode;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use wombat_controlplane::ControlPlane;
 use wombat_core::{
@@ -611,21 +612,32 @@ pub struct Answer {
 }
 
 impl Answer {
-    /// The message's `attachments`.
-    pub(crate) fn attachment(&self) -> Value {
-        let mut a = json!({
-            "model": self.model,
-            "provider": self.provider,
-            "usage": self.usage,
-            "cost": self.cost,
-        });
-        if !self.trace.is_empty() {
-            a["tools"] = json!(self.trace);
+    /// The message's `attachments`, serialised once, straight from the
+    /// answer (keys in the order a JSON object of them had before: sorted).
+    /// `None` only if they do not serialise, which these types cannot fail.
+    pub(crate) fn attachment(&self) -> Option<Box<RawValue>> {
+        #[derive(Serialize)]
+        struct Attachment<'a> {
+            cost: &'a Cost,
+            model: &'a str,
+            provider: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            tool_requests: Option<&'a Value>,
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            tools: &'a [TraceEntry],
+            usage: &'a Usage,
         }
-        if let Some(requests) = &self.tool_requests {
-            a["tool_requests"] = requests.clone();
-        }
-        a
+        let attachment = Attachment {
+            cost: &self.cost,
+            model: &self.model,
+            provider: self.provider,
+            tool_requests: self.tool_requests.as_ref(),
+            tools: &self.trace,
+            usage: &self.usage,
+        };
+        serde_json::value::to_raw_value(&attachment)
+            .inspect_err(|e| tracing::warn!(error = %e, "the message attachment does not serialise"))
+            .ok()
     }
 
     /// Adds a later step's answer: usage and cost summed, the rest taken

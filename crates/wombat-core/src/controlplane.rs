@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// The contract version this crate speaks.
 pub const CONTRACT_VERSION: &str = "v1";
@@ -144,7 +145,7 @@ pub enum ActorType {
 }
 
 /// `POST /api/mission-control/messages` body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewMessage {
     /// Task the message belongs to.
     pub task_id: String,
@@ -159,9 +160,12 @@ pub struct NewMessage {
     /// Agent role when `actor_type` is `agent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_role: Option<String>,
-    /// Free-form attachments; Wombat sends `{model, provider, usage, cost}`.
+    /// Free-form attachments, as JSON text (sent as they are, so a
+    /// caller serialises them once, straight from its own types:
+    /// `serde_json::value::to_raw_value`); Wombat sends `{model, provider,
+    /// usage, cost}` and, after tool calls, `tools` and `tool_requests`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attachments: Option<Value>,
+    pub attachments: Option<Box<RawValue>>,
     /// Makes retries safe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,

@@ -14,7 +14,7 @@ fn message(task_id: &str, content: &str) -> NewMessage {
         actor_type: Some(ActorType::Agent),
         actor_id: None,
         agent_role: Some("agent".into()),
-        attachments: Some(json!({"model": "m"})),
+        attachments: Some(serde_json::value::to_raw_value(&json!({"model": "m"})).expect("json")),
         idempotency_key: None,
     }
 }
