@@ -108,6 +108,12 @@ impl Outgoing {
         self
     }
 
+    /// Adds a credential built beforehand (marked sensitive).
+    pub(crate) fn credential(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.request.headers_mut().append(name, value);
+        self
+    }
+
     /// `Authorization: Bearer <token>`, sensitive.
     pub(crate) fn bearer_auth(self, token: &str) -> Self {
         self.secret_header(AUTHORIZATION, &format!("Bearer {token}"))
@@ -131,6 +137,15 @@ impl Outgoing {
     fn fail(&mut self, why: String) {
         self.invalid.get_or_insert(why);
     }
+}
+
+/// `Bearer <token>` as a sensitive header value, built once per configured
+/// key; `None` if it is no header value (each call then fails the way
+/// [`Outgoing::bearer_auth`] does).
+pub(crate) fn bearer(token: &str) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 /// Error bodies larger than this are cut; providers' are a few hundred bytes.

@@ -63,6 +63,8 @@ pub struct OpenAiAdapter {
     /// `{base}/chat/completions`.
     endpoint: Endpoint,
     key: Option<ApiKey>,
+    /// `Bearer <key>` of `key`, built once.
+    bearer: Option<::http::HeaderValue>,
     /// Calls without a key go out without `Authorization` instead of
     /// failing (a local server behind a base URL override).
     key_optional: bool,
@@ -90,6 +92,7 @@ impl OpenAiAdapter {
                 "{}/chat/completions",
                 base_url.into().trim_end_matches('/')
             )),
+            bearer: key.as_ref().and_then(|k| http::bearer(k.expose())),
             key,
             key_optional: false,
             headers: ::http::header::HeaderMap::new(),
@@ -138,8 +141,12 @@ impl OpenAiAdapter {
             }
             builder = builder.headers(headers);
         }
-        if let Some(k) = key {
-            builder = builder.bearer_auth(k.expose());
+        match (key, &self.bearer) {
+            (Some(_), Some(bearer)) if req.key_override().is_none() => {
+                builder = builder.credential(::http::header::AUTHORIZATION, bearer.clone());
+            }
+            (Some(k), _) => builder = builder.bearer_auth(k.expose()),
+            (None, _) => {}
         }
         if stream {
             builder = builder.header(::http::header::ACCEPT, "text/event-stream");

@@ -325,14 +325,15 @@ pub trait ChatProvider: Send + Sync {
 }
 
 /// An API key. Its `Debug` output is redacted and it has no `Display`, so it
-/// cannot leak into logs or error messages by accident.
+/// cannot leak into logs or error messages by accident. Cheap to clone
+/// (shared), as every call keeps one to scrub it from error texts.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
+pub struct ApiKey(Arc<str>);
 
 impl ApiKey {
     /// Wraps a key.
     pub fn new(key: impl Into<String>) -> Self {
-        Self(key.into())
+        Self(key.into().into())
     }
 
     /// The key itself, for the one place that sends it.
