@@ -120,7 +120,22 @@ struct Inner {
     /// guess made after a failed `capabilities` call holds.
     title_filter: Mutex<Option<(bool, Option<Instant>)>>,
     tasks: Mutex<TaskCache>,
+    /// The targets of the fixed endpoints, parsed once (see [`FIXED`]).
+    fixed: Vec<(&'static str, Target)>,
 }
+
+/// Endpoints whose URL has no per-call part: their target is built when the
+/// client is, not on every call (building a URL and parsing it again cost
+/// as much as a tenth of the daemon's own work per call).
+const FIXED: [&str; 7] = [
+    "capabilities",
+    "tasks",
+    "messages",
+    "documents",
+    "heartbeat",
+    "standup",
+    "tool-requests",
+];
 
 /// `user_id → title → (task, cached at)`, nested so a lookup borrows `&str`
 /// keys instead of allocating a tuple.
@@ -212,10 +227,21 @@ impl ControlPlane {
             .user_agent(concat!("wombat-controlplane/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Config(format!("cannot build HTTP client: {}", e.describe())))?;
+        let fixed = FIXED
+            .iter()
+            .map(|&segment| {
+                let url = contract_url(&base, &[segment])?;
+                let target = Target::parse(url.as_str()).map_err(|e| {
+                    Error::Config(format!("base_url is not usable: {}", e.describe()))
+                })?;
+                Ok((segment, target))
+            })
+            .collect::<Result<_>>()?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
                 base,
+                fixed,
                 request_timeout: config.request_timeout,
                 jwt: config.jwt,
                 internal_token,
@@ -251,7 +277,7 @@ impl ControlPlane {
             .append_pair("limit_users", &limit_users.to_string())
             .append_pair("limit_notifications", &limit_notifications.to_string());
         let body = self
-            .send(Method::GET, url, Auth::Internal, None, "undelivered")
+            .send(Method::GET, &target(&url)?, Auth::Internal, None, "undelivered")
             .await?;
         Ok(decode::<Undelivered>(&body)?.deliveries)
     }
@@ -261,7 +287,7 @@ impl ControlPlane {
     pub async fn acknowledge(&self, notification_id: &str, user_id: &str) -> Result<()> {
         let mut url = self.url(&["dispatch", "notifications", notification_id, "deliver"])?;
         url.query_pairs_mut().append_pair("user_id", user_id);
-        self.send(Method::POST, url, Auth::Internal, None, "acknowledge")
+        self.send(Method::POST, &target(&url)?, Auth::Internal, None, "acknowledge")
             .await?;
         Ok(())
     }
@@ -274,10 +300,7 @@ impl ControlPlane {
             .map_err(|()| Error::Config("base_url cannot have a path".into()))?
             .pop_if_empty()
             .push("health");
-        let request = match request(&Method::GET, &url, None) {
-            Ok(request) => request,
-            Err(e) => return Err(Error::Transport(e.describe())),
-        };
+        let request = request(&Method::GET, &target(&url)?, None);
         let exchange = async {
             let mut resp = self.inner.http.send(request).await?;
             let status = resp.status();
@@ -362,13 +385,16 @@ impl ControlPlane {
 
     /// `<base>/api/mission-control/<segments...>`, each segment escaped.
     fn url(&self, segments: &[&str]) -> Result<Url> {
-        let mut url = self.inner.base.clone();
-        url.path_segments_mut()
-            .map_err(|()| Error::Config("base_url cannot have a path".into()))?
-            .pop_if_empty()
-            .extend(["api", "mission-control"])
-            .extend(segments);
-        Ok(url)
+        contract_url(&self.inner.base, segments)
+    }
+
+    /// The target of a fixed endpoint (one of [`FIXED`]).
+    fn fixed(&self, segment: &str) -> Result<&Target> {
+        self.inner
+            .fixed
+            .iter()
+            .find_map(|(s, target)| (*s == segment).then_some(target))
+            .ok_or_else(|| Error::Config(format!("no fixed endpoint {segment:?}")))
     }
 
     /// The cached token of `(user, role, agent_id)`, minted when missing or
@@ -413,7 +439,7 @@ impl ControlPlane {
     async fn send(
         &self,
         method: Method,
-        url: Url,
+        target: &Target,
         auth: Auth<'_>,
         body: Option<Bytes>,
         op: &'static str,
@@ -428,7 +454,7 @@ impl ControlPlane {
             otel.status_code = tracing::field::Empty,
         );
         let result = self
-            .send_with_retries(method, url, auth, body, op)
+            .send_with_retries(method, target, auth, body, op)
             .instrument(span.clone())
             .await;
         if result.is_err() {
@@ -440,7 +466,7 @@ impl ControlPlane {
     async fn send_with_retries(
         &self,
         method: Method,
-        url: Url,
+        target: &Target,
         auth: Auth<'_>,
         body: Option<Bytes>,
         op: &'static str,
@@ -448,7 +474,7 @@ impl ControlPlane {
         let policy = self.inner.retry;
         let mut attempt: u32 = 1;
         loop {
-            let (error, retry_after) = match self.attempt(&method, &url, &auth, body.clone()).await
+            let (error, retry_after) = match self.attempt(&method, target, &auth, body.clone()).await
             {
                 Attempt::Done(result) => return result,
                 Attempt::Retryable(error, retry_after) => (error, retry_after),
@@ -467,14 +493,11 @@ impl ControlPlane {
     async fn attempt(
         &self,
         method: &Method,
-        url: &Url,
+        target: &Target,
         auth: &Auth<'_>,
         body: Option<Bytes>,
     ) -> Attempt {
-        let mut req = match request(method, url, body) {
-            Ok(req) => req,
-            Err(e) => return transport_failure(&e),
-        };
+        let mut req = request(method, target, body);
         let headers = req.headers_mut();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         match auth {
@@ -532,14 +555,28 @@ enum Attempt {
 /// without limit.
 const MAX_RESPONSE_BODY: usize = 16 * 1024 * 1024;
 
-/// A request to `url` (user info in it becomes basic auth), with `body` as
+/// `base` with `/api/mission-control/` and `segments` (each escaped) as
+/// its path.
+fn contract_url(base: &Url, segments: &[&str]) -> Result<Url> {
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .map_err(|()| Error::Config("base_url cannot have a path".into()))?
+        .pop_if_empty()
+        .extend(["api", "mission-control"])
+        .extend(segments);
+    Ok(url)
+}
+
+/// The target of a URL built for one call. Not expected to fail (the URL
+/// was built from a base that parsed when the client was made); if it
+/// does, the call fails as an unusable request would, without the URL.
+fn target(url: &Url) -> Result<Target> {
+    Target::parse(url.as_str()).map_err(|e| Error::Transport(e.describe()))
+}
+
+/// A request to `target` (its user info as basic auth), with `body` as
 /// JSON.
-fn request(
-    method: &Method,
-    url: &Url,
-    body: Option<Bytes>,
-) -> std::result::Result<Request<Bytes>, wombat_transport::Error> {
-    let target = Target::parse(url.as_str())?;
+fn request(method: &Method, target: &Target, body: Option<Bytes>) -> Request<Bytes> {
     let mut req = Request::new(body.clone().unwrap_or_default());
     *req.method_mut() = method.clone();
     *req.uri_mut() = target.uri().clone();
@@ -550,7 +587,7 @@ fn request(
     if body.is_some() {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
-    Ok(req)
+    req
 }
 
 /// The whole body, at most [`MAX_RESPONSE_BODY`] bytes.
@@ -712,10 +749,10 @@ impl AgentClient {
             .map_err(|_| crate::JwtError::Encode.into())
     }
 
-    async fn get<T: DeserializeOwned>(&self, url: Url, op: &'static str) -> Result<T> {
+    async fn get<T: DeserializeOwned>(&self, target: &Target, op: &'static str) -> Result<T> {
         let body = self
             .cp
-            .send(Method::GET, url, Auth::Agent(self), None, op)
+            .send(Method::GET, target, Auth::Agent(self), None, op)
             .await?;
         decode(&body)
     }
@@ -726,18 +763,18 @@ impl AgentClient {
         body: &B,
         op: &'static str,
     ) -> Result<T> {
-        let url = self.cp.url(&[segment])?;
+        let target = self.cp.fixed(segment)?;
         let body = encode(body)?;
         let body = self
             .cp
-            .send(Method::POST, url, Auth::Agent(self), Some(body), op)
+            .send(Method::POST, target, Auth::Agent(self), Some(body), op)
             .await?;
         decode(&body)
     }
 
     /// `GET capabilities`.
     pub async fn capabilities(&self) -> Result<Capabilities> {
-        self.get(self.cp.url(&["capabilities"])?, "capabilities")
+        self.get(self.cp.fixed("capabilities")?, "capabilities")
             .await
     }
 
@@ -777,7 +814,7 @@ impl AgentClient {
                 q.append_pair("title", title);
             }
         }
-        self.get(url, "list_tasks").await
+        self.get(&target(&url)?, "list_tasks").await
     }
 
     /// Walks the task list (filtered by `title` when given) page by page
@@ -1028,7 +1065,7 @@ impl AgentClient {
     pub async fn get_tool_request(&self, id: &str) -> Result<ToolRequest> {
         check_tool_request_id(id)?;
         let url = self.cp.url(&["tool-requests", id])?;
-        self.get(url, "get_tool_request")
+        self.get(&target(&url)?, "get_tool_request")
             .await
             .map_err(|e| tool_request_error(e, id, false))
     }
@@ -1051,7 +1088,7 @@ impl AgentClient {
                 q.append_pair("cursor", cursor);
             }
         }
-        self.get(url, "list_tool_requests").await
+        self.get(&target(&url)?, "list_tool_requests").await
     }
 
     /// `PATCH tool-requests/{id}` `{status, reason?}`: approve or reject a
@@ -1070,7 +1107,7 @@ impl AgentClient {
             .cp
             .send(
                 Method::PATCH,
-                url,
+                &target(&url)?,
                 Auth::Agent(self),
                 Some(body),
                 "resolve_tool_request",
@@ -1100,7 +1137,7 @@ impl AgentClient {
             .cp
             .send(
                 Method::POST,
-                url,
+                &target(&url)?,
                 Auth::Agent(self),
                 Some(body),
                 "consume_tool_request",
