@@ -636,7 +636,9 @@ impl Answer {
             usage: &self.usage,
         };
         serde_json::value::to_raw_value(&attachment)
-            .inspect_err(|e| tracing::warn!(error = %e, "the message attachment does not serialise"))
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "the message attachment does not serialise"),
+            )
             .ok()
     }
 

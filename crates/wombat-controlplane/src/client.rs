@@ -277,7 +277,13 @@ impl ControlPlane {
             .append_pair("limit_users", &limit_users.to_string())
             .append_pair("limit_notifications", &limit_notifications.to_string());
         let body = self
-            .send(Method::GET, &target(&url)?, Auth::Internal, None, "undelivered")
+            .send(
+                Method::GET,
+                &target(&url)?,
+                Auth::Internal,
+                None,
+                "undelivered",
+            )
             .await?;
         Ok(decode::<Undelivered>(&body)?.deliveries)
     }
@@ -287,8 +293,14 @@ impl ControlPlane {
     pub async fn acknowledge(&self, notification_id: &str, user_id: &str) -> Result<()> {
         let mut url = self.url(&["dispatch", "notifications", notification_id, "deliver"])?;
         url.query_pairs_mut().append_pair("user_id", user_id);
-        self.send(Method::POST, &target(&url)?, Auth::Internal, None, "acknowledge")
-            .await?;
+        self.send(
+            Method::POST,
+            &target(&url)?,
+            Auth::Internal,
+            None,
+            "acknowledge",
+        )
+        .await?;
         Ok(())
     }
 
@@ -474,11 +486,11 @@ impl ControlPlane {
         let policy = self.inner.retry;
         let mut attempt: u32 = 1;
         loop {
-            let (error, retry_after) = match self.attempt(&method, target, &auth, body.clone()).await
-            {
-                Attempt::Done(result) => return result,
-                Attempt::Retryable(error, retry_after) => (error, retry_after),
-            };
+            let (error, retry_after) =
+                match self.attempt(&method, target, &auth, body.clone()).await {
+                    Attempt::Done(result) => return result,
+                    Attempt::Retryable(error, retry_after) => (error, retry_after),
+                };
             if attempt >= policy.attempts {
                 return Err(error);
             }

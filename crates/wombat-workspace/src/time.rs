@@ -88,7 +88,10 @@ impl Zone {
         // Whole seconds, rounded down (jiff truncates towards zero).
         let second = now.as_second() - i64::from(now.subsec_nanosecond() < 0);
         let mut cached = self.0.minute.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(m) = cached.as_ref().filter(|m| (m.from..m.until).contains(&second)) {
+        if let Some(m) = cached
+            .as_ref()
+            .filter(|m| (m.from..m.until).contains(&second))
+        {
             return m.clock.clone();
         }
         let zoned = now.to_zoned_datetime(self.0.tz.clone());
