@@ -146,9 +146,9 @@ struct TaskCache {
 }
 
 impl TaskCache {
-    fn get(&self, user_id: &str, title: &str, now: Instant) -> Option<Task> {
+    fn get(&self, user_id: &str, title: &str, now: Instant) -> Option<&Task> {
         let (task, at) = self.by_user.get(user_id)?.get(title)?;
-        (now.saturating_duration_since(*at) < TASK_CACHE_TTL).then(|| task.clone())
+        (now.saturating_duration_since(*at) < TASK_CACHE_TTL).then_some(task)
     }
 
     fn insert(&mut self, user_id: &str, title: &str, task: Task, now: Instant) {
@@ -365,6 +365,16 @@ impl ControlPlane {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(user_id, title, Instant::now())
+            .cloned()
+    }
+
+    fn cached_task_id(&self, user_id: &str, title: &str) -> Option<String> {
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(user_id, title, Instant::now())
+            .map(|task| task.id.clone())
     }
 
     fn cache_task(&self, user_id: &str, title: &str, task: &Task) {
@@ -704,9 +714,12 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Bytes> {
-    serde_json::to_vec(value)
-        .map(Bytes::from)
-        .map_err(|e| Error::Decode(format!("cannot encode request: {e}")))
+    // A message (the reply and its attachments) is usually some hundreds of
+    // bytes: start there rather than at serde_json's 128.
+    let mut bytes = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut bytes, value)
+        .map_err(|e| Error::Decode(format!("cannot encode request: {e}")))?;
+    Ok(Bytes::from(bytes))
 }
 
 /// Calls made as one tenant's agent (`X-Agent-Token` for `user_id`/`role`).
@@ -909,11 +922,31 @@ impl AgentClient {
         if let Some(task) = self.cp.cached_task(&self.user_id, title) {
             return Ok(task);
         }
-        let task = self
-            .find_or_create_uncached(title, description, metadata)
-            .await?;
+        // Boxed: the lookup and creation calls (~2.8 KB of futures) would
+        // otherwise be laid out in this future, and so in every caller's,
+        // though a cached title (the usual case) never awaits them.
+        let task = Box::pin(self.find_or_create_uncached(title, description, metadata)).await?;
         self.cp.cache_task(&self.user_id, title, &task);
         Ok(task)
+    }
+
+    /// [`AgentClient::find_or_create_task`] for a caller that needs only
+    /// the task's id: a cached title copies the id, not the whole task.
+    ///
+    /// # Errors
+    /// As [`AgentClient::find_or_create_task`].
+    pub async fn find_or_create_task_id(
+        &self,
+        title: &str,
+        description: Option<&str>,
+        metadata: Option<Value>,
+    ) -> Result<String> {
+        if let Some(id) = self.cp.cached_task_id(&self.user_id, title) {
+            return Ok(id);
+        }
+        Box::pin(self.find_or_create_task(title, description, metadata))
+            .await
+            .map(|task| task.id)
     }
 
     async fn find_or_create_uncached(
