@@ -138,10 +138,14 @@ pub fn workspace_error(e: wombat_workspace::Error) -> ApiError {
 
 /// Checks a request without I/O and builds its first LLM request.
 ///
+/// Boxed (~1 KB): it moves into the run's start and on into the run's
+/// state, and every async frame it passes through by value lays it out
+/// (twice: argument and local) and copies it.
+///
 /// # Errors
 /// 400 naming the problem (empty or over-long fields, bad session key,
 /// metadata of the wrong type, unknown model, unusable webhook).
-pub fn prepare<H: Host>(host: &H, req: SendRequest) -> Result<Prepared<H>, ApiError> {
+pub fn prepare<H: Host>(host: &H, req: SendRequest) -> Result<Box<Prepared<H>>, ApiError> {
     if req.user_id.trim().is_empty() {
         return Err(ApiError::bad_request("user_id must not be empty"));
     }
@@ -209,7 +213,7 @@ pub fn prepare<H: Host>(host: &H, req: SendRequest) -> Result<Prepared<H>, ApiEr
         .llm()
         .resolve(&route.model)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(Prepared {
+    Ok(Box::new(Prepared {
         req,
         key,
         opts,
@@ -217,7 +221,7 @@ pub fn prepare<H: Host>(host: &H, req: SendRequest) -> Result<Prepared<H>, ApiEr
         primary,
         route,
         caller_tools,
-    })
+    }))
 }
 
 /// The backend, or 503 when none is configured.
@@ -302,8 +306,8 @@ async fn resolve_task<H: Host>(host: &H, p: &Prepared<H>) -> Result<Option<Strin
     };
     let backend = backend(host)?;
     let agent = backend.agent(p.key.user_id(), p.key.role());
-    let task = agent
-        .find_or_create_task(
+    let id = agent
+        .find_or_create_task_id(
             title,
             p.req.task_description.as_deref(),
             p.req.task_metadata.clone(),
@@ -311,7 +315,7 @@ async fn resolve_task<H: Host>(host: &H, p: &Prepared<H>) -> Result<Option<Strin
         .instrument(wombat_telemetry::otel_span!("resolve_task"))
         .await
         .map_err(|e| backend_error(host, "resolving the task", &e))?;
-    Ok(Some(task.id))
+    Ok(Some(id))
 }
 
 use tracing::Instrument;
@@ -326,7 +330,7 @@ use tracing::Instrument;
 pub struct Started<H: Host>(Box<StartedParts<H>>);
 
 struct StartedParts<H: Host> {
-    p: Prepared<H>,
+    p: Box<Prepared<H>>,
     /// The LLM request, moved out of `p` (the loop changes it while `p` is
     /// read).
     route: RouteRequest,
@@ -423,7 +427,7 @@ async fn list_tools<H: Host>(
 /// (overloaded, limits).
 pub async fn start<H: Host>(
     host: &H,
-    mut p: Prepared<H>,
+    mut p: Box<Prepared<H>>,
     deadline: &mut Deadline<'_>,
     require_task: bool,
 ) -> Result<Started<H>, ApiError> {
