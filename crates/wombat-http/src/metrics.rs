@@ -60,12 +60,20 @@ struct ToolSeries {
 /// bounded).
 const MAX_TOOL_SERIES: usize = 256;
 
+/// LLM call series: provider → model → series (nested, so a lookup borrows
+/// the names instead of allocating a key per call), with their number.
+#[derive(Default)]
+struct LlmTable {
+    series: BTreeMap<String, BTreeMap<String, LlmSeries>>,
+    len: usize,
+}
+
 /// All counters of one daemon process.
 #[derive(Default)]
 pub(crate) struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     latency: Mutex<BTreeMap<&'static str, std::sync::Arc<Histogram>>>,
-    llm: Mutex<BTreeMap<(String, String), LlmSeries>>,
+    llm: Mutex<LlmTable>,
     tools: Mutex<BTreeMap<String, ToolSeries>>,
     pub(crate) llm_retries: AtomicU64,
     pub(crate) llm_failovers: AtomicU64,
@@ -106,16 +114,26 @@ impl Metrics {
         completion_tokens: u64,
         cost_micros: u64,
     ) {
-        let mut map = lock(&self.llm);
+        let mut guard = lock(&self.llm);
+        let LlmTable { series: map, len } = &mut *guard;
+        let known = map.get(provider).is_some_and(|m| m.contains_key(model));
         // Model names can come from requests: bound the label set.
-        let key = if map.len() < MAX_LLM_SERIES
-            || map.contains_key(&(provider.to_owned(), model.to_owned()))
-        {
-            (provider.to_owned(), model.to_owned())
+        let (provider, model) = if known || *len < MAX_LLM_SERIES {
+            (provider, model)
         } else {
-            ("other".to_owned(), "other".to_owned())
+            ("other", "other")
         };
-        let s = map.entry(key).or_default();
+        if !map.get(provider).is_some_and(|m| m.contains_key(model)) {
+            *len += 1;
+        }
+        let models = match map.get_mut(provider) {
+            Some(models) => models,
+            None => map.entry(provider.to_owned()).or_default(),
+        };
+        let s = match models.get_mut(model) {
+            Some(s) => s,
+            None => models.entry(model.to_owned()).or_default(),
+        };
         s.calls = s.calls.saturating_add(1);
         if !ok {
             s.errors = s.errors.saturating_add(1);
@@ -191,7 +209,15 @@ impl Metrics {
                 "wombat_http_request_duration_seconds_count{{route=\"{route}\"}} {count}"
             );
         }
-        let llm = lock(&self.llm).clone();
+        let llm: Vec<((String, String), LlmSeries)> = lock(&self.llm)
+            .series
+            .iter()
+            .flat_map(|(provider, models)| {
+                models
+                    .iter()
+                    .map(|(model, s)| ((provider.clone(), model.clone()), *s))
+            })
+            .collect();
         type Series = (
             &'static str,
             &'static str,
@@ -371,5 +397,44 @@ mod tests {
             text.contains("wombat_llm_errors_total{provider=\"openai\",model=\"we\\\"ird\"} 1")
         );
         assert!(text.contains("wombat_streams_open 0"));
+    }
+
+    /// Model names can come from requests: past the bound, new ones are
+    /// counted as `other`, known ones still on their own.
+    #[test]
+    fn llm_series_are_bounded() {
+        let m = Metrics::default();
+        for i in 0..MAX_LLM_SERIES + 10 {
+            m.observe_llm("openai", &format!("m{i}"), true, 1, 1, 1);
+        }
+        m.observe_llm("openai", "m0", true, 1, 1, 1);
+        let text = m.render();
+        let calls = |labels: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("wombat_llm_calls_total{{{labels}}} ")))
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            calls("provider=\"openai\",model=\"m0\"").as_deref(),
+            Some("2")
+        );
+        let last = MAX_LLM_SERIES - 1;
+        assert_eq!(
+            calls(&format!("provider=\"openai\",model=\"m{last}\"")).as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            calls(&format!("provider=\"openai\",model=\"m{MAX_LLM_SERIES}\"")),
+            None
+        );
+        assert_eq!(
+            calls("provider=\"other\",model=\"other\"").as_deref(),
+            Some("10")
+        );
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("wombat_llm_calls_total{"))
+            .count();
+        assert_eq!(series, MAX_LLM_SERIES + 1);
     }
 }

@@ -29,8 +29,12 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
 
 /// A JSON response with the given status.
 pub(crate) fn json_response<T: Serialize>(status: StatusCode, value: &T) -> http::Response<Body> {
-    match serde_json::to_vec(value) {
-        Ok(bytes) => {
+    // An agent's answer (reply, usage, cost) is a few hundred bytes and
+    // more: starting at 1 KiB saves serde_json's default 128 growing
+    // (reallocating and copying) three times or more.
+    let mut bytes = Vec::with_capacity(1024);
+    match serde_json::to_writer(&mut bytes, value) {
+        Ok(()) => {
             let mut resp = http::Response::new(full(bytes));
             *resp.status_mut() = status;
             resp.headers_mut().insert(

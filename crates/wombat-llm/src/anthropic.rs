@@ -92,7 +92,7 @@ impl AnthropicAdapter {
             .post(&self.client)
             .secret_header(HeaderName::from_static("x-api-key"), key.expose())
             .header(HeaderName::from_static("anthropic-version"), API_VERSION)
-            .json(&body);
+            .json(&body, req.body_size_hint());
         Ok((builder, ctx, forced_tool))
     }
 }

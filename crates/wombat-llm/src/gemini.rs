@@ -89,7 +89,7 @@ impl GeminiAdapter {
         let builder = http::Endpoint::new(&url)
             .post(&self.client)
             .secret_header(HeaderName::from_static("x-goog-api-key"), key.expose())
-            .json(&body);
+            .json(&body, req.body_size_hint());
         Ok((builder, ctx))
     }
 }

@@ -119,10 +119,12 @@ impl Outgoing {
         self.secret_header(AUTHORIZATION, &format!("Bearer {token}"))
     }
 
-    /// `body` serialised as the JSON body.
-    pub(crate) fn json<T: serde::Serialize + ?Sized>(mut self, body: &T) -> Self {
-        match serde_json::to_vec(body) {
-            Ok(bytes) => {
+    /// `body` serialised as the JSON body, into a buffer of `size_hint`
+    /// bytes to start with.
+    pub(crate) fn json<T: serde::Serialize + ?Sized>(mut self, body: &T, size_hint: usize) -> Self {
+        let mut bytes = Vec::with_capacity(size_hint);
+        match serde_json::to_writer(&mut bytes, body) {
+            Ok(()) => {
                 *self.request.body_mut() = Bytes::from(bytes);
                 self.request
                     .headers_mut()
@@ -1011,7 +1013,7 @@ mod tests {
             .header(HeaderName::from_static("x-goog-api-key"), "AIza-secret")
             .header(HeaderName::from_static("x-trace"), "visible")
             .header(HeaderName::from_static("x-tenant"), "tenant-secret")
-            .json(&serde_json::json!({}));
+            .json(&serde_json::json!({}), 0);
         assert!(request.invalid.is_none());
         let request = request.request;
         let mut ctx = CallCtx::new(Provider::Google, "m".into(), None);

@@ -133,7 +133,10 @@ impl OpenAiAdapter {
         let ctx = CallCtx::new(self.provider, req.model.clone(), key.cloned()).for_request(req);
         let system = req.system.as_deref().and_then(|s| self.escaped.get(s));
         let body = WireRequest::new(self.provider, req, stream, system.as_deref());
-        let mut builder = self.endpoint.post(&self.client).json(&body);
+        let mut builder = self
+            .endpoint
+            .post(&self.client)
+            .json(&body, req.body_size_hint());
         if !self.headers.is_empty() {
             let mut headers = self.headers.clone();
             if key.is_some() {

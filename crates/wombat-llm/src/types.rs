@@ -49,6 +49,19 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
+    /// A guess at the size of this request's JSON body, so the buffer it is
+    /// written into starts large enough (growing from serde_json's 128
+    /// bytes reallocated and copied a system prompt's body five times).
+    pub(crate) fn body_size_hint(&self) -> usize {
+        let parts: usize = self
+            .messages
+            .iter()
+            .flat_map(|m| &m.parts)
+            .map(|part| part.as_text().map_or(256, str::len))
+            .sum();
+        self.system.as_ref().map_or(0, String::len) + parts + 512
+    }
+
     /// A request for `model` with these messages and nothing else set.
     pub fn new(model: impl Into<String>, messages: Vec<ChatMessage>) -> Self {
         Self {
