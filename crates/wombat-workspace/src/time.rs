@@ -83,7 +83,7 @@ impl Zone {
     /// The date and the time block of `now`, formatted once per local minute
     /// (the block shows hours and minutes; the minute's bounds are taken from
     /// the local time, so a zone whose offset is not whole minutes is right
-    /// too).
+    /// too, and a minute an offset change cuts through is not cached).
     pub(crate) fn clock(&self, now: Timestamp) -> Clock {
         // Whole seconds, rounded down (jiff truncates towards zero).
         let second = now.as_second() - i64::from(now.subsec_nanosecond() < 0);
@@ -100,11 +100,20 @@ impl Zone {
             date: zoned.date(),
             block: self.time_block(&zoned).into(),
         };
-        *cached = Some(Minute {
-            from,
-            until: from + 60,
-            clock: clock.clone(),
+        let until = from + 60;
+        // A change of offset inside the minute (one not of whole minutes,
+        // like Monrovia's −0:44:30 → GMT in 1972) splits it between two
+        // local minutes: such a minute is formatted per call, not cached.
+        let steady = [from, until - 1].into_iter().all(|s| {
+            Timestamp::from_second(s).is_ok_and(|t| self.0.tz.to_offset(t) == zoned.offset())
         });
+        if steady {
+            *cached = Some(Minute {
+                from,
+                until,
+                clock: clock.clone(),
+            });
+        }
         clock
     }
 
@@ -164,6 +173,9 @@ mod tests {
         for (name, start) in [
             ("America/Los_Angeles", "2026-02-02T07:58:31Z"),
             ("Africa/Monrovia", "1971-06-30T23:58:01Z"),
+            // −0:44:30 → GMT at 00:44:30Z: the transition splits a local
+            // minute, crossed forwards and then backwards.
+            ("Africa/Monrovia", "1972-01-07T00:43:00Z"),
             ("UTC", "2026-12-31T23:58:59.5Z"),
         ] {
             let zone = Zone::lookup(name).expect("zone");
