@@ -185,7 +185,10 @@ pub struct ControlPlane {
 impl std::fmt::Debug for ControlPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlPlane")
-            .field("base_url", &self.inner.base.as_str())
+            .field(
+                "base_url",
+                &crate::config::without_credentials(&self.inner.base),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -199,12 +202,14 @@ enum Auth<'a> {
 impl ControlPlane {
     /// Validates the config and builds the shared HTTP client.
     pub fn new(config: ControlPlaneConfig) -> Result<Self> {
+        // The URL may carry credentials (`https://user:secret@…`): errors
+        // name it without them.
         let base = Url::parse(&config.base_url)
-            .map_err(|e| Error::Config(format!("base_url {:?}: {e}", config.base_url)))?;
+            .map_err(|e| Error::Config(format!("base_url is not a valid URL: {e}")))?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             return Err(Error::Config(format!(
-                "base_url {:?} must be an http(s) URL",
-                config.base_url
+                "base_url must be an http(s) URL, not a {:?} one",
+                base.scheme()
             )));
         }
         if config.retry.attempts == 0 {
@@ -1303,6 +1308,24 @@ mod tests {
             "{debug}"
         );
         let cp = ControlPlane::new(cfg).expect("valid");
+        // Credentials in the URL appear in no Debug output or error.
+        for bad in [
+            "ftp://u:s3cr3t@x/",
+            "http://u:s3cr3t@[::1",
+            "mailto:s3cr3t@x",
+        ] {
+            let cfg = ControlPlaneConfig::new(bad, jwt.clone());
+            let error = ControlPlane::new(cfg.clone()).expect_err(bad).to_string();
+            assert!(!error.contains("s3cr3t"), "{error}");
+            assert!(!format!("{cfg:?}").contains("s3cr3t"), "{cfg:?}");
+        }
+        let with_password = ControlPlaneConfig::new("http://u:s3cr3t@localhost:1/", jwt.clone());
+        assert!(!format!("{with_password:?}").contains("s3cr3t"));
+        let shown = format!("{:?}", ControlPlane::new(with_password).expect("valid"));
+        assert!(
+            !shown.contains("s3cr3t") && shown.contains("***@localhost:1"),
+            "{shown}"
+        );
         assert_eq!(
             cp.url(&["dispatch", "notifications", "a/b", "deliver"])
                 .expect("url")

@@ -70,7 +70,11 @@ impl ControlPlaneConfig {
 impl fmt::Debug for ControlPlaneConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ControlPlaneConfig")
-            .field("base_url", &self.base_url)
+            .field(
+                "base_url",
+                &url::Url::parse(&self.base_url)
+                    .map_or_else(|_| "<not a URL>".to_owned(), |u| without_credentials(&u)),
+            )
             .field("jwt", &self.jwt)
             .field(
                 "internal_token",
@@ -82,4 +86,21 @@ impl fmt::Debug for ControlPlaneConfig {
             .field("health_timeout", &self.health_timeout)
             .finish()
     }
+}
+
+/// `url` as text with any user name and password replaced by `***`, for
+/// `Debug` and errors.
+pub(crate) fn without_credentials(url: &url::Url) -> String {
+    // `mailto:user@host` and the like keep their "user" in the path.
+    if url.cannot_be_a_base() {
+        return format!("{}:***", url.scheme());
+    }
+    if url.username().is_empty() && url.password().is_none() {
+        return url.as_str().to_owned();
+    }
+    let mut shown = url.clone();
+    if shown.set_username("***").is_err() || shown.set_password(None).is_err() {
+        return format!("{}://***", url.scheme());
+    }
+    shown.into()
 }
