@@ -364,22 +364,20 @@ impl ControlPlane {
         learned.0
     }
 
-    fn cached_task(&self, user_id: &str, title: &str) -> Option<Task> {
+    /// `read` of the cached task of `(user_id, title)`, if fresh (a caller
+    /// takes only what it needs: the task, or just its id).
+    fn cached_task<R>(
+        &self,
+        user_id: &str,
+        title: &str,
+        read: impl FnOnce(&Task) -> R,
+    ) -> Option<R> {
         self.inner
             .tasks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(user_id, title, Instant::now())
-            .cloned()
-    }
-
-    fn cached_task_id(&self, user_id: &str, title: &str) -> Option<String> {
-        self.inner
-            .tasks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(user_id, title, Instant::now())
-            .map(|task| task.id.clone())
+            .map(read)
     }
 
     fn cache_task(&self, user_id: &str, title: &str, task: &Task) {
@@ -924,7 +922,7 @@ impl AgentClient {
         description: Option<&str>,
         metadata: Option<Value>,
     ) -> Result<Task> {
-        if let Some(task) = self.cp.cached_task(&self.user_id, title) {
+        if let Some(task) = self.cp.cached_task(&self.user_id, title, Task::clone) {
             return Ok(task);
         }
         // Boxed: the lookup and creation calls (~2.8 KB of futures) would
@@ -946,7 +944,10 @@ impl AgentClient {
         description: Option<&str>,
         metadata: Option<Value>,
     ) -> Result<String> {
-        if let Some(id) = self.cp.cached_task_id(&self.user_id, title) {
+        if let Some(id) = self
+            .cp
+            .cached_task(&self.user_id, title, |task| task.id.clone())
+        {
             return Ok(id);
         }
         Box::pin(self.find_or_create_task(title, description, metadata))
