@@ -48,18 +48,30 @@ pub struct ChatRequest {
     pub(crate) observer: ObserverSlot,
 }
 
+/// The largest buffer [`ChatRequest::body_size_hint`] asks for up front;
+/// a larger body grows past it as it is written.
+const MAX_BODY_SIZE_HINT: usize = 1 << 20;
+
 impl ChatRequest {
     /// A guess at the size of this request's JSON body, so the buffer it is
     /// written into starts large enough (growing from serde_json's 128
     /// bytes reallocated and copied a system prompt's body five times).
+    ///
+    /// Never more than [`MAX_BODY_SIZE_HINT`]: a request of many tiny
+    /// non-text parts must not reserve many times its own size.
     pub(crate) fn body_size_hint(&self) -> usize {
         let parts: usize = self
             .messages
             .iter()
             .flat_map(|m| &m.parts)
-            .map(|part| part.as_text().map_or(256, str::len))
-            .sum();
-        self.system.as_ref().map_or(0, String::len) + parts + 512
+            .map(|part| part.as_text().map_or(64, str::len))
+            .fold(0, usize::saturating_add);
+        self.system
+            .as_ref()
+            .map_or(0, String::len)
+            .saturating_add(parts)
+            .saturating_add(512)
+            .min(MAX_BODY_SIZE_HINT)
     }
 
     /// A request for `model` with these messages and nothing else set.
@@ -370,6 +382,23 @@ mod tests {
         let key = ApiKey::new("sk-secret-123");
         assert_eq!(format!("{key:?}"), "ApiKey([redacted])");
         assert_eq!(key.expose(), "sk-secret-123");
+    }
+
+    /// The hint follows the text it will write and stays bounded however
+    /// many parts a request has.
+    #[test]
+    fn body_size_hint_is_bounded() {
+        let mut req = ChatRequest::new("m", vec![ChatMessage::user("x".repeat(3000))]);
+        req.system = Some("s".repeat(2000));
+        let hint = req.body_size_hint();
+        assert!((5000..6000).contains(&hint), "{hint}");
+        let body = serde_json::to_vec(&req.messages).expect("json").len();
+        assert!(hint >= body, "{hint} < {body}");
+        let many = vec![ChatMessage::user("y".repeat(100)); 50_000];
+        assert_eq!(
+            ChatRequest::new("m", many).body_size_hint(),
+            MAX_BODY_SIZE_HINT
+        );
     }
 }
 #[cfg(test)]
