@@ -8,6 +8,7 @@
 
 pub mod controlplane;
 mod error;
+pub mod json;
 mod message;
 mod model;
 mod pricing;

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::json::ObjectWriter;
 use crate::{Error, Result, Usage};
 
 /// Context window assumed for a model the table does not know.
@@ -94,6 +95,22 @@ impl Cost {
             currency: "USD".to_owned(),
             priced,
         }
+    }
+
+    /// Appends this cost as JSON to `out`: the bytes `serde_json` writes
+    /// for it, written without going through `Serialize` (about a fifth of
+    /// the work, for a response or message that carries one).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut obj = ObjectWriter::new(out);
+        obj.str("model", &self.model)
+            .u64("inputTokens", self.input_tokens)
+            .u64("outputTokens", self.output_tokens)
+            .f64("inputCost", self.input_cost)
+            .f64("outputCost", self.output_cost)
+            .f64("totalCost", self.total_cost)
+            .str("currency", &self.currency)
+            .bool("priced", self.priced);
+        obj.end();
     }
 
     /// `totalCost` as whole micro-dollars, for exact accumulation.
@@ -308,6 +325,27 @@ impl PricingTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_json_is_what_serde_writes() {
+        let table = PricingTable::builtin();
+        let mut costs = vec![
+            table.cost("gpt-4o-mini", &Usage::new(1250, 150)),
+            table.cost(
+                "claude-3-5-sonnet-20241022",
+                &Usage::new(123_456_789, 98_765),
+            ),
+            table.cost("no-such-model \"quoted\" é", &Usage::new(1, 2)),
+            table.cost("gpt-4o", &Usage::default()),
+            Cost::from_micros("m", &Usage::new(u64::MAX, u64::MAX), u64::MAX, 1, true),
+        ];
+        costs.push(costs[0].combine(&costs[1]));
+        for cost in costs {
+            let mut out = b"[".to_vec();
+            cost.write_json(&mut out);
+            assert_eq!(out[1..], serde_json::to_vec(&cost).expect("serialises"));
+        }
+    }
 
     #[test]
     fn cost_is_exact_and_rounded_to_micro_dollars() {

@@ -23,6 +23,16 @@ impl Usage {
             total_tokens: prompt_tokens.saturating_add(completion_tokens),
         }
     }
+
+    /// Appends this usage as JSON to `out`: the bytes `serde_json` writes
+    /// for it, written without going through `Serialize`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut obj = crate::json::ObjectWriter::new(out);
+        obj.u64("prompt_tokens", self.prompt_tokens)
+            .u64("completion_tokens", self.completion_tokens)
+            .u64("total_tokens", self.total_tokens);
+        obj.end();
+    }
 }
 
 impl std::ops::Add for Usage {
@@ -54,5 +64,18 @@ mod tests {
             serde_json::to_string(&u).expect("serialises"),
             r#"{"prompt_tokens":1251,"completion_tokens":152,"total_tokens":1403}"#
         );
+    }
+
+    #[test]
+    fn write_json_is_what_serde_writes() {
+        for u in [
+            Usage::default(),
+            Usage::new(1250, 150),
+            Usage::new(u64::MAX, 7),
+        ] {
+            let mut out = Vec::new();
+            u.write_json(&mut out);
+            assert_eq!(out, serde_json::to_vec(&u).expect("serialises"));
+        }
     }
 }

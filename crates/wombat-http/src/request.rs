@@ -34,15 +34,7 @@ pub(crate) fn json_response<T: Serialize>(status: StatusCode, value: &T) -> http
     // (reallocating and copying) three times or more.
     let mut bytes = Vec::with_capacity(1024);
     match serde_json::to_writer(&mut bytes, value) {
-        Ok(()) => {
-            let mut resp = http::Response::new(full(bytes));
-            *resp.status_mut() = status;
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            resp
-        }
+        Ok(()) => json_bytes_response(status, bytes),
         Err(e) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -50,6 +42,17 @@ pub(crate) fn json_response<T: Serialize>(status: StatusCode, value: &T) -> http
         )
         .into_response(),
     }
+}
+
+/// A response of JSON text already written.
+pub(crate) fn json_bytes_response(status: StatusCode, json: Vec<u8>) -> http::Response<Body> {
+    let mut resp = http::Response::new(full(json));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 /// The caller's request id when it is short printable ASCII, else a new one.

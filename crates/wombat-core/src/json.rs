@@ -1,0 +1,201 @@
+//! Writing JSON objects with fixed keys straight into a byte buffer.
+//!
+//! serde_json escapes every object key it writes, byte by byte, and goes
+//! through the `Serialize` machinery for every field; for a small struct of
+//! numbers (a [`Cost`](crate::Cost), a [`Usage`](crate::Usage)) that is most
+//! of its cost. [`ObjectWriter`] writes keys known at compile time as they
+//! are and only escapes values, through serde_json itself, so the output is
+//! byte for byte what `serde_json::to_writer` writes for the same fields in
+//! the same order (numbers and strings formatted by the same code).
+//!
+//! ```
+//! use wombat_core::json::ObjectWriter;
+//!
+//! let mut out = Vec::new();
+//! let mut obj = ObjectWriter::new(&mut out);
+//! obj.str("name", "Ada \"the\" first");
+//! obj.u64("tokens", 42);
+//! obj.f64("cost", 0.000125);
+//! obj.end();
+//! assert_eq!(out, br#"{"name":"Ada \"the\" first","tokens":42,"cost":0.000125}"#);
+//! ```
+
+use serde::Serialize;
+
+/// Writes one JSON object, field by field, into a byte buffer. Finish it
+/// with [`end`](Self::end).
+///
+/// Keys are written without escaping: they must be plain ASCII with no `"`,
+/// `\` or control characters, which the `&'static str` field names of a
+/// wire type are.
+#[derive(Debug)]
+pub struct ObjectWriter<'a> {
+    out: &'a mut Vec<u8>,
+    empty: bool,
+}
+
+impl<'a> ObjectWriter<'a> {
+    /// Starts an object (`{`) at the end of `out`.
+    pub fn new(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Self { out, empty: true }
+    }
+
+    #[inline]
+    fn key(&mut self, key: &'static str) {
+        debug_assert!(
+            key.bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'),
+            "a key that needs escaping: {key:?}"
+        );
+        // One reservation for the separator, the quoted key and the colon.
+        self.out.reserve(key.len() + 4);
+        if !self.empty {
+            self.out.push(b',');
+        }
+        self.empty = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    /// A string field, escaped as serde_json escapes it.
+    #[inline]
+    pub fn str(&mut self, key: &'static str, value: &str) -> &mut Self {
+        self.key(key);
+        self.value_only(value);
+        self
+    }
+
+    /// An unsigned integer field.
+    #[inline]
+    pub fn u64(&mut self, key: &'static str, value: u64) -> &mut Self {
+        self.key(key);
+        self.value_only(&value);
+        self
+    }
+
+    /// A number field; a non-finite number is `null`, as serde_json writes it.
+    #[inline]
+    pub fn f64(&mut self, key: &'static str, value: f64) -> &mut Self {
+        self.key(key);
+        self.value_only(&value);
+        self
+    }
+
+    /// A boolean field.
+    #[inline]
+    pub fn bool(&mut self, key: &'static str, value: bool) -> &mut Self {
+        self.key(key);
+        self.out
+            .extend_from_slice(if value { b"true" } else { b"false" });
+        self
+    }
+
+    /// Any serialisable field, through serde_json.
+    ///
+    /// A value whose `Serialize` fails (a map with non-string keys, a
+    /// custom error) is written as `null`; the types Wombat writes cannot
+    /// fail.
+    pub fn value<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> &mut Self {
+        self.key(key);
+        self.value_only(value);
+        self
+    }
+
+    /// A field whose value is written by `write` (a nested object, with
+    /// [`ObjectWriter::new`] on the buffer it is given).
+    pub fn with(&mut self, key: &'static str, write: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
+        self.key(key);
+        write(self.out);
+        self
+    }
+
+    #[inline]
+    fn value_only<T: Serialize + ?Sized>(&mut self, value: &T) {
+        let start = self.out.len();
+        if serde_json::to_writer(&mut *self.out, value).is_err() {
+            // Whatever part of the value was written goes: the object
+            // stays valid JSON.
+            self.out.truncate(start);
+            self.out.extend_from_slice(b"null");
+        }
+    }
+
+    /// Closes the object (`}`).
+    pub fn end(self) {
+        self.out.push(b'}');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn writes_what_serde_json_writes() {
+        let mut out = Vec::new();
+        let mut obj = ObjectWriter::new(&mut out);
+        obj.str("s", "tab\t quote\" slash\\ nul\u{0} é 🦘")
+            .u64("n", u64::MAX)
+            .f64("f", 1e-7)
+            .f64("g", 123.456)
+            .f64("nan", f64::NAN)
+            .bool("t", true)
+            .bool("f2", false)
+            .value("v", &json!({"b": [1, 2], "a": null}))
+            .with("o", |out| {
+                let mut inner = ObjectWriter::new(out);
+                inner.u64("x", 0);
+                inner.end();
+            })
+            .with("empty", |out| ObjectWriter::new(out).end());
+        obj.end();
+        let expected = serde_json::to_vec(&json!({
+            "s": "tab\t quote\" slash\\ nul\u{0} é 🦘",
+            "n": u64::MAX,
+            "f": 1e-7,
+            "g": 123.456,
+            "nan": null,
+            "t": true,
+            "f2": false,
+            "v": {"b": [1, 2], "a": null},
+            "o": {"x": 0},
+            "empty": {},
+        }))
+        .unwrap();
+        // serde_json's `json!` map is sorted; compare as values, and the
+        // raw text for the escapes and numbers.
+        let got: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            got,
+            serde_json::from_slice::<serde_json::Value>(&expected).unwrap()
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with(
+                r#"{"s":"tab\t quote\" slash\\ nul\u0000 é 🦘","n":18446744073709551615,"f":1e-7,"g":123.456,"nan":null,"t":true,"f2":false,"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_empty_object() {
+        let mut out = b"x".to_vec();
+        ObjectWriter::new(&mut out).end();
+        assert_eq!(out, b"x{}");
+    }
+
+    #[test]
+    fn a_value_that_fails_to_serialise_is_null() {
+        use std::collections::BTreeMap;
+        let bad: BTreeMap<Vec<u8>, u8> = [(vec![1], 1)].into();
+        let mut out = Vec::new();
+        let mut obj = ObjectWriter::new(&mut out);
+        obj.value("bad", &bad).u64("after", 1);
+        obj.end();
+        assert_eq!(out, br#"{"bad":null,"after":1}"#);
+    }
+}
