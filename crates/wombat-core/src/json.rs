@@ -164,15 +164,15 @@ mod tests {
             "o": {"x": 0},
             "empty": {},
         }))
-        .unwrap();
+        .expect("serialises");
         // serde_json's `json!` map is sorted; compare as values, and the
         // raw text for the escapes and numbers.
-        let got: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let got: serde_json::Value = serde_json::from_slice(&out).expect("the writer wrote JSON");
         assert_eq!(
             got,
-            serde_json::from_slice::<serde_json::Value>(&expected).unwrap()
+            serde_json::from_slice::<serde_json::Value>(&expected).expect("serde wrote JSON")
         );
-        let text = String::from_utf8(out).unwrap();
+        let text = String::from_utf8(out).expect("UTF-8");
         assert!(
             text.starts_with(
                 r#"{"s":"tab\t quote\" slash\\ nul\u0000 é 🦘","n":18446744073709551615,"f":1e-7,"g":123.456,"nan":null,"t":true,"f2":false,"#
