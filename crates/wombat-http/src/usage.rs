@@ -21,7 +21,13 @@ pub(crate) const MAX_TRACKED_MODELS: usize = 256;
 /// The entry for `key`, or the shared `_other` entry once `map` holds
 /// `limit` keys.
 fn bucket<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str, limit: usize) -> &'m mut V {
-    let key = if map.contains_key(key) || map.len() < limit {
+    // A known key (every request but a user's or model's first) is found
+    // without allocating its `String`, which `entry` would need.
+    let key = if map.contains_key(key) {
+        return map
+            .get_mut(key)
+            .unwrap_or_else(|| unreachable!("just found"));
+    } else if map.len() < limit {
         key
     } else {
         OTHER_USERS
