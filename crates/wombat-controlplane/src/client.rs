@@ -713,7 +713,7 @@ fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
-    serde_json::from_slice(body).map_err(|e| Error::Decode(e.to_string()))
+    wombat_core::json::from_slice(body).map_err(|e| Error::Decode(e.to_string()))
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Bytes> {

@@ -319,7 +319,7 @@ where
     let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
     // The happy path parses once, typed; only a body that fails is parsed
     // again (as a `Value`, then with path tracking) to name the problems.
-    if let Ok(value) = serde_json::from_slice(bytes) {
+    if let Ok(value) = wombat_core::json::from_slice(bytes) {
         return Ok(value);
     }
     let value: Value = serde_json::from_slice(bytes)

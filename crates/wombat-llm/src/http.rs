@@ -635,7 +635,8 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     ctx: &CallCtx,
 ) -> Result<T> {
     let body = read_success_body(resp, ctx).await?;
-    serde_json::from_slice(&body).map_err(|e| ctx.malformed(format!("invalid json body: {e}")))
+    wombat_core::json::from_slice(&body)
+        .map_err(|e| ctx.malformed(format!("invalid json body: {e}")))
 }
 
 /// Reads a successful body, at most [`MAX_SUCCESS_BODY`] bytes (else a

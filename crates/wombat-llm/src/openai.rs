@@ -167,7 +167,7 @@ impl ChatProvider for OpenAiAdapter {
         // The usual answer parses straight into its shape; a body that
         // does not, or that carries an `error`, is read as a JSON value to
         // tell the two apart.
-        let wire = match serde_json::from_slice::<WireResponse>(&bytes) {
+        let wire = match wombat_core::json::from_slice::<WireResponse>(&bytes) {
             Ok(wire) if wire.error.as_ref().is_none_or(Value::is_null) => wire,
             _ => {
                 let body: Value = serde_json::from_slice(&bytes)
