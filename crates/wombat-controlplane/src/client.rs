@@ -791,8 +791,17 @@ impl AgentClient {
         body: &B,
         op: &'static str,
     ) -> Result<T> {
+        self.post_bytes(segment, encode(body)?, op).await
+    }
+
+    /// [`post`](Self::post) with the body already encoded.
+    async fn post_bytes<T: DeserializeOwned>(
+        &self,
+        segment: &str,
+        body: Bytes,
+        op: &'static str,
+    ) -> Result<T> {
         let target = self.cp.fixed(segment)?;
-        let body = encode(body)?;
         let body = self
             .cp
             .send(Method::POST, target, Auth::Agent(self), Some(body), op)
@@ -1000,7 +1009,14 @@ impl AgentClient {
     /// A 404 (the task is gone) drops cached titles resolving to it.
     pub async fn post_message(&self, mut message: NewMessage) -> Result<Message> {
         message.idempotency_key.get_or_insert_with(new_key);
-        let result = self.post("messages", &message, "post_message").await;
+        // Written by hand (`NewMessage::write_json`, the same bytes as
+        // serde): a message per send, whose keys serde would escape one by
+        // one. A reply is usually some hundreds of bytes: start there.
+        let mut body = Vec::with_capacity(1024);
+        message.write_json(&mut body);
+        let result = self
+            .post_bytes("messages", Bytes::from(body), "post_message")
+            .await;
         self.forget_on_404(&result, &message.task_id);
         result
     }

@@ -201,6 +201,39 @@ pub struct NewMessage {
     pub idempotency_key: Option<String>,
 }
 
+impl NewMessage {
+    /// Appends this message as JSON to `out`: the bytes `serde_json` writes
+    /// for it (attachments as they are), written without going through
+    /// `Serialize` — one per send, so worth the few lines.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut obj = crate::json::ObjectWriter::new(out);
+        obj.str("task_id", &self.task_id)
+            .str("content", &self.content);
+        if let Some(actor) = self.actor_type {
+            obj.str(
+                "actor_type",
+                match actor {
+                    ActorType::Agent => "agent",
+                    ActorType::User => "user",
+                },
+            );
+        }
+        if let Some(id) = &self.actor_id {
+            obj.str("actor_id", id);
+        }
+        if let Some(role) = &self.agent_role {
+            obj.str("agent_role", role);
+        }
+        if let Some(attachments) = &self.attachments {
+            obj.raw("attachments", attachments);
+        }
+        if let Some(key) = &self.idempotency_key {
+            obj.str("idempotency_key", key);
+        }
+        obj.end();
+    }
+}
+
 /// A created message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
@@ -432,6 +465,45 @@ pub struct ErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_message_writes_what_serde_writes() {
+        let full = NewMessage {
+            task_id: "t\"1".into(),
+            content: "line\nnext é \u{1}".into(),
+            actor_type: Some(ActorType::Agent),
+            actor_id: Some("wombat".into()),
+            agent_role: Some("ceo".into()),
+            attachments: Some(
+                RawValue::from_string(r#"{"model":"m","usage":{"prompt_tokens":1}}"#.into())
+                    .expect("JSON"),
+            ),
+            idempotency_key: Some("k-1".into()),
+        };
+        let user = NewMessage {
+            actor_type: Some(ActorType::User),
+            attachments: None,
+            agent_role: None,
+            ..full.clone()
+        };
+        let bare = NewMessage {
+            task_id: "t".into(),
+            content: String::new(),
+            actor_type: None,
+            actor_id: None,
+            agent_role: None,
+            attachments: None,
+            idempotency_key: None,
+        };
+        for message in [full, user, bare] {
+            let mut out = Vec::new();
+            message.write_json(&mut out);
+            assert_eq!(
+                String::from_utf8(out).expect("UTF-8"),
+                serde_json::to_string(&message).expect("serialises")
+            );
+        }
+    }
 
     #[test]
     fn an_id_of_another_type_is_named_in_the_error() {

@@ -129,6 +129,15 @@ impl<'a> ObjectWriter<'a> {
         self
     }
 
+    /// A field whose value is JSON text already checked (a
+    /// [`RawValue`](serde_json::value::RawValue)), written as it is.
+    #[inline]
+    pub fn raw(&mut self, key: &'static str, value: &serde_json::value::RawValue) -> &mut Self {
+        self.key(key);
+        self.out.extend_from_slice(value.get().as_bytes());
+        self
+    }
+
     /// A field whose value is written by `write` (a nested object, with
     /// [`ObjectWriter::new`] on the buffer it is given).
     pub fn with(&mut self, key: &'static str, write: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
@@ -176,7 +185,12 @@ mod tests {
                 inner.u64("x", 0);
                 inner.end();
             })
-            .with("empty", |out| ObjectWriter::new(out).end());
+            .with("empty", |out| ObjectWriter::new(out).end())
+            .raw(
+                "raw",
+                &serde_json::value::RawValue::from_string(r#"{"z": [1, "\u0041"]}"#.to_owned())
+                    .expect("JSON"),
+            );
         obj.end();
         let expected = serde_json::to_vec(&json!({
             "s": "tab\t quote\" slash\\ nul\u{0} é 🦘",
@@ -189,6 +203,7 @@ mod tests {
             "v": {"b": [1, 2], "a": null},
             "o": {"x": 0},
             "empty": {},
+            "raw": {"z": [1, "A"]},
         }))
         .expect("serialises");
         // serde_json's `json!` map is sorted; compare as values, and the
