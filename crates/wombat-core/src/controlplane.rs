@@ -218,18 +218,12 @@ impl NewMessage {
                 },
             );
         }
-        if let Some(id) = &self.actor_id {
-            obj.str("actor_id", id);
-        }
-        if let Some(role) = &self.agent_role {
-            obj.str("agent_role", role);
-        }
+        obj.opt_str("actor_id", self.actor_id.as_deref())
+            .opt_str("agent_role", self.agent_role.as_deref());
         if let Some(attachments) = &self.attachments {
             obj.raw("attachments", attachments);
         }
-        if let Some(key) = &self.idempotency_key {
-            obj.str("idempotency_key", key);
-        }
+        obj.opt_str("idempotency_key", self.idempotency_key.as_deref());
         obj.end();
     }
 }

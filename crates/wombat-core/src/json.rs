@@ -93,6 +93,16 @@ impl<'a> ObjectWriter<'a> {
         self
     }
 
+    /// A string field when `value` is `Some`; nothing when it is `None`
+    /// (serde's `skip_serializing_if = "Option::is_none"`).
+    #[inline]
+    pub fn opt_str(&mut self, key: &'static str, value: Option<&str>) -> &mut Self {
+        if let Some(value) = value {
+            self.str(key, value);
+        }
+        self
+    }
+
     /// An unsigned integer field.
     #[inline]
     pub fn u64(&mut self, key: &'static str, value: u64) -> &mut Self {
@@ -126,6 +136,19 @@ impl<'a> ObjectWriter<'a> {
     pub fn value<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> &mut Self {
         self.key(key);
         self.value_only(value);
+        self
+    }
+
+    /// [`value`](Self::value) when `value` is `Some`; nothing when it is
+    /// `None`.
+    pub fn opt_value<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: Option<&T>,
+    ) -> &mut Self {
+        if let Some(value) = value {
+            self.value(key, value);
+        }
         self
     }
 
@@ -179,6 +202,8 @@ mod tests {
             .f64("nan", f64::NAN)
             .bool("t", true)
             .bool("f2", false)
+            .opt_str("absent", None)
+            .opt_value::<u8>("absent2", None)
             .value("v", &json!({"b": [1, 2], "a": null}))
             .with("o", |out| {
                 let mut inner = ObjectWriter::new(out);

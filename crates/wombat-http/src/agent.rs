@@ -313,22 +313,14 @@ fn send_response(reply: &Reply) -> http::Response<Body> {
     .str("task_id", reply.task_id.as_deref().unwrap_or_default())
     .str("response", &a.text)
     .with("usage", |out| a.usage.write_json(out))
-    .with("cost", |out| a.cost.write_json(out));
-    if let Some(warning) = &reply.context_warning {
-        obj.str("context_warning", warning);
-    }
-    obj.str("model", &a.model)
-        .str("provider", a.provider)
-        .str("message_id", message_id);
-    if let Some(id) = document_id {
-        obj.str("document_id", id);
-    }
-    if let Some(warning) = &a.budget_warning {
-        obj.value("budget_warning", warning);
-    }
-    if let Some(requests) = &a.tool_requests {
-        obj.value("tool_requests", requests);
-    }
+    .with("cost", |out| a.cost.write_json(out))
+    .opt_str("context_warning", reply.context_warning.as_deref())
+    .str("model", &a.model)
+    .str("provider", a.provider)
+    .str("message_id", message_id)
+    .opt_str("document_id", document_id.as_deref())
+    .opt_value("budget_warning", a.budget_warning.as_deref())
+    .opt_value("tool_requests", a.tool_requests.as_ref());
     obj.end();
     json_bytes_response(StatusCode::OK, out)
 }
