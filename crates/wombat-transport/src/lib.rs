@@ -226,6 +226,14 @@ impl Builder {
     /// `http://` (the error names the variable, not its value), or TLS
     /// cannot be set up.
     pub fn build(self) -> Result<Client, Error> {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        self.build_with_roots(roots)
+    }
+
+    /// [`Builder::build`] trusting `roots` (tests hand their own CA).
+    fn build_with_roots(self, roots: rustls::RootCertStore) -> Result<Client, Error> {
         let user_agent = self
             .user_agent
             .map(|a| {
@@ -233,9 +241,6 @@ impl Builder {
             })
             .transpose()?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
         // ALPN is left to hyper-rustls, which offers what it is told to
         // speak (`tls_over`).
         let tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -779,7 +784,7 @@ impl Connector {
             let connecting = self.direct.call(dst);
             return Box::pin(async move {
                 Ok(Conn {
-                    io: connecting.await?,
+                    io: Io::from(connecting.await?),
                     forward: false,
                 })
             });
@@ -802,7 +807,7 @@ impl Connector {
             let connecting = tls.call(dst);
             return Box::pin(async move {
                 Ok(Conn {
-                    io: connecting.await?,
+                    io: Io::from(connecting.await?),
                     forward: false,
                 })
             });
@@ -810,7 +815,7 @@ impl Connector {
         let connecting = self.http.call(proxy);
         Box::pin(async move {
             Ok(Conn {
-                io: MaybeHttpsStream::Http(connecting.await?),
+                io: Io::Plain(connecting.await?),
                 forward: true,
             })
         })
@@ -820,13 +825,43 @@ impl Connector {
 /// A connection; `forward` marks one to a forwarding proxy, so requests
 /// on it are written in absolute form.
 struct Conn {
-    io: MaybeHttpsStream<TokioIo<TcpStream>>,
+    io: Io,
     forward: bool,
+}
+
+/// A connection's stream. The TLS one is boxed: rustls' session state is
+/// about 1 KiB, and hyper's task that drives a connection holds the stream
+/// inline for the connection's whole life, so in place it would make every
+/// plain-HTTP connection (an Ollama or a backend on the same network, a held
+/// stream's provider call) carry that room too. One box per TLS connection,
+/// not per request.
+enum Io {
+    Plain(TokioIo<TcpStream>),
+    Tls(Box<MaybeHttpsStream<TokioIo<TcpStream>>>),
+}
+
+impl From<MaybeHttpsStream<TokioIo<TcpStream>>> for Io {
+    fn from(io: MaybeHttpsStream<TokioIo<TcpStream>>) -> Self {
+        match io {
+            MaybeHttpsStream::Http(plain) => Io::Plain(plain),
+            tls @ MaybeHttpsStream::Https(_) => Io::Tls(Box::new(tls)),
+        }
+    }
+}
+
+/// Forwards a `hyper::rt` I/O call to the stream inside [`Io`].
+macro_rules! on_io {
+    ($this:expr, $io:ident => $call:expr) => {
+        match $this {
+            Io::Plain($io) => $call,
+            Io::Tls($io) => $call,
+        }
+    };
 }
 
 impl Connection for Conn {
     fn connected(&self) -> Connected {
-        let connected = self.io.connected();
+        let connected = on_io!(&self.io, io => io.connected());
         if self.forward {
             connected.proxy(true)
         } else {
@@ -841,7 +876,7 @@ impl hyper::rt::Read for Conn {
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        on_io!(&mut self.get_mut().io, io => Pin::new(io).poll_read(cx, buf))
     }
 }
 
@@ -851,19 +886,19 @@ impl hyper::rt::Write for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        on_io!(&mut self.get_mut().io, io => Pin::new(io).poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        on_io!(&mut self.get_mut().io, io => Pin::new(io).poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        on_io!(&mut self.get_mut().io, io => Pin::new(io).poll_shutdown(cx))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        on_io!(&self.io, io => io.is_write_vectored())
     }
 
     fn poll_write_vectored(
@@ -871,13 +906,110 @@ impl hyper::rt::Write for Conn {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        on_io!(&mut self.get_mut().io, io => Pin::new(io).poll_write_vectored(cx, bufs))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A self-signed certificate for `localhost` (valid until 2126) and its
+    /// key, made for this test only.
+    const TEST_CERT: &str = include_str!("../tests/tls/localhost-cert.pem");
+    const TEST_KEY: &str = include_str!("../tests/tls/localhost-key.pem");
+
+    /// Serves one TLS connection on a loopback port, offering `alpn`, and
+    /// answers each request with the HTTP version it came in on.
+    async fn tls_server(alpn: &[&[u8]]) -> std::net::SocketAddr {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = vec![CertificateDer::from_pem_slice(TEST_CERT.as_bytes()).expect("cert")];
+        let key = PrivateKeyDer::from_pem_slice(TEST_KEY.as_bytes()).expect("key");
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let tls = acceptor.accept(tcp).await.expect("handshake");
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let service = hyper::service::service_fn(
+                |req: http::Request<hyper::body::Incoming>| async move {
+                    let version = format!("{:?}", req.version());
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
+                        version,
+                    ))))
+                },
+            );
+            let io = TokioIo::new(tls);
+            if h2 {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(io, service)
+                    .await;
+            } else {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            }
+        });
+        addr
+    }
+
+    fn test_roots() -> rustls::RootCertStore {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(TEST_CERT.as_bytes()).expect("cert"))
+            .expect("root");
+        roots
+    }
+
+    /// TLS end to end: the handshake against a trusted root, then HTTP/2
+    /// when the server picks it by ALPN (the boxed TLS stream must still
+    /// report the negotiated protocol), HTTP/1.1 when it offers only that,
+    /// and both connections reused for a second request.
+    #[tokio::test]
+    async fn https_speaks_what_alpn_negotiated_and_reuses_the_connection() {
+        for (alpn, want) in [
+            (&[&b"h2"[..], b"http/1.1"][..], "HTTP/2.0"),
+            (&[&b"http/1.1"[..]][..], "HTTP/1.1"),
+        ] {
+            let addr = tls_server(alpn).await;
+            let client = Client::builder()
+                .no_proxy()
+                .build_with_roots(test_roots())
+                .expect("client");
+            let target =
+                Target::parse(&format!("https://localhost:{}/v1/x", addr.port())).expect("target");
+            // The server accepts one connection: the second request only
+            // succeeds on the pooled one.
+            for _ in 0..2 {
+                let req = target
+                    .request(Method::GET)
+                    .body(Bytes::new())
+                    .expect("request");
+                let mut resp = client.send(req).await.expect("response");
+                assert_eq!(resp.status(), StatusCode::OK);
+                let mut body = Vec::new();
+                while let Some(chunk) = resp.body.chunk().await.expect("chunk") {
+                    body.extend_from_slice(&chunk);
+                }
+                assert_eq!(String::from_utf8(body).expect("utf-8"), want);
+            }
+        }
+    }
 
     #[test]
     fn user_info_becomes_basic_auth_and_leaves_the_uri() {
