@@ -53,7 +53,10 @@ pub struct Prepared<H: Host> {
     pub(crate) req: SendRequest,
     pub(crate) key: SessionKey,
     pub(crate) opts: Options,
-    webhook: Option<H::Webhook>,
+    /// Boxed: most requests have none, and this struct lives (in a box
+    /// sized to the allocator's next class up) for a whole run, a held
+    /// stream's included; inline, a target took 136 bytes of every run.
+    webhook: Option<Box<H::Webhook>>,
     /// The model asked for first (the one billed when a stream is abandoned
     /// before the provider reports which model answered).
     primary: ModelRef,
@@ -145,7 +148,7 @@ pub fn workspace_error(e: wombat_workspace::Error) -> ApiError {
 /// # Errors
 /// 400 naming the problem (empty or over-long fields, bad session key,
 /// metadata of the wrong type, unknown model, unusable webhook).
-pub fn prepare<H: Host>(host: &H, req: SendRequest) -> Result<Box<Prepared<H>>, ApiError> {
+pub fn prepare<H: Host>(host: &H, mut req: SendRequest) -> Result<Box<Prepared<H>>, ApiError> {
     if req.user_id.trim().is_empty() {
         return Err(ApiError::bad_request("user_id must not be empty"));
     }
@@ -165,7 +168,11 @@ pub fn prepare<H: Host>(host: &H, req: SendRequest) -> Result<Box<Prepared<H>>, 
     }
     // A request that carries the results of caller tools continues the
     // model's turn: it may come without a new user message.
-    let continues = req.messages.last().is_some_and(|m| m.role == Role::Tool);
+    // The history and the caller's tool definitions move into the LLM
+    // request: the run keeps `req` to its end, and a copy of either would
+    // live (and be cloned per send) beside it.
+    let history = std::mem::take(&mut req.messages);
+    let continues = history.last().is_some_and(|m| m.role == Role::Tool);
     if req.message.trim().is_empty() && !continues {
         return Err(ApiError::bad_request("message must not be empty"));
     }
@@ -175,7 +182,7 @@ pub fn prepare<H: Host>(host: &H, req: SendRequest) -> Result<Box<Prepared<H>>, 
     let webhook = req
         .webhook
         .as_ref()
-        .map(|w| host.validate_webhook(w))
+        .map(|w| host.validate_webhook(w).map(Box::new))
         .transpose()?;
     let mut prompt = PromptRequest::new(key.role(), jiff::Timestamp::now()).mode(opts.mode);
     if let Some(tz) = &opts.timezone {
@@ -193,13 +200,13 @@ pub fn prepare<H: Host>(host: &H, req: SendRequest) -> Result<Box<Prepared<H>>, 
     } else {
         req.message.clone()
     };
-    let mut messages = Vec::with_capacity(req.messages.len() + 1);
-    messages.extend(req.messages.iter().cloned());
+    let mut messages = history;
+    messages.reserve_exact(1);
     if !req.message.trim().is_empty() {
         messages.push(ChatMessage::user(user_message));
     }
-    let specs = match &req.tools {
-        Some(tools) => caller_tools(tools)?,
+    let specs = match req.tools.take() {
+        Some(tools) => caller_tools(&tools)?,
         None => Vec::new(),
     };
     let caller_tools = specs.iter().map(|s| s.name.clone()).collect();
