@@ -32,6 +32,6 @@ pub use options::warning_json;
 pub use persist::{NOTIFICATION_ALREADY_ANSWERED, WriteFailure};
 pub use request::{SendRequest, WebhookSpec};
 pub use run::{
-    Answer, NO_TASK, Persisted, Prepared, Reply, Started, Stop, execute, llm_error, prepare, start,
-    workspace_error,
+    Answer, NO_TASK, Persisted, Prepared, Reply, RunInfo, Started, Stop, execute, llm_error,
+    prepare, start, workspace_error,
 };

@@ -8,7 +8,7 @@ use wombat_core::controlplane::{ActorType, NewDocument, NewMessage};
 use crate::ApiError;
 use crate::deadline::Deadline;
 use crate::host::Host;
-use crate::run::{Answer, Prepared, backend, backend_error};
+use crate::run::{Answer, RunInfo, backend, backend_error};
 
 const DEFAULT_PLAN_TITLE: &str = "Plan";
 
@@ -24,7 +24,7 @@ pub(crate) fn message_key(request_key: &str) -> String {
 /// for a dispatched notification (`metadata.notification_id`), whose reply
 /// is keyed by the notification id so that a redelivery (acknowledgement
 /// lost) cannot store a second message.
-pub(crate) fn request_key<H: Host>(p: &Prepared<H>) -> String {
+pub(crate) fn request_key<H: Host>(p: &RunInfo<H>) -> String {
     notification_id(p).map_or_else(
         || uuid::Uuid::new_v4().simple().to_string(),
         |id| wombat_controlplane::notification_message_key(&id),
@@ -33,7 +33,7 @@ pub(crate) fn request_key<H: Host>(p: &Prepared<H>) -> String {
 
 /// `metadata.notification_id` (a string or a number), which the dispatcher
 /// sends with every notification it delivers.
-fn notification_id<H: Host>(p: &Prepared<H>) -> Option<String> {
+fn notification_id<H: Host>(p: &RunInfo<H>) -> Option<String> {
     match p.req.metadata.as_ref()?.get("notification_id")? {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -44,7 +44,7 @@ fn notification_id<H: Host>(p: &Prepared<H>) -> Option<String> {
 /// Writes the reply (and the plan document) to the backend.
 async fn persist<H: Host>(
     host: &H,
-    p: &Prepared<H>,
+    p: &RunInfo<H>,
     task_id: &str,
     a: &Answer,
     request_key: &str,
@@ -129,7 +129,7 @@ impl WriteFailure {
 /// one plan document) is stored per request.
 pub(crate) async fn persist_within<H: Host>(
     host: &H,
-    p: &Prepared<H>,
+    p: &RunInfo<H>,
     task_id: &str,
     a: &Answer,
     request_key: &str,

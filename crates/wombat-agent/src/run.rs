@@ -48,8 +48,19 @@ const MAX_TITLE_CHARS: usize = 1024;
 pub const NO_TASK: &str =
     "Task not specified. Provide task_id, task_title, or set WOMBAT_DEFAULT_TASK env var.";
 
-/// A request that passed every check that needs no I/O.
+/// A request that passed every check that needs no I/O: what the run knows
+/// of it, and its first LLM request.
 pub struct Prepared<H: Host> {
+    info: RunInfo<H>,
+    /// The LLM request. It stays here for the whole run (the loop changes
+    /// it while it reads [`RunInfo`]): one copy per run, not a second one
+    /// beside a moved-out placeholder.
+    route: RouteRequest,
+}
+
+/// What a run knows of its request, read (never changed) from its start to
+/// its end. A [`Prepared`] dereferences to it.
+pub struct RunInfo<H: Host> {
     pub(crate) req: SendRequest,
     pub(crate) key: SessionKey,
     pub(crate) opts: Options,
@@ -60,9 +71,16 @@ pub struct Prepared<H: Host> {
     /// The model asked for first (the one billed when a stream is abandoned
     /// before the provider reports which model answered).
     primary: ModelRef,
-    route: RouteRequest,
-    /// Names of the request's caller tools (their specs are in `route`).
+    /// Names of the request's caller tools (their specs are in the route).
     caller_tools: Vec<String>,
+}
+
+impl<H: Host> std::ops::Deref for Prepared<H> {
+    type Target = RunInfo<H>;
+
+    fn deref(&self) -> &RunInfo<H> {
+        &self.info
+    }
 }
 
 /// An empty request standing in for one moved out (no allocation).
@@ -221,13 +239,15 @@ pub fn prepare<H: Host>(host: &H, mut req: SendRequest) -> Result<Box<Prepared<H
         .resolve(&route.model)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(Box::new(Prepared {
-        req,
-        key,
-        opts,
-        webhook,
-        primary,
+        info: RunInfo {
+            req,
+            key,
+            opts,
+            webhook,
+            primary,
+            caller_tools,
+        },
         route,
-        caller_tools,
     }))
 }
 
@@ -295,7 +315,7 @@ pub fn llm_error<H: Host + ?Sized>(host: &H, e: &wombat_llm::Error) -> ApiError 
 
 /// Resolves the task thread: `task_id`, else find-or-create by `task_title`,
 /// else by `WOMBAT_DEFAULT_TASK`. `Ok(None)` when none was specified.
-async fn resolve_task<H: Host>(host: &H, p: &Prepared<H>) -> Result<Option<String>, ApiError> {
+async fn resolve_task<H: Host>(host: &H, p: &RunInfo<H>) -> Result<Option<String>, ApiError> {
     if let Some(id) = p.req.task_id.as_ref().filter(|s| !s.is_empty()) {
         // The reply will have to be written: without a backend, refuse
         // before any tokens are spent.
@@ -338,9 +358,6 @@ pub struct Started<H: Host>(Box<StartedParts<H>>);
 
 struct StartedParts<H: Host> {
     p: Box<Prepared<H>>,
-    /// The LLM request, moved out of `p` (the loop changes it while `p` is
-    /// read).
-    route: RouteRequest,
     task_id: Option<String>,
     /// Held until the LLM phase ends (`None` after).
     permit: Option<H::Permit>,
@@ -366,7 +383,7 @@ impl<H: Host> Started<H> {
 }
 
 /// The tenant of a request, for tool sources.
-fn tenant<'a, H: Host>(p: &'a Prepared<H>, token: Option<&'a str>) -> Tenant<'a> {
+fn tenant<'a, H: Host>(p: &'a RunInfo<H>, token: Option<&'a str>) -> Tenant<'a> {
     Tenant {
         user_id: p.key.user_id(),
         role: p.key.role(),
@@ -490,7 +507,6 @@ pub async fn start<H: Host>(
         }
     }
     Ok(Started(Box::new(StartedParts {
-        route: std::mem::replace(&mut p.route, placeholder()),
         p,
         task_id,
         permit: Some(permit),
@@ -879,13 +895,14 @@ pub async fn execute<H: Host, S: EventSink>(
     let mut run = run.0;
     let StartedParts {
         p,
-        route,
         task_id,
         admitted,
         server_tools,
         approval_tools,
         ..
     } = &mut *run;
+    // The loop changes the route and reads the rest.
+    let Prepared { info: p, route } = &mut **p;
     let p = &*p;
     let mut ledger = Ledger {
         consumed: Consumed::default(),
@@ -1046,7 +1063,7 @@ async fn conclude<H: Host, S: EventSink>(
 }
 
 /// Records the usage of the steps a failed run had already paid for.
-fn record_partial<H: Host>(host: &H, p: &Prepared<H>, total: Option<&Answer>, estimated: bool) {
+fn record_partial<H: Host>(host: &H, p: &RunInfo<H>, total: Option<&Answer>, estimated: bool) {
     if let Some(t) = total {
         host.record_usage(p.key.user_id(), &t.usage, &t.cost, estimated);
     }
@@ -1073,7 +1090,7 @@ enum Target {
 /// caller tools, or the step limit.
 async fn run_loop<H: Host, S: EventSink>(
     host: &H,
-    p: &Prepared<H>,
+    p: &RunInfo<H>,
     task_id: Option<&str>,
     route: &mut RouteRequest,
     tools: Tools<'_>,
@@ -1200,7 +1217,7 @@ async fn after_step<H: Host, S: EventSink>(
 /// What the tool phase of a step works with, besides the loop's state.
 struct Cx<'a, H: Host, S> {
     host: &'a H,
-    p: &'a Prepared<H>,
+    p: &'a RunInfo<H>,
     task_id: Option<&'a str>,
     tools: Tools<'a>,
     sink: &'a S,
@@ -1419,7 +1436,7 @@ async fn after_calls<H: Host, S: EventSink>(
 /// timeout. Results come back in call order.
 async fn run_calls<H: Host>(
     host: &H,
-    p: &Prepared<H>,
+    p: &RunInfo<H>,
     token: Option<&str>,
     calls: Vec<ToolCall>,
     limits: crate::tools::LoopLimits,
@@ -1604,7 +1621,7 @@ async fn step<H: Host, S: EventSink>(
 /// bills what it generated, so metrics and the limits must show it, marked
 /// as an estimate. Priced on the model asked for first (a failover model is
 /// only known from the final event).
-fn estimate_cut<H: Host>(host: &H, p: &Prepared<H>, consumed: &Consumed) -> (Usage, Cost) {
+fn estimate_cut<H: Host>(host: &H, p: &RunInfo<H>, consumed: &Consumed) -> (Usage, Cost) {
     let usage = consumed.estimate();
     let cost = host.llm().pricing().cost(&p.primary.model, &usage);
     host.observe_llm(
@@ -1636,7 +1653,7 @@ fn context_warning<H: Host>(host: &H, model: &str, prompt_tokens: u64) -> Option
 /// Announces the run's end to the request's webhook, if it has one.
 fn fire_webhook<H: Host>(
     host: &H,
-    p: &Prepared<H>,
+    p: &RunInfo<H>,
     task_id: Option<&str>,
     answer: Option<&Answer>,
     error: Option<&str>,
@@ -1649,7 +1666,7 @@ fn fire_webhook<H: Host>(
 /// Announces a run that stopped for caller tools.
 fn fire_requires_action<H: Host>(
     host: &H,
-    p: &Prepared<H>,
+    p: &RunInfo<H>,
     task_id: Option<&str>,
     answer: &Answer,
     action: &RequiresAction,

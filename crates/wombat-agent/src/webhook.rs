@@ -3,13 +3,13 @@
 use serde_json::{Value, json};
 
 use crate::host::Host;
-use crate::run::{Answer, Prepared, RequiresAction};
+use crate::run::{Answer, RequiresAction, RunInfo};
 
 /// A webhook event: `agent.completed` when `error` is `None`, else
 /// `agent.error`. The reply, usage and cost are included whenever the LLM
 /// answered, so a receiver can still keep a reply whose write failed.
 pub(crate) fn event<H: Host>(
-    p: &Prepared<H>,
+    p: &RunInfo<H>,
     task_id: Option<&str>,
     answer: Option<&Answer>,
     error: Option<&str>,
@@ -48,7 +48,7 @@ pub(crate) fn event<H: Host>(
 /// `agent.requires_action`: the run stopped for the caller's tools; nothing
 /// was written to the backend for this turn.
 pub(crate) fn requires_action<H: Host>(
-    p: &Prepared<H>,
+    p: &RunInfo<H>,
     task_id: Option<&str>,
     answer: &Answer,
     action: &RequiresAction,
