@@ -602,14 +602,10 @@ fn target(url: &Url) -> Result<Target> {
 /// A request to `target` (its user info as basic auth), with `body` as
 /// JSON.
 fn request(method: &Method, target: &Target, body: Option<Bytes>) -> Request<Bytes> {
-    let mut req = Request::new(body.clone().unwrap_or_default());
-    *req.method_mut() = method.clone();
-    *req.uri_mut() = target.uri().clone();
-    let headers = req.headers_mut();
-    if let Some(auth) = target.basic_auth() {
-        headers.insert(http::header::AUTHORIZATION, auth.clone());
-    }
-    if body.is_some() {
+    let json = body.is_some();
+    let mut req = target.new_request(method.clone(), body.unwrap_or_default());
+    if json {
+        let headers = req.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
     req

@@ -58,15 +58,9 @@ pub(crate) struct Outgoing {
 
 impl Outgoing {
     pub(crate) fn new(client: &Client, target: &Target) -> Self {
-        let mut request = Request::new(Bytes::new());
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = target.uri().clone();
-        if let Some(auth) = target.basic_auth() {
-            request.headers_mut().insert(AUTHORIZATION, auth.clone());
-        }
         Self {
             client: client.clone(),
-            request,
+            request: target.new_request(Method::POST, Bytes::new()),
             invalid: None,
         }
     }

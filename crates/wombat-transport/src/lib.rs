@@ -63,7 +63,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, HeaderValue, PROXY_AUTHORIZATION, USER_AGENT};
+use http::header::{ACCEPT, AUTHORIZATION, HOST, HeaderValue, PROXY_AUTHORIZATION, USER_AGENT};
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body::Body as _;
@@ -363,6 +363,12 @@ pub struct Target {
     uri: Uri,
     /// `Authorization: Basic` from the URL's user info.
     basic: Option<HeaderValue>,
+    /// `Host` of a plain `http` target, made once. Such a connection always
+    /// speaks HTTP/1.1, which needs the header; hyper-util would otherwise
+    /// format and allocate it on every request. An `https` target may
+    /// negotiate HTTP/2, where the authority travels as `:authority`, so
+    /// its `Host` is left to hyper-util (per connection version).
+    host: Option<HeaderValue>,
 }
 
 impl Target {
@@ -388,7 +394,12 @@ impl Target {
             return Err(invalid("URL without a host"));
         }
         let Some((info, host)) = authority.as_str().rsplit_once('@') else {
-            return Ok(Self { uri, basic: None });
+            let host = host_header(&uri);
+            return Ok(Self {
+                uri,
+                basic: None,
+                host,
+            });
         };
         let (user, pass) = info.split_once(':').unwrap_or((info, ""));
         let decode = |s: &str| {
@@ -402,6 +413,7 @@ impl Target {
         parts.authority = Some(host);
         let uri = Uri::from_parts(parts).map_err(|_| invalid("not a valid URL"))?;
         Ok(Self {
+            host: host_header(&uri),
             uri,
             basic: Some(basic),
         })
@@ -415,10 +427,32 @@ impl Target {
     /// A request builder for `method` to this target, with the user info's
     /// `Authorization` header when the URL had one.
     pub fn request(&self, method: Method) -> http::request::Builder {
-        let builder = Request::builder().method(method).uri(self.uri.clone());
-        match &self.basic {
-            Some(auth) => builder.header(AUTHORIZATION, auth.clone()),
-            None => builder,
+        let mut builder = Request::builder().method(method).uri(self.uri.clone());
+        if let Some(headers) = builder.headers_mut() {
+            self.fixed_headers(headers);
+        }
+        builder
+    }
+
+    /// A `method` request to this target with `body`: [`Target::request`]
+    /// without a builder's checks, which have nothing to check here.
+    pub fn new_request<B>(&self, method: Method, body: B) -> Request<B> {
+        let mut request = Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = self.uri.clone();
+        self.fixed_headers(request.headers_mut());
+        request
+    }
+
+    /// The headers every request to this target carries: the user info's
+    /// `Authorization`, and `Host` for a plain `http` target. Values made
+    /// once: inserting them copies no bytes.
+    fn fixed_headers(&self, headers: &mut HeaderMap) {
+        if let Some(auth) = &self.basic {
+            headers.insert(AUTHORIZATION, auth.clone());
+        }
+        if let Some(host) = &self.host {
+            headers.insert(HOST, host.clone());
         }
     }
 
@@ -426,6 +460,20 @@ impl Target {
     pub fn basic_auth(&self) -> Option<&HeaderValue> {
         self.basic.as_ref()
     }
+}
+
+/// The `Host` header of a plain `http` URI: what hyper-util would write,
+/// the authority without a default port 80. `None` for `https`.
+fn host_header(uri: &Uri) -> Option<HeaderValue> {
+    if uri.scheme() != Some(&Scheme::HTTP) {
+        return None;
+    }
+    let authority = uri.authority()?;
+    let host = match authority.port_u16() {
+        Some(80) => authority.host(),
+        _ => authority.as_str(),
+    };
+    HeaderValue::from_str(host).ok()
 }
 
 /// `Basic base64(user:pass)`, marked sensitive.
@@ -860,12 +908,22 @@ macro_rules! on_io {
 }
 
 impl Connection for Conn {
+    /// What the pool needs and nothing else: hyper-util's TCP connector
+    /// would also attach the socket addresses as an "extra", which hyper-util
+    /// then copies into every response's extensions (three allocations per
+    /// response), for no reader here.
     fn connected(&self) -> Connected {
-        let connected = on_io!(&self.io, io => io.connected());
-        if self.forward {
-            connected.proxy(true)
-        } else {
-            connected
+        let connected = Connected::new().proxy(self.forward);
+        match &self.io {
+            Io::Tls(tls) => match &**tls {
+                MaybeHttpsStream::Https(stream)
+                    if stream.inner().get_ref().1.alpn_protocol() == Some(b"h2") =>
+                {
+                    connected.negotiated_h2()
+                }
+                _ => connected,
+            },
+            Io::Plain(_) => connected,
         }
     }
 }
@@ -1007,6 +1065,28 @@ mod tests {
                     body.extend_from_slice(&chunk);
                 }
                 assert_eq!(String::from_utf8(body).expect("utf-8"), want);
+            }
+        }
+    }
+
+    /// A plain `http` target's `Host` is made once, as hyper-util would
+    /// write it; an `https` target leaves it to the connection's version.
+    #[test]
+    fn plain_http_targets_carry_their_host() {
+        for (url, want) in [
+            ("http://127.0.0.1:8080/v1/x", Some("127.0.0.1:8080")),
+            ("http://example.com/v1/x", Some("example.com")),
+            ("http://example.com:80/v1/x", Some("example.com")),
+            ("http://[::1]:9000/", Some("[::1]:9000")),
+            ("http://u:p@example.com:81/", Some("example.com:81")),
+            ("https://example.com:8443/v1/x", None),
+        ] {
+            let target = Target::parse(url).expect("target");
+            let built = target.request(Method::GET).body(()).expect("request");
+            let direct = target.new_request(Method::GET, ());
+            for req in [built, direct] {
+                let host = req.headers().get(HOST).map(|v| v.to_str().expect("ascii"));
+                assert_eq!(host, want, "{url}");
             }
         }
     }

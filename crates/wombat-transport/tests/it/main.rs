@@ -99,6 +99,9 @@ async fn connections_are_pooled_and_user_info_becomes_basic_auth() {
     );
     assert!(head.contains("user-agent: wombat-test\r\n"), "{head}");
     assert!(!head.contains("s3cret@"), "{head}");
+    // Exactly one `Host`, the target's authority without its user info.
+    assert_eq!(head.matches("host: ").count(), 1, "{head}");
+    assert!(head.contains(&format!("host: {addr}\r\n")), "{head}");
     assert_eq!(
         connections.load(Ordering::SeqCst),
         1,
@@ -150,6 +153,11 @@ async fn a_forwarding_proxy_gets_absolute_form_and_its_credentials() {
     assert_eq!(
         header(&head, "proxy-authorization"),
         Some("Basic cHU6cHA="),
+        "{head}"
+    );
+    assert_eq!(
+        header(&head, "host"),
+        Some("backend.invalid:8080"),
         "{head}"
     );
 }
