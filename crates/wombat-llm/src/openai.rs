@@ -277,12 +277,13 @@ fn tool_choice(choice: &ToolChoice) -> Value {
 /// OpenAI's reasoning models, which take no `temperature`: the o-series
 /// (`o1`, `o3-mini`, `o4-mini`, ...) and `gpt-5` (but not the non-reasoning
 /// `gpt-5-chat-*`).
+/// Compared ignoring ASCII case, without a lowercased copy (once per call).
 fn is_reasoning_model(model: &str) -> bool {
-    let m = model.to_ascii_lowercase();
-    let o_series = m
-        .strip_prefix('o')
-        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
-    o_series || (m.starts_with("gpt-5") && !m.contains("-chat"))
+    let m = model.as_bytes();
+    let o_series = matches!(m, [b'o' | b'O', digit, ..] if digit.is_ascii_digit());
+    let gpt5 = m.get(..5).is_some_and(|p| p.eq_ignore_ascii_case(b"gpt-5"));
+    let chat = m.windows(5).any(|w| w.eq_ignore_ascii_case(b"-chat"));
+    o_series || (gpt5 && !chat)
 }
 
 #[derive(Serialize)]
@@ -1014,6 +1015,24 @@ fn classify_body_error(ctx: &CallCtx, status: Option<u16>, err: &Value) -> Error
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasoning_models_are_told_apart_in_any_case() {
+        for model in ["o1", "o3-mini", "O4-mini", "gpt-5", "GPT-5-mini", "gpt-5.1"] {
+            assert!(is_reasoning_model(model), "{model}");
+        }
+        for model in [
+            "gpt-5-chat-latest",
+            "GPT-5-CHAT",
+            "gpt-4o",
+            "omni",
+            "o",
+            "",
+            "gpt-",
+        ] {
+            assert!(!is_reasoning_model(model), "{model}");
+        }
+    }
 
     fn ctx() -> CallCtx {
         CallCtx::new(Provider::OpenAi, "gpt-4o-mini".into(), None)
