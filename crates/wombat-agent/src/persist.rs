@@ -58,7 +58,7 @@ async fn persist<H: Host>(
             actor_type: Some(ActorType::Agent),
             actor_id: None,
             agent_role: Some(p.key.role().to_owned()),
-            attachments: a.attachment(),
+            attachments: Some(a.attachment()),
             idempotency_key: Some(message_key(request_key)),
         })
         .await

@@ -14,9 +14,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use http::StatusCode;
 use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use wombat_controlplane::ControlPlane;
+use wombat_core::json::JsonText;
 use wombat_core::{
     ChatMessage, Cost, ModelRef, Part, Role, SessionKey, ToolCall, ToolResult, Usage,
 };
@@ -639,34 +639,20 @@ pub struct Answer {
 }
 
 impl Answer {
-    /// The message's `attachments`, serialised once, straight from the
-    /// answer (keys in the order a JSON object of them had before: sorted).
-    /// `None` only if they do not serialise, which these types cannot fail.
-    pub(crate) fn attachment(&self) -> Option<Box<RawValue>> {
-        #[derive(Serialize)]
-        struct Attachment<'a> {
-            cost: &'a Cost,
-            model: &'a str,
-            provider: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            tool_requests: Option<&'a Value>,
-            #[serde(skip_serializing_if = "<[_]>::is_empty")]
-            tools: &'a [TraceEntry],
-            usage: &'a Usage,
-        }
-        let attachment = Attachment {
-            cost: &self.cost,
-            model: &self.model,
-            provider: self.provider,
-            tool_requests: self.tool_requests.as_ref(),
-            tools: &self.trace,
-            usage: &self.usage,
-        };
-        serde_json::value::to_raw_value(&attachment)
-            .inspect_err(
-                |e| tracing::warn!(error = %e, "the message attachment does not serialise"),
-            )
-            .ok()
+    /// The message's `attachments`, written once, straight from the answer
+    /// (keys in the order a JSON object of them had before: sorted). The
+    /// bytes are those serde_json writes for [`Attachment`]: see the test.
+    pub(crate) fn attachment(&self) -> JsonText {
+        JsonText::object(|obj| {
+            obj.with("cost", |out| self.cost.write_json(out))
+                .str("model", &self.model)
+                .str("provider", self.provider)
+                .opt_value("tool_requests", self.tool_requests.as_ref());
+            if !self.trace.is_empty() {
+                obj.value("tools", &self.trace);
+            }
+            obj.with("usage", |out| self.usage.write_json(out));
+        })
     }
 
     /// Adds a later step's answer: usage and cost summed, the rest taken
@@ -1676,5 +1662,73 @@ fn fire_requires_action<H: Host>(
             target,
             crate::webhook::requires_action(p, task_id, answer, action),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the attachment was before it was written field by field:
+    /// the writer must give the same bytes.
+    #[derive(Serialize)]
+    struct Attachment<'a> {
+        cost: &'a Cost,
+        model: &'a str,
+        provider: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tool_requests: Option<&'a Value>,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        tools: &'a [TraceEntry],
+        usage: &'a Usage,
+    }
+
+    fn answer(trace: Vec<TraceEntry>, tool_requests: Option<Value>) -> Answer {
+        let usage = Usage::new(1_234, 56);
+        Answer {
+            text: "hi".into(),
+            cost: Cost::from_micros("gpt-4o-mini", &usage, 185, 34, true),
+            usage,
+            provider: "openai",
+            model: "gpt-4o-mini \"quoted\" é".into(),
+            attempts: 1,
+            failovers: 0,
+            prompt_tokens: 1_234,
+            budget_warning: None,
+            trace,
+            tool_requests,
+        }
+    }
+
+    #[test]
+    fn the_attachment_is_what_serde_writes() {
+        let entry = TraceEntry {
+            id: "call_1".into(),
+            name: "lookup".into(),
+            arguments: json!({"q": "a\nb", "n": 2.5})
+                .as_object()
+                .cloned()
+                .expect("object"),
+            is_error: false,
+            duration_ms: 7,
+            result: "{\"ok\":true}".into(),
+        };
+        let requests = json!([{"id": "call_2", "tool": "pay", "arguments": {"amount": 3}}]);
+        for a in [
+            answer(Vec::new(), None),
+            answer(vec![entry.clone()], None),
+            answer(vec![entry], Some(requests)),
+        ] {
+            let want = serde_json::to_string(&Attachment {
+                cost: &a.cost,
+                model: &a.model,
+                provider: a.provider,
+                tool_requests: a.tool_requests.as_ref(),
+                tools: &a.trace,
+                usage: &a.usage,
+            })
+            .expect("serialises");
+            assert_eq!(a.attachment().get(), want);
+        }
     }
 }

@@ -8,7 +8,6 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 /// The contract version this crate speaks.
 pub const CONTRACT_VERSION: &str = "v1";
@@ -192,10 +191,12 @@ pub struct NewMessage {
     pub agent_role: Option<String>,
     /// Free-form attachments, as JSON text (sent as they are, so a
     /// caller serialises them once, straight from its own types:
-    /// `serde_json::value::to_raw_value`); Wombat sends `{model, provider,
-    /// usage, cost}` and, after tool calls, `tools` and `tool_requests`.
+    /// [`JsonText::to_json`](crate::json::JsonText::to_json) or
+    /// [`JsonText::object`](crate::json::JsonText::object)); Wombat sends
+    /// `{cost, model, provider, usage}` and, after tool calls, `tools` and
+    /// `tool_requests`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attachments: Option<Box<RawValue>>,
+    pub attachments: Option<crate::json::JsonText>,
     /// Makes retries safe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
@@ -221,7 +222,7 @@ impl NewMessage {
         obj.opt_str("actor_id", self.actor_id.as_deref())
             .opt_str("agent_role", self.agent_role.as_deref());
         if let Some(attachments) = &self.attachments {
-            obj.raw("attachments", attachments);
+            obj.json("attachments", attachments);
         }
         obj.opt_str("idempotency_key", self.idempotency_key.as_deref());
         obj.end();
@@ -469,7 +470,7 @@ mod tests {
             actor_id: Some("wombat".into()),
             agent_role: Some("ceo".into()),
             attachments: Some(
-                RawValue::from_string(r#"{"model":"m","usage":{"prompt_tokens":1}}"#.into())
+                crate::json::JsonText::parse(r#"{"model":"m","usage":{"prompt_tokens":1}}"#.into())
                     .expect("JSON"),
             ),
             idempotency_key: Some("k-1".into()),

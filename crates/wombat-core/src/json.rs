@@ -48,6 +48,87 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
     }
 }
 
+/// JSON text known to be valid: written by serde_json or an
+/// [`ObjectWriter`], or checked once when made from other text.
+///
+/// The owned counterpart of a `Box<RawValue>` for text this process has
+/// just written: a `RawValue` can only be made from text by parsing it
+/// again, which for a small object costs more than writing it did.
+///
+/// ```
+/// use wombat_core::json::JsonText;
+///
+/// let text = JsonText::object(|obj| {
+///     obj.str("model", "gpt-4o-mini").u64("tokens", 3);
+/// });
+/// assert_eq!(text.get(), r#"{"model":"gpt-4o-mini","tokens":3}"#);
+/// assert!(JsonText::parse("{\"a\":".into()).is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JsonText(Box<str>);
+
+impl JsonText {
+    /// `value` as serde_json writes it.
+    ///
+    /// # Errors
+    /// When `value`'s `Serialize` fails (a map with non-string keys, say).
+    pub fn to_json<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Self> {
+        serde_json::to_string(value).map(|s| Self(s.into_boxed_str()))
+    }
+
+    /// One object, written field by field with `write`. The fields
+    /// [`ObjectWriter::with`] writes are the caller's to keep valid.
+    pub fn object(write: impl FnOnce(&mut ObjectWriter<'_>)) -> Self {
+        let mut out = Vec::with_capacity(256);
+        let mut obj = ObjectWriter::new(&mut out);
+        write(&mut obj);
+        obj.end();
+        // The writer's keys are `&str` and its values serde_json's output:
+        // this does not fail unless a `with` closure wrote other bytes, and
+        // then the lossy text is still what it wrote, not a panic.
+        Self(match String::from_utf8(out) {
+            Ok(text) => text.into_boxed_str(),
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into(),
+        })
+    }
+
+    /// `text`, checked to be one JSON value.
+    ///
+    /// # Errors
+    /// When `text` is not valid JSON.
+    pub fn parse(text: String) -> serde_json::Result<Self> {
+        serde_json::value::RawValue::from_string(text).map(Self::from)
+    }
+
+    /// The text.
+    pub fn get(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Box<serde_json::value::RawValue>> for JsonText {
+    fn from(raw: Box<serde_json::value::RawValue>) -> Self {
+        Self(raw.into())
+    }
+}
+
+/// Written as the JSON it holds (by serde_json; other formats see a
+/// `RawValue`). The hot path writes it with [`ObjectWriter::json`] instead:
+/// this checks the text again.
+impl Serialize for JsonText {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw: &serde_json::value::RawValue =
+            serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for JsonText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Box::<serde_json::value::RawValue>::deserialize(deserializer).map(Self::from)
+    }
+}
+
 /// Writes one JSON object, field by field, into a byte buffer. Finish it
 /// with [`end`](Self::end).
 ///
@@ -156,6 +237,14 @@ impl<'a> ObjectWriter<'a> {
     /// [`RawValue`](serde_json::value::RawValue)), written as it is.
     #[inline]
     pub fn raw(&mut self, key: &'static str, value: &serde_json::value::RawValue) -> &mut Self {
+        self.key(key);
+        self.out.extend_from_slice(value.get().as_bytes());
+        self
+    }
+
+    /// A field whose value is [`JsonText`], written as it is.
+    #[inline]
+    pub fn json(&mut self, key: &'static str, value: &JsonText) -> &mut Self {
         self.key(key);
         self.out.extend_from_slice(value.get().as_bytes());
         self

@@ -14,7 +14,9 @@ fn message(task_id: &str, content: &str) -> NewMessage {
         actor_type: Some(ActorType::Agent),
         actor_id: None,
         agent_role: Some("agent".into()),
-        attachments: Some(serde_json::value::to_raw_value(&json!({"model": "m"})).expect("json")),
+        attachments: Some(
+            wombat_core::json::JsonText::to_json(&json!({"model": "m"})).expect("json"),
+        ),
         idempotency_key: None,
     }
 }
