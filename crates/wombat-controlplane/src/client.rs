@@ -104,7 +104,65 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-type TokenKey = (String, String, Option<String>);
+/// Whose token a cache entry is: tenant, role and agent id.
+struct TokenKey {
+    user: String,
+    role: String,
+    agent: Option<String>,
+}
+
+/// A token's owner seen through borrowed parts, so that finding a cached
+/// token (once per backend call) does not copy them into a [`TokenKey`].
+/// Equality and hash are those of the parts, for a key and an agent alike.
+trait TokenOwner {
+    fn parts(&self) -> (&str, &str, Option<&str>);
+}
+
+impl TokenOwner for TokenKey {
+    fn parts(&self) -> (&str, &str, Option<&str>) {
+        (&self.user, &self.role, self.agent.as_deref())
+    }
+}
+
+impl TokenOwner for AgentClient {
+    fn parts(&self) -> (&str, &str, Option<&str>) {
+        (&self.user_id, &self.role, self.agent_id.as_deref())
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn TokenOwner + 'a> for TokenKey {
+    fn borrow(&self) -> &(dyn TokenOwner + 'a) {
+        self
+    }
+}
+
+impl std::hash::Hash for dyn TokenOwner + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl PartialEq for dyn TokenOwner + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn TokenOwner + '_ {}
+
+impl std::hash::Hash for TokenKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl PartialEq for TokenKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for TokenKey {}
 
 struct Inner {
     http: wombat_transport::Client,
@@ -426,17 +484,12 @@ impl ControlPlane {
     /// close to expiry.
     fn token(&self, agent: &AgentClient) -> Result<HeaderValue> {
         let now = unix_now();
-        let key = (
-            agent.user_id.clone(),
-            agent.role.clone(),
-            agent.agent_id.clone(),
-        );
         let mut cache = self
             .inner
             .tokens
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((token, exp)) = cache.get(&key)
+        if let Some((token, exp)) = cache.get(agent as &dyn TokenOwner)
             && exp.saturating_sub(now) > TOKEN_REFRESH_MARGIN_SECS
         {
             return Ok(token.clone());
@@ -456,6 +509,11 @@ impl ControlPlane {
                 cache.clear();
             }
         }
+        let key = TokenKey {
+            user: agent.user_id.clone(),
+            role: agent.role.clone(),
+            agent: agent.agent_id.clone(),
+        };
         cache.insert(key, (value.clone(), now + jwt::TOKEN_TTL_SECS));
         Ok(value)
     }
@@ -1426,5 +1484,20 @@ mod tests {
             (claims.user_id.as_str(), claims.agent_role.as_str()),
             ("u1", "agent")
         );
+        // One entry per (user, role, agent id); a new client of the same
+        // three finds it (looked up through borrowed parts).
+        let ceo = cp.token(&cp.agent("u1", "ceo")).expect("token");
+        let with_id = cp
+            .token(&cp.agent("u1", "agent").with_agent_id("a-7"))
+            .expect("token");
+        assert_eq!(cp.token(&cp.agent("u1", "agent")).expect("token"), t1);
+        assert_eq!(cp.inner.tokens.lock().expect("cache").len(), 4);
+        for (token, role, agent_id) in [(ceo, "ceo", None), (with_id, "agent", Some("a-7"))] {
+            let claims =
+                jwt::verify(token.to_str().expect("ascii"), &jwt, unix_now()).expect("valid");
+            assert_eq!(claims.user_id, "u1");
+            assert_eq!(claims.agent_role, role);
+            assert_eq!(claims.agent_id.as_deref(), agent_id);
+        }
     }
 }
