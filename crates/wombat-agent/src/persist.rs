@@ -17,7 +17,12 @@ pub const NOTIFICATION_ALREADY_ANSWERED: &str = "notification_already_answered";
 
 /// The idempotency key of a request's reply message.
 pub(crate) fn message_key(request_key: &str) -> String {
-    format!("msg:{request_key}")
+    // Not `format!`: once per send, and the formatting machinery costs
+    // more than the copy.
+    let mut key = String::with_capacity(4 + request_key.len());
+    key.push_str("msg:");
+    key.push_str(request_key);
+    key
 }
 
 /// The key a request's writes are derived from: random per request, except
@@ -25,10 +30,19 @@ pub(crate) fn message_key(request_key: &str) -> String {
 /// is keyed by the notification id so that a redelivery (acknowledgement
 /// lost) cannot store a second message.
 pub(crate) fn request_key<H: Host>(p: &RunInfo<H>) -> String {
-    notification_id(p).map_or_else(
-        || uuid::Uuid::new_v4().simple().to_string(),
-        |id| wombat_controlplane::notification_message_key(&id),
-    )
+    notification_id(p).map_or_else(random_key, |id| {
+        wombat_controlplane::notification_message_key(&id)
+    })
+}
+
+/// A random v4 UUID as 32 lowercase hex digits (encoded in place, not
+/// through `Display`).
+fn random_key() -> String {
+    let mut text = [0u8; uuid::fmt::Simple::LENGTH];
+    uuid::Uuid::new_v4()
+        .simple()
+        .encode_lower(&mut text)
+        .to_owned()
 }
 
 /// `metadata.notification_id` (a string or a number), which the dispatcher
@@ -145,5 +159,25 @@ pub(crate) async fn persist_within<H: Host>(
             host.backend_failed();
             Err(WriteFailure::TimedOut)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_random_hex_and_messages_prefixed() {
+        let (a, b) = (random_key(), random_key());
+        assert_ne!(a, b);
+        for key in [&a, &b] {
+            assert_eq!(key.len(), 32, "{key}");
+            assert!(
+                key.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')),
+                "{key}"
+            );
+            assert!(uuid::Uuid::parse_str(key).is_ok_and(|u| u.get_version_num() == 4));
+        }
+        assert_eq!(message_key(&a), format!("msg:{a}"));
     }
 }
