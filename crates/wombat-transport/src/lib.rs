@@ -534,12 +534,11 @@ impl Response {
 pub struct Body {
     incoming: Incoming,
     read_timeout: Option<Duration>,
-    /// When the current wait began: the first poll that found nothing
+    /// When the wait in progress began: the first poll that found nothing
     /// after a chunk (a caller that pauses between chunks is not charged
-    /// for its pause).
-    since: Instant,
-    /// Whether `since` is the start of the wait in progress.
-    waiting: bool,
+    /// for its pause). `None` between waits, so a body that is already
+    /// there when it is read never reads the clock.
+    wait_start: Option<Instant>,
     /// Created on the first wait, then moved to `since + read_timeout` at
     /// each new wait (a deadline change, not a new timer).
     timer: Option<Pin<Box<Sleep>>>,
@@ -558,8 +557,7 @@ impl Body {
         Self {
             incoming,
             read_timeout,
-            since: Instant::now(),
-            waiting: false,
+            wait_start: None,
             timer: None,
         }
     }
@@ -581,7 +579,7 @@ impl Body {
         loop {
             match Pin::new(&mut self.incoming).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    self.waiting = false;
+                    self.wait_start = None;
                     match frame.into_data() {
                         Ok(data) if !data.is_empty() => return Poll::Ready(Ok(Some(data))),
                         _ => continue,
@@ -606,11 +604,8 @@ impl Body {
         let Some(limit) = self.read_timeout else {
             return Poll::Pending;
         };
-        if !self.waiting {
-            self.since = Instant::now();
-            self.waiting = true;
-        }
-        let Some(due) = self.since.checked_add(limit) else {
+        let since = *self.wait_start.get_or_insert_with(Instant::now);
+        let Some(due) = since.checked_add(limit) else {
             // A timeout too large to reach: none.
             return Poll::Pending;
         };
