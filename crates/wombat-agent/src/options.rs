@@ -21,7 +21,8 @@ pub(crate) struct Options {
     /// `metadata.temperature`; `None` means `WOMBAT_TEMPERATURE`.
     pub(crate) temperature: Option<f32>,
     /// `metadata.limits`: the tenant's plan limits, from the trusted caller.
-    pub(crate) limits: Option<wombat_governance::Limits>,
+    /// Boxed (80 bytes, mostly absent): the options live as long as the run.
+    pub(crate) limits: Option<Box<wombat_governance::Limits>>,
 }
 
 pub(crate) fn options(metadata: Option<&Map<String, Value>>) -> Result<Options, ApiError> {
@@ -100,7 +101,7 @@ pub(crate) fn options(metadata: Option<&Map<String, Value>>) -> Result<Options, 
             ));
         }
     };
-    o.limits = parse_limits(m)?;
+    o.limits = parse_limits(m)?.map(Box::new);
     Ok(o)
 }
 

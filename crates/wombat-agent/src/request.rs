@@ -48,9 +48,10 @@ pub struct SendRequest {
     /// `send` with `stream: true` streams.
     #[serde(default)]
     pub stream: bool,
-    /// Where to announce the result.
+    /// Where to announce the result. Boxed: most requests have none, and
+    /// the request lives as long as the run (a held stream's included).
     #[serde(default)]
-    pub webhook: Option<WebhookSpec>,
+    pub webhook: Option<Box<WebhookSpec>>,
     /// Caller tools (OpenAI's shape): the model may call them, and the run
     /// then stops with `requires_action` for the caller to execute them.
     #[serde(default)]

@@ -199,7 +199,7 @@ pub fn prepare<H: Host>(host: &H, mut req: SendRequest) -> Result<Box<Prepared<H
     let opts = options(req.metadata.as_ref())?;
     let webhook = req
         .webhook
-        .as_ref()
+        .as_deref()
         .map(|w| host.validate_webhook(w).map(Box::new))
         .transpose()?;
     let mut prompt = PromptRequest::new(key.role(), jiff::Timestamp::now()).mode(opts.mode);
@@ -486,7 +486,7 @@ pub async fn start<H: Host>(
     let admitted = host
         .admit(
             p.key.user_id(),
-            p.opts.limits.as_ref(),
+            p.opts.limits.as_deref(),
             &p.route,
             &p.primary.model,
         )
@@ -1102,7 +1102,7 @@ async fn run_loop<H: Host, S: EventSink>(
             // admission's future would otherwise size every step's frame.
             match Box::pin(host.admit(
                 p.key.user_id(),
-                p.opts.limits.as_ref(),
+                p.opts.limits.as_deref(),
                 route,
                 &p.primary.model,
             ))
