@@ -280,6 +280,22 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Through serde both ways it is the JSON it holds, not a string.
+    #[test]
+    fn json_text_is_raw_json_to_serde() {
+        let text = JsonText::to_json(&json!({"a": [1, "x"]})).expect("serialises");
+        let written = serde_json::to_string(&vec![text.clone()]).expect("serialises");
+        assert_eq!(written, r#"[{"a":[1,"x"]}]"#);
+        let read: Vec<JsonText> = serde_json::from_str(r#"[ {"a": [1, "x"]} ]"#).expect("reads");
+        assert_eq!(read[0].get(), r#"{"a": [1, "x"]}"#);
+        assert!(JsonText::parse("not json".into()).is_err());
+        let mut out = Vec::new();
+        let mut obj = ObjectWriter::new(&mut out);
+        obj.json("t", &text);
+        obj.end();
+        assert_eq!(out, br#"{"t":{"a":[1,"x"]}}"#);
+    }
+
     #[test]
     fn writes_what_serde_json_writes() {
         let mut out = Vec::new();
