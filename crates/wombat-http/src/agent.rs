@@ -172,10 +172,9 @@ impl Host for App {
 
 async fn read_send_request(
     app: &App,
-    req: http::Request<Incoming>,
+    req: &mut http::Request<Incoming>,
 ) -> Result<SendRequest, ApiError> {
-    let (parts, body) = req.into_parts();
-    read_payload(&parts.headers, body, app.config.max_body_bytes, SEND_SCHEMA).await
+    read_payload(req, app.config.max_body_bytes, SEND_SCHEMA).await
 }
 
 /// The sink of a caller that waits for the whole reply: nothing is relayed
@@ -224,7 +223,7 @@ impl EventSink for JsonSink {
 /// still written to the backend and announced to the webhook.
 pub(crate) async fn send(
     app: &Arc<App>,
-    req: http::Request<Incoming>,
+    req: &mut http::Request<Incoming>,
 ) -> Result<http::Response<Body>, ApiError> {
     let body = read_send_request(app, req).await?;
     if body.stream {
@@ -328,7 +327,7 @@ fn send_response(reply: &Reply) -> http::Response<Body> {
 /// `POST /api/agents/stream`.
 pub(crate) async fn stream(
     app: &Arc<App>,
-    req: http::Request<Incoming>,
+    req: &mut http::Request<Incoming>,
 ) -> Result<http::Response<Body>, ApiError> {
     let body = read_send_request(app, req).await?;
     // Boxed for the same reason as in `send`.

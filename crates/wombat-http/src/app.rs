@@ -2,6 +2,7 @@
 //! key, routing, deadline, access log and metrics, composed in one visible
 //! order in [`handle`].
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -235,83 +236,94 @@ const ROUTES: &[(&str, &[Method])] = &[
 ///
 /// `HEAD` on a GET route is served as that GET, then its body is dropped
 /// (status and headers, `content-length` included, are the GET's).
-async fn handle(
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice (see the body)"
+)]
+fn handle(
     app: Arc<App>,
     mut req: http::Request<Incoming>,
     peer: SocketAddr,
-) -> http::Response<Body> {
-    let started = Instant::now();
-    let rid = request_id(req.headers());
-    let method = req.method().clone();
-    // A trailing slash names the same route, as Express (0.1.0) treated it.
-    let path = req.uri().path();
-    let path = if path.len() > 1 {
-        path.strip_suffix('/').unwrap_or(path)
-    } else {
-        path
-    };
-    let route = ROUTES
-        .iter()
-        .find(|(p, _)| *p == path)
-        .map_or("unmatched", |(p, _)| *p);
-    let head = req.method() == Method::HEAD && allows(route, &Method::GET);
-    let span = tracing::info_span!(
-        "request",
-        id = rid.to_str().unwrap_or("-"),
-        %method,
-        path = req.uri().path(),
-        %peer,
-        otel.kind = tracing::field::Empty,
-        otel.name = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-    );
-    if wombat_telemetry::enabled() {
-        // The server span of the trace; it joins the caller's trace when
-        // the request carries a W3C `traceparent`.
-        span.record("otel.kind", "server");
-        span.record("otel.name", format!("{method} {route}"));
-        wombat_telemetry::set_remote_parent(&span, req.headers());
-    }
-    if head {
-        *req.method_mut() = Method::GET;
-    }
-    let result = dispatch(&app, req, route).instrument(span.clone()).await;
-    let mut resp = match result {
-        Ok(resp) => resp,
-        Err(err) => {
-            let _enter = span.enter();
-            if err.status.is_server_error() {
-                tracing::error!(status = err.status.as_u16(), code = err.code, error = %err.message, "request failed");
-            } else {
-                tracing::debug!(status = err.status.as_u16(), code = err.code, error = %err.message, "request refused");
-            }
-            err.into_response()
-        }
-    };
-    resp.headers_mut().insert(REQUEST_ID, rid);
-    if head {
-        strip_body(&mut resp);
-    }
-    let elapsed = started.elapsed();
-    app.metrics
-        .observe_request(route, resp.status().as_u16(), elapsed);
-    let _enter = span.enter();
-    if wombat_telemetry::enabled() {
-        span.record(
-            "http.response.status_code",
-            i64::from(resp.status().as_u16()),
+) -> impl Future<Output = http::Response<Body>> {
+    // Not an `async fn`: its arguments would be stored twice in the
+    // future (as captured and as locals), and `req` alone is 376 bytes. The
+    // request stays here; the handlers below borrow it.
+    async move {
+        let started = Instant::now();
+        let rid = request_id(req.headers());
+        let method = req.method().clone();
+        // A trailing slash names the same route, as Express (0.1.0) treated it.
+        let path = req.uri().path();
+        let path = if path.len() > 1 {
+            path.strip_suffix('/').unwrap_or(path)
+        } else {
+            path
+        };
+        let route = ROUTES
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map_or("unmatched", |(p, _)| *p);
+        let head = req.method() == Method::HEAD && allows(route, &Method::GET);
+        let span = tracing::info_span!(
+            "request",
+            id = rid.to_str().unwrap_or("-"),
+            %method,
+            path = req.uri().path(),
+            %peer,
+            otel.kind = tracing::field::Empty,
+            otel.name = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
         );
-        if resp.status().is_server_error() {
-            span.record("otel.status_code", "error");
+        if wombat_telemetry::enabled() {
+            // The server span of the trace; it joins the caller's trace when
+            // the request carries a W3C `traceparent`.
+            span.record("otel.kind", "server");
+            span.record("otel.name", format!("{method} {route}"));
+            wombat_telemetry::set_remote_parent(&span, req.headers());
         }
+        if head {
+            *req.method_mut() = Method::GET;
+        }
+        let result = dispatch(&app, &mut req, route)
+            .instrument(span.clone())
+            .await;
+        let mut resp = match result {
+            Ok(resp) => resp,
+            Err(err) => {
+                let _enter = span.enter();
+                if err.status.is_server_error() {
+                    tracing::error!(status = err.status.as_u16(), code = err.code, error = %err.message, "request failed");
+                } else {
+                    tracing::debug!(status = err.status.as_u16(), code = err.code, error = %err.message, "request refused");
+                }
+                err.into_response()
+            }
+        };
+        resp.headers_mut().insert(REQUEST_ID, rid);
+        if head {
+            strip_body(&mut resp);
+        }
+        let elapsed = started.elapsed();
+        app.metrics
+            .observe_request(route, resp.status().as_u16(), elapsed);
+        let _enter = span.enter();
+        if wombat_telemetry::enabled() {
+            span.record(
+                "http.response.status_code",
+                i64::from(resp.status().as_u16()),
+            );
+            if resp.status().is_server_error() {
+                span.record("otel.status_code", "error");
+            }
+        }
+        tracing::info!(
+            status = resp.status().as_u16(),
+            micros = elapsed.as_micros() as u64,
+            "served"
+        );
+        resp
     }
-    tracing::info!(
-        status = resp.status().as_u16(),
-        micros = elapsed.as_micros() as u64,
-        "served"
-    );
-    resp
 }
 
 /// Whether `route` answers `method`.
@@ -335,10 +347,10 @@ fn strip_body(resp: &mut http::Response<Body>) {
 /// methods exist (403, not 404/405).
 async fn dispatch(
     app: &Arc<App>,
-    req: http::Request<Incoming>,
+    req: &mut http::Request<Incoming>,
     route: &'static str,
 ) -> Result<http::Response<Body>, ApiError> {
-    check_daemon_key(app, &req, route)?;
+    check_daemon_key(app, req, route)?;
     let Some((_, methods)) = ROUTES.iter().find(|(path, _)| *path == route) else {
         return Err(ApiError::not_found(req.uri().path()));
     };

@@ -114,12 +114,15 @@ fn body_timed_out(e: &(dyn std::error::Error + 'static)) -> Option<std::time::Du
 }
 
 /// Reads the whole body (at most `limit` bytes), checking the content type
-/// and the declared length first.
-async fn read_body<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes, ApiError>
+/// and the declared length first. The request is borrowed, not taken: a
+/// handler's future then holds a pointer, not the request (376 bytes), at
+/// every level it passes through.
+async fn read_body<B>(req: &mut http::Request<B>, limit: usize) -> Result<Bytes, ApiError>
 where
-    B: http_body::Body<Data = Bytes>,
+    B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
+    let headers = req.headers();
     check_json_content_type(headers)?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -128,7 +131,7 @@ where
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::payload_too_large(limit));
     }
-    match Limited::new(body, limit).collect().await {
+    match Limited::new(req.body_mut(), limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(ApiError::payload_too_large(limit))
@@ -305,17 +308,16 @@ fn invalid_payload(form_errors: Vec<String>, field_errors: Map<String, Value>) -
 ///
 /// A body over the limit is a 413 and a wrong content type a 415.
 pub(crate) async fn read_payload<T, B>(
-    headers: &HeaderMap,
-    body: B,
+    req: &mut http::Request<B>,
     limit: usize,
     schema: &[Field],
 ) -> Result<T, ApiError>
 where
     T: DeserializeOwned,
-    B: http_body::Body<Data = Bytes>,
+    B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let bytes = read_body(headers, body, limit).await?;
+    let bytes = read_body(req, limit).await?;
     let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
     // The happy path parses once, typed; only a body that fails is parsed
     // again (as a `Value`, then with path tracking) to name the problems.
@@ -390,15 +392,15 @@ mod tests {
     use super::*;
     use http_body_util::Full;
 
-    fn headers(ct: Option<&str>) -> HeaderMap {
-        let mut h = HeaderMap::new();
+    fn request(ct: Option<&str>, body: &'static str) -> http::Request<Full<Bytes>> {
+        let mut req = http::Request::new(Full::new(Bytes::from_static(body.as_bytes())));
         if let Some(ct) = ct {
-            h.insert(
+            req.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_str(ct).expect("valid"),
             );
         }
-        h
+        req
     }
 
     async fn read(
@@ -406,13 +408,7 @@ mod tests {
         body: &'static str,
         limit: usize,
     ) -> Result<serde_json::Value, ApiError> {
-        read_payload(
-            &headers(ct),
-            Full::new(Bytes::from_static(body.as_bytes())),
-            limit,
-            &[],
-        )
-        .await
+        read_payload(&mut request(ct, body), limit, &[]).await
     }
 
     #[tokio::test]
@@ -478,14 +474,9 @@ mod tests {
     ];
 
     async fn payload(body: &'static str) -> serde_json::Value {
-        let err = read_payload::<Payload, _>(
-            &headers(None),
-            Full::new(Bytes::from_static(body.as_bytes())),
-            1000,
-            SCHEMA,
-        )
-        .await
-        .expect_err("invalid payload");
+        let err = read_payload::<Payload, _>(&mut request(None, body), 1000, SCHEMA)
+            .await
+            .expect_err("invalid payload");
         assert_eq!(err.status, StatusCode::BAD_REQUEST);
         assert_eq!(err.message, "Invalid payload");
         err.details.expect("details")

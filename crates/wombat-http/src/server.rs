@@ -185,24 +185,29 @@ pub(crate) enum BodyError {
     TimedOut(Duration),
 }
 
-pin_project_lite::pin_project! {
-    /// A request body with a whole-body deadline. The timer is only
-    /// registered when the body actually stalls (a poll that finds no data),
-    /// so a body that arrives with its headers costs nothing extra.
-    pub(crate) struct RequestBody {
-        #[pin]
-        inner: Incoming,
-        #[pin]
-        deadline: tokio::time::Sleep,
-        limit: Duration,
-    }
+/// A request body with a whole-body deadline. The timer is only made when
+/// the body actually stalls (a poll that finds no data), so a body that
+/// arrives with its headers costs no timer and no allocation. `Unpin`, so
+/// that handlers can read it through the `&mut` of a borrowed request.
+pub(crate) struct RequestBody {
+    inner: Incoming,
+    /// When the whole body must have arrived (from the request's start).
+    due: tokio::time::Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    limit: Duration,
 }
 
 impl RequestBody {
     fn new(inner: Incoming, limit: Duration) -> Self {
+        let now = tokio::time::Instant::now();
+        // As `tokio::time::sleep` does: a limit too far to add is ~30 years.
+        let due = now
+            .checked_add(limit)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
         Self {
             inner,
-            deadline: tokio::time::sleep(limit),
+            due,
+            timer: None,
             limit,
         }
     }
@@ -216,13 +221,19 @@ impl http_body::Body for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
-        match this.inner.poll_frame(cx) {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(BodyError::Read))),
-            Poll::Pending => match this.deadline.poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::TimedOut(*this.limit)))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let due = this.due;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::TimedOut(this.limit)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 

@@ -55,16 +55,9 @@ struct CompactResponse<'a> {
 /// `POST /compact`.
 pub(crate) async fn compact(
     app: &Arc<App>,
-    req: http::Request<Incoming>,
+    req: &mut http::Request<Incoming>,
 ) -> Result<http::Response<Body>, ApiError> {
-    let (parts, body) = req.into_parts();
-    let body: CompactRequest = read_payload(
-        &parts.headers,
-        body,
-        app.config.max_body_bytes,
-        COMPACT_SCHEMA,
-    )
-    .await?;
+    let body: CompactRequest = read_payload(req, app.config.max_body_bytes, COMPACT_SCHEMA).await?;
     if body.messages.is_empty() {
         return Err(ApiError::bad_request(
             "messages must contain at least one message",
@@ -224,16 +217,10 @@ fn validation_errors(validator: &jsonschema::Validator, value: &Value) -> Vec<St
 /// `POST /llm-task`.
 pub(crate) async fn llm_task(
     app: &Arc<App>,
-    req: http::Request<Incoming>,
+    req: &mut http::Request<Incoming>,
 ) -> Result<http::Response<Body>, ApiError> {
-    let (parts, body) = req.into_parts();
-    let body: LlmTaskRequest = read_payload(
-        &parts.headers,
-        body,
-        app.config.max_body_bytes,
-        LLM_TASK_SCHEMA,
-    )
-    .await?;
+    let body: LlmTaskRequest =
+        read_payload(req, app.config.max_body_bytes, LLM_TASK_SCHEMA).await?;
     if body.prompt.trim().is_empty() {
         return Err(ApiError::bad_request("prompt must not be empty"));
     }
