@@ -94,7 +94,11 @@ pub(crate) async fn health(app: &App, deep: bool) -> http::Response<Body> {
         ),
         (Some(_), false) => ("unchecked", None),
         (Some(b), true) => {
-            match tokio::time::timeout(DEEP_PROBE_TIMEOUT, b.client.health_check()).await {
+            // Boxed: the probe (a backend call, ~1.1 KB of future) would
+            // otherwise size every request's handler future through the
+            // router's `match`, which each request copies into a box.
+            let probe = Box::pin(b.client.health_check());
+            match tokio::time::timeout(DEEP_PROBE_TIMEOUT, probe).await {
                 Ok(Ok(())) => ("ok", None),
                 Ok(Err(e)) => ("error", Some(e.to_string())),
                 Err(_) => (
