@@ -142,18 +142,20 @@ impl RouteRequest {
         self
     }
 
-    fn to_chat(&self, model: &str, observer: &Option<Arc<dyn CallObserver>>) -> ChatRequest {
+    /// The provider request for `model`, the prompt and conversation moved
+    /// rather than copied (the system prompt alone is a few KB).
+    fn into_chat(self, model: String, observer: &Option<Arc<dyn CallObserver>>) -> ChatRequest {
         ChatRequest {
-            model: model.to_owned(),
-            system: self.system.clone(),
-            messages: self.messages.clone(),
+            model,
+            system: self.system,
+            messages: self.messages,
             temperature: self.temperature,
             max_tokens: self.max_tokens,
-            response_format: self.response_format.clone(),
-            tools: self.tools.clone(),
-            tool_choice: self.tool_choice.clone(),
+            response_format: self.response_format,
+            tools: self.tools,
+            tool_choice: self.tool_choice,
             parallel_tool_calls: self.parallel_tool_calls,
-            options: self.options.clone(),
+            options: self.options,
             observer: ObserverSlot(observer.clone()),
         }
     }
@@ -607,7 +609,7 @@ impl Router {
         let routed = tokio::time::timeout_at(
             deadline_at,
             self.run(
-                &req,
+                req,
                 budget_at,
                 |_, provider, chat| async move { provider.complete(&chat).await },
                 |c| Some(&c.usage),
@@ -717,7 +719,7 @@ impl Router {
         let deadline_at = Instant::now() + deadline;
         let budget_at = budget(&req, deadline_at);
         let open = self.run(
-            &req,
+            req,
             budget_at,
             |model, provider, chat| async move {
                 let mut stream = provider.stream(&chat).await?;
@@ -795,7 +797,7 @@ impl Router {
     /// later (a stream, at its end).
     async fn run<T, F, Fut>(
         &self,
-        req: &RouteRequest,
+        req: RouteRequest,
         deadline_at: Instant,
         mut call: F,
         usage: fn(&T) -> Option<&Usage>,
@@ -807,6 +809,10 @@ impl Router {
         let inner = &self.inner;
         let policy = &inner.config.retry;
         let models = self.candidates(&req.model)?;
+        // One provider request for every model tried: only its model
+        // changes on failover (`make_mut` copies it only if an earlier
+        // call still holds it).
+        let mut chat = Arc::new(req.into_chat(models[0].model.clone(), &inner.call_observer));
         let mut attempts = 0u32;
         let mut failovers = 0u32;
         let mut errors: Vec<Error> = Vec::new();
@@ -827,7 +833,9 @@ impl Router {
                 errors.push(no_backend(model.provider));
                 continue;
             };
-            let chat = Arc::new(req.to_chat(&model.model, &inner.call_observer));
+            if chat.model != model.model {
+                Arc::make_mut(&mut chat).model.clone_from(&model.model);
+            }
             let mut model_attempt = 0u32;
             loop {
                 attempts += 1;

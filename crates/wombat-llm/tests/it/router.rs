@@ -134,6 +134,27 @@ async fn fails_over_to_another_provider_after_the_primary_is_exhausted() {
         [Duration::from_secs(1), Duration::from_secs(2)]
     );
     assert_eq!((primary.request_count(), fallback.request_count()), (3, 1));
+    // Every attempt carries the whole request; on failover only the model
+    // changes.
+    for r in primary.requests() {
+        let body = r.json();
+        assert_eq!(body["model"], "gpt-4o-mini");
+        assert_eq!(
+            body["messages"][0],
+            json!({"role": "system", "content": "You are terse."})
+        );
+        assert_eq!(
+            body["messages"][1],
+            json!({"role": "user", "content": "Hi there"})
+        );
+    }
+    let body = fallback.requests()[0].json();
+    assert_eq!(body["model"], "claude-3-5-haiku");
+    assert_eq!(body["system"], "You are terse.");
+    assert_eq!(
+        body["messages"],
+        json!([{"role": "user", "content": "Hi there"}])
+    );
 }
 
 #[tokio::test]
