@@ -5,11 +5,9 @@
 
 use std::borrow::Cow;
 
-use jiff::Timestamp;
-
 use crate::snapshot::{AGENTS, FileText, IDENTITY, MEMORY, SOUL, Snapshot, TOOLS, USER};
 use crate::text::{char_len, truncate_head_tail};
-use crate::time::Zone;
+use crate::time::Clock;
 
 /// Which parts of the workspace go into the prompt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -38,8 +36,8 @@ pub(crate) struct Injected {
 pub(crate) struct Assembly<'a> {
     pub(crate) role: &'a str,
     pub(crate) mode: PromptMode,
-    pub(crate) zone: &'a Zone,
-    pub(crate) now: Timestamp,
+    /// The request's local date and time block.
+    pub(crate) clock: &'a Clock,
     pub(crate) override_prompt: Option<&'a str>,
     pub(crate) include_time: bool,
     pub(crate) total_budget: usize,
@@ -153,7 +151,7 @@ pub(crate) fn assemble(snapshot: &Snapshot, a: &Assembly<'_>) -> (String, Vec<In
         }
     }
     if a.include_time {
-        b.push_part(&a.zone.clock(a.now).block);
+        b.push_part(&a.clock.block);
     }
     (b.out, b.injected)
 }
@@ -180,7 +178,7 @@ fn full(snapshot: &Snapshot, a: &Assembly<'_>, b: &mut Builder) {
         Cow::Borrowed(MEMORY),
         snapshot.memory.as_ref(),
     );
-    let today = a.zone.clock(a.now).date;
+    let today = a.clock.date;
     if let Ok(yesterday) = today.yesterday() {
         if let Some(file) = snapshot.daily.get(&yesterday) {
             b.push_file(

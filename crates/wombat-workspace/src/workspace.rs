@@ -26,7 +26,7 @@ use crate::snapshot::{
     TOOLS, USER, load,
 };
 use crate::text::{char_len, estimate_tokens};
-use crate::time::Zone;
+use crate::time::{Clock, Zone};
 use crate::{Error, Result};
 
 /// Default per-file limit, in characters.
@@ -162,6 +162,7 @@ struct Inner {
     snapshot: ArcSwap<Snapshot>,
     cache: Mutex<LoadCache>,
     zones: RwLock<HashMap<String, Zone>>,
+    prompts: Mutex<Prompts>,
     /// Dropping this (with the last handle) stops the refresh thread at once.
     _stop: Option<mpsc::Sender<()>>,
 }
@@ -208,6 +209,68 @@ impl Inner {
             zones.insert(name.to_owned(), zone.clone());
         }
         Ok(zone)
+    }
+}
+
+/// The request's prompt override: an empty or blank one counts as absent.
+fn overriding<'a>(request: &PromptRequest<'a>) -> Option<&'a str> {
+    request.system_prompt.filter(|s| !s.trim().is_empty())
+}
+
+/// Most prompts [`Prompts`] remembers.
+const PROMPT_MEMO_LIMIT: usize = 8;
+
+/// The last few prompts built, so that the requests of a minute that get
+/// the same prompt share one assembly. A prompt without an override is a
+/// function of the snapshot, the role, the mode and the zone's clock of the
+/// minute: the clock's block is one `Arc` per zone and local minute (see
+/// `Zone::clock`), so pointer equality of snapshot and block, both held
+/// here so that their addresses cannot be reused, is equality of the inputs.
+#[derive(Default)]
+struct Prompts {
+    recent: Vec<Memo>,
+    /// The slot the next new prompt replaces once `recent` is full.
+    next: usize,
+}
+
+struct Memo {
+    snapshot: Arc<Snapshot>,
+    block: Arc<str>,
+    role: String,
+    mode: PromptMode,
+    prompt: String,
+}
+
+impl Prompts {
+    fn get(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        block: &Arc<str>,
+        role: &str,
+        mode: PromptMode,
+    ) -> Option<&str> {
+        self.recent
+            .iter()
+            .find(|m| {
+                Arc::ptr_eq(&m.snapshot, snapshot)
+                    && Arc::ptr_eq(&m.block, block)
+                    && m.mode == mode
+                    && m.role == role
+            })
+            .map(|m| m.prompt.as_str())
+    }
+
+    fn put(&mut self, memo: Memo) {
+        // Prompts of an older snapshot are never asked for again: dropped,
+        // so that they do not keep it alive.
+        self.recent
+            .retain(|m| Arc::ptr_eq(&m.snapshot, &memo.snapshot));
+        if self.recent.len() < PROMPT_MEMO_LIMIT {
+            self.recent.push(memo);
+        } else {
+            self.recent[self.next] = memo;
+            self.next = (self.next + 1) % PROMPT_MEMO_LIMIT;
+        }
     }
 }
 
@@ -316,6 +379,7 @@ impl Workspace {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             cache: Mutex::new(LoadCache::default()),
             zones: RwLock::new(HashMap::new()),
+            prompts: Mutex::new(Prompts::default()),
             _stop: None,
         };
         let listing = Listing::scan(&inner.path, &inner.marker);
@@ -392,17 +456,26 @@ impl Workspace {
         request: &PromptRequest<'_>,
     ) -> Result<(String, Vec<crate::prompt::Injected>)> {
         Self::check_role(request.role)?;
-        let zone = self.inner.zone(request.timezone)?;
+        let clock = self.inner.zone(request.timezone)?.clock(request.now);
+        Ok(self.assemble(snapshot, request, &clock))
+    }
+
+    /// The prompt for a checked `request` at `clock`.
+    fn assemble(
+        &self,
+        snapshot: &Snapshot,
+        request: &PromptRequest<'_>,
+        clock: &Clock,
+    ) -> (String, Vec<crate::prompt::Injected>) {
         let assembly = Assembly {
             role: request.role,
             mode: request.mode,
-            zone: &zone,
-            now: request.now,
-            override_prompt: request.system_prompt.filter(|s| !s.trim().is_empty()),
+            clock,
+            override_prompt: overriding(request),
             include_time: self.inner.options.include_time_context,
             total_budget: self.inner.options.total_budget_chars,
         };
-        Ok(assemble(snapshot, &assembly))
+        assemble(snapshot, &assembly)
     }
 
     /// Builds the system prompt for `request` from the current snapshot (no disk I/O).
@@ -410,7 +483,29 @@ impl Workspace {
     /// Errors: [`Error::InvalidRole`], [`Error::UnknownTimeZone`].
     pub fn system_prompt(&self, request: &PromptRequest<'_>) -> Result<String> {
         let snapshot = self.inner.snapshot.load();
-        self.build(&snapshot, request).map(|(prompt, _)| prompt)
+        Self::check_role(request.role)?;
+        let clock = self.inner.zone(request.timezone)?.clock(request.now);
+        if overriding(request).is_some() {
+            return Ok(self.assemble(&snapshot, request, &clock).0);
+        }
+        let lock = || {
+            self.inner
+                .prompts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        if let Some(prompt) = lock().get(&snapshot, &clock.block, request.role, request.mode) {
+            return Ok(prompt.to_owned());
+        }
+        let (prompt, _) = self.assemble(&snapshot, request, &clock);
+        lock().put(Memo {
+            snapshot: Arc::clone(&snapshot),
+            block: clock.block,
+            role: request.role.to_owned(),
+            mode: request.mode,
+            prompt: prompt.clone(),
+        });
+        Ok(prompt)
     }
 
     /// Prompt-size figures for `GET /context`, for the prompt `request` would get.

@@ -572,6 +572,71 @@ fn refresh_now_sees_edits_additions_and_deletions() {
 }
 
 #[test]
+fn remembered_prompts_follow_snapshot_role_mode_zone_and_minute() {
+    // The workspace keeps its last few prompts: each input that changes a
+    // prompt must give the new one, whatever was asked for before.
+    let tmp = TempWorkspace::with(&[
+        ("SOUL.md", "default soul"),
+        ("souls/pm.md", "pm soul"),
+        ("AGENTS.md", "rules"),
+        ("memory/2026-02-02.md", "today text"),
+    ]);
+    let ws = tmp.open();
+    tmp.age_all();
+    ws.refresh_now();
+    let agent = full(&ws, "agent");
+    assert!(
+        agent.starts_with("default soul") && agent.ends_with(TIME_UTC),
+        "{agent}"
+    );
+    assert_eq!(full(&ws, "agent"), agent);
+    assert!(full(&ws, "pm").starts_with("pm soul"));
+    let minimal = prompt(
+        &ws,
+        PromptRequest::new("agent", now()).mode(PromptMode::Minimal),
+    );
+    assert_eq!(
+        minimal,
+        format!("## Operating Rules\n\nrules\n\n{TIME_UTC}")
+    );
+    let tokyo = prompt(
+        &ws,
+        PromptRequest::new("agent", now()).timezone("Asia/Tokyo"),
+    );
+    assert!(
+        tokyo.ends_with("- **Time:** 12:15 PM\n- **Timezone:** Asia/Tokyo"),
+        "{tokyo}"
+    );
+    let next_minute = now() + jiff::SignedDuration::from_secs(60);
+    let later = prompt(&ws, PromptRequest::new("agent", next_minute));
+    assert!(later.contains("- **Time:** 3:16 AM"), "{later}");
+    // The next day's prompt has no "today" of the day before.
+    let next_day = now() + jiff::SignedDuration::from_hours(24);
+    let tomorrow = prompt(&ws, PromptRequest::new("agent", next_day));
+    assert!(
+        tomorrow.contains("### Yesterday (2026-02-02)\n\ntoday text"),
+        "{tomorrow}"
+    );
+    // More prompts than are kept, then the first one again.
+    for i in 0..20 {
+        assert!(full(&ws, &format!("role{i}")).starts_with("default soul"));
+    }
+    assert_eq!(full(&ws, "agent"), agent);
+    // An override is never remembered, nor served for a request without one.
+    let custom = prompt(
+        &ws,
+        PromptRequest::new("agent", now()).system_prompt("Custom."),
+    );
+    assert_eq!(custom, format!("Custom.\n\n{TIME_UTC}"));
+    assert_eq!(full(&ws, "agent"), agent);
+    // A new snapshot.
+    tmp.write("SOUL.md", "edited soul");
+    assert!(ws.refresh_now());
+    assert!(full(&ws, "agent").starts_with("edited soul"));
+    assert!(full(&ws, "pm").starts_with("pm soul"));
+}
+
+#[test]
 fn background_refresh_picks_up_edits() {
     let tmp = TempWorkspace::with(&[("SOUL.md", "before")]);
     let ws = tmp.open_with(WorkspaceOptions {
