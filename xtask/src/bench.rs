@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--quick]`: builds `wombat-server` (and xtask itself)
+//! `cargo xtask bench [--quick] [--pgo]`: builds `wombat-server` (and xtask itself)
 //! in release mode, starts an in-process fake LLM and fake backend on
 //! loopback, runs the server against them and measures throughput,
 //! latency, overhead over the fakes, CPU per request, memory, open SSE
@@ -54,17 +54,33 @@ pub fn run(args: &[String]) -> Result<()> {
     if args.first().map(String::as_str) == Some("--runner") {
         return runner(&args[1..]);
     }
-    let mut quick = false;
+    let (mut quick, mut pgo) = (false, false);
     for a in args {
         match a.as_str() {
             "--quick" => quick = true,
-            other => bail!("unknown bench option {other:?} (usage: cargo xtask bench [--quick])"),
+            "--pgo" => pgo = true,
+            other => {
+                bail!("unknown bench option {other:?} (usage: cargo xtask bench [--quick] [--pgo])")
+            }
         }
     }
     let root = workspace_root();
     // XTASK_BENCH_FLOOR=0 leaves the floor out (not built, not run).
     let with_floor = std::env::var("XTASK_BENCH_FLOOR").map_or(true, |v| v != "0");
-    let bins = build(&root, with_floor)?;
+    let bins = match pgo {
+        // Both sides profile-guided, so that the ratio compares like with like.
+        true => {
+            let xtask = crate::pgo::release_xtask(&root)?;
+            let built = crate::pgo::build(&root, &xtask, with_floor)?;
+            let mut bins = BTreeMap::from([
+                (XTASK_BIN.to_owned(), xtask),
+                (SERVER_BIN.to_owned(), built.server),
+            ]);
+            bins.extend(built.floor.map(|f| (FLOOR_PKG.to_owned(), f)));
+            bins
+        }
+        false => build(&root, with_floor)?,
+    };
     let server = bins
         .get(SERVER_BIN)
         .with_context(|| format!("cargo did not report the {SERVER_BIN} executable"))?;
@@ -78,7 +94,8 @@ pub fn run(args: &[String]) -> Result<()> {
         ),
         false => None,
     };
-    // <target>/release/wombat-server → <target>/bench
+    // <target>/release/wombat-server → <target>/bench (<target>/pgo/use/release/… →
+    // <target>/pgo/use/bench for --pgo)
     let out_dir = server
         .parent()
         .and_then(Path::parent)

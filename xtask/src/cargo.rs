@@ -3,6 +3,7 @@
 //! `CARGO_TARGET_DIR` and profiles without guessing paths).
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -18,10 +19,20 @@ pub fn workspace_root() -> PathBuf {
 
 /// `cargo build <args>` in `root`; returns `{bin name: path}` of what it built.
 pub fn build_bins(root: &Path, args: &[&str]) -> Result<BTreeMap<String, PathBuf>> {
+    build_bins_with(root, args, &[])
+}
+
+/// [`build_bins`] with extra environment variables for cargo.
+pub fn build_bins_with(
+    root: &Path,
+    args: &[&str],
+    env: &[(&str, &OsStr)],
+) -> Result<BTreeMap<String, PathBuf>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .args(["build", "--message-format=json-render-diagnostics"])
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(root)
         .stderr(Stdio::inherit())
         .output()
