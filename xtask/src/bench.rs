@@ -36,10 +36,11 @@ use fakes::Fakes;
 use load::{Scenario, Targets};
 use stats::Percentiles;
 
-const SERVER_PKG: &str = "wombat-server";
+/// The daemon's package.
+pub(crate) const SERVER_PKG: &str = "wombat-server";
 const SERVER_BIN: &str = "wombat-server";
 /// The floor (`xtask/floor`): the least a server can spend per send.
-const FLOOR_PKG: &str = "bench-floor";
+pub(crate) const FLOOR_PKG: &str = "bench-floor";
 const XTASK_BIN: &str = "xtask";
 /// How long the server may take to answer `/health` before we give up.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -101,6 +102,33 @@ pub fn run(args: &[String]) -> Result<()> {
         .and_then(Path::parent)
         .map(|t| t.join("bench"))
         .context("cannot derive the target directory from the server path")?;
+    let status = runner_command(
+        xtask,
+        server,
+        floor.map(PathBuf::as_path),
+        &out_dir,
+        &root,
+        quick,
+    )
+    .status()
+    .context("starting the release xtask")?;
+    if !status.success() {
+        bail!("benchmark failed ({status})");
+    }
+    Ok(())
+}
+
+/// `xtask bench --runner ...` for the release `xtask`, under `sh -c 'ulimit
+/// -n <hard limit>'` (see the module's doc); also the training run of
+/// `cargo xtask pgo`.
+pub(crate) fn runner_command(
+    xtask: &Path,
+    server: &Path,
+    floor: Option<&Path>,
+    out_dir: &Path,
+    root: &Path,
+    quick: bool,
+) -> Command {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(r#"ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@""#)
@@ -108,20 +136,16 @@ pub fn run(args: &[String]) -> Result<()> {
         .args(["bench", "--runner", "--server"])
         .arg(server)
         .arg("--out")
-        .arg(&out_dir)
+        .arg(out_dir)
         .arg("--root")
-        .arg(&root);
+        .arg(root);
     if quick {
         cmd.arg("--quick");
     }
     if let Some(floor) = floor {
         cmd.arg("--floor").arg(floor);
     }
-    let status = cmd.status().context("starting the release xtask")?;
-    if !status.success() {
-        bail!("benchmark failed ({status})");
-    }
-    Ok(())
+    cmd
 }
 
 /// `cargo build --release -p wombat-server`, then the same for the floor

@@ -9,15 +9,16 @@
 //!    Each server writes its counts when the benchmark stops it.
 //! 3. `llvm-profdata merge` (rustup's `llvm-tools` component, which matches
 //!    the compiler's LLVM).
-//! 4. The optimised build (`-Cprofile-use`) in `<target>/pgo/use`.
+//! 4. The optimised build (`-Cprofile-use`) in `<target>/pgo/use`, from
+//!    scratch each time (cargo cannot tell that the profile changed).
 //!
 //! Every package gets the same flags within a step, so each target
 //! directory builds the dependencies once. The server and the floor share
 //! one profile: their own code is disjoint, and for the dependencies they
 //! share the counts come from the same kind of load. Flags already in
 //! `RUSTFLAGS` are kept. On two cores the whole takes ~25 minutes (two
-//! release builds and a quick benchmark); see docs/BENCHMARKS.md item 17
-//! for what it gains.
+//! release builds and a quick benchmark; a rerun reuses the instrumented
+//! build); docs/BENCHMARKS.md item 17 has what it gains.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -26,12 +27,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::bench::{FLOOR_PKG as FLOOR, SERVER_PKG as SERVER, runner_command};
 use crate::cargo::{build_bins, build_bins_with, workspace_root};
-
-/// The daemon's package (and executable).
-pub const SERVER: &str = "wombat-server";
-/// The floor's package (and executable).
-pub const FLOOR: &str = "bench-floor";
 
 /// Entry point; `args` are the words after `pgo`.
 pub fn run(args: &[String]) -> Result<()> {
@@ -78,11 +75,7 @@ pub fn build(root: &Path, xtask: &Path, with_floor: bool) -> Result<Built> {
         .context("cannot derive the target directory from the xtask path")?;
     let raw = base.join("raw");
     // Counts of an earlier training would add to this one's.
-    if let Err(e) = std::fs::remove_dir_all(&raw)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        return Err(e).with_context(|| format!("removing {}", raw.display()));
-    }
+    remove_dir(&raw)?;
     let packages: &[&str] = if with_floor {
         &[SERVER, FLOOR]
     } else {
@@ -97,21 +90,16 @@ pub fn build(root: &Path, xtask: &Path, with_floor: bool) -> Result<Built> {
     )?;
 
     println!("pgo: training run (the quick benchmark on the instrumented build)");
-    let mut training = Command::new("sh");
-    training
-        .arg("-c")
-        .arg(r#"ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@""#)
-        .arg(xtask)
-        .args(["bench", "--runner", "--quick", "--server"])
-        .arg(&generate[SERVER])
-        .arg("--out")
-        .arg(base.join("training"))
-        .arg("--root")
-        .arg(root);
-    if let Some(floor) = generate.get(FLOOR) {
-        training.arg("--floor").arg(floor);
-    }
-    let status = training.status().context("starting the training run")?;
+    let status = runner_command(
+        xtask,
+        &generate[SERVER],
+        generate.get(FLOOR).map(PathBuf::as_path),
+        &base.join("training"),
+        root,
+        true,
+    )
+    .status()
+    .context("starting the training run")?;
     if !status.success() {
         bail!("the training run failed ({status})");
     }
@@ -128,9 +116,13 @@ pub fn build(root: &Path, xtask: &Path, with_floor: bool) -> Result<Built> {
         bail!("llvm-profdata merge failed ({status})");
     }
 
+    // Cargo does not see a new profile behind the same flag: nothing built
+    // with the last one may be reused.
+    let use_dir = base.join("use");
+    remove_dir(&use_dir)?;
     let used = build_all(
         root,
-        &base.join("use"),
+        &use_dir,
         &[
             flag("-Cprofile-use=", &merged),
             // Functions whose shape differs between the two builds (the
@@ -219,6 +211,16 @@ fn llvm_profdata() -> Result<PathBuf> {
         );
     }
     Ok(path)
+}
+
+/// Removes `dir` and what it holds, if it exists.
+fn remove_dir(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A flag that ends in a path, such as `-Cprofile-use=<path>`.
