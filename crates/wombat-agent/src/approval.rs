@@ -34,7 +34,7 @@ pub(crate) fn resume_id(metadata: Option<&serde_json::Map<String, Value>>) -> Op
 /// (left out when too large: the resumed model then sees the call and its
 /// result only).
 pub(crate) async fn create(
-    agent: &AgentClient,
+    agent: &AgentClient<'_>,
     task_id: &str,
     role: &str,
     call: &ToolCall,
@@ -64,7 +64,7 @@ pub(crate) async fn create(
 /// Consumes the decision of `id`: a clear 4xx for a request that is still
 /// pending (409 `tool_request_pending`), already consumed (409
 /// `tool_request_consumed`), unknown or another tenant's (404).
-pub(crate) async fn consume(agent: &AgentClient, id: &str) -> Result<ToolRequest, ApiError> {
+pub(crate) async fn consume(agent: &AgentClient<'_>, id: &str) -> Result<ToolRequest, ApiError> {
     use wombat_controlplane::Error as E;
     agent.consume_tool_request(id).await.map_err(|e| match &e {
         E::ToolRequestPending { .. } => ApiError::new(

@@ -12,7 +12,8 @@
 //! is not retried on another task: its caller decides, with the reply in
 //! hand).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -124,7 +125,7 @@ impl TokenOwner for TokenKey {
     }
 }
 
-impl TokenOwner for AgentClient {
+impl TokenOwner for AgentClient<'_> {
     fn parts(&self) -> (&str, &str, Option<&str>) {
         (&self.user_id, &self.role, self.agent_id.as_deref())
     }
@@ -253,7 +254,7 @@ impl std::fmt::Debug for ControlPlane {
 
 /// Who a request authenticates as.
 enum Auth<'a> {
-    Agent(&'a AgentClient),
+    Agent(&'a AgentClient<'a>),
     Internal,
 }
 
@@ -310,7 +311,7 @@ impl ControlPlane {
                 internal_token,
                 retry: config.retry,
                 health_timeout: config.health_timeout,
-                tokens: Mutex::new(HashMap::new()),
+                tokens: Mutex::new(HashMap::default()),
                 title_filter: Mutex::new(None),
                 tasks: Mutex::new(TaskCache::default()),
             }),
@@ -319,7 +320,11 @@ impl ControlPlane {
 
     /// A client acting as `role` for tenant `user_id`. Cheap: no I/O, the
     /// token is minted (and cached) on first use.
-    pub fn agent(&self, user_id: impl Into<String>, role: impl Into<String>) -> AgentClient {
+    pub fn agent<'a>(
+        &self,
+        user_id: impl Into<Cow<'a, str>>,
+        role: impl Into<Cow<'a, str>>,
+    ) -> AgentClient<'a> {
         AgentClient {
             cp: self.clone(),
             user_id: user_id.into(),
@@ -396,7 +401,7 @@ impl ControlPlane {
     /// `agent`), then cached for the life of the process. A failed
     /// `capabilities` call counts as "no" for [`CAPABILITIES_RETRY`].
     /// Concurrent first callers may each ask; the answers agree.
-    async fn title_filter(&self, agent: &AgentClient) -> bool {
+    async fn title_filter(&self, agent: &AgentClient<'_>) -> bool {
         let now = Instant::now();
         if let Some((known, until)) = *self
             .inner
@@ -482,7 +487,7 @@ impl ControlPlane {
 
     /// The cached token of `(user, role, agent_id)`, minted when missing or
     /// close to expiry.
-    fn token(&self, agent: &AgentClient) -> Result<HeaderValue> {
+    fn token(&self, agent: &AgentClient<'_>) -> Result<HeaderValue> {
         let now = unix_now();
         let mut cache = self
             .inner
@@ -510,8 +515,8 @@ impl ControlPlane {
             }
         }
         let key = TokenKey {
-            user: agent.user_id.clone(),
-            role: agent.role.clone(),
+            user: agent.user_id.clone().into_owned(),
+            role: agent.role.clone().into_owned(),
             agent: agent.agent_id.clone(),
         };
         cache.insert(key, (value.clone(), now + jwt::TOKEN_TTL_SECS));
@@ -780,16 +785,17 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Bytes> {
 }
 
 /// Calls made as one tenant's agent (`X-Agent-Token` for `user_id`/`role`).
-/// Cheap to create and clone.
+/// Cheap to create and clone; given borrowed strings, it borrows the user
+/// and role instead of copying them (one per request on the daemon's path).
 #[derive(Clone)]
-pub struct AgentClient {
+pub struct AgentClient<'a> {
     cp: ControlPlane,
-    user_id: String,
-    role: String,
+    user_id: Cow<'a, str>,
+    role: Cow<'a, str>,
     agent_id: Option<String>,
 }
 
-impl std::fmt::Debug for AgentClient {
+impl std::fmt::Debug for AgentClient<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentClient")
             .field("user_id", &self.user_id)
@@ -799,7 +805,7 @@ impl std::fmt::Debug for AgentClient {
     }
 }
 
-impl AgentClient {
+impl AgentClient<'_> {
     /// Adds the optional `agent_id` claim to this client's tokens.
     #[must_use]
     pub fn with_agent_id(mut self, agent_id: impl Into<String>) -> Self {
@@ -1093,7 +1099,7 @@ impl AgentClient {
     /// `POST heartbeat {user_id}`; returns the backend's JSON reply.
     pub async fn heartbeat(&self) -> Result<Value> {
         let body = HeartbeatRequest {
-            user_id: self.user_id.clone(),
+            user_id: self.user_id.clone().into_owned(),
         };
         self.post("heartbeat", &body, "heartbeat").await
     }
@@ -1101,7 +1107,7 @@ impl AgentClient {
     /// `POST standup {user_id, timezone}`; returns the backend's JSON reply.
     pub async fn standup(&self, timezone: &str) -> Result<Value> {
         let body = StandupRequest {
-            user_id: self.user_id.clone(),
+            user_id: self.user_id.clone().into_owned(),
             timezone: timezone.to_owned(),
         };
         self.post("standup", &body, "standup").await
@@ -1170,7 +1176,7 @@ fn tool_request_error(error: Error, id: &str, patch: bool) -> Error {
     }
 }
 
-impl AgentClient {
+impl AgentClient<'_> {
     /// `POST tool-requests` (answers 200 or 201 alike); a UUID idempotency
     /// key is added when none is given. The record comes back `pending`,
     /// or as it stands now for a repeated key and payload.

@@ -6,7 +6,10 @@
 //! micro-dollars. Floating point would turn `1250 × 0.15` into
 //! `187.4999…` and round the wrong way.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+
+use foldhash::HashMap as FastMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -71,8 +74,8 @@ pub struct Cost {
     pub output_cost: f64,
     /// USD in all.
     pub total_cost: f64,
-    /// Always `"USD"`.
-    pub currency: String,
+    /// Always `"USD"` (borrowed, not allocated, for the costs Wombat makes).
+    pub currency: Cow<'static, str>,
     /// Whether the model had a price; an unpriced model costs 0.
     #[serde(default = "default_true")]
     pub priced: bool,
@@ -92,7 +95,7 @@ impl Cost {
             input_cost: micros_to_usd(input),
             output_cost: micros_to_usd(output),
             total_cost: micros_to_usd(input.saturating_add(output)),
-            currency: "USD".to_owned(),
+            currency: Cow::Borrowed("USD"),
             priced,
         }
     }
@@ -156,7 +159,7 @@ fn token_cost_micros(tokens: u64, micros_per_mtok: u64) -> u64 {
 /// `claude-3-5-sonnet-20241022` → `claude-3-5-sonnet`).
 #[derive(Debug, Clone)]
 pub struct PricingTable {
-    entries: HashMap<String, ModelPrice>,
+    entries: FastMap<String, ModelPrice>,
 }
 
 impl Default for PricingTable {
@@ -242,7 +245,7 @@ impl PricingTable {
     /// A table with no entries (every model unpriced).
     pub fn empty() -> Self {
         Self {
-            entries: HashMap::new(),
+            entries: FastMap::default(),
         }
     }
 

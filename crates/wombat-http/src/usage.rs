@@ -8,7 +8,7 @@
 //! With `WOMBAT_REDIS_URL`, `/usage` comes from the shared store instead
 //! (see [`UsageResponse::from_snapshot`]).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Mutex;
 
 use serde::Serialize;

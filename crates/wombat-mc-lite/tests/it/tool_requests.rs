@@ -14,7 +14,7 @@ use wombat_mc_lite::RunningMcLite;
 
 use crate::support::*;
 
-async fn task(agent: &AgentClient, title: &str) -> String {
+async fn task(agent: &AgentClient<'_>, title: &str) -> String {
     agent
         .create_task(NewTask {
             title: title.into(),
@@ -47,7 +47,7 @@ fn decide(status: ToolRequestStatus, reason: Option<&str>) -> ToolRequestDecisio
     }
 }
 
-async fn create(agent: &AgentClient, task_id: &str, call_id: &str) -> ToolRequest {
+async fn create(agent: &AgentClient<'_>, task_id: &str, call_id: &str) -> ToolRequest {
     agent
         .create_tool_request(new_request(task_id, call_id, None))
         .await
