@@ -12,12 +12,12 @@
 //! is not retried on another task: its caller decides, with the reply in
 //! hand).
 
-use foldhash::HashMap;
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use foldhash::HashMap;
 use http::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Method, Request, StatusCode};
 use serde::de::DeserializeOwned;

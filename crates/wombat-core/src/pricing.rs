@@ -10,7 +10,6 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use foldhash::HashMap as FastMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::json::ObjectWriter;
